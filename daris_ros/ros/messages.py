@@ -1,0 +1,207 @@
+"""Building daris_ros and diagnostic_msgs messages from engine results and scheduler statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+from daris_ros.msg import InferenceResult, PriorityStats, SchedulerStats, TaskStats
+from daris_ros.runtime.engine import JobResult
+
+ToRosTime = Callable[[float], Time]
+
+
+def _prio(p: str) -> int:
+    return InferenceResult.PRIORITY_HIGH if p == "HP" else InferenceResult.PRIORITY_LOW
+
+
+def result_msg(r: JobResult, header: Header, to_ros: ToRosTime) -> InferenceResult:
+    """An InferenceResult whose header is the source image's header."""
+    m = InferenceResult()
+    m.header = header
+    m.task = r.task
+    m.job_id = r.job_id
+    m.priority = _prio(r.priority)
+    m.model = r.model
+    m.class_ids = [int(c) for c in r.class_ids]
+    m.scores = [float(s) for s in r.scores]
+    if r.segmentation is not None:
+        h, w, ids, fr = r.segmentation
+        m.seg_height, m.seg_width = int(h), int(w)
+        m.seg_class_ids = [int(c) for c in ids]
+        m.seg_class_fractions = [float(f) for f in fr]
+    m.receive_time = to_ros(r.receive_time)
+    m.release_time = to_ros(r.release_time)
+    m.start_time = to_ros(r.start_time)
+    m.finish_time = to_ros(r.finish_time)
+    m.deadline = to_ros(r.deadline)
+    m.response_time = float(r.response_time)
+    m.exec_time = float(r.exec_time)
+    m.met = bool(r.met)
+    m.context = int(r.context)
+    m.stream = int(r.stream)
+    return m
+
+
+@dataclass(slots=True)
+class TaskInputCounters:
+    """Per-task input-side counters kept by the node (the core never sees these frames)."""
+
+    frames: int = 0
+    stale: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+def _nz(x: float) -> float:
+    return 0.0 if x is None or math.isnan(x) else float(x)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One task's figures for a stats message / diagnostics / the demo table (seconds)."""
+
+    task: str
+    topic: str
+    model: str
+    priority: str
+    context: int
+    period: float
+    deadline: float
+    released: int
+    admitted: int
+    rejected: int
+    completed: int
+    missed: int
+    stale: int
+    dropped: int
+    migrations: int
+    jps: float
+    miss_rate: float
+    p50: float
+    p99: float
+    max: float
+    mret: float
+
+
+def task_stats_msg(row: TaskRow) -> TaskStats:
+    m = TaskStats()
+    m.task, m.topic, m.model = row.task, row.topic, row.model
+    m.priority = _prio(row.priority)
+    m.context = row.context
+    m.period, m.deadline = row.period, row.deadline
+    m.released, m.admitted, m.rejected = row.released, row.admitted, row.rejected
+    m.completed, m.missed, m.stale, m.dropped = row.completed, row.missed, row.stale, row.dropped
+    m.migrations = row.migrations
+    m.jps, m.miss_rate = row.jps, row.miss_rate
+    m.response_p50, m.response_p99, m.response_max = _nz(row.p50), _nz(row.p99), _nz(row.max)
+    m.mret = _nz(row.mret)
+    return m
+
+
+def priority_stats_msg(priority: str, rows: list[TaskRow], pct: Mapping[str, float]) -> PriorityStats:
+    m = PriorityStats()
+    m.priority = _prio(priority)
+    m.tasks = len(rows)
+    m.released = sum(r.released for r in rows)
+    m.admitted = sum(r.admitted for r in rows)
+    m.rejected = sum(r.rejected for r in rows)
+    m.completed = sum(r.completed for r in rows)
+    m.missed = sum(r.missed for r in rows)
+    m.stale = sum(r.stale for r in rows)
+    m.dropped = sum(r.dropped for r in rows)
+    m.jps = sum(r.jps for r in rows)
+    m.miss_rate = m.missed / m.admitted if m.admitted else 0.0
+    m.response_p50, m.response_p99, m.response_max = _nz(pct["p50"]), _nz(pct["p99"]), _nz(pct["max"])
+    return m
+
+
+def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, object], tasks: list[TaskStats],
+                        priorities: list[PriorityStats]) -> SchedulerStats:
+    m = SchedulerStats()
+    m.header = header
+    m.node = node
+    m.policy = str(info["policy"])
+    m.backend = str(info["backend"])
+    m.device = str(info["device"])
+    m.n_contexts = int(info["n_contexts"])
+    m.n_streams = int(info["n_streams"])
+    m.oversubscription = float(info["oversubscription"])
+    m.sm_per_context = int(info["sm_per_context"])
+    m.uptime = float(info["uptime"])
+    m.tasks = tasks
+    m.priorities = priorities
+    return m
+
+
+def _kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, float):
+        value = f"{value:.6g}"
+    return KeyValue(key=key, value=str(value))
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosticThresholds:
+    miss_rate_warn: float = 0.02
+    miss_rate_error: float = 0.10
+
+
+def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInputCounters,
+                    period_delta: Mapping[str, int], th: DiagnosticThresholds) -> DiagnosticStatus:
+    """One DiagnosticStatus per task. ``period_delta`` holds counter increases since the last report."""
+    problems: list[tuple[int, str]] = []
+    if row.priority == "HP" and row.missed > 0:
+        problems.append((DiagnosticStatus.ERROR, f"{row.missed} HP deadline misses"))
+    if row.miss_rate >= th.miss_rate_error and row.missed > 0:
+        problems.append((DiagnosticStatus.ERROR, f"miss rate {row.miss_rate:.1%}"))
+    elif row.miss_rate >= th.miss_rate_warn and row.missed > 0:
+        problems.append((DiagnosticStatus.WARN, f"miss rate {row.miss_rate:.1%}"))
+    if period_delta.get("stale", 0) > 0 and period_delta.get("released", 0) == 0:
+        problems.append((DiagnosticStatus.WARN, "stale: no new frame on " + row.topic))
+    elif period_delta.get("stale", 0) > 0:
+        problems.append((DiagnosticStatus.WARN, f"{period_delta['stale']} stale periods"))
+    if period_delta.get("rejected", 0) > 0:
+        problems.append((DiagnosticStatus.WARN, f"{period_delta['rejected']} jobs rejected"))
+    if period_delta.get("dropped", 0) > 0:
+        problems.append((DiagnosticStatus.WARN, f"{period_delta['dropped']} malformed frames dropped"))
+    st = DiagnosticStatus()
+    st.name = f"{node}: task {row.task}"
+    st.hardware_id = hardware_id
+    st.level = max((lvl for lvl, _ in problems), default=DiagnosticStatus.OK)
+    st.message = "; ".join(msg for _, msg in problems) if problems else "OK"
+    st.values = [
+        _kv("topic", row.topic), _kv("model", row.model), _kv("priority", row.priority),
+        _kv("context", row.context), _kv("released", row.released), _kv("admitted", row.admitted),
+        _kv("rejected", row.rejected), _kv("completed", row.completed), _kv("missed", row.missed),
+        _kv("miss_rate", row.miss_rate), _kv("stale", row.stale), _kv("dropped", row.dropped),
+        _kv("jps", row.jps), _kv("response_p99_ms", _nz(row.p99) * 1e3), _kv("mret_ms", _nz(row.mret) * 1e3),
+    ] + [_kv(f"dropped.{reason}", n) for reason, n in sorted(counters.dropped.items())]
+    return st
+
+
+def scheduler_diagnostic(node: str, hardware_id: str, info: Mapping[str, object],
+                         task_statuses: list[DiagnosticStatus]) -> DiagnosticStatus:
+    st = DiagnosticStatus()
+    st.name = f"{node}: scheduler"
+    st.hardware_id = hardware_id
+    worst = max((s.level for s in task_statuses), default=DiagnosticStatus.OK)
+    st.level = worst
+    n_bad = sum(1 for s in task_statuses if s.level != DiagnosticStatus.OK)
+    st.message = "OK" if worst == DiagnosticStatus.OK else f"{n_bad} task(s) not OK"
+    st.values = [_kv(k, v) for k, v in info.items()]
+    return st
+
+
+def diagnostic_array(header: Header, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    a = DiagnosticArray()
+    a.header = header
+    a.status = statuses
+    return a

@@ -1,0 +1,129 @@
+"""Parameter declarations of the scheduler node: one table, used to declare (with descriptors), to
+validate (through :mod:`daris_ros.settings`) and to generate the README's parameter reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from daris_ros.settings import TASK_FIELDS, SchedulerSettings, settings_from_mapping
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    ptype: int | None = None  # explicit ParameterType where the default cannot tell (empty lists)
+
+
+SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("policy", "MPS", "Spatial policy (paper section V): STR (1 context, N_s streams, one global "
+              "queue), MPS (N_c contexts x 1 stream) or MPS+STR (N_c x N_s)."),
+    ParamSpec("backend", "cpu", "Execution backend: cpu (worker threads), str (CUDA streams), mps (one MPS "
+              "client process per context) or green (green contexts)."),
+    ParamSpec("device", "cpu", "Device of this node: cpu or cuda:N (one scheduler node per GPU)."),
+    ParamSpec("n_contexts", 1, "N_c: number of contexts (eq. 9).", int_range=(1, 64)),
+    ParamSpec("n_streams", 1, "N_s: streams per context; N_p = N_c x N_s stages run concurrently.",
+              int_range=(1, 64)),
+    ParamSpec("oversubscription", 1.0, "OS: SM oversubscription, 1 <= OS <= N_c (eq. 9).",
+              float_range=(1.0, 64.0)),
+    ParamSpec("mret_window", 5, "ws: MRET window in stage executions (eqs. 1-2).", read_only=False,
+              int_range=(1, 1000)),
+    ParamSpec("hp_admission", False, "Overload+HPA: HP jobs also pass the admission test (section VI-I)."),
+    ParamSpec("no_staging", False, "Ablation: run each DNN as one stage (section VI-F)."),
+    ParamSpec("no_last", False, "Ablation: do not raise the priority of a task's last stage."),
+    ParamSpec("no_prior", False, "Ablation: do not raise a stage whose predecessor missed its virtual "
+              "deadline."),
+    ParamSpec("no_fixed", False, "Ablation: EDF only, no fixed priority levels."),
+    ParamSpec("cuda_graphs", True, "Capture a CUDA graph per stage, context and stream (GPU backends)."),
+    ParamSpec("stats_period", 1.0, "Seconds between stats and /diagnostics messages.", read_only=False,
+              float_range=(0.01, 3600.0)),
+    ParamSpec("top_k", 5, "Classes reported per classification result.", int_range=(1, 100)),
+    ParamSpec("profile_runs", 5, "Runs per model stage when profiling the initial AFET at start-up.",
+              int_range=(1, 1000)),
+    ParamSpec("miss_rate_warn", 0.02, "Deadline miss rate at which a task's diagnostic turns WARN.",
+              read_only=False, float_range=(0.0, 1.0)),
+    ParamSpec("miss_rate_error", 0.10, "Deadline miss rate at which a task's diagnostic turns ERROR.",
+              read_only=False, float_range=(0.0, 1.0)),
+    ParamSpec("task_names", [], "Names of the camera tasks; each has parameters tasks.<name>.*.",
+              ptype=ParameterType.PARAMETER_STRING_ARRAY),
+)
+
+TASK_PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("topic", "", "Camera topic (sensor_msgs/msg/Image or CompressedImage)."),
+    ParamSpec("priority", "LP", "HP (always admitted, fixed context) or LP (admission test, may migrate)."),
+    ParamSpec("rate", 0.0, "Release rate in Hz (give rate or period).", float_range=(0.0, 10000.0)),
+    ParamSpec("period", 0.0, "Release period T_i in seconds (give rate or period).",
+              float_range=(0.0, 3600.0)),
+    ParamSpec("deadline", 0.0, "Relative deadline D_i in seconds; 0 means the period.",
+              float_range=(0.0, 3600.0)),
+    ParamSpec("model", "", "Model: resnet18, resnet50, unet, inception_v3 or a torchvision model name."),
+    ParamSpec("input_type", "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)."),
+    ParamSpec("weights", "", "Path to a state_dict file; empty means random weights (a warning is logged)."),
+    ParamSpec("input_size", [224, 224], "Model input [height, width]; frames are resized to it."),
+    ParamSpec("output_topic", "", "Result topic; empty means daris/<task>/result (relative to the namespace)."),
+)
+assert tuple(p.name for p in TASK_PARAMS) == TASK_FIELDS
+
+
+def _descriptor(spec: ParamSpec, name: str) -> ParameterDescriptor:
+    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only)
+    if spec.ptype is not None:
+        d.type = spec.ptype
+    if spec.int_range is not None:
+        d.integer_range = [IntegerRange(from_value=spec.int_range[0], to_value=spec.int_range[1], step=0)]
+    if isinstance(spec.default, float):
+        d.dynamic_typing = True  # accept `rate: 30` as well as `rate: 30.0`; settings converts
+    if spec.float_range is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=spec.float_range[0],
+                                                     to_value=spec.float_range[1], step=0.0)]
+    return d
+
+
+def declare_and_read(node: Node, known_models: list[str] | None = None) -> SchedulerSettings:
+    """Declare every parameter with its descriptor and return validated settings.
+
+    Raises :class:`daris_ros.settings.ConfigError` naming the offending parameter.
+    """
+    values: dict[str, Any] = {}
+    for spec in SCHEDULER_PARAMS:
+        default = Parameter.Type.STRING_ARRAY if spec.ptype == ParameterType.PARAMETER_STRING_ARRAY \
+            else spec.default
+        p = node.declare_parameter(spec.name, default, _descriptor(spec, spec.name))
+        values[spec.name] = p.value if p.value is not None else spec.default
+    values["task_names"] = list(values["task_names"] or [])
+    for task in values["task_names"]:
+        for spec in TASK_PARAMS:
+            full = f"tasks.{task}.{spec.name}"
+            p = node.declare_parameter(full, spec.default, _descriptor(spec, full))
+            values[full] = p.value
+    return settings_from_mapping(values, known_models)
+
+
+def parameter_reference_markdown() -> str:
+    """The README's parameter table, generated from the declarations above."""
+    lines = ["| Parameter | Default | Range | Runtime | Description |", "|---|---|---|---|---|"]
+
+    def row(name: str, spec: ParamSpec) -> None:
+        rng = ""
+        if spec.int_range:
+            rng = f"{spec.int_range[0]}..{spec.int_range[1]}"
+        elif spec.float_range:
+            rng = f"{spec.float_range[0]:g}..{spec.float_range[1]:g}"
+        rt = "read-only" if spec.read_only else "settable"
+        lines.append(f"| `{name}` | `{spec.default!r}` | {rng} | {rt} | {spec.description} |")
+
+    for spec in SCHEDULER_PARAMS:
+        row(spec.name, spec)
+    for spec in TASK_PARAMS:
+        row(f"tasks.<name>.{spec.name}", spec)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,268 @@
+"""The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out.
+
+Start-up order: read and validate parameters -> load models (resident in every context) -> profile the
+initial AFET -> offline phase (Algorithm 1) -> subscribe to cameras and start the release timers.
+
+Each task keeps only the latest frame of its camera. At each release (a timer at the task's period) the
+node converts that frame and hands it to the engine, which runs the DARIS online phase. A period with no
+new frame is counted as stale, not inferred twice; a malformed frame is counted per reason and dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from daris_ros.msg import InferenceResult, SchedulerStats
+from daris_ros.ros.conversion import FrameError, compressed_to_rgb, image_to_rgb
+from daris_ros.ros.messages import (
+    DiagnosticThresholds,
+    TaskInputCounters,
+    TaskRow,
+    diagnostic_array,
+    priority_stats_msg,
+    result_msg,
+    scheduler_diagnostic,
+    scheduler_stats_msg,
+    task_diagnostic,
+    task_stats_msg,
+)
+from daris_ros.ros.parameters import declare_and_read
+from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
+from daris_ros.settings import ConfigError, TaskSettings
+
+
+@dataclass(slots=True)
+class _TaskState:
+    settings: TaskSettings
+    publisher: Any
+    counters: TaskInputCounters = field(default_factory=TaskInputCounters)
+    latest: Any = None
+    latest_receive: float = 0.0
+    latest_seq: int = 0
+    released_seq: int = 0
+    last_report: dict[str, int] = field(default_factory=dict)
+    last_completed: int = 0
+
+
+class SchedulerNode(Node):
+    """One scheduler node owns one device (``device`` parameter) and all its camera tasks."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("daris_scheduler", **kwargs)
+        from daris_ros.runtime.models import available_models
+
+        self.settings = declare_and_read(self, known_models=None)
+        _check_models(self.settings, available_models())
+        s = self.settings
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._thresholds = DiagnosticThresholds(s.miss_rate_warn, s.miss_rate_error)
+        self._last_stats_time = time.monotonic()
+
+        self.engine = Engine(s, on_result=self._on_result)
+        self.get_logger().info(
+            f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
+            f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
+        self.engine.load_models()
+        afet = self.engine.profile()
+        self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
+        self.engine.start()
+
+        self._tasks: dict[str, _TaskState] = {}
+        for t in s.tasks:
+            pub = self.create_publisher(InferenceResult, t.output_topic, 10)
+            self._tasks[t.name] = _TaskState(settings=t, publisher=pub)
+        self._stats_pub = self.create_publisher(SchedulerStats, "daris/stats", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        # Subscribe last: models are loaded and profiled, so the first release can run at once.
+        for t in s.tasks:
+            msg_type = CompressedImage if t.input_type == "compressed" else Image
+            qos: QoSProfile = qos_profile_sensor_data
+            self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos)
+            self.create_timer(t.period, lambda n=t.name: self._release(n))
+        self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.get_logger().info(
+            "running: " + ", ".join(f"{t.name}({t.priority} {t.rate:g} Hz {t.model} <- {t.topic})"
+                                    for t in s.tasks))
+
+    # -- inputs -----------------------------------------------------------------------------------------
+    def _on_frame(self, task: str, msg: Any) -> None:
+        st = self._tasks[task]
+        st.latest = msg
+        st.latest_receive = time.monotonic()
+        st.latest_seq += 1
+        st.counters.frames += 1
+
+    def _release(self, task: str) -> None:
+        st = self._tasks[task]
+        if st.latest_seq == st.released_seq:
+            st.counters.stale += 1
+            return
+        st.released_seq = st.latest_seq
+        msg = st.latest
+        try:
+            if st.settings.input_type == "compressed":
+                frame = compressed_to_rgb(msg)
+            else:
+                frame = image_to_rgb(msg)
+        except FrameError as exc:
+            st.counters.dropped[exc.reason] = st.counters.dropped.get(exc.reason, 0) + 1
+            self.get_logger().warning(f"task {task}: dropped a frame from {st.settings.topic}: {exc}",
+                                      throttle_duration_sec=5.0)
+            return
+        self.engine.release(task, frame, receive_time=st.latest_receive, meta=msg.header)
+
+    # -- outputs ----------------------------------------------------------------------------------------
+    def _to_ros(self, t_mono: float) -> Time:
+        now_ns = self.get_clock().now().nanoseconds
+        ns = now_ns - int((time.monotonic() - t_mono) * 1e9)
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def _on_result(self, r: JobResult) -> None:
+        st = self._tasks.get(r.task)
+        if st is None:
+            return
+        st.publisher.publish(result_msg(r, r.meta, self._to_ros))
+
+    def task_rows(self) -> list[TaskRow]:
+        """Current figures per task; JPS over the time since the previous call."""
+        now = time.monotonic()
+        dt = max(now - self._last_stats_time, 1e-9)
+        self._last_stats_time = now
+        sched = self.engine.scheduler
+        rows = []
+        with self.engine.locked():
+            stats = sched.task_stats()
+            for name, st in self._tasks.items():
+                ts = stats[name]
+                jps = (ts.completed - st.last_completed) / dt
+                st.last_completed = ts.completed
+                t = st.settings
+                rows.append(TaskRow(
+                    task=name, topic=t.topic, model=t.model, priority=t.priority,
+                    context=sched.context_of(name), period=t.period, deadline=t.deadline,
+                    released=ts.released, admitted=ts.admitted, rejected=ts.rejected,
+                    completed=ts.completed, missed=ts.missed, stale=st.counters.stale,
+                    dropped=st.counters.dropped_total, migrations=ts.migrations, jps=jps,
+                    miss_rate=ts.dmr, p50=ts.p50, p99=ts.p99, max=ts.max_response, mret=sched.mret(name)))
+            pstats = {p.name: {"p50": ps.p50, "p99": ps.p99, "max": ps.max_response}
+                      for p, ps in sched.priority_stats().items()}
+        self._pstats = pstats
+        return rows
+
+    def _info(self) -> dict[str, object]:
+        s = self.settings
+        return {"policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
+                "n_streams": s.n_streams, "oversubscription": s.oversubscription,
+                "sm_per_context": self.engine.scheduler.sm_per_context(),
+                "uptime": time.monotonic() - self._started}
+
+    def _publish_stats(self) -> None:
+        rows = self.task_rows()
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        info = self._info()
+        node = self.get_fully_qualified_name()
+        prios = []
+        for prio in ("HP", "LP"):
+            pct = self._pstats.get(prio, {"p50": math.nan, "p99": math.nan, "max": math.nan})
+            prios.append(priority_stats_msg(prio, [r for r in rows if r.priority == prio], pct))
+        self._stats_pub.publish(scheduler_stats_msg(header, node, info, [task_stats_msg(r) for r in rows],
+                                                    prios))
+        statuses = []
+        for r in rows:
+            st = self._tasks[r.task]
+            now_counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected,
+                          "dropped": r.dropped}
+            delta = {k: v - st.last_report.get(k, 0) for k, v in now_counts.items()}
+            st.last_report = now_counts
+            statuses.append(task_diagnostic(node, self.settings.device, r, st.counters, delta,
+                                            self._thresholds))
+        statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses))
+        self._diag_pub.publish(diagnostic_array(header, statuses))
+
+    # -- live tuning (ros2 param set) ----------------------------------------------------------------------
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Read-only parameters are refused by rclpy itself; check the values of the settable ones."""
+        for p in params:
+            v = p.value
+            if p.name == "mret_window" and not (isinstance(v, int) and v >= 1):
+                return SetParametersResult(successful=False, reason=f"mret_window must be an integer >= 1, got {v!r}")
+            if p.name == "stats_period" and not (isinstance(v, int | float) and v > 0):
+                return SetParametersResult(successful=False, reason=f"stats_period must be > 0 s, got {v!r}")
+            if p.name in ("miss_rate_warn", "miss_rate_error") and not (isinstance(v, int | float) and 0 <= v <= 1):
+                return SetParametersResult(successful=False, reason=f"{p.name} must be within [0, 1], got {v!r}")
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        for p in params:
+            if p.name == "mret_window":
+                with self.engine.locked():
+                    self.engine.scheduler.set_mret_window(int(p.value))
+            elif p.name == "stats_period":
+                self._stats_timer.cancel()
+                self.destroy_timer(self._stats_timer)
+                self._stats_timer = self.create_timer(float(p.value), self._publish_stats)
+            elif p.name == "miss_rate_warn":
+                self._thresholds = DiagnosticThresholds(float(p.value), self._thresholds.miss_rate_error)
+            elif p.name == "miss_rate_error":
+                self._thresholds = DiagnosticThresholds(self._thresholds.miss_rate_warn, float(p.value))
+            else:
+                continue
+            self.get_logger().info(f"parameter {p.name} set to {p.value!r}")
+
+    def destroy_node(self) -> None:
+        self.engine.close()
+        super().destroy_node()
+
+
+def _check_models(settings: Any, known: list[str]) -> None:
+    """Unknown model names stop the node with the parameter named (torchvision names are accepted)."""
+    import torchvision
+
+    names = set(known) | set(torchvision.models.list_models(module=torchvision.models))
+    for t in settings.tasks:
+        if t.model not in names:
+            raise ConfigError(f"tasks.{t.name}.model",
+                              f"unknown model {t.model!r}; built-in: {', '.join(sorted(known))}, "
+                              "or any torchvision classification model name")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SchedulerNode()
+        rclpy.spin(node)
+    except ConfigError as exc:
+        print(f"[daris_scheduler] invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

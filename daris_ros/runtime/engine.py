@@ -1,0 +1,262 @@
+"""The engine: drives the DARIS policy core with real stage executions on a backend.
+
+Event loop (the same events the simulator feeds the core):
+
+* ``release(task, frame)``: preprocess the frame, ask the core to admit the job (eqs. 11-12, migration),
+  then dispatch ready stages onto idle streams;
+* a backend worker finishes a stage -> ``core.complete`` (MRET update, next stage enqueued with its
+  virtual deadline) -> dispatch again; after the last stage, post-process and hand a
+  :class:`JobResult` to ``on_result``.
+
+The core is not thread-safe; one lock guards it. Backend work runs outside the lock. Nothing here knows
+about ROS: the node, the demo and the bench all use this class.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from daris_ros.core import (
+    Policy,
+    Priority,
+    ReleaseDecision,
+    Scheduler,
+    SchedulerConfig,
+    StageDispatch,
+    TaskSpec,
+)
+from daris_ros.runtime.backends import Backend, create_backend
+from daris_ros.settings import SchedulerSettings, TaskSettings
+
+log = logging.getLogger("daris_ros.engine")
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class JobResult:
+    """A finished job, with every time on the engine's clock (seconds)."""
+
+    task: str
+    job_id: int
+    priority: str
+    model: str
+    class_ids: list[int]
+    scores: list[float]
+    segmentation: tuple[int, int, list[int], list[float]] | None
+    receive_time: float
+    release_time: float
+    start_time: float
+    finish_time: float
+    deadline: float
+    response_time: float
+    exec_time: float
+    met: bool
+    context: int
+    stream: int
+    meta: Any = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class _Running:
+    task: TaskSettings
+    receive_time: float
+    meta: Any
+    x: Any
+    exec_time: float = 0.0
+    context: int = 0
+    stream: int = 0
+    error: str = ""
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    stage_errors: int = 0
+    dispatches: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def to_task_spec(task: TaskSettings, afet: tuple[float, ...]) -> TaskSpec:
+    return TaskSpec(name=task.name, period=task.period, deadline=task.deadline,
+                    priority=Priority.HP if task.priority == "HP" else Priority.LP,
+                    n_stages=len(afet), afet=afet, model=task.model)
+
+
+def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularity: int = 2) -> SchedulerConfig:
+    return SchedulerConfig(
+        policy=Policy(s.policy), n_contexts=s.n_contexts, n_streams=s.n_streams,
+        oversubscription=s.oversubscription, n_sm_max=n_sm_max, sm_granularity=sm_granularity,
+        mret_window=s.mret_window, hp_admission=s.hp_admission, no_staging=s.no_staging,
+        no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed,
+    )
+
+
+class Engine:
+    """Owns the models, the backend and the policy core of one scheduler node."""
+
+    def __init__(self, settings: SchedulerSettings, *, on_result: Callable[[JobResult], None],
+                 backend: Backend | None = None, clock: Clock = time.monotonic) -> None:
+        self.settings = settings
+        self._on_result = on_result
+        self._clock = clock
+        self.backend = backend or create_backend(settings.backend, n_contexts=settings.n_contexts,
+                                                 n_streams=settings.n_streams, device=settings.device)
+        self.models: dict[str, Any] = {}
+        self.afet: dict[str, tuple[float, ...]] = {}
+        self.scheduler: Scheduler | None = None
+        self.counters = EngineCounters()
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, int], _Running] = {}
+        self._closed = False
+
+    # -- start-up: load models, profile, build the scheduler --------------------------------------------
+    def load_models(self) -> None:
+        """Build every model named by a task (each once) and make it resident in every context."""
+        from daris_ros.runtime.models import build_staged_model
+
+        for t in self.settings.tasks:
+            key = self._model_key(t)
+            if key in self.models:
+                continue
+            model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size)
+            self.models[key] = model.merged() if self.settings.no_staging else model
+        self.backend.start(self.models)
+
+    def profile(self) -> dict[str, tuple[float, ...]]:
+        """AFET per model stage: mean of ``profile_runs`` runs after one warm-up, on context 0.
+
+        This is an isolated-run estimate; the full-load AFET of section IV-A1 (target in one stream,
+        random others in the rest) is measured by the bench's profiler on the GPU.
+        """
+        from daris_ros.runtime.preprocess import preprocess
+
+        for t in self.settings.tasks:
+            key = self._model_key(t)
+            if key in self.afet:
+                continue
+            model = self.models[key]
+            frame = np.zeros((t.input_size[0], t.input_size[1], 3), dtype=np.uint8)
+            times = [0.0] * len(model.stages)
+            for run in range(self.settings.profile_runs + 1):
+                x = preprocess(frame, t.input_size, device=self.backend.device)
+                for i in range(len(model.stages)):
+                    x, dt = self.backend.run_now(key, i, x)
+                    if run > 0:
+                        times[i] += dt
+            self.afet[key] = tuple(max(v / self.settings.profile_runs, 1e-6) for v in times)
+        return dict(self.afet)
+
+    def start(self) -> None:
+        """Offline phase: build the core (Algorithm 1 runs in its constructor)."""
+        specs = [to_task_spec(t, self.afet[self._model_key(t)]) for t in self.settings.tasks]
+        self.scheduler = Scheduler(to_scheduler_config(self.settings), specs)
+
+    def _model_key(self, t: TaskSettings) -> str:
+        return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}:{t.weights}"
+
+    # -- online phase --------------------------------------------------------------------------------
+    def release(self, task: str, frame: np.ndarray, *, receive_time: float, meta: Any = None
+                ) -> ReleaseDecision:
+        """Release one job of ``task`` on ``frame`` (HxWx3 RGB uint8)."""
+        from daris_ros.runtime.preprocess import preprocess
+
+        assert self.scheduler is not None, "start() first"
+        now = self._clock()  # the release instant: preprocessing is part of the job
+        t = self.settings.task(task)
+        x = preprocess(frame, t.input_size, device=self.backend.device)
+        with self._lock:
+            decision = self.scheduler.release(task, now)
+            if decision.admitted and decision.job is not None:
+                self._running[(task, decision.job.job_id)] = _Running(t, receive_time, meta, x)
+            dispatches = self.scheduler.dispatch(now)
+        self._submit(dispatches)
+        return decision
+
+    def _submit(self, dispatches: list[StageDispatch]) -> None:
+        if self._closed:
+            return
+        for d in dispatches:
+            run = self._running[(d.job.task, d.job.job_id)]
+            run.context, run.stream = d.context, d.stream
+            self.counters.dispatches += 1
+            self.backend.submit(d.context, d.stream, self._model_key(run.task), d.stage, run.x,
+                                lambda y, dt, err, d=d: self._stage_done(d, y, dt, err))
+
+    def _stage_done(self, d: StageDispatch, y: Any, exec_time: float, error: BaseException | None) -> None:
+        key = (d.job.task, d.job.job_id)
+        now = self._clock()
+        if self._closed:
+            return
+        with self._lock:
+            run = self._running[key]
+            if error is not None:
+                self.counters.stage_errors += 1
+                run.error = f"{type(error).__name__}: {error}"
+                log.error("task %s job %d stage %d failed: %s", d.job.task, d.job.job_id, d.stage, run.error)
+            else:
+                run.x = y
+                run.exec_time += exec_time
+            outcome = self.scheduler.complete(d, now, exec_time if error is None else None)
+            if outcome is not None:
+                del self._running[key]
+            dispatches = self.scheduler.dispatch(now)
+        self._submit(dispatches)
+        if outcome is not None:
+            self._finish(outcome, run)
+
+    def _finish(self, outcome: Any, run: _Running) -> None:
+        from daris_ros.runtime.models import postprocess_classification, postprocess_segmentation
+
+        job = outcome.job
+        model = self.models[self._model_key(run.task)]
+        class_ids: list[int] = []
+        scores: list[float] = []
+        seg = None
+        if not run.error:
+            if model.kind == "segmentation":
+                seg = postprocess_segmentation(run.x)
+            else:
+                class_ids, scores = postprocess_classification(run.x, k=self.settings.top_k)
+        result = JobResult(
+            task=job.task, job_id=job.job_id, priority=run.task.priority, model=run.task.model,
+            class_ids=class_ids, scores=scores, segmentation=seg, receive_time=run.receive_time,
+            release_time=job.release, start_time=job.start if job.start is not None else job.release,
+            finish_time=outcome.finish, deadline=job.abs_deadline, response_time=outcome.response_time,
+            exec_time=run.exec_time, met=outcome.met and not run.error, context=run.context,
+            stream=run.stream, meta=run.meta, error=run.error,
+        )
+        try:
+            self._on_result(result)
+        except Exception:  # noqa: BLE001 - a failing consumer must not kill a backend worker
+            log.exception("result callback failed for %s job %d", job.task, job.job_id)
+
+    # -- introspection and live changes --------------------------------------------------------------
+    def locked(self) -> threading.Lock:
+        """The lock that guards the core; hold it while reading the scheduler's statistics."""
+        return self._lock
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    def update_task(self, name: str, **changes: Any) -> None:
+        with self._lock:
+            self.scheduler.update_task(name, **changes)
+
+    def close(self) -> None:
+        """Stop dispatching, then stop the backend (in-flight stages finish and are discarded)."""
+        self._closed = True
+        self.backend.close()
+
+
+def summarize_afet(afet: Mapping[str, tuple[float, ...]]) -> str:
+    return ", ".join(f"{k.split('@')[0]}: " + "/".join(f"{v * 1e3:.1f}" for v in st) + " ms"
+                     for k, st in afet.items())

@@ -1,0 +1,227 @@
+"""Validated configuration of a scheduler node: the scheduler hyperparameters and the camera tasks.
+
+ROS-free: the ROS node fills these from its declared parameters, the demo and the bench fill them from
+the same YAML parameter files (``ros__parameters``) with :func:`load_parameter_file`. Every validation
+error is a :class:`ConfigError` that names the parameter and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+POLICIES = ("STR", "MPS", "MPS+STR")
+BACKENDS = ("cpu", "str", "mps", "green")
+PRIORITIES = ("HP", "LP")
+INPUT_TYPES = ("image", "compressed")
+
+
+class ConfigError(ValueError):
+    """An invalid parameter value. ``parameter`` is the full parameter name."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"parameter '{parameter}': {message}")
+        self.parameter = parameter
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSettings:
+    """One camera task: a periodic job releasing the latest frame of ``topic`` every ``period``."""
+
+    name: str
+    topic: str
+    priority: str  # "HP" | "LP"
+    period: float  # T_i, seconds
+    deadline: float  # D_i, seconds (defaults to the period)
+    model: str
+    input_type: str = "image"
+    weights: str = ""
+    input_size: tuple[int, int] = (224, 224)
+    output_topic: str = ""
+
+    @property
+    def rate(self) -> float:
+        return 1.0 / self.period
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    """Scheduler hyperparameters (paper section III-C) and node options."""
+
+    policy: str = "MPS"
+    backend: str = "cpu"
+    device: str = "cpu"
+    n_contexts: int = 1
+    n_streams: int = 1
+    oversubscription: float = 1.0
+    mret_window: int = 5
+    hp_admission: bool = False
+    no_staging: bool = False
+    no_last: bool = False
+    no_prior: bool = False
+    no_fixed: bool = False
+    cuda_graphs: bool = True
+    stats_period: float = 1.0
+    top_k: int = 5
+    profile_runs: int = 5
+    miss_rate_warn: float = 0.02
+    miss_rate_error: float = 0.10
+    tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
+
+    def task(self, name: str) -> TaskSettings:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+# Fields of a task in the parameter file: tasks.<name>.<field>.
+TASK_FIELDS = ("topic", "priority", "rate", "period", "deadline", "model", "input_type", "weights",
+               "input_size", "output_topic")
+
+
+def _require(cond: bool, parameter: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(parameter, message)
+
+
+def validate_task(name: str, raw: Mapping[str, Any], known_models: Sequence[str] | None = None) -> TaskSettings:
+    """Build one :class:`TaskSettings` from ``tasks.<name>.*`` values."""
+    p = f"tasks.{name}"
+    _require(bool(name) and name.replace("_", "").isalnum(), "task_names",
+             f"task name {name!r} must be non-empty and contain only letters, digits and '_'")
+    topic = str(raw.get("topic", "") or "")
+    _require(bool(topic), f"{p}.topic", "a camera topic is required (e.g. /camera/front/image_raw)")
+    priority = str(raw.get("priority", "LP")).upper()
+    _require(priority in PRIORITIES, f"{p}.priority", f"{priority!r} is not one of {', '.join(PRIORITIES)}")
+    rate = float(raw.get("rate", 0.0) or 0.0)
+    period = float(raw.get("period", 0.0) or 0.0)
+    _require(rate >= 0 and math.isfinite(rate), f"{p}.rate", f"{rate} Hz is not allowed: must be > 0")
+    _require(period >= 0 and math.isfinite(period), f"{p}.period", f"{period} s is not allowed: must be > 0")
+    _require(not (rate > 0 and period > 0), f"{p}.rate",
+             "give either rate (Hz) or period (s), not both")
+    _require(rate > 0 or period > 0, f"{p}.rate", "a rate (Hz) or a period (s) > 0 is required")
+    period = period if period > 0 else 1.0 / rate
+    deadline = float(raw.get("deadline", 0.0) or 0.0)
+    _require(deadline >= 0 and math.isfinite(deadline), f"{p}.deadline",
+             f"{deadline} s is not allowed: must be > 0 (0 or unset means: the period)")
+    deadline = deadline if deadline > 0 else period
+    model = str(raw.get("model", "") or "")
+    _require(bool(model), f"{p}.model", "a model name is required (e.g. resnet18)")
+    if known_models is not None:
+        _require(model in known_models, f"{p}.model",
+                 f"unknown model {model!r}; available: {', '.join(sorted(known_models))}")
+    input_type = str(raw.get("input_type", "image") or "image")
+    _require(input_type in INPUT_TYPES, f"{p}.input_type", f"{input_type!r} is not one of {INPUT_TYPES}")
+    weights = str(raw.get("weights", "") or "")
+    if weights:
+        _require(os.path.isfile(weights), f"{p}.weights", f"weights file {weights!r} does not exist")
+    size = raw.get("input_size", [224, 224])
+    if isinstance(size, int):
+        size = [size, size]
+    size = [int(v) for v in size]
+    _require(len(size) == 2 and all(16 <= v <= 4096 for v in size), f"{p}.input_size",
+             f"{size} is not allowed: give [height, width], each between 16 and 4096")
+    output_topic = str(raw.get("output_topic", "") or "") or f"daris/{name}/result"
+    return TaskSettings(name=name, topic=topic, priority=priority, period=period, deadline=deadline,
+                        model=model, input_type=input_type, weights=weights,
+                        input_size=(size[0], size[1]), output_topic=output_topic)
+
+
+def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> SchedulerSettings:
+    """Build :class:`SchedulerSettings` from scheduler-level values and already validated tasks."""
+    s = SchedulerSettings(
+        policy=str(raw.get("policy", "MPS")).upper(),
+        backend=str(raw.get("backend", "cpu")).lower(),
+        device=str(raw.get("device", "cpu")),
+        n_contexts=int(raw.get("n_contexts", 1)),
+        n_streams=int(raw.get("n_streams", 1)),
+        oversubscription=float(raw.get("oversubscription", 1.0)),
+        mret_window=int(raw.get("mret_window", 5)),
+        hp_admission=bool(raw.get("hp_admission", False)),
+        no_staging=bool(raw.get("no_staging", False)),
+        no_last=bool(raw.get("no_last", False)),
+        no_prior=bool(raw.get("no_prior", False)),
+        no_fixed=bool(raw.get("no_fixed", False)),
+        cuda_graphs=bool(raw.get("cuda_graphs", True)),
+        stats_period=float(raw.get("stats_period", 1.0)),
+        top_k=int(raw.get("top_k", 5)),
+        profile_runs=int(raw.get("profile_runs", 5)),
+        miss_rate_warn=float(raw.get("miss_rate_warn", 0.02)),
+        miss_rate_error=float(raw.get("miss_rate_error", 0.10)),
+        tasks=tuple(tasks),
+    )
+    _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
+    _require(s.backend in BACKENDS, "backend", f"{s.backend!r} is not one of {', '.join(BACKENDS)}")
+    _require(s.n_contexts >= 1, "n_contexts", f"{s.n_contexts} is not allowed: must be >= 1")
+    _require(s.n_streams >= 1, "n_streams", f"{s.n_streams} is not allowed: must be >= 1")
+    if s.policy == "STR":
+        _require(s.n_contexts == 1, "n_contexts", "policy STR uses exactly one context (N_c = 1)")
+    if s.policy == "MPS":
+        _require(s.n_streams == 1, "n_streams", "policy MPS uses one stream per context (N_s = 1)")
+    _require(1.0 <= s.oversubscription <= s.n_contexts, "oversubscription",
+             f"OS = {s.oversubscription} is not allowed: 1 <= OS <= n_contexts ({s.n_contexts})")
+    _require(s.mret_window >= 1, "mret_window", f"{s.mret_window} is not allowed: must be >= 1")
+    _require(s.stats_period > 0, "stats_period", f"{s.stats_period} s is not allowed: must be > 0")
+    _require(1 <= s.top_k <= 100, "top_k", f"{s.top_k} is not allowed: 1..100")
+    _require(s.profile_runs >= 1, "profile_runs", f"{s.profile_runs} is not allowed: must be >= 1")
+    _require(0 <= s.miss_rate_warn <= s.miss_rate_error <= 1, "miss_rate_warn",
+             "need 0 <= miss_rate_warn <= miss_rate_error <= 1")
+    if s.backend == "cpu":
+        _require(s.device == "cpu" or s.device.startswith("cuda"), "device",
+                 f"{s.device!r} is not allowed: 'cpu' or 'cuda[:N]'")
+    seen: dict[str, str] = {}
+    for t in s.tasks:
+        _require(t.topic not in seen, f"tasks.{t.name}.topic",
+                 f"topic {t.topic!r} is already used by task {seen.get(t.topic)!r}; topics must be unique")
+        seen[t.topic] = t.name
+    outs = [t.output_topic for t in s.tasks]
+    _require(len(set(outs)) == len(outs), "output_topic", "output topics must be unique per task")
+    return s
+
+
+def settings_from_mapping(params: Mapping[str, Any], known_models: Sequence[str] | None = None
+                          ) -> SchedulerSettings:
+    """Validate a flat or nested ``ros__parameters`` mapping (as a YAML parameter file holds it)."""
+    flat = flatten_parameters(params)
+    names = flat.get("task_names", [])
+    _require(isinstance(names, list | tuple), "task_names", "must be a list of task names")
+    _require(len(set(names)) == len(names), "task_names", "task names must be unique")
+    tasks = []
+    for name in names:
+        prefix = f"tasks.{name}."
+        raw = {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+        tasks.append(validate_task(str(name), raw, known_models))
+    return validate_settings(flat, tasks)
+
+
+def flatten_parameters(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> dotted names, as ROS 2 does for YAML parameter files."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_parameters(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_parameter_file(path: str | Path, node_name: str = "daris_scheduler") -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` (or of ``/**``) in a ROS 2 YAML parameter file, flattened."""
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    merged: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = doc.get(key)
+        if isinstance(section, Mapping) and isinstance(section.get("ros__parameters"), Mapping):
+            merged.update(flatten_parameters(section["ros__parameters"]))
+    if not merged:
+        raise ConfigError("ros__parameters", f"{path}: no '{node_name}: ros__parameters:' section")
+    return merged

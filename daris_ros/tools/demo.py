@@ -1,0 +1,256 @@
+"""Self-contained demo: synthetic cameras -> the scheduler node (from the install space) -> a summary.
+
+    daris-demo [--config FILE] [--duration SECONDS] [--width W --height H] [--camera-rate HZ] [--json OUT]
+
+It starts ``lib/daris_ros/scheduler_node`` as its own process with the parameter file, publishes one
+synthetic camera per task in this process, collects every InferenceResult, SchedulerStats and
+/diagnostics message for ``--duration`` seconds after the node reports ready, stops the node with
+SIGINT and prints a per-task table plus the per-frame overhead of the ROS path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+from daris_ros.msg import InferenceResult, SchedulerStats
+from daris_ros.ros.camera_publisher_node import CameraPublisherNode
+from daris_ros.settings import SchedulerSettings, load_parameter_file, settings_from_mapping
+
+
+def _sec(t: Any) -> float:
+    return t.sec + t.nanosec * 1e-9
+
+
+@dataclass(slots=True)
+class ResultSample:
+    job_id: int
+    response: float
+    exec_time: float
+    met: bool
+    stamp: float
+    e2e: float  # result received here - frame received by the node
+    sampling_wait: float  # release - frame received (periodic release)
+    node_internal: float  # finish - release - exec (preprocess, queueing, dispatch)
+    delivery: float  # result received here - finish (post-process, message, publish, DDS)
+
+
+@dataclass(slots=True)
+class Collected:
+    results: dict[str, list[ResultSample]] = field(default_factory=dict)
+    stats: Any = None
+    diagnostics: Any = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Collector(Node):
+    """Subscribes to every result topic, the stats topic and /diagnostics."""
+
+    def __init__(self, settings: SchedulerSettings, namespace: str = "") -> None:
+        super().__init__("daris_demo_collector")
+        self.data = Collected()
+        self.recording = False
+        for t in settings.tasks:
+            topic = t.output_topic if t.output_topic.startswith("/") else f"{namespace}/{t.output_topic}"
+            self.data.results[t.name] = []
+            self.create_subscription(InferenceResult, topic, self._on_result, 100)
+        self.create_subscription(SchedulerStats, f"{namespace}/daris/stats", self._on_stats, 10)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+
+    def _on_result(self, m: InferenceResult) -> None:
+        if not self.recording:
+            return
+        now = self.get_clock().now().nanoseconds * 1e-9
+        recv, rel, fin = _sec(m.receive_time), _sec(m.release_time), _sec(m.finish_time)
+        self.data.results[m.task].append(ResultSample(
+            job_id=m.job_id, response=m.response_time, exec_time=m.exec_time, met=m.met,
+            stamp=_sec(m.header.stamp), e2e=now - recv, sampling_wait=rel - recv,
+            node_internal=fin - rel - m.exec_time, delivery=now - fin))
+
+    def _on_stats(self, m: SchedulerStats) -> None:
+        self.data.stats = m
+        self.data.ready.set()
+
+    def _on_diag(self, m: DiagnosticArray) -> None:
+        self.data.diagnostics = m
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
+
+
+def summarize(settings: SchedulerSettings, data: Collected, duration: float) -> dict[str, Any]:
+    stats = {t.task: t for t in data.stats.tasks} if data.stats is not None else {}
+    rows = []
+    for t in settings.tasks:
+        res = data.results[t.name]
+        resp = [r.response for r in res]
+        st = stats.get(t.name)
+        rows.append({
+            "task": t.name, "priority": t.priority, "rate_hz": t.rate, "model": t.model,
+            "completed": len(res), "jps": len(res) / duration if duration > 0 else 0.0,
+            "missed": sum(1 for r in res if not r.met),
+            "miss_rate": (sum(1 for r in res if not r.met) / len(res)) if res else 0.0,
+            "p50_ms": _pct(resp, 50) * 1e3, "p99_ms": _pct(resp, 99) * 1e3,
+            "released": int(st.released) if st else 0, "rejected": int(st.rejected) if st else 0,
+            "stale": int(st.stale) if st else 0, "dropped": int(st.dropped) if st else 0,
+        })
+    samples = [r for res in data.results.values() for r in res]
+    overhead = [r.e2e - r.sampling_wait - r.exec_time for r in samples]
+    return {
+        "duration_s": duration,
+        "tasks": rows,
+        "total_jps": sum(r["jps"] for r in rows),
+        "ros_path": {
+            "frames": len(samples),
+            "overhead_mean_ms": (sum(overhead) / len(overhead) * 1e3) if overhead else math.nan,
+            "overhead_p50_ms": _pct(overhead, 50) * 1e3,
+            "overhead_p99_ms": _pct(overhead, 99) * 1e3,
+            "inference_mean_ms": (sum(r.exec_time for r in samples) / len(samples) * 1e3) if samples
+            else math.nan,
+            "sampling_wait_mean_ms": (sum(r.sampling_wait for r in samples) / len(samples) * 1e3) if samples
+            else math.nan,
+            "node_internal_mean_ms": (sum(r.node_internal for r in samples) / len(samples) * 1e3) if samples
+            else math.nan,
+            "delivery_mean_ms": (sum(r.delivery for r in samples) / len(samples) * 1e3) if samples
+            else math.nan,
+        },
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    hdr = (f"{'task':<14}{'prio':<5}{'rate':>6}{'released':>9}{'done':>6}{'JPS':>7}{'missed':>7}"
+           f"{'miss%':>7}{'p50 ms':>8}{'p99 ms':>8}{'rejected':>9}{'stale':>6}")
+    lines = [hdr, "-" * len(hdr)]
+    for r in summary["tasks"]:
+        lines.append(f"{r['task']:<14}{r['priority']:<5}{r['rate_hz']:>6.1f}{r['released']:>9}"
+                     f"{r['completed']:>6}{r['jps']:>7.1f}{r['missed']:>7}{r['miss_rate'] * 100:>7.1f}"
+                     f"{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['rejected']:>9}{r['stale']:>6}")
+    p = summary["ros_path"]
+    lines += [
+        "-" * len(hdr),
+        f"total {summary['total_jps']:.1f} jobs/s over {summary['duration_s']:.0f} s",
+        f"ROS path overhead per frame (frame received -> result received, minus inference and the wait for "
+        f"the periodic release): mean {p['overhead_mean_ms']:.2f} ms, p50 {p['overhead_p50_ms']:.2f} ms, "
+        f"p99 {p['overhead_p99_ms']:.2f} ms over {p['frames']} frames",
+        f"  split: in the node (conversion, preprocessing, queueing, dispatch) {p['node_internal_mean_ms']:.2f} ms"
+        f" + result message, publish and DDS delivery {p['delivery_mean_ms']:.2f} ms;"
+        f" pure inference {p['inference_mean_ms']:.2f} ms, release wait {p['sampling_wait_mean_ms']:.2f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def _default_config() -> str:
+    from ament_index_python.packages import get_package_share_directory
+
+    return os.path.join(get_package_share_directory("daris_ros"), "config", "demo.yaml")
+
+
+def scheduler_executable() -> str:
+    from ament_index_python.packages import get_package_prefix
+
+    return os.path.join(get_package_prefix("daris_ros"), "lib", "daris_ros", "scheduler_node")
+
+
+def start_scheduler(config: str, extra_args: list[str] | None = None) -> subprocess.Popen:
+    """The scheduler node from the install space, as its own process (its own process group)."""
+    cmd = [scheduler_executable(), "--ros-args", "--params-file", config, *(extra_args or [])]
+    return subprocess.Popen(cmd, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run_demo(config: str, duration: float, width: int, height: int, camera_rate: float | None,
+             ready_timeout: float = 180.0) -> dict[str, Any]:
+    settings = settings_from_mapping(load_parameter_file(config))
+    proc = start_scheduler(config)
+    executor = MultiThreadedExecutor(num_threads=4)
+    nodes: list[Node] = []
+    try:
+        collector = Collector(settings)
+        nodes.append(collector)
+        for i, t in enumerate(settings.tasks):
+            nodes.append(CameraPublisherNode(f"demo_camera_{t.name}", topic=t.topic,
+                                             rate=camera_rate or max(t.rate, 15.0), width=width,
+                                             height=height, encoding="rgb8", camera=i))
+        for n in nodes:
+            executor.add_node(n)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+        t0 = time.monotonic()
+        while not collector.data.ready.wait(0.5):
+            if proc.poll() is not None:
+                raise RuntimeError(f"scheduler node exited with code {proc.returncode} before it was ready")
+            if time.monotonic() - t0 > ready_timeout:
+                raise RuntimeError(f"scheduler node not ready after {ready_timeout:.0f} s")
+        print(f"[demo] scheduler ready after {time.monotonic() - t0:.1f} s; running for {duration:.0f} s",
+              flush=True)
+        collector.recording = True
+        t_start = time.monotonic()
+        time.sleep(duration)
+        collector.recording = False
+        measured = time.monotonic() - t_start
+        time.sleep(1.2)  # one more stats period
+        return summarize(settings, collector.data, measured)
+    finally:
+        stop_process(proc)
+        executor.shutdown()
+        for n in nodes:
+            n.destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="daris-demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="parameter file (default: share/daris_ros/config/demo.yaml)")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of measurement (default 30)")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--camera-rate", type=float, default=None,
+                    help="camera frame rate in Hz (default: max(task rate, 15))")
+    ap.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
+    ns, ros_args = ap.parse_known_args(argv)
+    rclpy.init(args=ros_args)
+    try:
+        summary = run_demo(ns.config or _default_config(), ns.duration, ns.width, ns.height, ns.camera_rate)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 130
+    except RuntimeError as exc:
+        print(f"[demo] error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        rclpy.try_shutdown()
+    print(format_table(summary))
+    if ns.json:
+        ns.json.write_text(json.dumps(summary, indent=2, default=lambda o: asdict(o)))
+    return 0 if any(r["completed"] for r in summary["tasks"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

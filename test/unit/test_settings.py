@@ -1,0 +1,111 @@
+"""Parameter validation: every invalid class is a ConfigError naming the parameter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daris_ros.settings import ConfigError, load_parameter_file, settings_from_mapping
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _params(**sched):
+    base = {
+        "policy": "MPS", "n_contexts": 2, "n_streams": 1, "oversubscription": 1.0,
+        "task_names": ["a", "b"],
+        "tasks": {
+            "a": {"topic": "/cam/a", "priority": "HP", "rate": 30, "model": "resnet18"},
+            "b": {"topic": "/cam/b", "priority": "LP", "period": 0.1, "model": "resnet18", "deadline": 0.05},
+        },
+    }
+    base.update(sched)
+    return base
+
+
+def test_valid_settings_defaults_and_units():
+    s = settings_from_mapping(_params())
+    a, b = s.tasks
+    assert a.period == pytest.approx(1 / 30) and a.deadline == pytest.approx(1 / 30)  # D_i = T_i
+    assert b.period == pytest.approx(0.1) and b.deadline == pytest.approx(0.05)
+    assert a.output_topic == "daris/a/result"
+    assert s.task("b").priority == "LP"
+
+
+@pytest.mark.parametrize(
+    ("change", "parameter"),
+    [
+        ({"oversubscription": 3.0}, "oversubscription"),  # OS > N_c
+        ({"oversubscription": 0.5}, "oversubscription"),
+        ({"policy": "FIFO"}, "policy"),
+        ({"backend": "tpu"}, "backend"),
+        ({"policy": "STR", "n_contexts": 2}, "n_contexts"),
+        ({"policy": "MPS", "n_streams": 2}, "n_streams"),
+        ({"n_contexts": 0}, "n_contexts"),
+        ({"mret_window": 0}, "mret_window"),
+        ({"stats_period": 0}, "stats_period"),
+    ],
+)
+def test_invalid_scheduler_parameter_is_named(change, parameter):
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(_params(**change))
+    assert err.value.parameter == parameter
+    assert parameter in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "parameter"),
+    [
+        ("rate", -5, "tasks.a.rate"),
+        ("priority", "MEDIUM", "tasks.a.priority"),
+        ("topic", "", "tasks.a.topic"),
+        ("model", "", "tasks.a.model"),
+        ("weights", "/nonexistent/w.pt", "tasks.a.weights"),
+        ("input_size", [8, 8], "tasks.a.input_size"),
+        ("input_type", "pointcloud", "tasks.a.input_type"),
+        ("deadline", -1, "tasks.a.deadline"),
+    ],
+)
+def test_invalid_task_parameter_is_named(field, value, parameter):
+    p = _params()
+    p["tasks"]["a"][field] = value
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(p)
+    assert err.value.parameter == parameter
+
+
+def test_duplicate_topics_rejected():
+    p = _params()
+    p["tasks"]["b"]["topic"] = "/cam/a"
+    with pytest.raises(ConfigError, match="already used by task 'a'") as err:
+        settings_from_mapping(p)
+    assert err.value.parameter == "tasks.b.topic"
+
+
+def test_rate_and_period_together_rejected():
+    p = _params()
+    p["tasks"]["a"]["period"] = 0.5
+    with pytest.raises(ConfigError, match="not both"):
+        settings_from_mapping(p)
+
+
+def test_unknown_model_with_known_list():
+    p = _params()
+    p["tasks"]["a"]["model"] = "resnet1800"
+    with pytest.raises(ConfigError, match="unknown model 'resnet1800'") as err:
+        settings_from_mapping(p, known_models=["resnet18", "unet"])
+    assert err.value.parameter == "tasks.a.model"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "config").glob("*.yaml")))
+def test_shipped_config_files_are_valid(name):
+    s = settings_from_mapping(load_parameter_file(REPO / "config" / name))
+    assert s.tasks, f"{name} defines no tasks"
+
+
+def test_parameter_file_without_section(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("other_node:\n  ros__parameters: {a: 1}\n")
+    with pytest.raises(ConfigError, match="ros__parameters"):
+        load_parameter_file(f)
