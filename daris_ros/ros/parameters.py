@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from daris_ros.settings import TASK_FIELDS, SchedulerSettings, settings_from_mapping
+from daris_ros.settings import TASK_FIELDS, ConfigError, SchedulerSettings, settings_from_mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,20 @@ def _descriptor(spec: ParamSpec, name: str) -> ParameterDescriptor:
     return d
 
 
+def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescriptor) -> Any:
+    """Declare one parameter; rclpy's type and range errors become a ConfigError naming it."""
+    try:
+        return node.declare_parameter(name, default, descriptor)
+    except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+        rng = ""
+        if descriptor.integer_range:
+            rng = f"; allowed: {descriptor.integer_range[0].from_value}..{descriptor.integer_range[0].to_value}"
+        elif descriptor.floating_point_range:
+            r = descriptor.floating_point_range[0]
+            rng = f"; allowed: {r.from_value:g}..{r.to_value:g}"
+        raise ConfigError(name, f"{exc}{rng}") from exc
+
+
 def declare_and_read(node: Node, known_models: list[str] | None = None) -> SchedulerSettings:
     """Declare every parameter with its descriptor and return validated settings.
 
@@ -98,13 +113,13 @@ def declare_and_read(node: Node, known_models: list[str] | None = None) -> Sched
     for spec in SCHEDULER_PARAMS:
         default = Parameter.Type.STRING_ARRAY if spec.ptype == ParameterType.PARAMETER_STRING_ARRAY \
             else spec.default
-        p = node.declare_parameter(spec.name, default, _descriptor(spec, spec.name))
+        p = _declare(node, spec.name, default, _descriptor(spec, spec.name))
         values[spec.name] = p.value if p.value is not None else spec.default
     values["task_names"] = list(values["task_names"] or [])
     for task in values["task_names"]:
         for spec in TASK_PARAMS:
             full = f"tasks.{task}.{spec.name}"
-            p = node.declare_parameter(full, spec.default, _descriptor(spec, full))
+            p = _declare(node, full, spec.default, _descriptor(spec, full))
             values[full] = p.value
     return settings_from_mapping(values, known_models)
 

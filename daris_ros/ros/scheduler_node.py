@@ -65,10 +65,8 @@ class SchedulerNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("daris_scheduler", **kwargs)
-        from daris_ros.runtime.models import available_models
-
         self.settings = declare_and_read(self, known_models=None)
-        _check_models(self.settings, available_models())
+        _check_models(self.settings)
         s = self.settings
         self._started = time.monotonic()
         self._lock = threading.Lock()
@@ -230,19 +228,20 @@ class SchedulerNode(Node):
             self.get_logger().info(f"parameter {p.name} set to {p.value!r}")
 
     def destroy_node(self) -> None:
-        self.engine.close()
+        engine = getattr(self, "engine", None)  # absent when start-up failed before it was built
+        if engine is not None:
+            engine.close()
         super().destroy_node()
 
 
-def _check_models(settings: Any, known: list[str]) -> None:
+def _check_models(settings: Any) -> None:
     """Unknown model names stop the node with the parameter named (torchvision names are accepted)."""
-    import torchvision
+    from daris_ros.runtime.models import BUILTIN_MODELS, is_known_model
 
-    names = set(known) | set(torchvision.models.list_models(module=torchvision.models))
     for t in settings.tasks:
-        if t.model not in names:
+        if not is_known_model(t.model):
             raise ConfigError(f"tasks.{t.name}.model",
-                              f"unknown model {t.model!r}; built-in: {', '.join(sorted(known))}, "
+                              f"unknown model {t.model!r}; built-in: {', '.join(BUILTIN_MODELS)}, "
                               "or any torchvision classification model name")
 
 

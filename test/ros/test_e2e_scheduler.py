@@ -181,14 +181,24 @@ def test_stats_message_counts(run):
     assert hp.completed == rows["cam_hp"].completed
 
 
-def test_invalid_parameter_stops_node_with_named_error(install_prefix, tmp_path):
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("n_contexts: 2", "n_contexts: 2\n    oversubscription: 3.0", "parameter 'oversubscription'"),
+        ("rate: 5.0, model: resnet18", "rate: 5.0, model: resnet1800", "parameter 'tasks.cam_hp.model'"),
+        ("/e2e/nobody/image_raw", "/e2e/cam_hp/image_raw", "parameter 'tasks.cam_dead.topic'"),
+        ("rate: 2.0", "rate: -2.0", "parameter 'tasks.cam_dead.rate'"),
+    ],
+)
+def test_invalid_parameter_stops_node_with_named_error(install_prefix, tmp_path, old, new, expected):
     params = tmp_path / "bad.yaml"
-    params.write_text(PARAMS.replace("n_contexts: 2", "n_contexts: 2\n    oversubscription: 3.0"))
+    assert old in PARAMS
+    params.write_text(PARAMS.replace(old, new))
     exe = install_prefix / "lib" / "daris_ros" / "scheduler_node"
     p = subprocess.run([str(exe), "--ros-args", "--params-file", str(params)], capture_output=True, text=True,
                        timeout=120)
-    assert p.returncode == 2
-    assert "parameter 'oversubscription'" in p.stderr and "1 <= OS <= n_contexts" in p.stderr
+    assert p.returncode == 2, p.stderr
+    assert expected in p.stderr
 
 
 def test_runtime_parameter_set_and_read_only_rejection(run):

@@ -1,0 +1,1 @@
+"""GPU/CPU runtime: staged models, backends; knows nothing about ROS."""

@@ -1,0 +1,31 @@
+"""Staged DNNs for DARIS: each model is cut into sequential stages, preemptible between stages.
+
+Built-in: ``resnet18``, ``resnet50``, ``inception_v3`` (torchvision layers) and ``unet`` (ours), four
+stages each; any torchvision classification model by name or a TorchScript file, staged by a config.
+See docs/models.md.
+"""
+
+from __future__ import annotations
+
+from daris_ros.runtime.models.base import StagedModel, StageIO, stage_tensors
+from daris_ros.runtime.models.postprocess import postprocess_classification, postprocess_segmentation
+from daris_ros.runtime.models.registry import (
+    BUILTIN_MODELS,
+    UnknownModelError,
+    available_models,
+    build_staged_model,
+    is_known_model,
+)
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "StageIO",
+    "StagedModel",
+    "UnknownModelError",
+    "available_models",
+    "build_staged_model",
+    "is_known_model",
+    "postprocess_classification",
+    "postprocess_segmentation",
+    "stage_tensors",
+]

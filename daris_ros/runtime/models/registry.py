@@ -1,0 +1,101 @@
+"""``build_staged_model``: one entry point for built-in and user models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from daris_ros.runtime.models.base import KINDS, StagedModel
+from daris_ros.runtime.models.generic import (
+    build_torchscript_staged,
+    build_torchvision_staged,
+    torchvision_names,
+)
+from daris_ros.runtime.models.inception import build_inception_v3
+from daris_ros.runtime.models.resnet import RESNET_NAMES, build_resnet
+from daris_ros.runtime.models.unet import build_unet
+
+#: The models with a built-in stage split.
+BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3")
+
+TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
+                    "module=torchvision.models)), staged by a `stages` config; or a TorchScript file")
+
+
+class UnknownModelError(ValueError):
+    """An unknown model name; the message lists the built-in models."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown model {name!r}: built-in staged models are {list(BUILTIN_MODELS)}; "
+                         f"also accepted: {TORCHVISION_NOTE}")
+        self.name = name
+
+
+def available_models(include_note: bool = True) -> list[str]:
+    """The built-in staged models, then (unless ``include_note=False``) a note that any torchvision
+    classification model name works too."""
+    return [*BUILTIN_MODELS, TORCHVISION_NOTE] if include_note else list(BUILTIN_MODELS)
+
+
+def is_known_model(name: str) -> bool:
+    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in or torchvision classification)."""
+    key = str(name).strip().lower()
+    return key in BUILTIN_MODELS or key in torchvision_names()
+
+
+def build_staged_model(
+    name: str,
+    *,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    stages: Sequence[Sequence[str]] | None = None,
+    torchscript: str | None = None,
+    input_size: tuple[int, int] | None = None,
+    transform_input: bool | None = None,
+    kind: str | None = None,
+) -> StagedModel:
+    """Build a staged model in eval mode, on the CPU.
+
+    Args:
+        name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, or any torchvision
+            classification model name (case-insensitive). With ``torchscript`` it is only a label.
+        weights: path to a state_dict of the UNSTAGED model (.pt/.pth). ``None``: random
+            initialisation and a warning on the ``daris_ros.models`` logger. Never downloads.
+        num_classes: output classes (default 1000; 21 for ``unet``; inferred for TorchScript).
+        stages: stage boundaries as lists of top-level child names (docs/models.md); overrides the
+            built-in split of resnet*/inception_v3; not allowed for ``unet``. ``None`` for a
+            non-built-in model: one stage.
+        torchscript: path to a TorchScript file; ``stages`` then names its top-level children.
+        input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3).
+        transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
+        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``.
+
+    Raises:
+        UnknownModelError: unknown name. FileNotFoundError: missing weights/TorchScript file.
+        ValueError: bad stage config, mismatched weights, bad arguments.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownModelError(str(name))
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if torchscript is not None:
+        if transform_input is not None:
+            raise ValueError("transform_input does not apply to TorchScript models")
+        return build_torchscript_staged(name.strip(), torchscript, stages=stages, weights=weights,
+                                        num_classes=num_classes, input_size=input_size, kind=kind)
+    key = name.strip().lower()
+    if kind is not None and kind != ("segmentation" if key == "unet" else "classification"):
+        raise ValueError(f"{key}: kind {kind!r} does not match the model")
+    if transform_input is not None and key not in ("inception_v3", "googlenet"):
+        raise ValueError(f"{key}: transform_input only applies to inception_v3 and googlenet")
+    if key == "unet":
+        return build_unet(weights=weights, num_classes=num_classes, input_size=input_size, stages=stages)
+    if key in RESNET_NAMES:
+        return build_resnet(key, weights=weights, num_classes=num_classes, input_size=input_size,
+                            stages=stages)
+    if key == "inception_v3":
+        return build_inception_v3(weights=weights, num_classes=num_classes, input_size=input_size,
+                                  stages=stages, transform_input=transform_input)
+    if key in torchvision_names():
+        return build_torchvision_staged(key, stages=stages, weights=weights, num_classes=num_classes,
+                                        input_size=input_size, transform_input=transform_input)
+    raise UnknownModelError(name)
