@@ -66,7 +66,7 @@ def test_launch_file_parses_and_names_installed_things(install_prefix):
     for cfg in configs:
         assert (install_prefix / "share" / "daris_ros" / "config" / cfg).is_file()
     args = set(re.findall(r'DeclareLaunchArgument\(\s*"([^"]+)"', src))
-    assert {"config", "namespace"} <= args
+    assert {"config", "namespace", "use_sim_time", "log_level", "device"} <= args
 
 
 def test_no_launch_imports_outside_launch_dir():
