@@ -10,7 +10,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-from daris_ros.msg import InferenceResult, PriorityStats, SchedulerStats, TaskStats
+from daris_ros.msg import InferenceResult, PriorityStats, SchedulerStats, StageRecord, TaskStats
 from daris_ros.runtime.engine import JobResult
 
 ToRosTime = Callable[[float], Time]
@@ -45,6 +45,11 @@ def result_msg(r: JobResult, header: Header, to_ros: ToRosTime) -> InferenceResu
     m.met = bool(r.met)
     m.context = int(r.context)
     m.stream = int(r.stream)
+    m.mret = float(r.mret)
+    m.stages = [StageRecord(stage=t.stage, context=t.context, stream=t.stream, level=t.level,
+                            start=t.start - r.release_time, finish=t.finish - r.release_time,
+                            exec_time=t.exec_time, virtual_deadline=t.virtual_deadline - r.release_time)
+                for t in r.stages]
     return m
 
 
@@ -53,6 +58,7 @@ class TaskInputCounters:
     """Per-task input-side counters kept by the node (the core never sees these frames)."""
 
     frames: int = 0
+    superseded: int = 0
     stale: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
@@ -76,6 +82,8 @@ class TaskRow:
     context: int
     period: float
     deadline: float
+    frames: int
+    superseded: int
     released: int
     admitted: int
     rejected: int
@@ -98,6 +106,7 @@ def task_stats_msg(row: TaskRow) -> TaskStats:
     m.priority = _prio(row.priority)
     m.context = row.context
     m.period, m.deadline = row.period, row.deadline
+    m.frames, m.superseded = row.frames, row.superseded
     m.released, m.admitted, m.rejected = row.released, row.admitted, row.rejected
     m.completed, m.missed, m.stale, m.dropped = row.completed, row.missed, row.stale, row.dropped
     m.migrations = row.migrations
@@ -111,6 +120,8 @@ def priority_stats_msg(priority: str, rows: list[TaskRow], pct: Mapping[str, flo
     m = PriorityStats()
     m.priority = _prio(priority)
     m.tasks = len(rows)
+    m.frames = sum(r.frames for r in rows)
+    m.superseded = sum(r.superseded for r in rows)
     m.released = sum(r.released for r in rows)
     m.admitted = sum(r.admitted for r in rows)
     m.rejected = sum(r.rejected for r in rows)
@@ -179,7 +190,8 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInp
     st.message = "; ".join(msg for _, msg in problems) if problems else "OK"
     st.values = [
         _kv("topic", row.topic), _kv("model", row.model), _kv("priority", row.priority),
-        _kv("context", row.context), _kv("released", row.released), _kv("admitted", row.admitted),
+        _kv("context", row.context), _kv("frames", row.frames), _kv("superseded", row.superseded),
+        _kv("released", row.released), _kv("admitted", row.admitted),
         _kv("rejected", row.rejected), _kv("completed", row.completed), _kv("missed", row.missed),
         _kv("miss_rate", row.miss_rate), _kv("stale", row.stale), _kv("dropped", row.dropped),
         _kv("jps", row.jps), _kv("response_p99_ms", _nz(row.p99) * 1e3), _kv("mret_ms", _nz(row.mret) * 1e3),

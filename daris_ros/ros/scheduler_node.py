@@ -14,6 +14,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,8 @@ class SchedulerNode(Node):
     # -- inputs -----------------------------------------------------------------------------------------
     def _on_frame(self, task: str, msg: Any) -> None:
         st = self._tasks[task]
+        if st.latest_seq > st.released_seq:
+            st.counters.superseded += 1  # the previous frame was never taken by a release
         st.latest = msg
         st.latest_receive = time.monotonic()
         st.latest_seq += 1
@@ -130,16 +133,21 @@ class SchedulerNode(Node):
         self.engine.release(task, frame, receive_time=st.latest_receive, meta=msg.header)
 
     # -- outputs ----------------------------------------------------------------------------------------
-    def _to_ros(self, t_mono: float) -> Time:
-        now_ns = self.get_clock().now().nanoseconds
-        ns = now_ns - int((time.monotonic() - t_mono) * 1e9)
-        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    def _mono_to_ros(self) -> Callable[[float], Time]:
+        """Engine times (monotonic seconds) -> the node's clock (ROS time), with one offset per call."""
+        offset_ns = self.get_clock().now().nanoseconds - round(time.monotonic() * 1e9)
+
+        def convert(t_mono: float) -> Time:
+            ns = round(t_mono * 1e9) + offset_ns
+            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+        return convert
 
     def _on_result(self, r: JobResult) -> None:
         st = self._tasks.get(r.task)
         if st is None:
             return
-        st.publisher.publish(result_msg(r, r.meta, self._to_ros))
+        st.publisher.publish(result_msg(r, r.meta, self._mono_to_ros()))
 
     def task_rows(self) -> list[TaskRow]:
         """Current figures per task; JPS over the time since the previous call."""
@@ -158,6 +166,7 @@ class SchedulerNode(Node):
                 rows.append(TaskRow(
                     task=name, topic=t.topic, model=t.model, priority=t.priority,
                     context=sched.context_of(name), period=t.period, deadline=t.deadline,
+                    frames=st.counters.frames, superseded=st.counters.superseded,
                     released=ts.released, admitted=ts.admitted, rejected=ts.rejected,
                     completed=ts.completed, missed=ts.missed, stale=st.counters.stale,
                     dropped=st.counters.dropped_total, migrations=ts.migrations, jps=jps,

@@ -31,6 +31,7 @@ from daris_ros.core import (
     SchedulerConfig,
     StageDispatch,
     TaskSpec,
+    effective_layout,
 )
 from daris_ros.runtime.backends import Backend, create_backend
 from daris_ros.settings import SchedulerSettings, TaskSettings
@@ -38,6 +39,20 @@ from daris_ros.settings import SchedulerSettings, TaskSettings
 log = logging.getLogger("daris_ros.engine")
 
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class StageTrace:
+    """One executed stage: where, when (engine clock, seconds) and how long."""
+
+    stage: int
+    context: int
+    stream: int
+    level: int
+    start: float
+    finish: float
+    exec_time: float
+    virtual_deadline: float
 
 
 @dataclass(slots=True)
@@ -63,6 +78,8 @@ class JobResult:
     stream: int
     meta: Any = None
     error: str = ""
+    mret: float = 0.0
+    stages: list[StageTrace] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -75,6 +92,9 @@ class _Running:
     context: int = 0
     stream: int = 0
     error: str = ""
+    mret: float = 0.0
+    stages: list[StageTrace] = field(default_factory=list)
+    dispatched: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -107,8 +127,7 @@ class Engine:
         self.settings = settings
         self._on_result = on_result
         self._clock = clock
-        self.backend = backend or create_backend(settings.backend, n_contexts=settings.n_contexts,
-                                                 n_streams=settings.n_streams, device=settings.device)
+        self.backend = backend or self._create_backend(settings)
         self.models: dict[str, Any] = {}
         self.afet: dict[str, tuple[float, ...]] = {}
         self.scheduler: Scheduler | None = None
@@ -116,6 +135,14 @@ class Engine:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, int], _Running] = {}
         self._closed = False
+
+    @staticmethod
+    def _create_backend(settings: SchedulerSettings) -> Backend:
+        """The backend with the policy's effective layout (STR: one context; MPS: one stream per context)."""
+        layout = effective_layout(to_scheduler_config(settings))
+        return create_backend(settings.backend, n_contexts=layout.n_contexts, n_streams=layout.n_streams,
+                              device=settings.device, oversubscription=layout.oversubscription,
+                              cuda_graphs=settings.cuda_graphs)
 
     # -- start-up: load models, profile, build the scheduler --------------------------------------------
     def load_models(self) -> None:
@@ -157,7 +184,10 @@ class Engine:
     def start(self) -> None:
         """Offline phase: build the core (Algorithm 1 runs in its constructor)."""
         specs = [to_task_spec(t, self.afet[self._model_key(t)]) for t in self.settings.tasks]
-        self.scheduler = Scheduler(to_scheduler_config(self.settings), specs)
+        # GPU backends know the device's SM count and their rounding (8 for green contexts on Hopper)
+        n_sm = int(getattr(self.backend, "n_sm_max", 132))
+        gran = int(getattr(self.backend, "sm_granularity", 2))
+        self.scheduler = Scheduler(to_scheduler_config(self.settings, n_sm_max=n_sm, sm_granularity=gran), specs)
 
     def _model_key(self, t: TaskSettings) -> str:
         return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}:{t.weights}"
@@ -175,17 +205,19 @@ class Engine:
         with self._lock:
             decision = self.scheduler.release(task, now)
             if decision.admitted and decision.job is not None:
-                self._running[(task, decision.job.job_id)] = _Running(t, receive_time, meta, x)
+                self._running[(task, decision.job.job_id)] = _Running(t, receive_time, meta, x,
+                                                                      mret=self.scheduler.mret(task))
             dispatches = self.scheduler.dispatch(now)
-        self._submit(dispatches)
+        self._submit(dispatches, now)
         return decision
 
-    def _submit(self, dispatches: list[StageDispatch]) -> None:
+    def _submit(self, dispatches: list[StageDispatch], now: float) -> None:
         if self._closed:
             return
         for d in dispatches:
             run = self._running[(d.job.task, d.job.job_id)]
             run.context, run.stream = d.context, d.stream
+            run.dispatched[d.stage] = now
             self.counters.dispatches += 1
             self.backend.submit(d.context, d.stream, self._model_key(run.task), d.stage, run.x,
                                 lambda y, dt, err, d=d: self._stage_done(d, y, dt, err))
@@ -204,11 +236,13 @@ class Engine:
             else:
                 run.x = y
                 run.exec_time += exec_time
+            run.stages.append(StageTrace(d.stage, d.context, d.stream, d.level, run.dispatched.get(d.stage, now),
+                                         now, exec_time, d.virtual_deadline))
             outcome = self.scheduler.complete(d, now, exec_time if error is None else None)
             if outcome is not None:
                 del self._running[key]
             dispatches = self.scheduler.dispatch(now)
-        self._submit(dispatches)
+        self._submit(dispatches, now)
         if outcome is not None:
             self._finish(outcome, run)
 
@@ -231,7 +265,7 @@ class Engine:
             release_time=job.release, start_time=job.start if job.start is not None else job.release,
             finish_time=outcome.finish, deadline=job.abs_deadline, response_time=outcome.response_time,
             exec_time=run.exec_time, met=outcome.met and not run.error, context=run.context,
-            stream=run.stream, meta=run.meta, error=run.error,
+            stream=run.stream, meta=run.meta, error=run.error, mret=run.mret, stages=run.stages,
         )
         try:
             self._on_result(result)

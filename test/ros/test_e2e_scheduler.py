@@ -128,6 +128,13 @@ def test_results_carry_image_stamps_and_increasing_job_ids(run):
             assert m.header.frame_id == f"{name}_optical_frame"
             assert m.task == name and m.model == "resnet18"
             assert len(m.class_ids) == 5 and len(m.scores) == 5
+            assert [st.stage for st in m.stages] == [0, 1, 2, 3]  # ResNet18: four stages
+            assert all(0 <= st.start <= st.finish and st.exec_time > 0 for st in m.stages)
+            assert m.stages[-1].finish == pytest.approx(m.response_time, abs=1e-6)
+            rel_deadline = (m.deadline.sec - m.release_time.sec) + (m.deadline.nanosec - m.release_time.nanosec) * 1e-9
+            assert m.stages[-1].virtual_deadline == pytest.approx(rel_deadline, abs=1e-6)  # eq. 8 sums to D_i
+            assert m.exec_time == pytest.approx(sum(st.exec_time for st in m.stages), rel=1e-9)
+            assert m.mret > 0
             assert all(a >= b for a, b in zip(m.scores, m.scores[1:], strict=False))
 
 
@@ -175,7 +182,12 @@ def test_stats_message_counts(run):
         assert r.completed >= len(node.results[name]) - 1
         assert r.released >= r.completed and r.admitted >= r.completed
         assert r.missed == 0 and r.response_p99 > 0 and r.mret > 0
-    assert rows["cam_dead"].released == 0 and rows["cam_dead"].stale > 0
+    assert rows["cam_dead"].released == 0 and rows["cam_dead"].stale > 0 and rows["cam_dead"].frames == 0
+    for name in ("cam_hp", "cam_lp"):
+        r = rows[name]
+        # every received frame is accounted for: released, superseded by a newer one, or dropped
+        assert r.frames > r.released > 0
+        assert r.frames == r.released + r.superseded + r.dropped
     hp, lp = s.priorities
     assert hp.priority == 0 and hp.tasks == 1 and lp.tasks == 2
     assert hp.completed == rows["cam_hp"].completed

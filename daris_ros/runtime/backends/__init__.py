@@ -1,17 +1,43 @@
-"""Execution backends behind :class:`~daris_ros.runtime.backends.base.Backend`."""
+"""Execution backends behind :class:`~daris_ros.runtime.backends.base.Backend`.
+
+``cpu`` (worker threads; CI, laptops), ``str`` (one process, CUDA streams, CUDA graphs), ``green``
+(one process, SM-partitioned green contexts); ``mps`` is not built yet (docs/gpu_runtime.md). GPU
+modules import torch.cuda/cuda.bindings lazily, so this package imports on any machine.
+"""
 
 from __future__ import annotations
 
 from daris_ros.runtime.backends.base import Backend, BackendError, StageDone
 
+AVAILABLE = ("cpu", "str", "green")
 
-def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = "cpu") -> Backend:
-    """Create the backend named in the ``backend`` parameter."""
+
+def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = "cpu",
+                   oversubscription: float = 1.0, cuda_graphs: bool = True) -> Backend:
+    """Create the backend named in the ``backend`` parameter.
+
+    ``n_contexts`` x ``n_streams`` is the effective layout (after the policy). ``oversubscription`` sizes
+    green contexts (eq. 9); ``cuda_graphs`` switches per-stage CUDA graphs of the GPU backends. For a GPU
+    backend, ``device='cpu'`` (the settings default) means the first GPU.
+    """
     if name == "cpu":
         from daris_ros.runtime.backends.cpu import CpuBackend
 
         return CpuBackend(n_contexts=n_contexts, n_streams=n_streams, device=device)
-    raise BackendError(f"backend {name!r} is not available in this build (available: cpu)")
+    if name == "str":
+        from daris_ros.runtime.backends.cuda_streams import CudaStreamsBackend
+
+        return CudaStreamsBackend(n_contexts=n_contexts, n_streams=n_streams, device=device,
+                                  cuda_graphs=cuda_graphs, oversubscription=oversubscription)
+    if name == "green":
+        from daris_ros.runtime.backends.green import GreenBackend
+
+        return GreenBackend(n_contexts=n_contexts, n_streams=n_streams, device=device, cuda_graphs=cuda_graphs,
+                            oversubscription=oversubscription)
+    if name == "mps":
+        raise BackendError("backend 'mps' (one MPS client process per context) is not implemented yet; "
+                           "use 'green' for SM-partitioned contexts in one process, or 'str'")
+    raise BackendError(f"backend {name!r} is not available in this build (available: {', '.join(AVAILABLE)})")
 
 
-__all__ = ["Backend", "BackendError", "StageDone", "create_backend"]
+__all__ = ["AVAILABLE", "Backend", "BackendError", "StageDone", "create_backend"]

@@ -1,0 +1,1 @@
+"""Command-line tools: bag synthesis, replay, record, demo, bench."""
