@@ -20,6 +20,7 @@ POLICIES = ("STR", "MPS", "MPS+STR")
 BACKENDS = ("cpu", "str", "mps", "green")
 PRIORITIES = ("HP", "LP")
 INPUT_TYPES = ("image", "compressed")
+QOS_RELIABILITY = ("best_effort", "reliable")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,8 @@ class TaskSettings:
     weights: str = ""
     input_size: tuple[int, int] = (224, 224)
     output_topic: str = ""
+    qos_reliability: str = "best_effort"  # sensor-data profile by default
+    qos_depth: int = 1
 
     @property
     def rate(self) -> float:
@@ -83,7 +86,7 @@ class SchedulerSettings:
 
 # Fields of a task in the parameter file: tasks.<name>.<field>.
 TASK_FIELDS = ("topic", "priority", "rate", "period", "deadline", "model", "input_type", "weights",
-               "input_size", "output_topic")
+               "input_size", "output_topic", "qos_reliability", "qos_depth")
 
 
 def _require(cond: bool, parameter: str, message: str) -> None:
@@ -129,9 +132,15 @@ def validate_task(name: str, raw: Mapping[str, Any], known_models: Sequence[str]
     _require(len(size) == 2 and all(16 <= v <= 4096 for v in size), f"{p}.input_size",
              f"{size} is not allowed: give [height, width], each between 16 and 4096")
     output_topic = str(raw.get("output_topic", "") or "") or f"daris/{name}/result"
+    reliability = str(raw.get("qos_reliability", "best_effort") or "best_effort").lower()
+    _require(reliability in QOS_RELIABILITY, f"{p}.qos_reliability",
+             f"{reliability!r} is not one of {', '.join(QOS_RELIABILITY)}")
+    depth = int(raw.get("qos_depth", 1))
+    _require(1 <= depth <= 1000, f"{p}.qos_depth", f"{depth} is not allowed: 1..1000")
     return TaskSettings(name=name, topic=topic, priority=priority, period=period, deadline=deadline,
                         model=model, input_type=input_type, weights=weights,
-                        input_size=(size[0], size[1]), output_topic=output_topic)
+                        input_size=(size[0], size[1]), output_topic=output_topic,
+                        qos_reliability=reliability, qos_depth=depth)
 
 
 def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> SchedulerSettings:

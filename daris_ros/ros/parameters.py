@@ -72,6 +72,10 @@ TASK_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("weights", "", "Path to a state_dict file; empty means random weights (a warning is logged)."),
     ParamSpec("input_size", [224, 224], "Model input [height, width]; frames are resized to it."),
     ParamSpec("output_topic", "", "Result topic; empty means daris/<task>/result (relative to the namespace)."),
+    ParamSpec("qos_reliability", "best_effort", "Camera subscription reliability: best_effort (sensor-data "
+              "profile) or reliable (e.g. lossless bag replay)."),
+    ParamSpec("qos_depth", 1, "Camera subscription history depth (keep last N); only the newest frame is used.",
+              int_range=(1, 1000)),
 )
 assert tuple(p.name for p in TASK_PARAMS) == TASK_FIELDS
 

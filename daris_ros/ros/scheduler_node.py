@@ -25,7 +25,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -93,7 +93,10 @@ class SchedulerNode(Node):
         # Subscribe last: models are loaded and profiled, so the first release can run at once.
         for t in s.tasks:
             msg_type = CompressedImage if t.input_type == "compressed" else Image
-            qos: QoSProfile = qos_profile_sensor_data
+            qos = QoSProfile(
+                depth=t.qos_depth, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
+                reliability=ReliabilityPolicy.RELIABLE if t.qos_reliability == "reliable"
+                else ReliabilityPolicy.BEST_EFFORT)
             self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos)
             self.create_timer(t.period, lambda n=t.name: self._release(n))
         self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
