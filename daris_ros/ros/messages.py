@@ -129,7 +129,7 @@ def priority_stats_msg(priority: str, rows: list[TaskRow], pct: Mapping[str, flo
     m.missed = sum(r.missed for r in rows)
     m.stale = sum(r.stale for r in rows)
     m.dropped = sum(r.dropped for r in rows)
-    m.jps = sum(r.jps for r in rows)
+    m.jps = float(sum(r.jps for r in rows))
     m.miss_rate = m.missed / m.admitted if m.admitted else 0.0
     m.response_p50, m.response_p99, m.response_max = _nz(pct["p50"]), _nz(pct["p99"]), _nz(pct["max"])
     return m

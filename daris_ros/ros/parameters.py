@@ -55,17 +55,21 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               read_only=False, float_range=(0.0, 1.0)),
     ParamSpec("miss_rate_error", 0.10, "Deadline miss rate at which a task's diagnostic turns ERROR.",
               read_only=False, float_range=(0.0, 1.0)),
-    ParamSpec("task_names", [], "Names of the camera tasks; each has parameters tasks.<name>.*.",
+    ParamSpec("task_names", [], "Names of the camera tasks; each has parameters tasks.<name>.*. Settable: "
+              "removing a name stops that task, adding one declares tasks.<name>.* and starts the task once "
+              "they are valid (values from the parameter file are used when present).", read_only=False,
               ptype=ParameterType.PARAMETER_STRING_ARRAY),
 )
 
 TASK_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("topic", "", "Camera topic (sensor_msgs/msg/Image or CompressedImage)."),
-    ParamSpec("priority", "LP", "HP (always admitted, fixed context) or LP (admission test, may migrate)."),
-    ParamSpec("rate", 0.0, "Release rate in Hz (give rate or period).", float_range=(0.0, 10000.0)),
-    ParamSpec("period", 0.0, "Release period T_i in seconds (give rate or period).",
+    ParamSpec("priority", "LP", "HP (always admitted, fixed context) or LP (admission test, may migrate).",
+              read_only=False),
+    ParamSpec("rate", 0.0, "Release rate in Hz (give rate or period).", read_only=False,
+              float_range=(0.0, 10000.0)),
+    ParamSpec("period", 0.0, "Release period T_i in seconds (give rate or period).", read_only=False,
               float_range=(0.0, 3600.0)),
-    ParamSpec("deadline", 0.0, "Relative deadline D_i in seconds; 0 means the period.",
+    ParamSpec("deadline", 0.0, "Relative deadline D_i in seconds; 0 means the period.", read_only=False,
               float_range=(0.0, 3600.0)),
     ParamSpec("model", "", "Model: resnet18, resnet50, unet, inception_v3 or a torchvision model name."),
     ParamSpec("input_type", "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)."),
@@ -78,6 +82,9 @@ TASK_PARAMS: tuple[ParamSpec, ...] = (
               int_range=(1, 1000)),
 )
 assert tuple(p.name for p in TASK_PARAMS) == TASK_FIELDS
+#: Task fields that change a running task through `ros2 param set`; the others need the task restarted
+#: (remove it from task_names, set them, add it again).
+RUNTIME_TASK_FIELDS = tuple(p.name for p in TASK_PARAMS if not p.read_only)
 
 
 def _descriptor(spec: ParamSpec, name: str) -> ParameterDescriptor:
@@ -122,10 +129,19 @@ def declare_and_read(node: Node, known_models: list[str] | None = None) -> Sched
     values["task_names"] = list(values["task_names"] or [])
     for task in values["task_names"]:
         for spec in TASK_PARAMS:
-            full = f"tasks.{task}.{spec.name}"
-            p = _declare(node, full, spec.default, _descriptor(spec, full))
-            values[full] = p.value
+            values[f"tasks.{task}.{spec.name}"] = declare_task_parameter(node, task, spec).value
     return settings_from_mapping(values, known_models)
+
+
+def declare_task_parameter(node: Node, task: str, spec: ParamSpec) -> Any:
+    """Declare ``tasks.<task>.<field>``. Fields that need a task restart are refused by the node's
+    parameter callback while the task runs (not read-only: a task added at run time must be configurable)."""
+    full = f"tasks.{task}.{spec.name}"
+    desc = _descriptor(spec, full)
+    desc.read_only = False
+    if spec.read_only:
+        desc.additional_constraints = "fixed while the task runs: remove the task, set, add it again"
+    return _declare(node, full, spec.default, desc)
 
 
 def parameter_reference_markdown() -> str:
@@ -139,6 +155,8 @@ def parameter_reference_markdown() -> str:
         elif spec.float_range:
             rng = f"{spec.float_range[0]:g}..{spec.float_range[1]:g}"
         rt = "read-only" if spec.read_only else "settable"
+        if name.startswith("tasks.") and spec.read_only:
+            rt = "task restart"
         lines.append(f"| `{name}` | `{spec.default!r}` | {rng} | {rt} | {spec.description} |")
 
     for spec in SCHEDULER_PARAMS:

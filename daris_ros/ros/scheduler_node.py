@@ -43,9 +43,9 @@ from daris_ros.ros.messages import (
     task_diagnostic,
     task_stats_msg,
 )
-from daris_ros.ros.parameters import declare_and_read
+from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
-from daris_ros.settings import ConfigError, TaskSettings
+from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
 
 
 @dataclass(slots=True)
@@ -59,6 +59,8 @@ class _TaskState:
     released_seq: int = 0
     last_report: dict[str, int] = field(default_factory=dict)
     last_completed: int = 0
+    subscription: Any = None
+    timer: Any = None
 
 
 class SchedulerNode(Node):
@@ -84,27 +86,36 @@ class SchedulerNode(Node):
         self.engine.start()
 
         self._tasks: dict[str, _TaskState] = {}
-        for t in s.tasks:
-            pub = self.create_publisher(InferenceResult, t.output_topic, 10)
-            self._tasks[t.name] = _TaskState(settings=t, publisher=pub)
+        self._pending: set[str] = set()  # added to task_names, waiting for valid tasks.<name>.* values
         self._stats_pub = self.create_publisher(SchedulerStats, "daris/stats", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
         # Subscribe last: models are loaded and profiled, so the first release can run at once.
         for t in s.tasks:
-            msg_type = CompressedImage if t.input_type == "compressed" else Image
-            qos = QoSProfile(
-                depth=t.qos_depth, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
-                reliability=ReliabilityPolicy.RELIABLE if t.qos_reliability == "reliable"
-                else ReliabilityPolicy.BEST_EFFORT)
-            self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos)
-            self.create_timer(t.period, lambda n=t.name: self._release(n))
+            self._start_task(t)
         self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.get_logger().info(
             "running: " + ", ".join(f"{t.name}({t.priority} {t.rate:g} Hz {t.model} <- {t.topic})"
                                     for t in s.tasks))
+
+    def _start_task(self, t: TaskSettings) -> None:
+        """Result publisher, camera subscription and release timer of one task."""
+        msg_type = CompressedImage if t.input_type == "compressed" else Image
+        qos = QoSProfile(
+            depth=t.qos_depth, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
+            reliability=ReliabilityPolicy.RELIABLE if t.qos_reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT)
+        st = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic, 10))
+        self._tasks[t.name] = st
+        st.subscription = self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos)
+        st.timer = self.create_timer(t.period, lambda n=t.name: self._release(n))
+
+    def _stop_task(self, name: str) -> None:
+        st = self._tasks.pop(name)
+        self.destroy_timer(st.timer)
+        self.destroy_subscription(st.subscription)
+        self.destroy_publisher(st.publisher)
 
     # -- inputs -----------------------------------------------------------------------------------------
     def _on_frame(self, task: str, msg: Any) -> None:
@@ -210,34 +221,139 @@ class SchedulerNode(Node):
         self._diag_pub.publish(diagnostic_array(header, statuses))
 
     # -- live tuning (ros2 param set) ----------------------------------------------------------------------
+    def _task_values(self, name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        values = {}
+        for f in TASK_FIELDS:
+            full = f"tasks.{name}.{f}"
+            if self.has_parameter(full):
+                values[f] = self.get_parameter(full).value
+        values.update(overrides or {})
+        return values
+
     def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Read-only parameters are refused by rclpy itself; check the values of the settable ones."""
+        """Check a set request before it is applied. rclpy itself refuses read-only parameters and values
+        outside a descriptor's range; here: values, and task fields that need a restart."""
+        def fail(reason: str) -> SetParametersResult:
+            return SetParametersResult(successful=False, reason=reason)
+
+        per_task: dict[str, dict[str, Any]] = {}
         for p in params:
             v = p.value
             if p.name == "mret_window" and not (isinstance(v, int) and v >= 1):
-                return SetParametersResult(successful=False, reason=f"mret_window must be an integer >= 1, got {v!r}")
+                return fail(f"mret_window must be an integer >= 1, got {v!r}")
             if p.name == "stats_period" and not (isinstance(v, int | float) and v > 0):
-                return SetParametersResult(successful=False, reason=f"stats_period must be > 0 s, got {v!r}")
+                return fail(f"stats_period must be > 0 s, got {v!r}")
             if p.name in ("miss_rate_warn", "miss_rate_error") and not (isinstance(v, int | float) and 0 <= v <= 1):
-                return SetParametersResult(successful=False, reason=f"{p.name} must be within [0, 1], got {v!r}")
+                return fail(f"{p.name} must be within [0, 1], got {v!r}")
+            if p.name == "task_names":
+                names = list(v or [])
+                if len(set(names)) != len(names):
+                    return fail("task_names must be unique")
+                bad = [n for n in names if not n or not n.replace("_", "").isalnum()]
+                if bad:
+                    return fail(f"task names must contain only letters, digits and '_': {bad}")
+            if p.name.startswith("tasks."):
+                _, name, fld = p.name.split(".", 2)
+                if name in self._tasks and fld not in RUNTIME_TASK_FIELDS:
+                    return fail(f"{p.name} cannot change while task {name} runs (it needs a restart of the task): "
+                                f"remove {name} from task_names, set it, then add it again; settable at run "
+                                f"time: {', '.join(RUNTIME_TASK_FIELDS)}")
+                per_task.setdefault(name, {})[fld] = v
+        for name, changes in per_task.items():
+            if name not in self._tasks:
+                continue  # pending task: validated when it starts
+            values = self._task_values(name, changes)
+            if "rate" in changes and changes["rate"]:
+                values["period"] = 0.0  # a new rate replaces the period
+            if "period" in changes and changes["period"]:
+                values["rate"] = 0.0
+            try:
+                validate_task(name, values)
+            except ConfigError as exc:
+                return fail(str(exc))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
+        changed_tasks: set[str] = set()
         for p in params:
             if p.name == "mret_window":
                 with self.engine.locked():
                     self.engine.scheduler.set_mret_window(int(p.value))
             elif p.name == "stats_period":
-                self._stats_timer.cancel()
                 self.destroy_timer(self._stats_timer)
                 self._stats_timer = self.create_timer(float(p.value), self._publish_stats)
             elif p.name == "miss_rate_warn":
                 self._thresholds = DiagnosticThresholds(float(p.value), self._thresholds.miss_rate_error)
             elif p.name == "miss_rate_error":
                 self._thresholds = DiagnosticThresholds(self._thresholds.miss_rate_warn, float(p.value))
+            elif p.name == "task_names":
+                self._apply_task_names(list(p.value or []))
+            elif p.name.startswith("tasks."):
+                changed_tasks.add(p.name.split(".")[1])
             else:
                 continue
             self.get_logger().info(f"parameter {p.name} set to {p.value!r}")
+        for name in changed_tasks:
+            if name in self._tasks:
+                self._apply_task_change(name, {p.name.split(".", 2)[2] for p in params
+                                               if p.name.startswith(f"tasks.{name}.")})
+            elif name in self._pending:
+                self._try_start_pending(name)
+
+    def _apply_task_change(self, name: str, fields: set[str]) -> None:
+        values = self._task_values(name)
+        # rate and period are alternatives: the one just set wins, the other is cleared
+        if "rate" in fields and values.get("rate"):
+            values["period"] = 0.0
+            self._set_quietly(f"tasks.{name}.period", 0.0)
+        elif "period" in fields and values.get("period"):
+            values["rate"] = 0.0
+            self._set_quietly(f"tasks.{name}.rate", 0.0)
+        t = validate_task(name, values)
+        st = self._tasks[name]
+        old = st.settings
+        self.engine.update_task(t)
+        st.settings = t
+        if t.period != old.period:
+            self.destroy_timer(st.timer)
+            st.timer = self.create_timer(t.period, lambda n=name: self._release(n))
+        self.get_logger().info(f"task {name}: {t.priority}, period {t.period:g} s ({t.rate:g} Hz), "
+                               f"deadline {t.deadline:g} s")
+
+    def _set_quietly(self, name: str, value: Any) -> None:
+        """Keep the parameter server consistent with an applied change (e.g. clear period when rate is set)."""
+        self.set_parameters([Parameter(name, value=value)])
+
+    def _apply_task_names(self, names: list[str]) -> None:
+        for name in [n for n in self._tasks if n not in names]:
+            self._stop_task(name)
+            self.engine.remove_task(name)
+            self.get_logger().info(f"task {name} removed")
+        for name in [n for n in self._pending if n not in names]:
+            self._pending.discard(name)
+        for name in [n for n in names if n not in self._tasks and n not in self._pending]:
+            for spec in TASK_PARAMS:
+                full = f"tasks.{name}.{spec.name}"
+                if not self.has_parameter(full):
+                    declare_task_parameter(self, name, spec)
+            self._pending.add(name)
+            self._try_start_pending(name)
+
+    def _try_start_pending(self, name: str) -> None:
+        try:
+            t = validate_task(name, self._task_values(name))
+            for other in self._tasks.values():
+                if other.settings.topic == t.topic:
+                    raise ConfigError(f"tasks.{name}.topic", f"topic {t.topic!r} is already used by task "
+                                      f"{other.settings.name!r}")
+            _check_models_of([t])
+        except ConfigError as exc:
+            self.get_logger().info(f"task {name} added, waiting for valid parameters: {exc}")
+            return
+        self.engine.add_task(t)
+        self._pending.discard(name)
+        self._start_task(t)
+        self.get_logger().info(f"task {name} started: {t.priority} {t.rate:g} Hz {t.model} <- {t.topic}")
 
     def destroy_node(self) -> None:
         engine = getattr(self, "engine", None)  # absent when start-up failed before it was built
@@ -248,9 +364,13 @@ class SchedulerNode(Node):
 
 def _check_models(settings: Any) -> None:
     """Unknown model names stop the node with the parameter named (torchvision names are accepted)."""
+    _check_models_of(settings.tasks)
+
+
+def _check_models_of(tasks: Any) -> None:
     from daris_ros.runtime.models import BUILTIN_MODELS, is_known_model
 
-    for t in settings.tasks:
+    for t in tasks:
         if not is_known_model(t.model):
             raise ConfigError(f"tasks.{t.name}.model",
                               f"unknown model {t.model!r}; built-in: {', '.join(BUILTIN_MODELS)}, "

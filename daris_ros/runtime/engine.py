@@ -14,6 +14,7 @@ about ROS: the node, the demo and the bench all use this class.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -281,9 +282,43 @@ class Engine:
         with self._lock:
             return len(self._running)
 
-    def update_task(self, name: str, **changes: Any) -> None:
+    def update_task(self, task: TaskSettings) -> None:
+        """Apply a changed rate/period, deadline or priority of an existing task (jobs already released keep
+        theirs). Model, input size and weights cannot change at run time."""
+        old = self.settings.task(task.name)
+        if self._model_key(old) != self._model_key(task):
+            raise ValueError(f"task {task.name}: model, input_size and weights cannot change at run time")
         with self._lock:
-            self.scheduler.update_task(name, **changes)
+            self.scheduler.update_task(task.name, period=task.period, deadline=task.deadline,
+                                       priority=Priority.HP if task.priority == "HP" else Priority.LP)
+            self._replace_settings(tuple(task if t.name == task.name else t for t in self.settings.tasks))
+
+    def add_task(self, task: TaskSettings) -> None:
+        """Add a task at run time: its model is built and profiled if no task uses it yet (this blocks)."""
+        from daris_ros.runtime.models import build_staged_model
+
+        key = self._model_key(task)
+        if key not in self.models:
+            model = build_staged_model(task.model, weights=task.weights or None, input_size=task.input_size)
+            model = model.merged() if self.settings.no_staging else model
+            add = getattr(self.backend, "add_model", None)
+            if add is None:
+                raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
+            add(key, model)
+            self.models[key] = model
+        self._replace_settings((*self.settings.tasks, task))
+        self.profile()
+        with self._lock:
+            self.scheduler.add_task(to_task_spec(task, self.afet[key]))
+
+    def remove_task(self, name: str) -> None:
+        """Remove a task; its jobs in flight still finish and are reported."""
+        with self._lock:
+            self.scheduler.remove_task(name)
+            self._replace_settings(tuple(t for t in self.settings.tasks if t.name != name))
+
+    def _replace_settings(self, tasks: tuple[TaskSettings, ...]) -> None:
+        self.settings = dataclasses.replace(self.settings, tasks=tasks)
 
     def close(self) -> None:
         """Stop dispatching, then stop the backend (in-flight stages finish and are discarded)."""

@@ -52,6 +52,10 @@ class CpuBackend:
                 self._threads.append(t)
             self._queues.append(row)
 
+    def add_model(self, name: str, model: Any) -> None:
+        """Make one more model resident (run-time task addition)."""
+        self._models[name] = model.to(self.device).eval()
+
     def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
         if self._closed:
             raise BackendError("backend is closed")
