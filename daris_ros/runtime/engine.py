@@ -40,6 +40,8 @@ from daris_ros.settings import SchedulerSettings, TaskSettings
 log = logging.getLogger("daris_ros.engine")
 
 Clock = Callable[[], float]
+#: Response times kept per task and priority for the p50/p99/max statistics (bounded memory on long runs).
+RESPONSE_WINDOW = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,9 @@ class Engine:
         # GPU backends know the device's SM count and their rounding (8 for green contexts on Hopper)
         n_sm = int(getattr(self.backend, "n_sm_max", 132))
         gran = int(getattr(self.backend, "sm_granularity", 2))
-        self.scheduler = Scheduler(to_scheduler_config(self.settings, n_sm_max=n_sm, sm_granularity=gran), specs)
+        # response_window bounds the per-task response-time history the stats percentiles are taken over
+        self.scheduler = Scheduler(to_scheduler_config(self.settings, n_sm_max=n_sm, sm_granularity=gran), specs,
+                                   response_window=RESPONSE_WINDOW)
 
     def _model_key(self, t: TaskSettings) -> str:
         return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}:{t.weights}"

@@ -1,0 +1,114 @@
+"""Hyperparameters, section III-C: N_c, N_s, OS, SMs per context (eq. 9) and the three policies."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+
+class Policy(enum.StrEnum):
+    """Partitioning policies of section V.
+
+    STR: one context, N_s streams, one global queue. MPS: N_c contexts x 1 stream. MPS+STR: N_c x N_s.
+    """
+
+    STR = "STR"
+    MPS = "MPS"
+    MPS_STR = "MPS+STR"
+
+    @classmethod
+    def parse(cls, value: Policy | str) -> Policy:
+        if isinstance(value, Policy):
+            return value
+        norm = value.strip().upper().replace("_", "+")
+        for p in cls:
+            if p.value == norm:
+                return p
+        raise ValueError(f"unknown policy {value!r}; expected one of STR, MPS, MPS+STR")
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Scheduler hyperparameters and ablation switches (section VI-F)."""
+
+    policy: Policy = Policy.MPS
+    n_contexts: int = 1
+    n_streams: int = 1
+    oversubscription: float = 1.0
+    n_sm_max: int = 132
+    sm_granularity: int = 2
+    mret_window: int = 5
+    hp_admission: bool = False
+    no_staging: bool = False
+    no_last: bool = False
+    no_prior: bool = False
+    no_fixed: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", Policy.parse(self.policy))
+        for name in ("n_contexts", "n_streams", "n_sm_max", "sm_granularity", "mret_window"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not math.isfinite(self.oversubscription) or self.oversubscription < 1.0:
+            raise ValueError(f"oversubscription must be >= 1, got {self.oversubscription!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The effective N_c x N_s (and OS) after the policy is applied."""
+
+    n_contexts: int
+    n_streams: int
+    oversubscription: float
+
+    @property
+    def n_parallel(self) -> int:
+        """N_p = N_c x N_s: the most stages that run at once."""
+        return self.n_contexts * self.n_streams
+
+
+def effective_layout(config: SchedulerConfig) -> Layout:
+    """Apply the policy: STR forces one context (and so OS = 1), MPS forces one stream per context.
+
+    Raises ValueError when OS is outside ``1 <= OS <= N_c`` for the effective N_c (section III-C2).
+    """
+    if config.policy is Policy.STR:
+        return Layout(1, config.n_streams, 1.0)
+    n_streams = 1 if config.policy is Policy.MPS else config.n_streams
+    if not 1.0 <= config.oversubscription <= config.n_contexts:
+        raise ValueError(
+            f"oversubscription must satisfy 1 <= OS <= N_c = {config.n_contexts}, "
+            f"got {config.oversubscription}"
+        )
+    return Layout(config.n_contexts, n_streams, float(config.oversubscription))
+
+
+def ceil_to_multiple(x: float, granularity: int) -> int:
+    """Round ``x`` up to the nearest multiple of ``granularity`` (2 gives the paper's ceil_even)."""
+    if granularity < 1:
+        raise ValueError(f"granularity must be >= 1, got {granularity}")
+    # the small tolerance keeps e.g. 1.5 * 68 / 6 = 17.000000000000004 from rounding up a whole step
+    q = math.ceil(x / granularity - 1e-9)
+    return int(q) * granularity
+
+
+def sm_per_context_eq9(oversubscription: float, n_sm_max: int, n_contexts: int, granularity: int = 2) -> int:
+    """Eq. 9: ``N_SM = ceil_even(OS * N_SM,max / N_c)`` with a configurable rounding granularity.
+
+    ``granularity = 2`` is the paper's ceil_even; Hopper green contexts need multiples of 8. The
+    result is at least one granule and never more than the GPU has: if rounding up passes
+    ``n_sm_max``, the largest multiple of the granularity not above ``n_sm_max`` is used (or
+    ``n_sm_max`` itself when it is smaller than one granule).
+    """
+    if n_contexts < 1 or n_sm_max < 1:
+        raise ValueError("n_contexts and n_sm_max must be >= 1")
+    if not 1.0 <= oversubscription <= n_contexts:
+        raise ValueError(
+            f"oversubscription must satisfy 1 <= OS <= N_c = {n_contexts}, got {oversubscription}"
+        )
+    n = max(ceil_to_multiple(oversubscription * n_sm_max / n_contexts, granularity), granularity)
+    if n > n_sm_max:
+        n = (n_sm_max // granularity) * granularity or n_sm_max
+    return n

@@ -1,0 +1,556 @@
+"""The event-driven DARIS scheduler (docs/core_api.md): offline phase + online phase.
+
+The driver (simulator, GPU runtime, ROS node) owns the clock and calls::
+
+    release(task, now)           -> ReleaseDecision     admission (eqs. 11-12) + migration
+    dispatch(now)                -> [StageDispatch]     idle streams take the head of the 8-level queue
+    complete(dispatch, now, et)  -> JobOutcome | None   MRET update (eq. 1), next stage, accounting
+
+Every event is O(log queue) apart from a migration search, which is O(N_c). Utilization sums
+(eqs. 4-7) are kept incrementally in a :class:`UtilizationBook`.
+
+Choices the paper leaves open (see docs/policy.md):
+
+* A job stays in the context it was admitted to for all its stages; migration moves the task, so
+  later jobs go to the new context ("zero-delay migration").
+* A job whose deadline has already passed keeps running (soft real time) and counts as missed.
+* Job ids count releases per task from 0; a rejected release consumes an id too.
+* An LP task is active in context k while it has at least one released-but-unfinished job there;
+  while active it contributes its current u_i (which follows MRET) to U^{l,a}_k.
+* Removing a task lets its queued and running stages finish; they are still accounted.
+* Overload+HPA: an admitted HP job holds its task's u_i in U^{h,a}_k from admission until
+  max(finish, absolute deadline) (its EDF window), not just until it finishes. Expired windows are
+  processed lazily at every ``release``/``complete`` (and by :meth:`Scheduler.expire`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from heapq import heappop as _heappop
+from heapq import heappush as _heappush
+
+from daris_ros.core.accounting import PriorityStats, TaskStats, new_response_times
+from daris_ros.core.admission import (
+    admission_test_eq12,
+    hp_admission_test,
+    migration_target,
+    remaining_utilization_eq11,
+)
+from daris_ros.core.assignment import min_util_context, populate_contexts_alg1
+from daris_ros.core.deadlines import absolute_stage_deadlines
+from daris_ros.core.hyperparams import Layout, SchedulerConfig, effective_layout, sm_per_context_eq9
+from daris_ros.core.job import (
+    Job,
+    JobOutcome,
+    ReleaseDecision,
+    StageDispatch,
+    new_job_outcome,
+    new_release_decision,
+    new_stage_dispatch,
+)
+from daris_ros.core.mret import MretTracker
+from daris_ros.core.stage_queue import StageQueue, stage_level
+from daris_ros.core.task import Priority, TaskSpec
+from daris_ros.core.utilization import (
+    ContextUtilization,
+    TaskLoad,
+    UtilizationBook,
+    active_lp_utilization,
+    hp_utilization_eq4,
+    lp_utilization_eq5,
+    task_utilization_eq3,
+    total_utilization_eq6,
+)
+
+AfetSource = Callable[[TaskSpec], Sequence[float]]
+"""Injectable initial estimate: returns the per-stage AFET of a task (len == spec.n_stages)."""
+
+REASON_ADMITTED = "admitted"
+REASON_HP = "admitted-hp"
+REASON_MIGRATED = "migrated"
+REASON_REJECTED_LP = "rejected-eq12"
+REASON_REJECTED_HPA = "rejected-hpa"
+
+
+@dataclass(slots=True, eq=False)
+class _TaskState:
+    spec: TaskSpec
+    context: int
+    mret: MretTracker
+    u: float
+    stage_map: tuple[tuple[int, ...], ...]
+    active: dict[int, int] = field(default_factory=dict)  # context -> unfinished jobs there
+    removed: bool = False
+
+
+# HPA window states of an admitted HP job
+_OPEN = 0  # window open, job unfinished
+_DONE = 1  # job finished, window still open
+_EXPIRED = 2  # window closed, job unfinished
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    job: Job
+    stage: int
+    level: int
+    est: float
+    state: _TaskState
+
+
+class Scheduler:
+    """DARIS policy core. See docs/core_api.md for the contract and docs/policy.md for the rules."""
+
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        tasks: Sequence[TaskSpec],
+        *,
+        afet_source: AfetSource | None = None,
+        response_window: int | None = None,
+    ) -> None:
+        """Run the offline phase (Algorithm 1) on ``tasks``.
+
+        ``afet_source`` overrides ``TaskSpec.afet`` as the initial per-stage estimate.
+        ``response_window`` keeps only the most recent N response times per task and per priority
+        (for long-running drivers); the default keeps all of them. Counters are never windowed.
+        """
+        self._config = config
+        self._layout: Layout = effective_layout(config)
+        n_c, n_s = self._layout.n_contexts, self._layout.n_streams
+        self._sm = sm_per_context_eq9(
+            self._layout.oversubscription, config.n_sm_max, n_c, config.sm_granularity
+        )
+        self._ws = config.mret_window
+        self._afet_source = afet_source
+        # level of a stage by [priority][is_last][delayed], from stage_level (computed once)
+        self._levels: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = tuple(
+            tuple(
+                tuple(
+                    stage_level(p, bool(last), bool(late), no_last=config.no_last,
+                                no_prior=config.no_prior, no_fixed=config.no_fixed)
+                    for late in (0, 1)
+                )
+                for last in (0, 1)
+            )
+            for p in Priority
+        )
+        self._no_staging = config.no_staging
+        self._book = UtilizationBook(n_c)
+        self._states: dict[str, _TaskState] = {}
+        self._stats: dict[str, TaskStats] = {}
+        self._response_window = response_window
+        self._pstats: dict[Priority, PriorityStats] = {
+            p: PriorityStats(priority=p, response_times=new_response_times(response_window)) for p in Priority
+        }
+        self._queues: list[StageQueue[_Entry]] = [StageQueue() for _ in range(n_c)]
+        self._idle: list[list[int]] = [list(range(n_s)) for _ in range(n_c)]
+        self._running: list[list[tuple[StageDispatch, _Entry] | None]] = [[None] * n_s for _ in range(n_c)]
+        self._backlog: list[float] = [0.0] * n_c
+        self._outstanding: list[int] = [0] * n_c
+        self._queued: list[int] = [0] * n_c
+        self._ready: set[int] = set()
+        self._hpa = config.hp_admission
+        self._windows: list[tuple[float, int, Job, _TaskState]] = []  # HPA: heap by absolute deadline
+        self._window_state: dict[Job, int] = {}
+        self._window_seq = 0
+
+        # offline phase: Algorithm 1 on u_i = afet_i / T_i (eq. 10)
+        states: list[_TaskState] = []
+        for spec in tasks:
+            if spec.name in self._states:
+                raise ValueError(f"duplicate task name {spec.name!r}")
+            st = self._new_state(spec, context=0)
+            self._states[spec.name] = st
+            states.append(st)
+        placement = populate_contexts_alg1([(s.spec.name, s.spec.priority, s.u) for s in states], n_c)
+        for st in states:
+            st.context = placement[st.spec.name]
+            self._book.add_task(st.spec.name, st.context, st.spec.priority, st.u)
+            self._stats.setdefault(st.spec.name, self._new_task_stats(st.spec))
+
+    # ------------------------------------------------------------------ helpers
+    def _new_state(self, spec: TaskSpec, context: int) -> _TaskState:
+        afet = tuple(float(a) for a in (self._afet_source(spec) if self._afet_source else spec.afet))
+        if len(afet) != spec.n_stages:
+            raise ValueError(f"{spec.name}: AFET source gave {len(afet)} values for {spec.n_stages} stages")
+        if self._no_staging:
+            afet = (sum(afet),)
+            stage_map: tuple[tuple[int, ...], ...] = (tuple(range(spec.n_stages)),)
+        else:
+            stage_map = tuple((j,) for j in range(spec.n_stages))
+        tracker = MretTracker(afet, self._ws)
+        return _TaskState(spec, context, tracker, task_utilization_eq3(tracker.total, spec.period), stage_map)
+
+    def _new_task_stats(self, spec: TaskSpec) -> TaskStats:
+        return TaskStats(
+            name=spec.name, priority=spec.priority, response_times=new_response_times(self._response_window)
+        )
+
+    def _state(self, task: str) -> _TaskState:
+        try:
+            return self._states[task]
+        except KeyError:
+            raise KeyError(f"unknown task {task!r}") from None
+
+    def _set_u(self, st: _TaskState, u: float) -> None:
+        if u == st.u:
+            return
+        st.u = u
+        name, p = st.spec.name, st.spec.priority
+        self._book.add_task(name, st.context, p, u)
+        for k in st.active:
+            self._book.activate(name, k, p, u)
+
+    def _release_activity(self, st: _TaskState, k: int) -> None:
+        """One job of ``st`` stops counting as active in context k (eq. 7 / HPA bookkeeping)."""
+        if st.removed:
+            return
+        count = st.active[k] - 1
+        if count:
+            st.active[k] = count
+        else:
+            del st.active[k]
+            self._book.deactivate(st.spec.name, k, st.spec.priority)
+
+    def expire(self, now: float) -> None:
+        """HPA only: close the windows of HP jobs whose absolute deadline is ``<= now``.
+
+        A finished job gives its task's utilization back here; an unfinished one gives it back when
+        it finishes. ``release`` and ``complete`` call this themselves.
+        """
+        windows = self._windows
+        states = self._window_state
+        while windows and windows[0][0] <= now:
+            _, _, job, st = _heappop(windows)
+            if states[job] == _DONE:
+                del states[job]
+                self._release_activity(st, job.context)
+            else:
+                states[job] = _EXPIRED
+
+    def _enqueue(self, job: Job, stage: int, delayed: bool, st: _TaskState) -> None:
+        level = self._levels[job.priority][stage == job.n_stages - 1][delayed]
+        est = st.mret.stage(stage)
+        k = job.context
+        self._queues[k].push(level, job.stage_deadlines[stage], job.release, job.task, job.job_id,
+                             _Entry(job, stage, level, est, st))
+        self._queued[k] += 1
+        self._backlog[k] += est
+        self._outstanding[k] += 1
+        self._ready.add(k)
+
+    # ------------------------------------------------------------------ events
+    def release(self, task: str, now: float) -> ReleaseDecision:
+        """Online phase for one release of ``task`` at ``now`` (section IV-B1)."""
+        st = self._states.get(task)
+        if st is None:
+            raise KeyError(f"unknown task {task!r}")
+        spec = st.spec
+        prio = spec.priority
+        ts = self._stats[task]
+        ps = self._pstats[prio]
+        job_id = ts.released
+        ts.released += 1
+        ps.released += 1
+        n_s = self._layout.n_streams
+        book = self._book
+        k = st.context
+        migrated_from: int | None = None
+        if prio is Priority.HP:
+            if self._hpa:
+                self.expire(now)
+            if self._hpa and not hp_admission_test(book.active_hp(k), st.u, n_s):
+                ts.rejected += 1
+                ps.rejected += 1
+                return new_release_decision(False, None, k, None, REASON_REJECTED_HPA, job_id)
+            reason = REASON_HP
+        elif admission_test_eq12(book.active_lp(k), st.u, remaining_utilization_eq11(n_s, book.hp(k))):
+            reason = REASON_ADMITTED
+        else:
+            n_c = self._layout.n_contexts
+            target = migration_target(
+                k, st.u, st.mret.total, now, n_s,
+                [book.hp(c) for c in range(n_c)],
+                [book.active_lp(c) for c in range(n_c)],
+                self._backlog,
+            )
+            if target is None:
+                ts.rejected += 1
+                ps.rejected += 1
+                return new_release_decision(False, None, k, None, REASON_REJECTED_LP, job_id)
+            book.remove_task(task, k, prio)
+            book.add_task(task, target, prio, st.u)
+            st.context = target
+            migrated_from = k
+            k = target
+            ts.migrations += 1
+            ps.migrations += 1
+            reason = REASON_MIGRATED
+        ts.admitted += 1
+        ps.admitted += 1
+        deadline = spec.relative_deadline
+        stage_deadlines = absolute_stage_deadlines(now, st.mret.stages(), deadline)
+        job = Job(task, job_id, prio, now, stage_deadlines[-1], k, stage_deadlines, None,
+                  len(st.stage_map), spec.n_stages, migrated_from)
+        count = st.active.get(k, 0)
+        st.active[k] = count + 1
+        if count == 0:
+            book.activate(task, k, prio, st.u)
+        if self._hpa and prio is Priority.HP:
+            self._window_seq += 1
+            _heappush(self._windows, (job.abs_deadline, self._window_seq, job, st))
+            self._window_state[job] = _OPEN
+        self._enqueue(job, 0, False, st)
+        return new_release_decision(True, job, k, migrated_from, reason, job_id)
+
+    def dispatch(self, now: float) -> list[StageDispatch]:
+        """Start queued stages on idle streams (lowest stream index first), per context."""
+        ready = self._ready
+        if not ready:
+            return []
+        if len(ready) == 1:
+            contexts: Sequence[int] = (ready.pop(),)
+        else:
+            contexts = sorted(ready)
+            ready.clear()
+        out: list[StageDispatch] = []
+        queued = self._queued
+        for k in contexts:
+            idle = self._idle[k]
+            n = queued[k]
+            if not n or not idle:
+                continue
+            n = min(n, len(idle))
+            queued[k] -= n
+            pop = self._queues[k].pop
+            running = self._running[k]
+            while n:
+                n -= 1
+                stream = _heappop(idle)
+                level, e = pop()
+                job = e.job
+                stage = e.stage
+                if job.start is None:
+                    job.start = now
+                d = new_stage_dispatch(job, stage, k, stream, level, job.stage_deadlines[stage],
+                                       e.state.stage_map[stage], now)
+                running[stream] = (d, e)
+                out.append(d)
+        return out
+
+    def complete(self, d: StageDispatch, now: float, exec_time: float | None = None) -> JobOutcome | None:
+        """Stage ``d`` finished at ``now`` after ``exec_time`` seconds (default: ``now - d.start``)."""
+        k = d.context
+        s = d.stream
+        try:
+            running = self._running[k]
+            run = running[s]
+        except (IndexError, TypeError):
+            raise ValueError(f"no stream ({k}, {s})") from None
+        if run is None or run[0] is not d:
+            raise ValueError(f"stream ({k}, {s}) is not running this stage")
+        if exec_time is None:
+            exec_time = max(0.0, now - d.start)
+        elif exec_time < 0:
+            raise ValueError(f"exec_time must be >= 0, got {exec_time}")
+        running[s] = None
+        _heappush(self._idle[k], s)
+        e = run[1]
+        outstanding = self._outstanding
+        left = outstanding[k] - 1
+        outstanding[k] = left
+        self._backlog[k] = self._backlog[k] - e.est if left else 0.0
+        if self._queued[k]:
+            self._ready.add(k)
+        st = e.state
+        stage = e.stage
+        if not st.removed and st.mret.record(stage, exec_time):  # eq. 1
+            self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
+        job = d.job
+        nxt = stage + 1
+        if nxt < job.n_stages:
+            # the next stage is raised when this one missed its virtual deadline (same as _enqueue)
+            level = self._levels[job.priority][nxt == job.n_stages - 1][now > job.stage_deadlines[stage]]
+            est = st.mret.stage(nxt)
+            self._queues[k].push(level, job.stage_deadlines[nxt], job.release, job.task, job.job_id,
+                                 _Entry(job, nxt, level, est, st))
+            self._queued[k] += 1
+            self._backlog[k] += est
+            self._outstanding[k] = left + 1
+            self._ready.add(k)
+            return None
+        # last stage: the job is finished
+        if job in self._window_state:  # HPA: the job keeps its utilization until its deadline
+            self.expire(now)
+            if self._window_state[job] == _EXPIRED:
+                del self._window_state[job]
+                self._release_activity(st, k)
+            else:
+                self._window_state[job] = _DONE
+        else:
+            self._release_activity(st, k)
+        response = now - job.release
+        met = now <= job.abs_deadline
+        ts = self._stats[job.task]
+        ps = self._pstats[job.priority]
+        ts.completed += 1
+        ps.completed += 1
+        if not met:
+            ts.missed += 1
+            ps.missed += 1
+        ts.response_times.append(response)
+        ps.response_times.append(response)
+        return new_job_outcome(job, now, response, met)
+
+    # ------------------------------------------------------------------ task set changes
+    def add_task(self, spec: TaskSpec) -> None:
+        """Add a task at run time; it goes to the context with the least total utilization (minUtil)."""
+        if spec.name in self._states:
+            raise ValueError(f"duplicate task name {spec.name!r}")
+        n_c = self._layout.n_contexts
+        st = self._new_state(spec, context=0)
+        st.context = min_util_context([self._book.total(k) for k in range(n_c)])
+        self._states[spec.name] = st
+        self._book.add_task(spec.name, st.context, spec.priority, st.u)
+        ts = self._stats.setdefault(spec.name, self._new_task_stats(spec))
+        ts.priority = spec.priority
+
+    def remove_task(self, name: str) -> None:
+        """Remove a task. Its queued and running stages still run and are accounted."""
+        st = self._state(name)
+        del self._states[name]
+        st.removed = True
+        p = st.spec.priority
+        self._book.remove_task(name, st.context, p)
+        for k in st.active:
+            self._book.deactivate(name, k, p)
+        st.active.clear()
+
+    def update_task(
+        self,
+        name: str,
+        *,
+        period: float | None = None,
+        priority: Priority | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """Change T_i, p_i or D_i. Jobs already released keep their deadlines and priority."""
+        st = self._state(name)
+        old = st.spec
+        changes: dict[str, object] = {}
+        if period is not None:
+            changes["period"] = period
+        if priority is not None:
+            changes["priority"] = Priority.parse(priority)
+        if deadline is not None:
+            changes["deadline"] = deadline
+        new = replace(old, **changes)  # validates
+        if new.priority is not old.priority:
+            self._book.remove_task(name, st.context, old.priority)
+            for k in st.active:
+                self._book.deactivate(name, k, old.priority)
+            st.spec = new
+            self._book.add_task(name, st.context, new.priority, st.u)
+            for k in st.active:
+                self._book.activate(name, k, new.priority, st.u)
+            self._stats[name].priority = new.priority
+        st.spec = new
+        self._set_u(st, task_utilization_eq3(st.mret.total, new.period))
+
+    def set_mret_window(self, ws: int) -> None:
+        """Change ws (eqs. 1-2) for every task; each keeps its most recent ``ws`` measurements."""
+        if ws < 1:
+            raise ValueError(f"window size ws must be >= 1, got {ws}")
+        self._ws = ws
+        for st in self._states.values():
+            if st.mret.set_window(ws):
+                self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def config(self) -> SchedulerConfig:
+        return self._config
+
+    @property
+    def layout(self) -> Layout:
+        """Effective N_c x N_s after the policy (STR: 1 context; MPS: 1 stream per context)."""
+        return self._layout
+
+    @property
+    def mret_window(self) -> int:
+        return self._ws
+
+    def sm_per_context(self) -> int:
+        """Eq. 9."""
+        return self._sm
+
+    def context_of(self, task: str) -> int:
+        """ctx_i(t)."""
+        return self._state(task).context
+
+    def mret(self, task: str) -> float:
+        """Eq. 2: mret_i(t)."""
+        return self._state(task).mret.total
+
+    def stage_mrets(self, task: str) -> tuple[float, ...]:
+        """Eq. 1 for every (scheduling) stage of the task."""
+        return self._state(task).mret.stages()
+
+    def task_utilization(self, task: str) -> float:
+        """Eq. 3 (eq. 10 before any measurement)."""
+        return self._state(task).u
+
+    def tasks(self) -> list[TaskSpec]:
+        return [st.spec for st in self._states.values()]
+
+    def spec(self, task: str) -> TaskSpec:
+        return self._state(task).spec
+
+    def utilization(self, context: int) -> ContextUtilization:
+        """Eqs. 4-7 for ``context`` from the incremental sums."""
+        return self._book.context(context)
+
+    def utilization_from_scratch(self, context: int) -> ContextUtilization:
+        """Eqs. 4-7 recomputed from every task's state (O(N)); equals :meth:`utilization`."""
+        loads = [TaskLoad(st.context, st.spec.priority, st.u) for st in self._states.values()]
+        active = [TaskLoad(k, st.spec.priority, st.u) for st in self._states.values() for k in st.active]
+        hp = hp_utilization_eq4(loads, context)
+        lp = lp_utilization_eq5(loads, context)
+        return ContextUtilization(
+            total=total_utilization_eq6(hp, lp),
+            hp=hp,
+            lp=lp,
+            active_lp=active_lp_utilization(active, context),
+            active_hp=hp_utilization_eq4(active, context),
+        )
+
+    def backlog(self, context: int) -> float:
+        """Estimated work (sum of stage MRETs) queued or running in ``context``."""
+        return self._backlog[context]
+
+    def queue_length(self, context: int) -> int:
+        return len(self._queues[context])
+
+    def queued(self, context: int) -> list[tuple[int, Job, int]]:
+        """``(level, job, stage)`` of every queued stage of ``context`` in dequeue order."""
+        return [(level, e.job, e.stage) for level, e in self._queues[context].items()]
+
+    def running(self, context: int) -> list[StageDispatch]:
+        return [r[0] for r in self._running[context] if r is not None]
+
+    def idle_streams(self, context: int) -> int:
+        return len(self._idle[context])
+
+    def outstanding_stages(self) -> int:
+        """Stages queued or running, over all contexts."""
+        return sum(self._outstanding)
+
+    def task_stats(self) -> dict[str, TaskStats]:
+        """Copies of the per-task counters (tasks removed at run time included)."""
+        return {name: ts.copy() for name, ts in self._stats.items()}
+
+    def priority_stats(self) -> dict[Priority, PriorityStats]:
+        """Copies of the per-priority counters."""
+        return {p: ps.copy() for p, ps in self._pstats.items()}

@@ -1,0 +1,183 @@
+"""Property tests (hypothesis): the scheduler driven by arbitrary interleavings of events.
+
+Checked after every event: no stream runs two stages; HP is never rejected without HPA; a migration
+goes only to a context that passed eq. 12 (and its own context failed); dispatch respects the
+level + EDF order of what is queued; the level of a dispatch is the one its (priority, last,
+delayed) calls for; incremental utilization sums equal a from-scratch recomputation. After draining,
+the utilization bookkeeping is back to zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daris_ros.core import (
+    Policy,
+    Priority,
+    Scheduler,
+    SchedulerConfig,
+    StageDispatch,
+    TaskSpec,
+    stage_level,
+)
+
+
+@dataclass
+class World:
+    sched: Scheduler
+    cfg: SchedulerConfig
+    running: list[StageDispatch]
+    prev_finish: dict[tuple[str, int], float]
+
+
+task_strategy = st.builds(
+    lambda prio, period, afets: (prio, period, afets),
+    st.sampled_from([Priority.HP, Priority.LP]),
+    st.sampled_from([0.5, 1.0, 2.0, 4.0]),
+    st.lists(st.sampled_from([0.05, 0.1, 0.25, 0.4]), min_size=1, max_size=4),
+)
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec]]:
+    policy = draw(st.sampled_from(list(Policy)))
+    n_c = draw(st.sampled_from([1, 2, 2, 3, 3, 4]))
+    cfg = SchedulerConfig(
+        policy=policy,
+        n_contexts=n_c,
+        n_streams=draw(st.integers(1, 3)),
+        oversubscription=float(draw(st.sampled_from([1, n_c]))),
+        mret_window=draw(st.integers(1, 5)),
+        hp_admission=draw(st.booleans()),
+        no_staging=draw(st.booleans()),
+        no_last=draw(st.booleans()),
+        no_prior=draw(st.booleans()),
+        no_fixed=draw(st.booleans()),
+    )
+    raw = draw(st.lists(task_strategy, min_size=2, max_size=8))
+    tasks = [TaskSpec(f"t{i}", period, prio, len(a), tuple(a)) for i, (prio, period, a) in enumerate(raw)]
+    return cfg, tasks
+
+
+actions = st.lists(
+    st.tuples(
+        st.sampled_from(["release", "release", "release", "complete", "complete"]),
+        st.integers(0, 10),  # task index or running index
+        st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.2, 0.7]),  # time advance
+        st.sampled_from([0.5, 1.0, 1.5, 3.0]),  # exec time factor against the stage's AFET
+    ),
+    min_size=20,
+    max_size=120,
+)
+
+
+def edf_key(d: StageDispatch) -> tuple:
+    return (d.level, d.virtual_deadline, d.job.release, d.job.task, d.job.job_id)
+
+
+def check_invariants(w: World) -> None:
+    s = w.sched
+    seen = set()
+    for d in w.running:
+        key = (d.context, d.stream)
+        assert key not in seen, f"stream {key} runs two stages"
+        seen.add(key)
+    for k in range(s.layout.n_contexts):
+        assert len(s.running(k)) + s.idle_streams(k) == s.layout.n_streams
+        inc, ref = s.utilization(k), s.utilization_from_scratch(k)
+        for field in ("total", "hp", "lp", "active_lp", "active_hp"):
+            assert getattr(inc, field) == pytest.approx(getattr(ref, field), abs=1e-9), field
+
+
+def do_dispatch(w: World, now: float) -> None:
+    s = w.sched
+    started = s.dispatch(now)
+    for d in started:
+        # the level is the one its own attributes call for (enqueue and dequeue agree)
+        prev = w.prev_finish.get((d.job.task, d.job.job_id))
+        delayed = d.stage > 0 and prev is not None and prev > d.job.stage_deadlines[d.stage - 1]
+        assert d.level == stage_level(
+            d.job.priority, d.is_last, delayed,
+            no_last=w.cfg.no_last, no_prior=w.cfg.no_prior, no_fixed=w.cfg.no_fixed,
+        )
+        # nothing still queued in that context ranks before a stage that was just dispatched
+        for level, job, stage in s.queued(d.context):
+            other = (level, job.stage_deadlines[stage], job.release, job.task, job.job_id)
+            assert other >= edf_key(d)
+    w.running.extend(started)
+
+
+def step_release(w: World, name: str, now: float) -> None:
+    s = w.sched
+    n_c = s.layout.n_contexts
+    before = [s.utilization(k) for k in range(n_c)]
+    u = s.task_utilization(name)
+    own = s.context_of(name)
+    prio = s.spec(name).priority
+    r = s.release(name, now)
+    if prio is Priority.HP and not w.cfg.hp_admission:
+        assert r.admitted, "HP rejected without HPA"
+    if prio is Priority.HP:
+        assert r.migrated_from is None and r.context == own
+    n_s = s.layout.n_streams
+
+    def passes(k: int) -> bool:  # eqs. 11-12 written out, independent of the code under test
+        return before[k].active_lp + u < n_s - before[k].hp
+
+    if prio is Priority.LP:
+        if r.admitted and r.migrated_from is None:
+            assert r.context == own and passes(own), "LP admitted where eq. 12 fails"
+        if not r.admitted:
+            assert not any(passes(k) for k in range(n_c)), "LP rejected although a context passes"
+    if r.migrated_from is not None:
+        src, dst = r.migrated_from, r.context
+        assert src == own and dst != own
+        assert not passes(src) and passes(dst), "migration to a context that fails eq. 12"
+    if not r.admitted:
+        assert r.job is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds(), actions)
+def test_property_scheduler_invariants(world: tuple[SchedulerConfig, list[TaskSpec]], acts: list) -> None:
+    cfg, tasks = world
+    w = World(Scheduler(cfg, tasks), cfg, [], {})
+    now = 0.0
+    for kind, idx, dt, factor in acts:
+        now += dt
+        if kind == "release":
+            step_release(w, tasks[idx % len(tasks)].name, now)
+        elif w.running:
+            d = w.running.pop(idx % len(w.running))
+            et = factor * sum(tasks[int(d.job.task[1:])].afet[j] for j in d.model_stages)
+            now = max(now, d.start + et)
+            w.sched.complete(d, now, et)
+            w.prev_finish[(d.job.task, d.job.job_id)] = now
+        do_dispatch(w, now)
+        check_invariants(w)
+    # drain: finish everything in order
+    while w.running:
+        d = w.running.pop(0)
+        now += 0.01
+        w.sched.complete(d, now)
+        w.prev_finish[(d.job.task, d.job.job_id)] = now
+        do_dispatch(w, now)
+        check_invariants(w)
+    s = w.sched
+    s.expire(now + 1e6)  # HPA windows close at the jobs' deadlines
+    assert s.outstanding_stages() == 0
+    for k in range(s.layout.n_contexts):
+        u = s.utilization(k)
+        assert u.active_lp == 0.0 and u.active_hp == 0.0, "active utilization did not return to zero"
+        assert s.backlog(k) == 0.0 and s.queue_length(k) == 0
+    for name, ts in s.task_stats().items():
+        assert ts.released == ts.admitted + ts.rejected, name
+        assert ts.completed == ts.admitted, name
+        assert len(ts.response_times) == ts.completed
+    hp = s.priority_stats()[Priority.HP]
+    if not cfg.hp_admission:
+        assert hp.rejected == 0
