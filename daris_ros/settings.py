@@ -75,6 +75,9 @@ class SchedulerSettings:
     profile_runs: int = 5
     miss_rate_warn: float = 0.02
     miss_rate_error: float = 0.10
+    rejection_rate_warn: float = 0.0
+    stale_warn_periods: int = 1
+    max_pixels: int = 4096 * 4096
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -164,6 +167,9 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         profile_runs=int(raw.get("profile_runs", 5)),
         miss_rate_warn=float(raw.get("miss_rate_warn", 0.02)),
         miss_rate_error=float(raw.get("miss_rate_error", 0.10)),
+        rejection_rate_warn=float(raw.get("rejection_rate_warn", 0.0)),
+        stale_warn_periods=int(raw.get("stale_warn_periods", 1)),
+        max_pixels=int(raw.get("max_pixels", 4096 * 4096)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -182,6 +188,9 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(s.profile_runs >= 1, "profile_runs", f"{s.profile_runs} is not allowed: must be >= 1")
     _require(0 <= s.miss_rate_warn <= s.miss_rate_error <= 1, "miss_rate_warn",
              "need 0 <= miss_rate_warn <= miss_rate_error <= 1")
+    _require(0 <= s.rejection_rate_warn <= 1, "rejection_rate_warn", "must be within [0, 1]")
+    _require(s.stale_warn_periods >= 1, "stale_warn_periods", f"{s.stale_warn_periods} is not allowed: >= 1")
+    _require(s.max_pixels >= 1, "max_pixels", f"{s.max_pixels} is not allowed: >= 1")
     if s.backend == "cpu":
         _require(s.device == "cpu" or s.device.startswith("cuda"), "device",
                  f"{s.device!r} is not allowed: 'cpu' or 'cuda[:N]'")
@@ -227,7 +236,7 @@ def load_parameter_file(path: str | Path, node_name: str = "daris_scheduler") ->
     with open(path, encoding="utf-8") as fh:
         doc = yaml.safe_load(fh) or {}
     merged: dict[str, Any] = {}
-    for key in ("/**", node_name, f"/{node_name}"):
+    for key in ("/**", node_name, f"/{node_name}", f"/**/{node_name}"):
         section = doc.get(key)
         if isinstance(section, Mapping) and isinstance(section.get("ros__parameters"), Mapping):
             merged.update(flatten_parameters(section["ros__parameters"]))

@@ -95,6 +95,23 @@ class MretTracker:
         self._total = mret_task_eq2(self._stage)
         return True
 
+    def measured(self) -> tuple[bool, ...]:
+        """Per stage: whether eq. 1 comes from measurements (True) or still from the AFET (False)."""
+        return tuple(bool(w) for w in self._windows)
+
+    def set_afet(self, afet: Sequence[float]) -> bool:
+        """Replace the initial estimate. Only stages without measurements use it; return True when mret_i
+        changed. (A task that is never admitted never measures itself; see Scheduler.refresh_afet.)"""
+        if len(afet) != len(self._afet):
+            raise ValueError(f"expected {len(self._afet)} AFET values, got {len(afet)}")
+        if any(a < 0 for a in afet):
+            raise ValueError(f"AFET values must be >= 0, got {tuple(afet)}")
+        self._afet = tuple(float(a) for a in afet)
+        old_total = self._total
+        self._stage = [max(w) if w else a for w, a in zip(self._windows, self._afet, strict=True)]
+        self._total = mret_task_eq2(self._stage)
+        return self._total != old_total
+
     def set_window(self, ws: int) -> bool:
         """Change ws, keeping the most recent ``ws`` measurements; return True when mret_i changed."""
         if ws < 1:

@@ -494,6 +494,23 @@ class Scheduler:
         """Eq. 2: mret_i(t)."""
         return self._state(task).mret.total
 
+    def measured_stages(self, task: str) -> tuple[bool, ...]:
+        """Per (scheduling) stage: True once eq. 1 is based on the task's own measurements."""
+        return self._state(task).mret.measured()
+
+    def refresh_afet(self, task: str, afet: Sequence[float]) -> None:
+        """Replace a task's initial estimate for the stages it has not measured yet (eq. 10 with a newer AFET).
+
+        An LP task rejected from the start never runs, so eq. 1 never replaces its start-up AFET; a runtime
+        that knows better (the same model's stages measured in other tasks) hands it in here, and the task's
+        utilization (eq. 3) and its context's sums (eqs. 4-7) follow.
+        """
+        st = self._state(task)
+        if self._no_staging and len(afet) != 1:
+            afet = (sum(afet),)
+        if st.mret.set_afet(afet):
+            self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
+
     def stage_mrets(self, task: str) -> tuple[float, ...]:
         """Eq. 1 for every (scheduling) stage of the task."""
         return self._state(task).mret.stages()

@@ -1,5 +1,9 @@
 """sensor_msgs Image / CompressedImage -> HxWx3 RGB uint8 numpy array, with named errors.
 
+Every frame is validated here first (sizes, step, data length, encoding). 8-bit encodings are then
+converted by ROS 2's ``cv_bridge`` where it is importable (a ROS install), else by numpy; 16-bit mono is
+always converted here (the top byte, as an 8-bit picture).
+
 A malformed frame raises :class:`FrameError` whose ``reason`` is a short code the node counts per task
 (``dropped`` in the stats, and per reason in /diagnostics). Nothing here keeps state.
 """
@@ -24,6 +28,21 @@ _ENCODINGS: dict[str, tuple[int, str, tuple[int, ...] | None]] = {
 }
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
 DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+def _load_cv_bridge() -> Any:
+    """ROS 2's cv_bridge where a ROS install provides it (it is not installable from PyPI: PyPI's
+    ``cv-bridge`` is ROS 1's). None otherwise; the numpy path below is then the converter."""
+    try:
+        from cv_bridge import CvBridge  # type: ignore[import-not-found]
+
+        return CvBridge()
+    except Exception:  # noqa: BLE001 - ImportError, or a broken binary install
+        return None
+
+
+_CV_BRIDGE = _load_cv_bridge()
+USING_CV_BRIDGE = _CV_BRIDGE is not None
 
 
 class FrameError(ValueError):
@@ -55,6 +74,9 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     if n != h * step:
         reason = "short_data" if n < h * step else "long_data"
         raise FrameError(reason, f"data has {n} bytes, expected height*step = {h * step}")
+    if _CV_BRIDGE is not None and itemsize == 1:
+        # validated above, so cv_bridge only ever sees well-formed frames
+        return np.ascontiguousarray(_CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     buf = np.frombuffer(data if not isinstance(data, list) else bytes(data), dtype=np.uint8)
     rows = buf.reshape(h, step)[:, :row]
     if itemsize == 2:

@@ -163,6 +163,8 @@ def _kv(key: str, value: object) -> KeyValue:
 class DiagnosticThresholds:
     miss_rate_warn: float = 0.02
     miss_rate_error: float = 0.10
+    rejection_rate_warn: float = 0.0
+    stale_warn_periods: int = 1
 
 
 def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInputCounters,
@@ -175,12 +177,14 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInp
         problems.append((DiagnosticStatus.ERROR, f"miss rate {row.miss_rate:.1%}"))
     elif row.miss_rate >= th.miss_rate_warn and row.missed > 0:
         problems.append((DiagnosticStatus.WARN, f"miss rate {row.miss_rate:.1%}"))
-    if period_delta.get("stale", 0) > 0 and period_delta.get("released", 0) == 0:
+    stale = period_delta.get("stale", 0)
+    if stale >= th.stale_warn_periods and period_delta.get("released", 0) == 0:
         problems.append((DiagnosticStatus.WARN, "stale: no new frame on " + row.topic))
-    elif period_delta.get("stale", 0) > 0:
-        problems.append((DiagnosticStatus.WARN, f"{period_delta['stale']} stale periods"))
-    if period_delta.get("rejected", 0) > 0:
-        problems.append((DiagnosticStatus.WARN, f"{period_delta['rejected']} jobs rejected"))
+    elif stale >= th.stale_warn_periods:
+        problems.append((DiagnosticStatus.WARN, f"{stale} stale periods"))
+    rejected, released = period_delta.get("rejected", 0), period_delta.get("released", 0)
+    if rejected > 0 and rejected / max(released, 1) > th.rejection_rate_warn:
+        problems.append((DiagnosticStatus.WARN, f"{rejected} of {released} jobs rejected"))
     if period_delta.get("dropped", 0) > 0:
         problems.append((DiagnosticStatus.WARN, f"{period_delta['dropped']} malformed frames dropped"))
     st = DiagnosticStatus()

@@ -55,6 +55,12 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               read_only=False, float_range=(0.0, 1.0)),
     ParamSpec("miss_rate_error", 0.10, "Deadline miss rate at which a task's diagnostic turns ERROR.",
               read_only=False, float_range=(0.0, 1.0)),
+    ParamSpec("rejection_rate_warn", 0.0, "Fraction of a task's releases rejected during one stats period above "
+              "which its diagnostic turns WARN (0: any rejection).", read_only=False, float_range=(0.0, 1.0)),
+    ParamSpec("stale_warn_periods", 1, "Stale release periods (no new frame) within one stats period from which "
+              "a task's diagnostic turns WARN.", read_only=False, int_range=(1, 100000)),
+    ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
+              "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("task_names", [], "Names of the camera tasks; each has parameters tasks.<name>.*. Settable: "
               "removing a name stops that task, adding one declares tasks.<name>.* and starts the task once "
               "they are valid (values from the parameter file are used when present).", read_only=False,

@@ -10,6 +10,7 @@ new frame is counted as stale, not inferred twice; a malformed frame is counted 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import threading
@@ -70,10 +71,16 @@ class SchedulerNode(Node):
         super().__init__("daris_scheduler", **kwargs)
         self.settings = declare_and_read(self, known_models=None)
         _check_models(self.settings)
+        if not self.settings.tasks:
+            self.get_logger().warning(
+                "no camera tasks configured (task_names is empty). If a parameter file was given, does its top "
+                f"key match this node ({self.get_fully_qualified_name()})? Use '/**/daris_scheduler:' to match "
+                "any namespace.")
         s = self.settings
         self._started = time.monotonic()
         self._lock = threading.Lock()
-        self._thresholds = DiagnosticThresholds(s.miss_rate_warn, s.miss_rate_error)
+        self._thresholds = DiagnosticThresholds(s.miss_rate_warn, s.miss_rate_error, s.rejection_rate_warn,
+                                                s.stale_warn_periods)
         self._last_stats_time = time.monotonic()
 
         self.engine = Engine(s, on_result=self._on_result)
@@ -136,9 +143,9 @@ class SchedulerNode(Node):
         msg = st.latest
         try:
             if st.settings.input_type == "compressed":
-                frame = compressed_to_rgb(msg)
+                frame = compressed_to_rgb(msg, self.settings.max_pixels)
             else:
-                frame = image_to_rgb(msg)
+                frame = image_to_rgb(msg, self.settings.max_pixels)
         except FrameError as exc:
             st.counters.dropped[exc.reason] = st.counters.dropped.get(exc.reason, 0) + 1
             self.get_logger().warning(f"task {task}: dropped a frame from {st.settings.topic}: {exc}",
@@ -198,6 +205,7 @@ class SchedulerNode(Node):
                 "uptime": time.monotonic() - self._started}
 
     def _publish_stats(self) -> None:
+        self.engine.refresh_unmeasured_afet()
         rows = self.task_rows()
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
         info = self._info()
@@ -282,10 +290,9 @@ class SchedulerNode(Node):
             elif p.name == "stats_period":
                 self.destroy_timer(self._stats_timer)
                 self._stats_timer = self.create_timer(float(p.value), self._publish_stats)
-            elif p.name == "miss_rate_warn":
-                self._thresholds = DiagnosticThresholds(float(p.value), self._thresholds.miss_rate_error)
-            elif p.name == "miss_rate_error":
-                self._thresholds = DiagnosticThresholds(self._thresholds.miss_rate_warn, float(p.value))
+            elif p.name in ("miss_rate_warn", "miss_rate_error", "rejection_rate_warn", "stale_warn_periods"):
+                cast = int if p.name == "stale_warn_periods" else float
+                self._thresholds = dataclasses.replace(self._thresholds, **{p.name: cast(p.value)})
             elif p.name == "task_names":
                 self._apply_task_names(list(p.value or []))
             elif p.name.startswith("tasks."):

@@ -321,6 +321,38 @@ class Engine:
             self.scheduler.remove_task(name)
             self._replace_settings(tuple(t for t in self.settings.tasks if t.name != name))
 
+    def refresh_unmeasured_afet(self) -> int:
+        """Give tasks that never ran the MRET their model's stages have in tasks that did.
+
+        The start-up AFET can be far too pessimistic (profiled alone, or under a CPU/GPU spike); an LP task
+        rejected on it never runs, so its own MRET (eq. 1) never replaces it. Tasks sharing a model key
+        (model, input size, weights) run the same stages, so the per-stage maximum of their measured MRETs
+        is the better estimate. Returns how many tasks were refreshed. O(tasks); call it at stats time.
+        """
+        refreshed = 0
+        with self._lock:
+            sched = self.scheduler
+            groups: dict[str, list[str]] = {}
+            for t in self.settings.tasks:
+                groups.setdefault(self._model_key(t), []).append(t.name)
+            for names in groups.values():
+                measured: dict[int, float] = {}
+                for n in names:
+                    for j, (m, ok) in enumerate(zip(sched.stage_mrets(n), sched.measured_stages(n), strict=True)):
+                        if ok:
+                            measured[j] = max(m, measured.get(j, 0.0))
+                if not measured:
+                    continue
+                for n in names:
+                    flags = sched.measured_stages(n)
+                    if all(flags):
+                        continue
+                    current = sched.stage_mrets(n)
+                    afet = tuple(measured.get(j, current[j]) for j in range(len(current)))
+                    sched.refresh_afet(n, afet)
+                    refreshed += 1
+        return refreshed
+
     def _replace_settings(self, tasks: tuple[TaskSettings, ...]) -> None:
         self.settings = dataclasses.replace(self.settings, tasks=tasks)
 
