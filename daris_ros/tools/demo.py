@@ -97,7 +97,8 @@ def _pct(values: list[float], p: float) -> float:
     return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
-def summarize(settings: SchedulerSettings, data: Collected, duration: float) -> dict[str, Any]:
+def summarize(settings: SchedulerSettings, data: Collected, duration: float,
+              published: dict[str, int] | None = None) -> dict[str, Any]:
     stats = {t.task: t for t in data.stats.tasks} if data.stats is not None else {}
     rows = []
     for t in settings.tasks:
@@ -110,6 +111,7 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float) -> 
             "missed": sum(1 for r in res if not r.met),
             "miss_rate": (sum(1 for r in res if not r.met) / len(res)) if res else 0.0,
             "p50_ms": _pct(resp, 50) * 1e3, "p99_ms": _pct(resp, 99) * 1e3,
+            "published": (published or {}).get(t.name, 0), "frames": int(st.frames) if st else 0,
             "released": int(st.released) if st else 0, "rejected": int(st.rejected) if st else 0,
             "stale": int(st.stale) if st else 0, "dropped": int(st.dropped) if st else 0,
         })
@@ -137,17 +139,19 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float) -> 
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    hdr = (f"{'task':<14}{'prio':<5}{'rate':>6}{'released':>9}{'done':>6}{'JPS':>7}{'missed':>7}"
+    hdr = (f"{'task':<14}{'prio':<5}{'rate':>6}{'sent':>6}{'recv':>6}{'released':>9}{'done':>6}{'JPS':>7}{'missed':>7}"
            f"{'miss%':>7}{'p50 ms':>8}{'p99 ms':>8}{'rejected':>9}{'stale':>6}")
     lines = [hdr, "-" * len(hdr)]
     for r in summary["tasks"]:
-        lines.append(f"{r['task']:<14}{r['priority']:<5}{r['rate_hz']:>6.1f}{r['released']:>9}"
+        lines.append(f"{r['task']:<14}{r['priority']:<5}{r['rate_hz']:>6.1f}{r['published']:>6}{r['frames']:>6}"
+                     f"{r['released']:>9}"
                      f"{r['completed']:>6}{r['jps']:>7.1f}{r['missed']:>7}{r['miss_rate'] * 100:>7.1f}"
                      f"{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['rejected']:>9}{r['stale']:>6}")
     p = summary["ros_path"]
     lines += [
         "-" * len(hdr),
-        f"total {summary['total_jps']:.1f} jobs/s over {summary['duration_s']:.0f} s",
+        f"total {summary['total_jps']:.1f} jobs/s over {summary['duration_s']:.0f} s "
+        "(sent/recv: camera frames published / received by the node since start, sensor-data QoS)",
         f"ROS path overhead per frame (frame received -> result received, minus inference and the wait for "
         f"the periodic release): mean {p['overhead_mean_ms']:.2f} ms, p50 {p['overhead_p50_ms']:.2f} ms, "
         f"p99 {p['overhead_p99_ms']:.2f} ms over {p['frames']} frames",
@@ -193,13 +197,15 @@ def run_demo(config: str, duration: float, width: int, height: int, camera_rate:
     proc = start_scheduler(config)
     executor = MultiThreadedExecutor(num_threads=4)
     nodes: list[Node] = []
+    cameras: dict[str, CameraPublisherNode] = {}
     try:
         collector = Collector(settings)
         nodes.append(collector)
         for i, t in enumerate(settings.tasks):
-            nodes.append(CameraPublisherNode(f"demo_camera_{t.name}", topic=t.topic,
-                                             rate=camera_rate or max(t.rate, 15.0), width=width,
-                                             height=height, encoding="rgb8", camera=i))
+            cameras[t.name] = CameraPublisherNode(f"demo_camera_{t.name}", topic=t.topic,
+                                                  rate=camera_rate or max(t.rate, 15.0), width=width,
+                                                  height=height, encoding="rgb8", camera=i)
+            nodes.append(cameras[t.name])
         for n in nodes:
             executor.add_node(n)
         spin = threading.Thread(target=executor.spin, daemon=True)
@@ -218,7 +224,7 @@ def run_demo(config: str, duration: float, width: int, height: int, camera_rate:
         collector.recording = False
         measured = time.monotonic() - t_start
         time.sleep(1.2)  # one more stats period
-        return summarize(settings, collector.data, measured)
+        return summarize(settings, collector.data, measured, {n: c.published for n, c in cameras.items()})
     finally:
         stop_process(proc)
         executor.shutdown()
