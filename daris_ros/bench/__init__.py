@@ -1,0 +1,1 @@
+"""``daris-bench``: the paper's experiments and baselines on one GPU (docs/gpu_runtime.md, docs/benchmarks/)."""

@@ -1,0 +1,183 @@
+"""Baselines measured in the same run as DARIS (section VI): lower, upper (batching), naive, and the
+batch-1 concurrency ceiling of this GPU."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+from daris_ros.runtime.models import build_staged_model
+
+
+def _model(name: str, device: torch.device) -> torch.nn.Module:
+    m = build_staged_model(name).to(device).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def _input(model: torch.nn.Module, batch: int, device: torch.device) -> torch.Tensor:
+    h, w = model.input_size
+    return torch.randn(batch, 3, h, w, device=device)
+
+
+def lower_jps(name: str, device: torch.device, seconds: float = 2.0) -> float:
+    """One DNN, one stream, batch 1, eager, each job finished before the next (the paper's lower line)."""
+    m = _model(name, device)
+    x = _input(m, 1, device)
+    with torch.inference_mode():
+        for _ in range(10):
+            m(x)
+        torch.cuda.synchronize(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            m(x)
+            torch.cuda.synchronize(device)
+            n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def _graph(m: torch.nn.Module, x: torch.Tensor, stream: torch.cuda.Stream) -> tuple[torch.cuda.CUDAGraph, object]:
+    """A graph of ``m(x)`` and its static output (the caller keeps ``x`` and the output alive)."""
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream):
+        for _ in range(3):
+            m(x)
+    stream.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(g, stream=stream):
+        y = m(x)
+    torch.cuda.synchronize()
+    return g, y
+
+
+@dataclass(frozen=True, slots=True)
+class Upper:
+    best_jps: float
+    best_batch: int
+    by_batch: dict[int, float]
+
+
+def upper_batching(name: str, device: torch.device, batches: tuple[int, ...] = (1, 8, 32, 64, 128, 256),
+                   seconds: float = 1.0) -> Upper:
+    """Pure batching with a CUDA graph of the whole model; the best batch size wins (the paper's upper line)."""
+    m = _model(name, device)
+    s = torch.cuda.Stream(device)
+    by: dict[int, float] = {}
+    for bs in batches:
+        try:
+            x = _input(m, bs, device)
+            g, _ = _graph(m, x, s)
+        except torch.OutOfMemoryError:
+            break
+        with torch.cuda.stream(s):
+            g.replay()
+            s.synchronize()
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                for _ in range(5):
+                    g.replay()
+                s.synchronize()
+                n += 5
+        by[bs] = n * bs / (time.perf_counter() - t0)
+        del g, x
+        torch.cuda.empty_cache()
+    best = max(by, key=lambda b: by[b])
+    return Upper(by[best], best, by)
+
+
+def b1_ceiling(name: str, device: torch.device, n_streams: int = 8, seconds: float = 2.0,
+               staged: bool = False) -> float:
+    """Batch-1 concurrency ceiling: a CUDA graph per stream (whole model, or 4 stage graphs), every stream
+    kept busy from one thread, no scheduler. What batch-1 concurrency can give on this GPU."""
+    m = _model(name, device)
+    streams = [torch.cuda.Stream(device) for _ in range(n_streams)]
+    fns = list(m.stages) if staged else [m]
+    graphs, keep = [], []
+    for s in streams:
+        row, x = [], _input(m, 1, device)
+        keep.append(x)
+        for fn in fns:  # stage j+1 reads stage j's static output: a real chain
+            g, x = _graph(fn, x, s)
+            row.append(g)
+            keep.append(x)
+        graphs.append(row)
+    done = [torch.cuda.Event() for _ in streams]
+    n, t0 = 0, time.perf_counter()
+    for i, s in enumerate(streams):
+        with torch.cuda.stream(s):
+            for g in graphs[i]:
+                g.replay()
+            done[i].record(s)
+    while time.perf_counter() - t0 < seconds:
+        for i, s in enumerate(streams):
+            if done[i].query():
+                n += 1
+                torch.cuda.set_stream(s)
+                for g in graphs[i]:
+                    g.replay()
+                done[i].record(s)
+    torch.cuda.synchronize(device)
+    torch.cuda.set_stream(torch.cuda.default_stream(device))
+    return n / (time.perf_counter() - t0)
+
+
+@dataclass(frozen=True, slots=True)
+class Naive:
+    jps: float
+    hp_dmr: float
+    lp_dmr: float
+    n_threads: int
+
+
+def naive(names: list[str], device: torch.device, periods: list[float], hp: list[bool], seconds: float = 3.0
+          ) -> Naive:
+    """One thread per task on the default stream, eager, no scheduler: what per-camera ROS nodes do.
+
+    Each thread wakes at its period, runs the whole model on the latest frame and reads the result back
+    (a synchronisation, as a node publishing its result does); a late thread skips the frames it missed.
+    """
+    nets = {n: _model(n, device) for n in dict.fromkeys(names)}
+    inputs = {n: _input(m, 1, device) for n, m in nets.items()}
+    with torch.inference_mode():
+        for n, m in nets.items():
+            m(inputs[n])
+    torch.cuda.synchronize(device)
+    stop = time.perf_counter() + seconds + 0.5
+    t_start = time.perf_counter() + 0.5
+    counts = [[0, 0] for _ in periods]  # done, missed
+
+    def worker(i: int) -> None:
+        period = periods[i]
+        m, x = nets[names[i]], inputs[names[i]]
+        nxt = t_start + (i * 0.618034 % 1.0) * period
+        with torch.inference_mode():
+            while True:
+                now = time.perf_counter()
+                if nxt > now:
+                    time.sleep(nxt - now)
+                release = nxt
+                if release >= stop:
+                    return
+                m(x).argmax().item()
+                fin = time.perf_counter()
+                counts[i][0] += 1
+                counts[i][1] += int(fin > release + period)
+                nxt += period
+                while nxt < fin:  # frames that arrived meanwhile are dropped (queue depth 1)
+                    nxt += period
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(periods))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = sum(c[0] for c in counts)
+    hp_done = sum(c[0] for c, h in zip(counts, hp, strict=True) if h)
+    lp_done = done - hp_done
+    hp_miss = sum(c[1] for c, h in zip(counts, hp, strict=True) if h)
+    lp_miss = sum(c[1] for c, h in zip(counts, hp, strict=True) if not h)
+    return Naive(done / seconds, hp_miss / max(hp_done, 1), lp_miss / max(lp_done, 1), len(periods))

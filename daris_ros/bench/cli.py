@@ -1,0 +1,213 @@
+"""``daris-bench``: the paper's main experiments and baselines on this GPU, in one command.
+
+    python -m daris_ros.bench.cli --quick                  # ResNet18, a few configurations (~2 min)
+    python -m daris_ros.bench.cli --models resnet18,unet,inception_v3,mixed --full
+
+Writes results.csv, <model>.png, summary.md and summary.json to ``--out`` (docs/benchmarks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from daris_ros.bench import baselines
+from daris_ros.bench.report import ModelBaselines, Row, best_row, environment, plot_model, write_csv, write_summary
+from daris_ros.bench.runner import run_daris
+from daris_ros.bench.workload import MIXED, make_taskset
+from daris_ros.core import Policy, SchedulerConfig, effective_layout
+from daris_ros.runtime.backends import BackendError, create_backend
+from daris_ros.runtime.models import build_staged_model
+from daris_ros.runtime.profiling import AfetCache, profile_afet
+
+log = logging.getLogger("daris_ros.bench")
+
+Config = tuple[str, str, int, int, float]  # backend, policy, N_c, N_s, OS
+
+QUICK: list[Config] = [
+    ("str", "STR", 1, 8, 1.0), ("str", "MPS+STR", 2, 4, 1.0), ("green", "MPS", 4, 1, 2.0),
+    ("green", "MPS", 4, 1, 4.0), ("green", "MPS+STR", 4, 2, 2.0), ("green", "MPS+STR", 3, 3, 2.0),
+]
+ABLATIONS = ("no_staging", "no_last", "no_prior", "no_fixed")
+
+
+def full_configs() -> list[Config]:
+    out: list[Config] = [("str", "STR", 1, n, 1.0) for n in range(2, 11)]
+    for nc in range(2, 11):
+        for os_ in sorted({1.0, 1.5, 2.0, float(nc)}):
+            out.append(("green", "MPS", nc, 1, os_))
+    for nc in range(2, 6):
+        for os_ in sorted({1.0, 1.5, 2.0, float(nc)}):
+            out.append(("green", "MPS+STR", nc, 2, os_))
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="daris-bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="resnet18", help="comma list of resnet18, unet, inception_v3, mixed")
+    p.add_argument("--quick", action="store_true", help="a short sweep (the default)")
+    p.add_argument("--full", action="store_true", help="N_p = 2..10 under STR / MPS / MPS+STR, OS in {1,1.5,2,N_c}")
+    p.add_argument("--configs", default="", help="explicit configs 'backend:policy:NcxNs:OS,...' (overrides)")
+    p.add_argument("--ablations", default="", help="comma list of models (or 'all') that get No Staging / No Last / "
+                   "No Prior / No Fixed runs at their best configuration")
+    p.add_argument("--seconds", type=float, default=3.0, help="release window per run")
+    p.add_argument("--baseline-seconds", type=float, default=2.0)
+    p.add_argument("--task-rate", type=float, default=30.0, help="Hz per camera task (deadline = period)")
+    p.add_argument("--load-reference", choices=("ceiling", "upper"), default="ceiling",
+                   help="150%% of the batch-1 ceiling (default) or of the batching upper baseline (the paper)")
+    p.add_argument("--hp-admission", action="store_true", help="Overload+HPA: HP jobs pass the admission test too")
+    p.add_argument("--no-graphs", action="store_true", help="eager stages instead of CUDA graphs")
+    p.add_argument("--mret-source", choices=("events", "host"), default="events",
+                   help="stage time fed to MRET: CUDA events (GPU time) or host-observed (launch to completion seen)")
+    p.add_argument("--out", default="docs/benchmarks")
+    p.add_argument("--afet-cache", default="", help="AFET cache file (default <out>/afet_cache.json)")
+    p.add_argument("--device", default="cuda")
+    return p.parse_args(argv)
+
+
+def parse_configs(text: str) -> list[Config]:
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        backend, policy, layout, os_ = item.split(":")
+        nc, ns = (int(v) for v in layout.lower().split("x"))
+        out.append((backend, policy.upper(), nc, ns, float(os_)))
+    return out
+
+
+def _harmonic(values: list[float]) -> float:
+    return len(values) / sum(1.0 / v for v in values)
+
+
+def measure_baselines(name: str, models: tuple[str, ...], dev: torch.device, args: argparse.Namespace
+                      ) -> ModelBaselines:
+    """Lower, upper, ceilings (harmonic mean over the models of a mixed set) and naive at the offered load."""
+    secs = args.baseline_seconds
+    lows, ups, ceils, staged = [], [], [], []
+    for m in models:
+        lows.append(baselines.lower_jps(m, dev, secs))
+        ups.append(baselines.upper_batching(m, dev, seconds=secs / 2))
+        ceils.append(baselines.b1_ceiling(m, dev, 8, secs))
+        staged.append(baselines.b1_ceiling(m, dev, 8, secs, staged=True))
+    lower, ceiling, ceiling_staged = _harmonic(lows), _harmonic(ceils), _harmonic(staged)
+    upper = _harmonic([u.best_jps for u in ups])
+    ref = ceiling if args.load_reference == "ceiling" else upper
+    offered = 1.5 * ref
+    tasks = make_taskset(models, offered, args.task_rate)
+    nv = baselines.naive([t.model for t in tasks], dev, [t.period for t in tasks],
+                         [t.priority.name == "HP" for t in tasks], seconds=secs)
+    log.info("%s: lower %.0f, upper %.0f (bs %s), ceiling %.0f / staged %.0f, naive %.0f JPS", name, lower,
+             upper, [u.best_batch for u in ups], ceiling, ceiling_staged, nv.jps)
+    torch.cuda.empty_cache()
+    return ModelBaselines(lower, upper, ups[0].best_batch, ups[0].by_batch, nv.jps, nv.hp_dmr, nv.lp_dmr,
+                          nv.n_threads, ceiling, ceiling_staged, args.load_reference, offered)
+
+
+def run_config(name: str, models: tuple[str, ...], cfg: Config, offered: float, args: argparse.Namespace,
+               cache: AfetCache, kind: str = "daris", ablation: str = "") -> Row | None:
+    backend_name, policy, nc, ns, os_ = cfg
+    flags = {a: a == ablation for a in ABLATIONS}
+    layout = effective_layout(SchedulerConfig(policy=Policy.parse(policy), n_contexts=nc, n_streams=ns,
+                                              oversubscription=os_))
+    try:
+        backend = create_backend(backend_name, n_contexts=layout.n_contexts, n_streams=layout.n_streams,
+                                 device=args.device, oversubscription=layout.oversubscription,
+                                 cuda_graphs=not args.no_graphs)
+    except BackendError as exc:
+        log.error("%s %s: %s", name, cfg, exc)
+        return None
+    try:
+        staged = {m: build_staged_model(m) for m in dict.fromkeys(models)}
+        backend.start({m: (s.merged() if flags["no_staging"] else s) for m, s in staged.items()})
+        key_suffix = ":merged" if flags["no_staging"] else ""
+        afet = profile_afet(backend, list(staged), cache=cache) if not key_suffix else profile_afet(
+            backend, list(staged))
+        config = SchedulerConfig(policy=Policy.parse(policy), n_contexts=nc, n_streams=ns, oversubscription=os_,
+                                 n_sm_max=backend.n_sm_max, sm_granularity=backend.sm_granularity,
+                                 hp_admission=args.hp_admission, **flags)
+        tasks = make_taskset(models, offered, args.task_rate)
+        res = run_daris(backend, config, tasks, afet, seconds=args.seconds, mret_source=args.mret_source)
+        sms = backend.sm_counts() if hasattr(backend, "sm_counts") else [backend.n_sm_max] * layout.n_contexts
+    finally:
+        backend.close()
+        del backend
+        gc.collect()
+        torch.cuda.empty_cache()
+    lp_admit = res.admitted["LP"] / res.released["LP"] if res.released["LP"] else 0.0
+    row = Row(name, kind, backend_name, policy, layout.n_contexts, layout.n_streams, layout.oversubscription,
+              not args.no_graphs, res.offered_jps, res.jps, res.dmr("HP"), res.dmr("LP"), res.p99_ms["HP"],
+              res.p99_ms["LP"], lp_admit, res.released["HP"], res.released["LP"], res.migrations,
+              res.cpu_us_per_job, res.core_us_per_job, res.launch_us_per_job,
+              "/".join(str(s) for s in sorted(set(sms))),
+              "; ".join(f"{m}: " + "/".join(f"{v * 1e3:.2f}" for v in st) for m, st in afet.items()))
+    log.info("%s %s %s %s: %.0f JPS, HP DMR %.3f, LP DMR %.3f, LP admitted %.2f, CPU %.0f us/job (core %.0f)",
+             name, kind, f"{backend_name}:{policy}", row.config, row.jps, row.hp_dmr, row.lp_dmr, lp_admit,
+             row.cpu_us_per_job, row.core_us_per_job)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    if not torch.cuda.is_available():
+        print("daris-bench needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    dev = torch.device(args.device if args.device != "cpu" else "cuda")
+    torch.backends.cudnn.benchmark = True
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = AfetCache(args.afet_cache or out / "afet_cache.json")
+    configs = parse_configs(args.configs) if args.configs else (full_configs() if args.full else QUICK)
+    command = "python -m daris_ros.bench.cli " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                     else sys.argv[1:]))
+    rows: list[Row] = []
+    bases: dict[str, ModelBaselines] = {}
+    for name in filter(None, (s.strip() for s in args.models.split(","))):
+        models = MIXED if name == "mixed" else (name,)
+        bases[name] = measure_baselines(name, models, dev, args)
+        for cfg in configs:
+            row = run_config(name, models, cfg, bases[name].offered_jps, args, cache)
+            if row:
+                rows.append(row)
+        best, _ = best_row([r for r in rows if r.model == name])
+        if best is not None and (args.ablations == "all" or name in args.ablations.split(",")):
+            cfg = (best.backend, best.policy, best.n_contexts, best.n_streams, best.oversubscription)
+            for ab in ABLATIONS:
+                row = run_config(name, models, cfg, bases[name].offered_jps, args, cache, f"ablation:{ab}", ab)
+                if row:
+                    rows.append(row)
+        write_csv(out / "results.csv", rows)
+        plot_model(out / f"{name}.png", name, rows, bases[name])
+    notes = [
+        "Inputs: one random frame per model at its default input size (224x224; InceptionV3 299x299), already on "
+        "the GPU (preprocessing is not in the timed loop); "
+        "random weights; fp32 (TF32 convolutions); per-stage CUDA graphs unless --no-graphs.",
+        "DARIS runs: the policy core driven by one thread (daris_ros/bench/runner.py); JPS = finished jobs / "
+        f"release window ({args.seconds:g} s); DMR = missed / finished admitted jobs; LP admitted = admitted / "
+        "released LP jobs (the rest were rejected by the admission test, eq. 12).",
+        "CPU us/job: the scheduling thread's CPU time per finished job (it spins while waiting, so at low load "
+        "this includes idle polling); core = releases, completion polling and policy-core calls, launch = "
+        "torch/CUDA stage launches (copy in, graph replay, copy out, CUDA events: two per stage with "
+        "--mret-source events, one with host).",
+        f"MRET source: {args.mret_source} "
+        f"({'CUDA-event GPU time' if args.mret_source == 'events' else 'host-observed launch-to-completion time'}).",
+        "mixed: tasks cycle over ResNet18, UNet, InceptionV3; its baselines are the harmonic means of the three "
+        "models' (the JPS of a 1:1:1 job mix); naive runs each task's own model.",
+        "green = SM-partitioned green contexts (driver API) in one process, the in-process counterpart of the "
+        "paper's MPS contexts; str = plain CUDA streams (contexts are stream groups, no SM limit).",
+    ]
+    env = environment()
+    write_summary(out, rows, bases, env, command, dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), notes)
+    write_csv(out / "results.csv", rows)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Bench outputs: results.csv, Figure 4-8 style plots (PNG), summary.md and summary.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(slots=True)
+class Row:
+    model: str
+    kind: str  # "daris" | "ablation:<name>"
+    backend: str
+    policy: str
+    n_contexts: int
+    n_streams: int
+    oversubscription: float
+    graphs: bool
+    offered_jps: float
+    jps: float
+    hp_dmr: float
+    lp_dmr: float
+    hp_p99_ms: float
+    lp_p99_ms: float
+    lp_admit_rate: float
+    hp_released: int
+    lp_released: int
+    migrations: int
+    cpu_us_per_job: float
+    core_us_per_job: float
+    launch_us_per_job: float
+    sm_per_context: str = ""
+    afet_ms: str = ""
+
+    @property
+    def n_parallel(self) -> int:
+        return self.n_contexts * self.n_streams
+
+    @property
+    def config(self) -> str:
+        return f"{self.n_contexts}x{self.n_streams}_{self.oversubscription:g}"
+
+    def meets(self, lp_dmr_max: float = 0.02) -> bool:
+        return self.hp_dmr == 0.0 and self.lp_dmr <= lp_dmr_max
+
+
+@dataclass(slots=True)
+class ModelBaselines:
+    lower_jps: float
+    upper_jps: float
+    upper_batch: int
+    upper_by_batch: dict[int, float]
+    naive_jps: float
+    naive_hp_dmr: float
+    naive_lp_dmr: float
+    naive_threads: int
+    ceiling_jps: float
+    ceiling_staged_jps: float
+    load_reference: str
+    offered_jps: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def environment() -> dict[str, str]:
+    env = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+           "torch": torch.__version__, "cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version())}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20, check=False)
+        env["driver"] = out.stdout.strip().splitlines()[0] if out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        env["driver"] = "unknown"
+    return env
+
+
+def best_row(rows: Sequence[Row]) -> tuple[Row | None, bool]:
+    """The highest-JPS DARIS row with 0 HP misses and LP DMR <= 2%, else the highest-JPS row (False)."""
+    daris = [r for r in rows if r.kind == "daris"]
+    ok = [r for r in daris if r.meets()]
+    if ok:
+        return max(ok, key=lambda r: r.jps), True
+    return (max(daris, key=lambda r: r.jps), False) if daris else (None, False)
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    names = list(Row.__dataclass_fields__)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for r in rows:
+            d = asdict(r)
+            w.writerow([f"{d[n]:.4g}" if isinstance(d[n], float) else d[n] for n in names])
+
+
+def plot_model(path: Path, model: str, rows: Sequence[Row], base: ModelBaselines) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    daris = [r for r in rows if r.kind == "daris" and r.model == model]
+    series: dict[str, list[Row]] = {}
+    for r in daris:
+        label = f"{r.backend}:{r.policy}" + ("" if r.policy == "STR" else f" OS={r.oversubscription:g}")
+        series.setdefault(label, []).append(r)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, rs in sorted(series.items()):
+        rs = sorted(rs, key=lambda r: r.n_parallel)
+        xs = [r.n_parallel for r in rs]
+        ax1.plot(xs, [r.jps for r in rs], marker="o", label=label)
+        ax2.plot(xs, [100 * r.lp_dmr for r in rs], marker="o", label=label)
+    for value, name, style in ((base.upper_jps, f"upper (batching bs {base.upper_batch})", "--"),
+                               (base.ceiling_jps, "batch-1 ceiling", "-."), (base.lower_jps, "lower", ":"),
+                               (base.naive_jps, "naive", (0, (1, 3)))):
+        ax1.axhline(value, color="gray", linestyle=style, linewidth=1)
+        ax1.annotate(name, (ax1.get_xlim()[0], value), fontsize=7, va="bottom")
+    ax1.set(xlabel="N_p = N_c x N_s", ylabel="throughput (JPS)", title=f"{model}: throughput")
+    ax2.set(xlabel="N_p = N_c x N_s", ylabel="LP DMR (%)", title=f"{model}: LP deadline miss rate")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaselines], env: dict[str, str],
+                  command: str, date: str, notes: Sequence[str]) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    for model, b in bases.items():
+        best, ok = best_row([r for r in rows if r.model == model])
+        entry: dict[str, Any] = {
+            "batching_upper_jps": round(b.upper_jps, 1), "lower_jps": round(b.lower_jps, 1),
+            "naive_jps": round(b.naive_jps, 1), "b1_ceiling_jps": round(b.ceiling_jps, 1),
+            "b1_ceiling_staged_jps": round(b.ceiling_staged_jps, 1), "upper_batch": b.upper_batch,
+            "load_reference": b.load_reference, "offered_jps": round(b.offered_jps, 1),
+        }
+        if best is not None:
+            entry["best"] = {
+                "config": best.config, "policy": f"{best.backend}:{best.policy}", "jps": round(best.jps, 1),
+                "hp_dmr": round(best.hp_dmr, 5), "lp_dmr": round(best.lp_dmr, 5),
+                "hp_p99_ms": round(best.hp_p99_ms, 3), "lp_p99_ms": round(best.lp_p99_ms, 3),
+                "meets_dmr_targets": ok, "cpu_us_per_job": round(best.cpu_us_per_job, 1),
+                "x_naive": round(best.jps / b.naive_jps, 2) if b.naive_jps else None,
+                "x_b1_ceiling": round(best.jps / b.ceiling_jps, 3) if b.ceiling_jps else None,
+            }
+        models[model] = entry
+    summary = {"device": env["device"], "torch": env["torch"], "date": date, "driver": env["driver"],
+               "cuda": env["cuda"], "command": command, "models": models}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [f"# daris-bench results ({date})", "",
+             f"Device: **{env['device']}**, driver {env['driver']}, torch {env['torch']}, CUDA {env['cuda']}, "
+             f"cuDNN {env['cudnn']}.", "", "Command (every figure and number below comes from this run):", "",
+             f"```\n{command}\n```", ""]
+    lines += [f"- {n}" for n in notes]
+    lines.append("")
+    for model, b in bases.items():
+        lines += [f"## {model}", "", "| baseline | JPS |", "| --- | ---: |",
+                  f"| lower (one DNN, one stream, eager) | {b.lower_jps:,.0f} |",
+                  f"| upper (batching + CUDA graph, best bs {b.upper_batch}) | {b.upper_jps:,.0f} |",
+                  f"| batch-1 ceiling (whole-model graphs on 8 streams, no scheduler) | {b.ceiling_jps:,.0f} |",
+                  f"| batch-1 ceiling, staged (4 stage graphs per job) | {b.ceiling_staged_jps:,.0f} |",
+                  f"| naive ({b.naive_threads} threads, default stream; HP DMR {100 * b.naive_hp_dmr:.1f}%, "
+                  f"LP DMR {100 * b.naive_lp_dmr:.1f}%) | {b.naive_jps:,.0f} |", "",
+                  "Batching by batch size: " + ", ".join(f"bs {k}: {v:,.0f}" for k, v in b.upper_by_batch.items()),
+                  "", f"Offered load: {b.offered_jps:,.0f} JPS = 150% of the {b.load_reference} "
+                  f"({'batch-1 ceiling' if b.load_reference == 'ceiling' else 'batching upper baseline'}), "
+                  "2:1 LP:HP tasks.", "", f"![{model}]({model}.png)", "",
+                  "| backend:policy | N_c x N_s _OS | SMs/ctx | JPS | HP DMR | LP DMR | LP admitted | HP p99 ms "
+                  "| LP p99 ms | CPU us/job (core + launch) | kind |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in sorted((r for r in rows if r.model == model), key=lambda r: (r.kind, r.backend, r.policy,
+                                                                               r.n_parallel, r.oversubscription)):
+            lines.append(f"| {r.backend}:{r.policy} | {r.config} | {r.sm_per_context} | {r.jps:,.0f} | "
+                         f"{100 * r.hp_dmr:.2f}% | {100 * r.lp_dmr:.2f}% | {100 * r.lp_admit_rate:.0f}% | "
+                         f"{r.hp_p99_ms:.2f} | {r.lp_p99_ms:.2f} | {r.cpu_us_per_job:.0f} "
+                         f"({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f}) | {r.kind} |")
+        best, ok = best_row([r for r in rows if r.model == model])
+        if best is not None:
+            lines += ["", f"Best DARIS: {best.backend}:{best.policy} {best.config}, {best.jps:,.0f} JPS "
+                      f"({best.jps / max(b.naive_jps, 1e-9):.1f}x naive, "
+                      f"{best.jps / max(b.ceiling_jps, 1e-9):.2f}x the batch-1 ceiling, "
+                      f"{best.jps / max(b.upper_jps, 1e-9):.2f}x batching), HP DMR {100 * best.hp_dmr:.2f}%, "
+                      f"LP DMR {100 * best.lp_dmr:.2f}%{'' if ok else ' (no run met 0 HP misses and LP DMR <= 2%)'}."]
+        lines.append("")
+    (out / "summary.md").write_text("\n".join(lines))
+    return summary

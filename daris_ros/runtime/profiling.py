@@ -1,0 +1,105 @@
+"""Offline AFET profiling (paper IV-A1), cached in a JSON file.
+
+The Average Full-Load Execution Time of a model's stages: the target model runs its stages in one
+stream (context 0, stream 0) while every other stream of the backend keeps running random stages of
+random models. It is a pessimistic initial estimate that MRET (eq. 1-2) replaces online. Works with any
+backend that has the lean ``launch``/``finish`` API (``str``, ``green``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def afet_key(backend: Any, model_key: str) -> str:
+    """Cache key: device, torch, backend, layout, OS, graphs and model."""
+    dev = torch.cuda.get_device_name(backend.torch_device)
+    return (f"{dev}|torch {torch.__version__}|{backend.name}|{backend.n_contexts}x{backend.n_streams}"
+            f"|OS {backend.oversubscription:g}|graphs {int(backend.cuda_graphs)}|{model_key}")
+
+
+class AfetCache:
+    """A JSON file of ``{key: [stage seconds, ...]}``; missing or unreadable files start empty."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self.data: dict[str, list[float]] = {}
+        if self.path and self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self.data = {}
+
+    def get(self, key: str) -> tuple[float, ...] | None:
+        v = self.data.get(key)
+        return tuple(v) if v else None
+
+    def put(self, key: str, afet: tuple[float, ...]) -> None:
+        self.data[key] = list(afet)
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+
+
+def _feed(backend: Any, bg: dict[tuple[int, int], Any], others: list[tuple[int, int]], rng: random.Random,
+          examples: Mapping[str, list[Any]]) -> None:
+    """Keep every background stream busy with a random stage of a random model."""
+    keys = list(examples)
+    for cs in others:
+        launch = bg.get(cs)
+        if launch is not None and not launch.ready():
+            continue
+        if launch is not None:
+            backend.finish(launch)
+        m = rng.choice(keys)
+        j = rng.randrange(len(examples[m]))
+        bg[cs] = backend.launch(cs[0], cs[1], m, j, examples[m][j])
+
+
+def profile_afet(backend: Any, model_keys: list[str], *, runs: int = 20, warmup: int = 3, seed: int = 0,
+                 cache: AfetCache | None = None) -> dict[str, tuple[float, ...]]:
+    """AFET per model key: the target in (0, 0), random stages of random models on every other stream."""
+    rng = random.Random(seed)
+    examples = {k: backend.example_inputs(backend.models[k]) for k in backend.models}
+    others = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams) if (c, s) != (0, 0)]
+    out: dict[str, tuple[float, ...]] = {}
+    for key in model_keys:
+        cached = cache.get(afet_key(backend, key)) if cache else None
+        if cached:
+            out[key] = cached
+            continue
+        n_stages = backend.models[key].num_stages
+        sums = [0.0] * n_stages
+        bg: dict[tuple[int, int], Any] = {}
+
+        for run in range(warmup + runs):
+            x = examples[key][0]
+            for j in range(n_stages):
+                _feed(backend, bg, others, rng, examples)
+                launch = backend.launch(0, 0, key, j, x)
+                while not launch.ready():
+                    _feed(backend, bg, others, rng, examples)
+                    time.sleep(0)
+                dt = backend.finish(launch)
+                x = launch.output
+                if run >= warmup:
+                    sums[j] += dt
+        torch.cuda.synchronize(backend.torch_device)
+        for launch in bg.values():
+            backend.finish(launch)
+        out[key] = tuple(max(v / runs, 1e-6) for v in sums)
+        if cache:
+            cache.put(afet_key(backend, key), out[key])
+    torch.cuda.set_stream(torch.cuda.default_stream(backend.torch_device))
+    return out
+
+
+def summarize(afet: Mapping[str, tuple[float, ...]]) -> str:
+    return "; ".join(f"{k}: " + "/".join(f"{v * 1e3:.2f}" for v in st) + " ms" for k, st in afet.items())
