@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
@@ -153,7 +154,9 @@ class BagRecorder:
         self._try_subscribe()
         with self._lock:
             if len(self._subs) < len(self._requested) and not self._closed:
-                self._timer = self.node.create_timer(self.discovery_period, self._try_subscribe)
+                # a steady clock: with use_sim_time the node's clock stands still until /clock runs
+                self._timer = self.node.create_timer(self.discovery_period, self._try_subscribe,
+                                                     clock=Clock(clock_type=ClockType.STEADY_TIME))
         return self
 
     def stop(self) -> RecordStats:
@@ -190,6 +193,13 @@ class BagRecorder:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def set_custom_data(self, key: str, value: str) -> None:
+        """Store ``value`` under ``custom_data[key]`` of the bag's metadata (any time before ``stop``)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("recorder already stopped")
+            self._queue.put(("custom", key, value))
+
     # -- the writer thread ------------------------------------------------------------------------
     def _writer_main(self) -> None:
         try:
@@ -212,6 +222,8 @@ class BagRecorder:
                     self._writer.add_topic(topic, msgtype, offered)
                     with self._lock:
                         self._counts.setdefault(topic, 0)
+                elif item[0] == "custom":
+                    self._writer.set_custom_data(item[1], item[2])
                 else:  # close
                     self._writer.set_custom_data(f"{CUSTOM_PREFIX}recorder", item[1])
                     self._summary = self._writer.close()
@@ -235,6 +247,19 @@ class BagRecorder:
     def subscribed(self) -> list[str]:
         with self._lock:
             return sorted(self._subs)
+
+    def publisher_counts(self) -> dict[str, int]:
+        """Requested topic -> publishers matched by its subscription (0 for topics not subscribed yet).
+
+        A count of at least 1 means messages published from now on reach this recorder (a graph
+        query only says that the publisher exists)."""
+        with self._lock:
+            subs = dict(self._subs)
+        out = {topic: 0 for topic in self._requested}
+        for topic, sub in subs.items():
+            with contextlib.suppress(Exception):  # the subscription may be destroyed concurrently
+                out[topic] = int(sub.get_publisher_count())
+        return out
 
     def _stats(self) -> RecordStats:
         summary = self._summary or self._writer.summary

@@ -162,6 +162,19 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def use_large_frame_transport() -> None:
+    """Unless Fast DDS is configured already, use the package's profile for camera-sized messages in this
+    process and in the scheduler node it starts (inherited environment): with the default 512 KB
+    shared-memory segment, best-effort 640x480 frames between processes are almost all lost."""
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTDDS_BUILTIN_TRANSPORTS"):
+        return
+    from ament_index_python.packages import get_package_share_directory
+
+    profile = os.path.join(get_package_share_directory("daris_ros"), "config", "fastdds_large_frames.xml")
+    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    print(f"[demo] FASTDDS_DEFAULT_PROFILES_FILE={profile}", flush=True)
+
+
 def _default_config() -> str:
     from ament_index_python.packages import get_package_share_directory
 
@@ -174,10 +187,14 @@ def scheduler_executable() -> str:
     return os.path.join(get_package_prefix("daris_ros"), "lib", "daris_ros", "scheduler_node")
 
 
-def start_scheduler(config: str, extra_args: list[str] | None = None) -> subprocess.Popen:
-    """The scheduler node from the install space, as its own process (its own process group)."""
+def start_scheduler(config: str, extra_args: list[str] | None = None, stdout: Any = None) -> subprocess.Popen:
+    """The scheduler node from the install space, as its own process (its own session).
+
+    ``extra_args`` go after ``--ros-args``; ``stdout`` (a file) takes its output and errors, else they
+    go to this process's terminal."""
     cmd = [scheduler_executable(), "--ros-args", "--params-file", config, *(extra_args or [])]
-    return subprocess.Popen(cmd, start_new_session=True)
+    return subprocess.Popen(cmd, start_new_session=True, stdout=stdout,
+                            stderr=subprocess.STDOUT if stdout is not None else None)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> int:
@@ -242,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="camera frame rate in Hz (default: max(task rate, 15))")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     ns, ros_args = ap.parse_known_args(argv)
+    use_large_frame_transport()
     rclpy.init(args=ros_args)
     try:
         summary = run_demo(ns.config or _default_config(), ns.duration, ns.width, ns.height, ns.camera_rate)

@@ -102,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daris-play: error: {exc}", file=sys.stderr)
         return 2
 
+    if args.fast:
+        # reliable acknowledgements from other processes in ms, not Fast DDS's default 3 s heartbeat
+        import tempfile
+
+        from daris_ros.bags.player import use_fast_acks
+
+        use_fast_acks(tempfile.mkdtemp(prefix="daris-play-"))
     rclpy.init(args=["daris-play", *ros_args])
     node = None
     player = None
