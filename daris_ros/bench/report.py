@@ -38,6 +38,8 @@ class Row:
     launch_us_per_job: float
     sm_per_context: str = ""
     afet_ms: str = ""
+    worker_cpu_us_per_job: float = 0.0  # mps: the worker processes' CPU time per job (they spin while busy)
+    rt_overhead_us: float = 0.0  # mps: median per-stage round trip (request written -> completion read) - GPU time
 
     @property
     def n_parallel(self) -> int:
@@ -180,7 +182,9 @@ def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaseline
             lines.append(f"| {r.backend}:{r.policy} | {r.config} | {r.sm_per_context} | {r.jps:,.0f} | "
                          f"{100 * r.hp_dmr:.2f}% | {100 * r.lp_dmr:.2f}% | {100 * r.lp_admit_rate:.0f}% | "
                          f"{r.hp_p99_ms:.2f} | {r.lp_p99_ms:.2f} | {r.cpu_us_per_job:.0f} "
-                         f"({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f}) | {r.kind} |")
+                         f"({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f})"
+                         + (f" + {r.worker_cpu_us_per_job:.0f} in workers" if r.backend.startswith("mps") else "")
+                         + f" | {r.kind} |")
         best, ok = best_row([r for r in rows if r.model == model])
         if best is not None:
             lines += ["", f"Best DARIS: {best.backend}:{best.policy} {best.config}, {best.jps:,.0f} JPS "

@@ -22,6 +22,7 @@ from daris_ros.core.admission import (
     remaining_utilization_eq11,
 )
 from daris_ros.core.assignment import min_util_context, populate_contexts_alg1
+from daris_ros.core.batching import BatchDispatch, BatchingConfig, BatchStats
 from daris_ros.core.deadlines import absolute_stage_deadlines, virtual_deadline_eq8
 from daris_ros.core.hyperparams import (
     Layout,
@@ -54,6 +55,9 @@ __all__ = [
     "N_LEVELS",
     "AdmissionResult",
     "AfetSource",
+    "BatchDispatch",
+    "BatchStats",
+    "BatchingConfig",
     "ContextUtilization",
     "Counters",
     "Job",

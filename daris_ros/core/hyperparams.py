@@ -6,6 +6,8 @@ import enum
 import math
 from dataclasses import dataclass
 
+from daris_ros.core.batching import BatchingConfig
+
 
 class Policy(enum.StrEnum):
     """Partitioning policies of section V.
@@ -44,9 +46,11 @@ class SchedulerConfig:
     no_last: bool = False
     no_prior: bool = False
     no_fixed: bool = False
+    batching: BatchingConfig | None = None  # cross-task stage batching (opt-in; docs/policy.md)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", Policy.parse(self.policy))
+        object.__setattr__(self, "batching", BatchingConfig.parse(self.batching))
         for name in ("n_contexts", "n_streams", "n_sm_max", "sm_granularity", "mret_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -38,6 +38,8 @@ from daris_ros.core.admission import (
     remaining_utilization_eq11,
 )
 from daris_ros.core.assignment import min_util_context, populate_contexts_alg1
+from daris_ros.core.batch_scheduler import BatchingMixin
+from daris_ros.core.batching import BatchAfet, BatchQueue, BatchStats, BatchTimes, SharedStageCost
 from daris_ros.core.deadlines import absolute_stage_deadlines
 from daris_ros.core.hyperparams import Layout, SchedulerConfig, effective_layout, sm_per_context_eq9
 from daris_ros.core.job import (
@@ -77,11 +79,12 @@ REASON_REJECTED_HPA = "rejected-hpa"
 class _TaskState:
     spec: TaskSpec
     context: int
-    mret: MretTracker
+    mret: MretTracker | SharedStageCost  # shared by the tasks of a model under batching
     u: float
     stage_map: tuple[tuple[int, ...], ...]
     active: dict[int, int] = field(default_factory=dict)  # context -> unfinished jobs there
     removed: bool = False
+    bkeys: tuple[tuple[str, int], ...] = ()  # batching: the (model, stage) key of each stage
 
 
 # HPA window states of an admitted HP job
@@ -97,10 +100,19 @@ class _Entry:
     level: int
     est: float
     state: _TaskState
+    ready: float = 0.0  # when the stage became ready (release, or the previous stage's completion)
 
 
-class Scheduler:
-    """DARIS policy core. See docs/core_api.md for the contract and docs/policy.md for the rules."""
+def _batch_key(e: _Entry) -> tuple[str, int]:
+    return e.state.bkeys[e.stage]
+
+
+class Scheduler(BatchingMixin):
+    """DARIS policy core. See docs/core_api.md for the contract and docs/policy.md for the rules.
+
+    With ``config.batching`` set, ready stages of one (model, stage) run as batches: drive it with
+    :meth:`dispatch_batches` / :meth:`complete_batch` (docs/policy.md, "Cross-task stage batching").
+    """
 
     def __init__(
         self,
@@ -109,12 +121,14 @@ class Scheduler:
         *,
         afet_source: AfetSource | None = None,
         response_window: int | None = None,
+        batch_afet: BatchAfet | None = None,
     ) -> None:
         """Run the offline phase (Algorithm 1) on ``tasks``.
 
         ``afet_source`` overrides ``TaskSpec.afet`` as the initial per-stage estimate.
         ``response_window`` keeps only the most recent N response times per task and per priority
         (for long-running drivers); the default keeps all of them. Counters are never windowed.
+        ``batch_afet(model, stage, size)`` gives the initial batch-time estimates under batching.
         """
         self._config = config
         self._layout: Layout = effective_layout(config)
@@ -144,7 +158,19 @@ class Scheduler:
         self._pstats: dict[Priority, PriorityStats] = {
             p: PriorityStats(priority=p, response_times=new_response_times(response_window)) for p in Priority
         }
-        self._queues: list[StageQueue[_Entry]] = [StageQueue() for _ in range(n_c)]
+        self._batching = config.batching
+        self._queues: list[StageQueue[_Entry]] | list[BatchQueue[_Entry]]
+        if self._batching is None:
+            self._queues = [StageQueue() for _ in range(n_c)]
+        else:
+            self._queues = [BatchQueue(_batch_key) for _ in range(n_c)]
+            self._btimes = BatchTimes(config.mret_window, batch_afet)
+            self._bstats = BatchStats()
+            self._shared: dict[str, SharedStageCost] = {}
+        self._held: dict[int, float] = {}
+        self._wake = float("inf")
+        self._qdelay = [0.0, 0.0]  # batching: queueing delay sum and count per priority (HP, LP)
+        self._qcount = [0, 0]
         self._idle: list[list[int]] = [list(range(n_s)) for _ in range(n_c)]
         self._running: list[list[tuple[StageDispatch, _Entry] | None]] = [[None] * n_s for _ in range(n_c)]
         self._backlog: list[float] = [0.0] * n_c
@@ -180,8 +206,22 @@ class Scheduler:
             stage_map: tuple[tuple[int, ...], ...] = (tuple(range(spec.n_stages)),)
         else:
             stage_map = tuple((j,) for j in range(spec.n_stages))
-        tracker = MretTracker(afet, self._ws)
-        return _TaskState(spec, context, tracker, task_utilization_eq3(tracker.total, spec.period), stage_map)
+        if self._batching is None:
+            tracker: MretTracker | SharedStageCost = MretTracker(afet, self._ws)
+            return _TaskState(spec, context, tracker, task_utilization_eq3(tracker.total, spec.period), stage_map)
+        model = spec.model or spec.name
+        shared = self._shared.get(model)
+        bkeys = tuple((model, j) for j in range(len(afet)))
+        if shared is None or shared.n_stages != len(afet):
+            shared = self._shared[model] = SharedStageCost(afet, self._ws)
+            sizes = self._batching.sizes
+            for j, (key, a) in enumerate(zip(bkeys, afet, strict=True)):
+                self._btimes.set_stage_afet(key, a)
+                cost = self._btimes.best_per_job(key, sizes)
+                if cost != a:  # batch-time estimates were given (batch_afet)
+                    shared.set_stage(j, cost)
+        return _TaskState(spec, context, shared, task_utilization_eq3(shared.total, spec.period), stage_map,
+                          bkeys=bkeys)
 
     def _new_task_stats(self, spec: TaskSpec) -> TaskStats:
         return TaskStats(
@@ -235,7 +275,7 @@ class Scheduler:
         est = st.mret.stage(stage)
         k = job.context
         self._queues[k].push(level, job.stage_deadlines[stage], job.release, job.task, job.job_id,
-                             _Entry(job, stage, level, est, st))
+                             _Entry(job, stage, level, est, st, job.release))
         self._queued[k] += 1
         self._backlog[k] += est
         self._outstanding[k] += 1
@@ -258,6 +298,11 @@ class Scheduler:
         book = self._book
         k = st.context
         migrated_from: int | None = None
+        batching = self._batching
+        if batching is not None:  # the shared per-job cost moved since this task's last release
+            u = task_utilization_eq3(st.mret.total, spec.period)
+            if u != st.u:
+                self._set_u(st, u)
         if prio is Priority.HP:
             if self._hpa:
                 self.expire(now)
@@ -266,16 +311,19 @@ class Scheduler:
                 ps.rejected += 1
                 return new_release_decision(False, None, k, None, REASON_REJECTED_HPA, job_id)
             reason = REASON_HP
-        elif admission_test_eq12(book.active_lp(k), st.u, remaining_utilization_eq11(n_s, book.hp(k))):
+        elif admission_test_eq12(book.active_lp(k), st.u, remaining_utilization_eq11(n_s, book.hp(k))) and (
+                batching is None or self._lp_margin_ok(st, k, n_s)):
             reason = REASON_ADMITTED
         else:
             n_c = self._layout.n_contexts
-            target = migration_target(
+            target = None if n_c == 1 else migration_target(  # one context: nowhere to migrate to
                 k, st.u, st.mret.total, now, n_s,
                 [book.hp(c) for c in range(n_c)],
                 [book.active_lp(c) for c in range(n_c)],
                 self._backlog,
             )
+            if target is not None and batching is not None and not self._lp_margin_ok(st, target, n_s):
+                target = None
             if target is None:
                 ts.rejected += 1
                 ps.rejected += 1
@@ -305,8 +353,17 @@ class Scheduler:
         self._enqueue(job, 0, False, st)
         return new_release_decision(True, job, k, migrated_from, reason, job_id)
 
+    def _lp_margin_ok(self, st: _TaskState, k: int, n_s: int) -> bool:
+        """Batching's optional LP guard: queued + running work / N_s + own cost within a share of D_i."""
+        margin = self._batching.lp_admit_margin if self._batching is not None else None
+        if margin is None:
+            return True
+        return self._backlog[k] / n_s + st.mret.total <= margin * st.spec.relative_deadline
+
     def dispatch(self, now: float) -> list[StageDispatch]:
         """Start queued stages on idle streams (lowest stream index first), per context."""
+        if self._batching is not None:
+            raise RuntimeError("batching is on: use dispatch_batches() and complete_batch()")
         ready = self._ready
         if not ready:
             return []
@@ -358,24 +415,29 @@ class Scheduler:
         running[s] = None
         _heappush(self._idle[k], s)
         e = run[1]
+        if self._queued[k]:
+            self._ready.add(k)
+        st = e.state
+        if not st.removed and st.mret.record(e.stage, exec_time):  # eq. 1
+            self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
+        return self._advance(e, now, k)
+
+    def _advance(self, e: _Entry, now: float, k: int) -> JobOutcome | None:
+        """Stage ``e`` of its job finished at ``now``: enqueue the next stage, or finish the job."""
         outstanding = self._outstanding
         left = outstanding[k] - 1
         outstanding[k] = left
         self._backlog[k] = self._backlog[k] - e.est if left else 0.0
-        if self._queued[k]:
-            self._ready.add(k)
         st = e.state
         stage = e.stage
-        if not st.removed and st.mret.record(stage, exec_time):  # eq. 1
-            self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
-        job = d.job
+        job = e.job
         nxt = stage + 1
         if nxt < job.n_stages:
             # the next stage is raised when this one missed its virtual deadline (same as _enqueue)
             level = self._levels[job.priority][nxt == job.n_stages - 1][now > job.stage_deadlines[stage]]
             est = st.mret.stage(nxt)
             self._queues[k].push(level, job.stage_deadlines[nxt], job.release, job.task, job.job_id,
-                                 _Entry(job, nxt, level, est, st))
+                                 _Entry(job, nxt, level, est, st, now))
             self._queued[k] += 1
             self._backlog[k] += est
             self._outstanding[k] = left + 1
@@ -464,6 +526,8 @@ class Scheduler:
         if ws < 1:
             raise ValueError(f"window size ws must be >= 1, got {ws}")
         self._ws = ws
+        if self._batching is not None:
+            self._btimes.set_window(ws)
         for st in self._states.values():
             if st.mret.set_window(ws):
                 self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))

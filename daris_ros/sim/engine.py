@@ -90,7 +90,12 @@ class Simulation:
             for name, m in scenario.models.items()
         }
         self.specs = scenario.task_specs(afet_of, seed=self.seed)
-        self.scheduler = Scheduler(cfg, self.specs)
+        batch_afet = None
+        if cfg.batching is not None:  # cross-task batching: daris_ros/sim/batching.py
+            from daris_ros.sim.batching import batch_afet_source
+
+            batch_afet = batch_afet_source(scenario.models, self.exec_model.full_load_estimate, cfg.no_staging)
+        self.scheduler = Scheduler(cfg, self.specs, batch_afet=batch_afet)
         self._observer = observer
         self._ran = False
 
@@ -98,6 +103,8 @@ class Simulation:
         if self._ran:
             raise RuntimeError("a Simulation runs once; make a new one")
         self._ran = True
+        if self.scenario.config.batching is not None:
+            return self._run_batched()
         sched = self.scheduler
         model = self.exec_model
         observer = self._observer
@@ -179,6 +186,27 @@ class Simulation:
             task_stats=sched.task_stats(),
             priority_stats=sched.priority_stats(),
             completed_in_horizon=completed_in_horizon,
+            events=events,
+            dispatches=dispatches,
+        )
+
+
+    def _run_batched(self) -> SimResult:
+        from daris_ros.sim.batching import run_batched
+
+        end, done, events, dispatches = run_batched(self)
+        sched = self.scheduler
+        return SimResult(
+            scenario=self.scenario.name,
+            seed=self.seed,
+            duration=self.scenario.duration,
+            end_time=end,
+            layout=sched.layout,
+            sm_per_context=sched.sm_per_context(),
+            n_tasks=len(self.specs),
+            task_stats=sched.task_stats(),
+            priority_stats=sched.priority_stats(),
+            completed_in_horizon=done,
             events=events,
             dispatches=dispatches,
         )

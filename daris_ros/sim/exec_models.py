@@ -17,6 +17,11 @@ discrete-event loop and deterministic.
   ``beta`` in [0, 1] is how strongly a stage slows down with fewer SMs (DNN kernels do not scale
   linearly, so sharing raises throughput); ``alpha`` is the interference (memory, cache) that
   every other running stage adds.
+
+Batched stages (cross-task batching, ``scheduler.batching``) pass ``size``: the caller has already
+scaled ``base`` to the batch (daris_ros/sim/batching.py). Under ``contention`` a batch slows down with
+fewer SMs more than a single stage (a big batch fills every SM): ``beta`` moves towards
+``batch_sm_exponent`` as ``log2(size) / 8`` goes from 0 to 1 (size 256 and above use it fully).
 """
 
 from __future__ import annotations
@@ -124,21 +129,22 @@ class Geometry:
 
 
 class ExecTimeModel(Protocol):
-    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random) -> float:
-        """Time of a stage with ``base`` seconds alone on the GPU, given the running stages."""
+    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random, size: int = 1) -> float:
+        """Time of a stage (a batch of ``size``) with ``base`` seconds alone on the GPU, given the running
+        stages."""
         ...
 
-    def full_load_estimate(self, base: float) -> float:
+    def full_load_estimate(self, base: float, size: int = 1) -> float:
         """Expected time with every stream of every context busy (the simulator's AFET)."""
         ...
 
 
 @dataclass(frozen=True, slots=True)
 class ConstantModel:
-    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random) -> float:
+    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random, size: int = 1) -> float:
         return base
 
-    def full_load_estimate(self, base: float) -> float:
+    def full_load_estimate(self, base: float, size: int = 1) -> float:
         return base
 
 
@@ -150,10 +156,10 @@ class RandomModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_draw", self.jitter.sampler())
 
-    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random) -> float:
+    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random, size: int = 1) -> float:
         return base * self._draw(rng)
 
-    def full_load_estimate(self, base: float) -> float:
+    def full_load_estimate(self, base: float, size: int = 1) -> float:
         return base * self.jitter.expected()
 
 
@@ -163,6 +169,7 @@ class ContentionModel:
     jitter: Distribution = Distribution()
     beta: float = 0.6
     alpha: float = 0.02
+    batch_beta: float | None = None
     _memo: dict[int, float] = field(default_factory=dict, init=False, repr=False, compare=False)
     _draw: Callable[[random.Random], float] = field(init=False, repr=False, compare=False)
 
@@ -170,10 +177,19 @@ class ContentionModel:
         object.__setattr__(self, "_draw", self.jitter.sampler())
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError("beta (sm_exponent) must be in [0, 1]")
+        if self.batch_beta is not None and not 0.0 <= self.batch_beta <= 1.0:
+            raise ValueError("batch_sm_exponent must be in [0, 1]")
         if self.alpha < 0.0:
             raise ValueError("alpha (interference) must be >= 0")
 
-    def slowdown(self, in_context: int, total: int) -> float:
+    def beta_for(self, size: int) -> float:
+        """beta of a batch of ``size`` (``beta`` for single stages)."""
+        if size <= 1 or self.batch_beta is None:
+            return self.beta
+        w = min(1.0, math.log2(size) / 8.0)
+        return self.beta + (self.batch_beta - self.beta) * w
+
+    def slowdown(self, in_context: int, total: int, size: int = 1) -> float:
         """The deterministic factor ``(N / s) ** beta * (1 + alpha * (C - 1))``."""
         g = self.geometry
         c_k = max(1, in_context)
@@ -181,18 +197,18 @@ class ContentionModel:
         sharers = c_k + g.overlap * (c - c_k)
         # never more than the context's share, nor more than an equal split of the GPU's SMs
         s = min(g.sm_per_context / sharers, g.n_sm_max / c)
-        return (g.n_sm_max / s) ** self.beta * (1.0 + self.alpha * (c - 1))
+        return (g.n_sm_max / s) ** self.beta_for(size) * (1.0 + self.alpha * (c - 1))
 
-    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random) -> float:
-        key = in_context * 65536 + total
+    def exec_time(self, base: float, in_context: int, total: int, rng: random.Random, size: int = 1) -> float:
+        key = (size * 65536 + in_context) * 65536 + total
         factor = self._memo.get(key)
         if factor is None:
-            factor = self._memo[key] = self.slowdown(in_context, total)
+            factor = self._memo[key] = self.slowdown(in_context, total, size)
         return base * self._draw(rng) * factor
 
-    def full_load_estimate(self, base: float) -> float:
+    def full_load_estimate(self, base: float, size: int = 1) -> float:
         g = self.geometry
-        return base * self.jitter.expected() * self.slowdown(g.n_streams, g.n_contexts * g.n_streams)
+        return base * self.jitter.expected() * self.slowdown(g.n_streams, g.n_contexts * g.n_streams, size)
 
 
 def build_exec_model(spec: Mapping[str, object] | None, geometry: Geometry) -> ExecTimeModel:
@@ -210,7 +226,10 @@ def build_exec_model(spec: Mapping[str, object] | None, geometry: Geometry) -> E
             jitter,
             beta=float(spec.pop("sm_exponent", 0.6)),  # type: ignore[arg-type]
             alpha=float(spec.pop("interference", 0.02)),  # type: ignore[arg-type]
+            batch_beta=None if spec.get("batch_sm_exponent") is None
+            else float(spec.pop("batch_sm_exponent")),  # type: ignore[arg-type]
         )
+        spec.pop("batch_sm_exponent", None)
     else:
         raise ValueError(f"unknown exec_model kind {kind!r}; expected constant, random or contention")
     if spec:

@@ -26,6 +26,7 @@ class ModelSpec:
     name: str
     stage_times: tuple[float, ...]
     afet: tuple[float, ...] | None = None
+    batch_factor: tuple[tuple[int, float], ...] | None = None  # (size, batch time / batch-1 time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,18 @@ class Scenario:
         return sum(g.count for g in self.groups)
 
 
+def parse_batch_factor(model: str, raw: Any) -> tuple[tuple[int, float], ...] | None:
+    """``{size: factor}``: a batch of ``size`` takes ``factor`` x the stage's batch-1 time (size 1 -> 1)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"model {model}: batch_factor must map batch sizes to factors")
+    pts = sorted((int(k), float(v)) for k, v in raw.items())
+    if any(k < 1 or v <= 0 for k, v in pts):
+        raise ValueError(f"model {model}: batch_factor needs sizes >= 1 and factors > 0")
+    return tuple(pts)
+
+
 def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     cur = d
@@ -130,7 +143,7 @@ def scenario_from_dict(raw: Mapping[str, Any], overrides: Mapping[str, Any] | No
         afet = None if afet_raw in (None, "auto") else tuple(float(x) for x in afet_raw)
         if afet is not None and len(afet) != len(times):
             raise ValueError(f"model {mname}: afet and stage_times differ in length")
-        models[str(mname)] = ModelSpec(str(mname), times, afet)
+        models[str(mname)] = ModelSpec(str(mname), times, afet, parse_batch_factor(mname, m.get("batch_factor")))
     if not models:
         raise ValueError("scenario defines no models")
 

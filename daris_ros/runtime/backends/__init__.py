@@ -1,15 +1,16 @@
 """Execution backends behind :class:`~daris_ros.runtime.backends.base.Backend`.
 
 ``cpu`` (worker threads; CI, laptops), ``str`` (one process, CUDA streams, CUDA graphs), ``green``
-(one process, SM-partitioned green contexts); ``mps`` is not built yet (docs/gpu_runtime.md). GPU
-modules import torch.cuda/cuda.bindings lazily, so this package imports on any machine.
+(one process, SM-partitioned green contexts), ``mps`` (one MPS client process per context; see
+docs/gpu_runtime.md). GPU modules import torch.cuda/cuda.bindings lazily, so this package imports on any
+machine.
 """
 
 from __future__ import annotations
 
 from daris_ros.runtime.backends.base import Backend, BackendError, StageDone
 
-AVAILABLE = ("cpu", "str", "green")
+AVAILABLE = ("cpu", "str", "green", "mps")
 
 
 def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = "cpu",
@@ -17,8 +18,10 @@ def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = 
     """Create the backend named in the ``backend`` parameter.
 
     ``n_contexts`` x ``n_streams`` is the effective layout (after the policy). ``oversubscription`` sizes
-    green contexts (eq. 9); ``cuda_graphs`` switches per-stage CUDA graphs of the GPU backends. For a GPU
-    backend, ``device='cpu'`` (the settings default) means the first GPU.
+    green contexts and MPS clients (eq. 9); ``cuda_graphs`` switches per-stage CUDA graphs of the GPU
+    backends. For a GPU backend, ``device='cpu'`` (the settings default) means the first GPU. ``mps`` reads
+    its daemon's directories from ``DARIS_MPS_PIPE_DIRECTORY``/``DARIS_MPS_LOG_DIRECTORY`` (else
+    ``CUDA_MPS_*``, else NVIDIA's defaults) and the number of ready spare workers from ``DARIS_MPS_SPARES``.
     """
     if name == "cpu":
         from daris_ros.runtime.backends.cpu import CpuBackend
@@ -35,8 +38,10 @@ def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = 
         return GreenBackend(n_contexts=n_contexts, n_streams=n_streams, device=device, cuda_graphs=cuda_graphs,
                             oversubscription=oversubscription)
     if name == "mps":
-        raise BackendError("backend 'mps' (one MPS client process per context) is not implemented yet; "
-                           "use 'green' for SM-partitioned contexts in one process, or 'str'")
+        from daris_ros.runtime.backends.mps import MpsBackend
+
+        return MpsBackend(n_contexts=n_contexts, n_streams=n_streams, device=device, cuda_graphs=cuda_graphs,
+                          oversubscription=oversubscription)
     raise BackendError(f"backend {name!r} is not available in this build (available: {', '.join(AVAILABLE)})")
 
 

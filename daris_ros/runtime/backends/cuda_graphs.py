@@ -4,6 +4,10 @@ A :class:`StageGraph` owns a static input and a static output. ``launch`` copies
 the static input on the execution stream and replays the graph there; the caller hands the static
 output over (the backend clones it, so the next replay cannot overwrite a job's data).
 
+Batched stages (cross-task batching) use graphs captured at each batch size of a small set:
+``launch_rows`` gathers the jobs' rows into the static batch input (:func:`gather_rows`), replays, and
+the backend copies the first n rows of the static output out (:func:`take_rows`).
+
 Nothing here is imported on a machine without CUDA unless a GPU backend is created.
 """
 
@@ -72,3 +76,72 @@ class StageGraph:
                 dst.copy_(src, non_blocking=True)
         self.graph.replay()
         return self.static_out
+
+    def launch_rows(self, rows: Sequence[tuple[Any, int]]) -> Any:
+        """Gather ``rows`` (``(source, row)`` per job) into the static batch input and replay on the CURRENT
+        stream; returns the static output (its first ``len(rows)`` rows are the jobs', in order)."""
+        gather_rows(rows, self.static_in)
+        self.graph.replay()
+        return self.static_out
+
+
+# ------------------------------------------------------------------------------------------------------
+# Cross-task stage batching: gather the jobs' rows into a graph's static batch input, scatter the output.
+# A job's stage input is addressed as ``(source, row)``: row ``row`` of ``source`` (a tensor, or a tuple of
+# tensors, batch-major), e.g. the output of the batch that ran its previous stage, or its own frame (row 0).
+
+Rows = Sequence[tuple[Any, int]]
+
+
+def row_runs(rows: Rows) -> list[tuple[Any, int, int]]:
+    """``rows`` as runs ``(source, first row, count)`` of consecutive rows of one source, in order."""
+    runs: list[tuple[Any, int, int]] = []
+    src0, r0, cnt = None, 0, 0
+    for src, r in rows:
+        if src is src0 and r == r0 + cnt:
+            cnt += 1
+            continue
+        if cnt:
+            runs.append((src0, r0, cnt))
+        src0, r0, cnt = src, r, 1
+    if cnt:
+        runs.append((src0, r0, cnt))
+    return runs
+
+
+def _part(t: torch.Tensor, r0: int, cnt: int) -> torch.Tensor:
+    return t if r0 == 0 and cnt == t.shape[0] else t.narrow(0, r0, cnt)
+
+
+def gather_rows(rows: Rows, dst: Sequence[torch.Tensor]) -> None:
+    """Write row i of every tensor of ``dst`` (a static batch input) from ``rows[i]``, on the current stream.
+
+    One copy per tensor when the rows are one run of one source, else one ``cat`` into ``dst[:n]``. Rows of
+    ``dst`` past ``len(rows)`` keep what they held (padding; the stages treat rows independently).
+    """
+    n = len(rows)
+    runs = row_runs(rows)
+    for c, d in enumerate(dst):
+        out = d.narrow(0, 0, n)
+        if len(runs) == 1:
+            src, r0, cnt = runs[0]
+            out.copy_(_part(src if isinstance(src, torch.Tensor) else src[c], r0, cnt), non_blocking=True)
+        else:
+            torch.cat([_part(src if isinstance(src, torch.Tensor) else src[c], r0, cnt) for src, r0, cnt in runs],
+                      out=out)
+
+
+def take_rows(x: Any, n: int) -> Any:
+    """A copy of the first ``n`` rows of a stage output (tensor or tuple), allocated on the current stream."""
+    if isinstance(x, torch.Tensor):
+        return x.narrow(0, 0, n).clone()
+    return tuple(t.narrow(0, 0, n).clone() for t in x)
+
+
+def stack_rows(rows: Rows) -> Any:
+    """The rows as a new batch (eager execution without a graph)."""
+    runs = row_runs(rows)
+    first = runs[0][0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([_part(src, r0, cnt) for src, r0, cnt in runs])
+    return tuple(torch.cat([_part(src[c], r0, cnt) for src, r0, cnt in runs]) for c in range(len(first)))

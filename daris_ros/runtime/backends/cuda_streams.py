@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from daris_ros.runtime.backends.base import BackendError, StageDone
-from daris_ros.runtime.backends.cuda_graphs import StageGraph, clone_io
+from daris_ros.runtime.backends.cuda_graphs import Rows, StageGraph, clone_io, stack_rows, take_rows
 
 log = logging.getLogger("daris_ros.backends")
 
@@ -95,6 +95,10 @@ class CudaStreamsBackend:
         self.models: dict[str, Any] = {}
         self.streams: list[list[AnyStream]] = []
         self.graphs: dict[tuple[str, int, int, int], StageGraph] = {}
+        # cross-task batching: graphs per (model, stage, batch size, context, stream) (capture_batches)
+        self.batch_graphs: dict[tuple[str, int, int, int, int], StageGraph] = {}
+        self.batch_sizes: tuple[int, ...] = ()
+        self._pools: dict[tuple[int, int], Any] = {}
         self.capture_seconds = 0.0
         self._free_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
         self._pending: collections.deque[StageLaunch] = collections.deque()
@@ -131,9 +135,13 @@ class CudaStreamsBackend:
         self._started = True
 
     def example_inputs(self, model: Any, batch: int = 1) -> list[Any]:
-        """Per stage, an example input (batch ``batch``) obtained by running the stages eagerly once."""
+        """Per stage, an example input (batch ``batch``) obtained by running the stages eagerly once.
+
+        The input has the model's input dtype and memory format (``runtime/models/precision.py``)."""
         h, w = model.input_size
-        x: Any = torch.randn(batch, 3, h, w, device=self.torch_device)
+        x: Any = torch.randn(batch, 3, h, w, device=self.torch_device,
+                             dtype=getattr(model, "input_dtype", torch.float32))
+        x = x.contiguous(memory_format=getattr(model, "memory_format", torch.contiguous_format))
         out = []
         with torch.no_grad():  # normal tensors (graph inputs are written outside inference mode)
             for j in range(model.num_stages):
@@ -146,11 +154,39 @@ class CudaStreamsBackend:
             examples = self.example_inputs(model)
             for c in range(self.n_contexts):
                 for s in range(self.n_streams):
-                    pool = torch.cuda.graph_pool_handle()  # one pool per stream: its graphs never overlap
+                    pool = self._pool(c, s)  # one pool per stream: its graphs never overlap
                     cap = self._capture_stream(c, s)
                     for j in range(model.num_stages):
                         self.graphs[(name, j, c, s)] = StageGraph(model.stages[j], examples[j], cap, pool=pool)
         torch.cuda.synchronize(self.torch_device)
+
+    def _pool(self, context: int, stream: int) -> Any:
+        pool = self._pools.get((context, stream))
+        if pool is None:
+            pool = self._pools[(context, stream)] = torch.cuda.graph_pool_handle()
+        return pool
+
+    def capture_batches(self, sizes: tuple[int, ...], models: list[str] | None = None) -> float:
+        """Capture a graph per (model, stage, batch size, context, stream) for batched stages (after
+        ``start``); returns the seconds it took. Graphs of one stream share its memory pool."""
+        t0 = time.perf_counter()
+        self.batch_sizes = tuple(sorted(set(self.batch_sizes) | set(sizes)))
+        for name in models or list(self.models):
+            model = self.models[name]
+            for size in sizes:
+                examples = self.example_inputs(model, size)
+                for c in range(self.n_contexts):
+                    for s in range(self.n_streams):
+                        cap = self._capture_stream(c, s)
+                        for j in range(model.num_stages):
+                            self.batch_graphs[(name, j, size, c, s)] = StageGraph(
+                                model.stages[j], examples[j], cap, pool=self._pool(c, s))
+                del examples
+        torch.cuda.synchronize(self.torch_device)
+        dt = time.perf_counter() - t0
+        log.info("%s: captured %d batched CUDA graphs (sizes %s) in %.1f s", self.name, len(self.batch_graphs),
+                 list(sizes), dt)
+        return dt
 
     # -- execution -----------------------------------------------------------------------------------
     def _events(self) -> tuple[torch.cuda.Event, torch.cuda.Event]:
@@ -177,6 +213,29 @@ class CudaStreamsBackend:
         else:
             with torch.inference_mode():
                 y = self.models[model].run_stage(stage, x)
+        end.record(s)
+        return StageLaunch(context, stream, y, start, end, timed=timed)
+
+    def launch_batch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows,
+                     timed: bool = True) -> StageLaunch:
+        """Enqueue one batched stage on (context, stream) and return at once. Leaves that stream current.
+
+        ``rows[i] = (source, row)`` is job i's input: row ``row`` of ``source`` (a tensor or tuple of tensors,
+        batch-major: a frame, or the output of an earlier finished launch). With a graph of ``size`` the rows
+        are gathered into its static input (rows past ``len(rows)`` are padding), else the stage runs eagerly
+        on the stacked rows. ``output`` holds the jobs' results, row i for job i (a copy: it is the caller's).
+        """
+        s = self.streams[context][stream]
+        torch.cuda.set_stream(s)
+        start, end = self._events()
+        if timed:
+            start.record(s)
+        g = self.batch_graphs.get((model, stage, size, context, stream)) if self.cuda_graphs else None
+        if g is not None:
+            y = take_rows(g.launch_rows(rows), len(rows))
+        else:
+            with torch.inference_mode():
+                y = self.models[model].run_stage(stage, stack_rows(rows))
         end.record(s)
         return StageLaunch(context, stream, y, start, end, timed=timed)
 
@@ -249,6 +308,8 @@ class CudaStreamsBackend:
         if self._started:
             torch.cuda.synchronize(self.torch_device)
         self.graphs.clear()
+        self.batch_graphs.clear()
+        self._pools.clear()
         self._release_streams()
 
     def _release_streams(self) -> None:

@@ -113,6 +113,9 @@ class StagedModel(nn.Module):
             ignored_weight_prefixes=self._ignored_weight_prefixes,
         )
         merged.train(self.training)
+        for attr in ("input_dtype", "memory_format", "precision"):  # runtime/models/precision.py
+            if attr in self.__dict__:
+                setattr(merged, attr, self.__dict__[attr])
         return merged
 
     # -- extras ------------------------------------------------------------------------------------

@@ -1,0 +1,419 @@
+"""``daris-bench --batching``: cross-task stage batching and reduced precision against the batching upper
+baseline of the same precision, measured in the same run (issue 7).
+
+Per model: the upper baseline (whole-model CUDA graph, best batch size) at every precision the modes use,
+NCHW and channels-last; the output difference of each reduced precision against fp32; then one DARIS run
+per mode at 150% of that precision's upper baseline (best memory format), 2:1 LP:HP tasks. A mode is a
+point on the mechanisms: batching on/off, staged or one stage per job, streams, precision, channels-last.
+Each run reports JPS, its ratio to the upper baseline (same precision: best format, and same format),
+HP/LP DMR, CPU us/job (core + launch), GPU busy fraction, queueing delay, mean batch and padding.
+
+Results go to ``<out>/batching.csv``, ``<out>/batching_results.md`` (tables) and the ``batching`` key of
+``<out>/summary.json`` (the rest of that file is kept); ``--batch-tag T`` makes them ``batching_T``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import gc
+import json
+import logging
+import shlex
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from daris_ros.bench.baselines import _graph
+from daris_ros.bench.batch_runner import BatchRunResult, run_bench
+from daris_ros.bench.report import environment
+from daris_ros.bench.workload import make_taskset
+from daris_ros.core import BatchingConfig, Policy, SchedulerConfig
+from daris_ros.core.batching import DEFAULT_SIZES
+from daris_ros.runtime.backends import create_backend
+from daris_ros.runtime.models import build_staged_model
+from daris_ros.runtime.models.precision import apply_precision, model_input, output_difference
+
+log = logging.getLogger("daris_ros.bench")
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """One point on the mechanisms (all on the ``str`` backend, STR policy: one queue, N_s streams)."""
+
+    name: str
+    batching: bool
+    precision: str = "fp32"
+    channels_last: bool = False
+    staged: bool = False  # 4 stages per job (the paper's staging); False: one stage per job (No Staging)
+    n_streams: int = 2
+    lp_margin: float | None = 0.3
+
+
+MODES: dict[str, Mode] = {m.name: m for m in (
+    Mode("b1-staged", batching=False, staged=True, n_streams=8),  # the paper's approach: batch-1 stages
+    Mode("batch-staged", batching=True, staged=True),
+    Mode("batch-staged-cl", batching=True, staged=True, channels_last=True),
+    Mode("batch", batching=True),
+    Mode("batch-1s", batching=True, n_streams=1),
+    Mode("batch-cl-1s", batching=True, channels_last=True, n_streams=1),
+    Mode("batch-cl", batching=True, channels_last=True),
+    Mode("batch-cl-3s", batching=True, channels_last=True, n_streams=3),
+    Mode("batch-fp16", batching=True, precision="fp16"),
+    Mode("batch-fp16-cl", batching=True, precision="fp16", channels_last=True),
+    Mode("batch-bf16-cl", batching=True, precision="bf16", channels_last=True),
+)}
+DEFAULT_MODES = "b1-staged,batch,batch-cl,batch-staged-cl,batch-cl-1s,batch-fp16-cl"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("batching (issue 7)")
+    g.add_argument("--batching", default="", metavar="MODES",
+                   help=f"run the batching bench instead: comma list of modes or 'all' ({', '.join(MODES)}); "
+                   f"'default' = {DEFAULT_MODES}")
+    g.add_argument("--batch-models", default="resnet18,unet,inception_v3", help="models of the batching bench")
+    g.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_SIZES)),
+                   help="batch sizes with a captured CUDA graph")
+    g.add_argument("--upper-sizes", default="64,128,256", help="batch sizes tried for the upper baseline")
+    g.add_argument("--lp-margin", type=float, default=None, help="override every mode's LP admission margin")
+    g.add_argument("--model-modes", default="", help="per model mode lists, 'unet=batch,batch-cl;...' (overrides)")
+    g.add_argument("--model-sizes", default="", help="per model batch sizes, 'unet=1,2,4,8,16;...' (overrides)")
+    g.add_argument("--batch-tag", default="", help="suffix of the summary.json key and of the result files "
+                   "(batching_<tag>), so that a second run does not replace the first")
+
+
+# ------------------------------------------------------------------------------------------ baselines
+def _prepared(name: str, precision: str, channels_last: bool, device: torch.device) -> torch.nn.Module:
+    m = build_staged_model(name)
+    apply_precision(m, precision, channels_last)
+    m = m.to(device).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
+
+
+def upper(name: str, precision: str, channels_last: bool, device: torch.device, sizes: tuple[int, ...],
+          seconds: float) -> tuple[float, int, dict[int, float]]:
+    """Batching with a whole-model CUDA graph at each size; (best JPS, its size, JPS by size)."""
+    m = _prepared(name, precision, channels_last, device)
+    s = torch.cuda.Stream(device)
+    h, w = m.input_size
+    by: dict[int, float] = {}
+    for bs in sizes:
+        try:
+            x = model_input(m, torch.randn(bs, 3, h, w, device=device))
+            g, _ = _graph(m, x, s)
+        except torch.OutOfMemoryError:
+            break
+        with torch.cuda.stream(s):
+            g.replay()
+            s.synchronize()
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                for _ in range(3):
+                    g.replay()
+                s.synchronize()
+                n += 3
+        by[bs] = n * bs / (time.perf_counter() - t0)
+        del g, x
+    del m
+    torch.cuda.empty_cache()
+    best = max(by, key=lambda b: by[b])
+    return by[best], best, by
+
+
+def precision_difference(name: str, precision: str, device: torch.device) -> dict[str, Any]:
+    """The reduced-precision output (NHWC weights) against fp32 on the same 8 random inputs and weights."""
+    torch.manual_seed(0)
+    ref_m = build_staged_model(name).to(device).eval()
+    state = {k: v.clone() for k, v in ref_m.state_dict().items()}
+    h, w = ref_m.input_size
+    x = torch.randn(8, 3, h, w, device=device)
+    with torch.inference_mode():
+        ref = ref_m(x)
+    m = build_staged_model(name)
+    m.load_state_dict(state)
+    apply_precision(m, precision, channels_last=True)
+    m = m.to(device).eval()
+    with torch.inference_mode():
+        out = m(model_input(m, x)).float()
+    d = output_difference(ref, out, classification=ref_m.kind == "classification").as_dict()
+    del ref_m, m
+    torch.cuda.empty_cache()
+    return d
+
+
+# ------------------------------------------------------------------------------------------ one run
+def profile_batches(backend: Any, name: str, sizes: tuple[int, ...], rounds: int = 3) -> dict[tuple[int, int], float]:
+    """Full-load batch times: every stream replays the same (stage, size) graph at once; the max per batch."""
+    model = backend.models[name]
+    cs = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams)]
+    out: dict[tuple[int, int], float] = {}
+    for size in sizes:
+        for j in range(model.num_stages):
+            worst = 0.0
+            for _ in range(rounds):
+                evs = []
+                for c, s in cs:
+                    st = backend.streams[c][s]
+                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    with torch.cuda.stream(st):  # a graph replays on the current stream
+                        a.record(st)
+                        backend.batch_graphs[(name, j, size, c, s)].graph.replay()
+                        b.record(st)
+                    evs.append((a, b))
+                torch.cuda.synchronize(backend.torch_device)
+                worst = max(worst, *(a.elapsed_time(b) * 1e-3 for a, b in evs))
+            out[(j, size)] = worst
+    return out
+
+
+def efficient_size(times: dict[tuple[int, int], float], sizes: tuple[int, ...], factor: float = 2.0) -> int:
+    """The smallest size whose per-job time (summed over the stages) is within ``factor`` of the best: below
+    it a batch costs too much throughput to be worth saving a nearly-late stage (``BatchingConfig.min_size``)."""
+    stages = {j for j, _ in times}
+    per_job = {s: sum(times[(j, s)] for j in stages) / s for s in sizes}
+    best = min(per_job.values())
+    return min(s for s in sizes if per_job[s] <= factor * best)
+
+
+@dataclass(slots=True)
+class ModeRow:
+    model: str
+    mode: str
+    batching: bool
+    precision: str
+    channels_last: bool
+    staged: bool
+    n_streams: int
+    offered_jps: float
+    jps: float
+    upper_jps: float  # same precision, best memory format
+    upper_same_format_jps: float
+    x_upper: float
+    x_upper_same_format: float
+    hp_dmr: float
+    lp_dmr: float
+    lp_admit_rate: float
+    hp_p99_ms: float
+    lp_p99_ms: float
+    cpu_us_per_job: float
+    core_us_per_job: float
+    launch_us_per_job: float
+    gpu_busy: float
+    loop_busy: float
+    hp_queue_ms: float
+    lp_queue_ms: float
+    mean_batch: float
+    padding: float
+    batches: int
+    capture_s: float
+    min_size: int
+    by_size: str
+
+    def meets(self) -> bool:
+        return self.hp_dmr == 0.0 and self.lp_dmr <= 0.01
+
+
+def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: float, args: argparse.Namespace,
+             sizes: tuple[int, ...]) -> ModeRow | None:
+    backend = create_backend("str", n_contexts=1, n_streams=mode.n_streams, device=args.device,
+                             cuda_graphs=not args.no_graphs)
+    try:
+        staged = build_staged_model(name)
+        apply_precision(staged, mode.precision, mode.channels_last)
+        model = staged if mode.staged else staged.merged()
+        backend.start({name: model})
+        capture = backend.capture_seconds
+        h, w = model.input_size
+        frame = model_input(model, torch.randn(1, 3, h, w, device=backend.torch_device))
+        batch_afet = None
+        min_size = 1
+        if mode.batching:
+            capture += backend.capture_batches(sizes)
+            times = profile_batches(backend, name, sizes)
+            afet = {name: tuple(times[(j, 1)] for j in range(model.num_stages))}
+
+            def batch_afet(m: str, j: int, size: int) -> float | None:
+                return times.get((j, size)) if m == name else None
+
+            min_size = efficient_size(times, sizes)
+        else:
+            from daris_ros.runtime.profiling import profile_afet
+
+            afet = profile_afet(backend, [name])
+        margin = args.lp_margin if args.lp_margin is not None else mode.lp_margin
+        config = SchedulerConfig(
+            policy=Policy.STR, n_streams=mode.n_streams, n_sm_max=backend.n_sm_max,
+            sm_granularity=backend.sm_granularity, no_staging=not mode.staged,
+            batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size) if mode.batching else None)
+        tasks = make_taskset((name,), offered, args.task_rate)
+        res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
+                                        seconds=args.seconds, mret_source=args.mret_source)
+    finally:
+        backend.close()
+        del backend
+        gc.collect()
+        torch.cuda.empty_cache()
+    lp_admit = res.admitted["LP"] / res.released["LP"] if res.released["LP"] else 0.0
+    row = ModeRow(name, mode.name, mode.batching, mode.precision, mode.channels_last, mode.staged, mode.n_streams,
+                  res.offered_jps, res.jps, up_best, up_same, res.jps / up_best, res.jps / up_same, res.dmr("HP"),
+                  res.dmr("LP"), lp_admit, res.p99_ms["HP"], res.p99_ms["LP"], res.cpu_us_per_job,
+                  res.core_us_per_job, res.launch_us_per_job, res.gpu_busy, res.loop_busy, res.queue_delay_ms["HP"],
+                  res.queue_delay_ms["LP"], res.mean_batch, res.padding, res.batches, capture, min_size,
+                  " ".join(f"{k}:{v}" for k, v in res.by_size.items()))
+    log.info("%s %s: %.0f JPS = %.3fx upper %s (%.0f), HP DMR %.4f, LP DMR %.4f, LP admitted %.2f, CPU %.0f us/job "
+             "(core %.0f + launch %.0f), GPU busy %.2f, loop busy %.2f, queue HP %.2f / LP %.2f ms, batch %.1f, "
+             "pad %.3f, min size %d",
+             name, mode.name, row.jps, row.x_upper, mode.precision, up_best, row.hp_dmr, row.lp_dmr, lp_admit,
+             row.cpu_us_per_job, row.core_us_per_job, row.launch_us_per_job, row.gpu_busy, row.loop_busy,
+             row.hp_queue_ms, row.lp_queue_ms, row.mean_batch, row.padding, min_size)
+    return row
+
+
+# ------------------------------------------------------------------------------------------ driver
+def _per_model(spec: str, name: str, default: str) -> str:
+    for item in filter(None, spec.split(";")):
+        model, _, lst = item.partition("=")
+        if model.strip() == name:
+            return lst
+    return default
+
+
+def modes_for(name: str, args: argparse.Namespace) -> list[Mode]:
+    text = _per_model(args.model_modes, name, args.batching)
+    if text == "default":
+        text = DEFAULT_MODES
+    names = list(MODES) if text == "all" else [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise SystemExit(f"unknown batching modes {unknown}; known: {list(MODES)}")
+    return [MODES[n] for n in names]
+
+
+def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str) -> int:
+    dev = torch.device(args.device if args.device != "cpu" else "cuda")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    up_sizes = tuple(int(s) for s in args.upper_sizes.split(","))
+    suffix = f"_{args.batch_tag}" if args.batch_tag else ""
+    rows: list[ModeRow] = []
+    models: dict[str, Any] = {}
+    for name in filter(None, (s.strip() for s in args.batch_models.split(","))):
+        modes = modes_for(name, args)
+        sizes = tuple(sorted({int(s) for s in _per_model(args.model_sizes, name, args.batch_sizes).split(",")}))
+        uppers: dict[str, dict[str, Any]] = {}
+        for prec in dict.fromkeys(m.precision for m in modes):
+            entry: dict[str, Any] = {}
+            for cl in (False, True):
+                jps, bs, by = upper(name, prec, cl, dev, up_sizes, args.baseline_seconds / len(up_sizes))
+                entry["channels_last" if cl else "nchw"] = {"jps": round(jps, 1), "batch": bs,
+                                                             "by_batch": {k: round(v, 1) for k, v in by.items()}}
+            entry["best_jps"] = max(entry["nchw"]["jps"], entry["channels_last"]["jps"])
+            uppers[prec] = entry
+            log.info("%s upper %s: NCHW %.0f JPS (bs %d), channels-last %.0f JPS (bs %d)", name, prec,
+                     entry["nchw"]["jps"], entry["nchw"]["batch"], entry["channels_last"]["jps"],
+                     entry["channels_last"]["batch"])
+        diffs = {p: precision_difference(name, p, dev) for p in ("fp16", "bf16")}
+        log.info("%s output difference vs fp32: %s", name, diffs)
+        mrows = []
+        for mode in modes:
+            up = uppers[mode.precision]
+            up_same = up["channels_last" if mode.channels_last else "nchw"]["jps"]
+            row = run_mode(name, mode, 1.5 * up["best_jps"], up["best_jps"], up_same, args, sizes)
+            if row is not None:
+                rows.append(row)
+                mrows.append(row)
+            write_csv(out / f"batching{suffix}.csv", rows)
+        ok = [r for r in mrows if r.meets()]
+        best = max(ok, key=lambda r: r.x_upper) if ok else None
+        models[name] = {
+            "upper": uppers, "precision_vs_fp32": diffs,
+            "batch_sizes": list(sizes), "runs": {r.mode: _summary_of(r) for r in mrows},
+            "best": None if best is None else {"mode": best.mode, **_summary_of(best)},
+        }
+    env = environment()
+    date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = {"command": command, "date": date, "device": env["device"], "driver": env["driver"],
+               "torch": env["torch"], "load": "150% of the upper baseline of the mode's precision (best format), "
+               f"2:1 LP:HP, {args.task_rate:g} Hz tasks, deadline = period",
+               "mret_source": args.mret_source, "seconds": args.seconds, "models": models}
+    path = out / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        summary = {}
+    summary[f"batching{suffix}"] = section
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_markdown(out / f"batching_results{suffix}.md", rows, models, section)
+    print((out / f"batching_results{suffix}.md").read_text())
+    return 0
+
+
+def _summary_of(r: ModeRow) -> dict[str, Any]:
+    return {"jps": round(r.jps, 1), "x_upper": round(r.x_upper, 3),
+            "x_upper_same_format": round(r.x_upper_same_format, 3), "upper_jps": r.upper_jps,
+            "precision": r.precision, "channels_last": r.channels_last,
+            "staged": r.staged, "n_streams": r.n_streams, "batching": r.batching,
+            "hp_dmr": round(r.hp_dmr, 5), "lp_dmr": round(r.lp_dmr, 5), "lp_admit_rate": round(r.lp_admit_rate, 3),
+            "hp_p99_ms": round(r.hp_p99_ms, 2), "lp_p99_ms": round(r.lp_p99_ms, 2),
+            "cpu_us_per_job": round(r.cpu_us_per_job, 1), "core_us_per_job": round(r.core_us_per_job, 1),
+            "launch_us_per_job": round(r.launch_us_per_job, 1), "gpu_busy": round(r.gpu_busy, 3),
+            "loop_busy": round(r.loop_busy, 3), "min_size": r.min_size,
+            "queue_delay_ms": {"HP": round(r.hp_queue_ms, 3), "LP": round(r.lp_queue_ms, 3)},
+            "mean_batch": round(r.mean_batch, 1), "padding": round(r.padding, 3), "meets_dmr_targets": r.meets()}
+
+
+def write_csv(path: Path, rows: list[ModeRow]) -> None:
+    if not rows:
+        return
+    names = list(ModeRow.__dataclass_fields__)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for r in rows:
+            d = asdict(r)
+            w.writerow([f"{d[n]:.4g}" if isinstance(d[n], float) else d[n] for n in names])
+
+
+def write_markdown(path: Path, rows: list[ModeRow], models: dict[str, Any], section: dict[str, Any]) -> None:
+    lines = [f"# daris-bench --batching ({section['date']})", "",
+             f"Device: **{section['device']}**, driver {section['driver']}, torch {section['torch']}.", "",
+             f"```\n{section['command']}\n```", "", f"Load: {section['load']}.", ""]
+    for name, m in models.items():
+        lines += [f"## {name}", "", "| upper baseline | NCHW | channels-last |", "| --- | ---: | ---: |"]
+        for prec, u in m["upper"].items():
+            lines.append(f"| {prec} | {u['nchw']['jps']:,.0f} (bs {u['nchw']['batch']}) | "
+                         f"{u['channels_last']['jps']:,.0f} (bs {u['channels_last']['batch']}) |")
+        lines += ["", "Output vs fp32 (channels-last weights, 8 random inputs): " + "; ".join(
+            f"{p}: max abs {d['max_abs']:.3g}, rel L2 {d['rel_l2']:.3g}"
+            + (f", top-1 agree {100 * d['top1_agree']:.0f}%" if d["top1_agree"] is not None else "")
+            for p, d in m["precision_vs_fp32"].items()), "",
+            "| mode | prec | CL | staged | N_s | JPS | x upper (best fmt) | x upper (same fmt) | HP DMR | LP DMR "
+            "| LP admitted | HP p99 ms | LP p99 ms | CPU us/job (core + launch) | loop busy | GPU busy "
+            "| queue HP / LP ms | mean batch | padding |",
+            "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: | ---: | ---: |"]
+        for r in (r for r in rows if r.model == name):
+            lines.append(
+                f"| {r.mode} | {r.precision} | {'y' if r.channels_last else '-'} | {'y' if r.staged else '-'} | "
+                f"{r.n_streams} | {r.jps:,.0f} | {r.x_upper:.3f} | {r.x_upper_same_format:.3f} | "
+                f"{100 * r.hp_dmr:.2f}% | {100 * r.lp_dmr:.2f}% | {100 * r.lp_admit_rate:.0f}% | {r.hp_p99_ms:.1f} | "
+                f"{r.lp_p99_ms:.1f} | {r.cpu_us_per_job:.0f} ({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f}) | "
+                f"{100 * r.loop_busy:.0f}% | {100 * r.gpu_busy:.0f}% | {r.hp_queue_ms:.2f} / {r.lp_queue_ms:.2f} | "
+                f"{r.mean_batch:.1f} | "
+                f"{100 * r.padding:.1f}% |")
+        best = m["best"]
+        lines += ["", "Best (0 HP misses, LP DMR <= 1%): " + (
+            f"**{best['mode']}**, {best['jps']:,.0f} JPS = {best['x_upper']:.3f}x the {best['precision']} upper "
+            "baseline" if best else "none met the DMR targets"), ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def command_line(argv: list[str] | None, argv_default: list[str]) -> str:
+    return "python -m daris_ros.bench.cli " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                 else argv_default))

@@ -1,0 +1,279 @@
+"""The batched online phase of :class:`~daris_ros.core.scheduler.Scheduler` (cross-task stage batching).
+
+Used only when ``SchedulerConfig.batching`` is set; the driver then calls ``dispatch_batches`` and
+``complete_batch`` instead of ``dispatch`` and ``complete``. The rule (docs/policy.md, "Cross-task
+stage batching"), per idle stream of a context:
+
+1. Keys (model, stage) are visited in the order of their best queued stage (eight levels, then EDF),
+   so the batch is led by the stage the unbatched scheduler would have dispatched.
+2. Stages of that key that can still meet their virtual deadline (in a batch of ``min_size``) are
+   taken in queue order while the batch's predicted finish, ``now + MRET(model, stage, size_for(n))``,
+   is no later than the earliest of their deadlines. A stage whose own deadline is too tight for the
+   batch is skipped (left queued); the first stage that would push the batch past the deadline of those
+   already in ends it. Then late stages (they cannot be saved by going first, and going first would make
+   others late too: the EDF domino effect) fill the batch up to the size those deadlines allow.
+3. Padding: a batch is padded up to ``size_for(n)`` when the padding is at most ``pad_limit`` of the size,
+   else cut down to the largest captured size <= n (the rest stays queued), unless an HP stage cut off
+   could then miss its virtual deadline.
+4. HP never waits for a batch to fill. Ready LP stages may join an HP batch while it meets the earliest
+   virtual deadline in it (``hp_fill_only``: only in the padding slots the HP stages already pay for).
+5. An LP-only batch smaller than ``lp_fill`` may wait until ``lp_slack`` after the earliest of its key's
+   stages became ready, while no HP stage of the key waits and the deadline check still holds at that
+   time (``next_wakeup``).
+"""
+
+from __future__ import annotations
+
+from heapq import heappop as _heappop
+from heapq import heappush as _heappush
+from typing import TYPE_CHECKING, Any
+
+from daris_ros.core.batching import BatchDispatch, BatchingConfig, BatchQueue, BatchStats, BatchTimes, Raw
+from daris_ros.core.job import JobOutcome
+from daris_ros.core.task import Priority
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+_INF = float("inf")
+_HP = Priority.HP
+
+
+class BatchingMixin:
+    """Batched ``dispatch_batches`` / ``complete_batch`` on the scheduler's own state."""
+
+    # set by Scheduler.__init__
+    _batching: BatchingConfig | None
+    _btimes: BatchTimes
+    _bstats: BatchStats
+    _held: dict[int, float]
+    _wake: float
+    _qdelay: list[float]
+    _qcount: list[int]
+    _queues: list[Any]
+    _idle: list[list[int]]
+    _running: list[list[Any]]
+    _queued: list[int]
+    _ready: set[int]
+
+    def _advance(self, e: Any, now: float, k: int) -> JobOutcome | None:  # provided by Scheduler
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ dispatch
+    def dispatch_batches(self, now: float) -> list[BatchDispatch]:
+        """Start batched stages on idle streams (lowest stream index first), per context."""
+        cfg = self._batching
+        if cfg is None:
+            raise RuntimeError("batching is off: use dispatch()")
+        ready = self._ready
+        if self._held and now >= self._wake:
+            ready.update(self._held)
+            self._held.clear()
+            self._wake = _INF
+        if not ready:
+            return []
+        contexts = sorted(ready)
+        ready.clear()
+        out: list[BatchDispatch] = []
+        for k in contexts:
+            idle = self._idle[k]
+            q: BatchQueue[Any] = self._queues[k]
+            while idle and self._queued[k]:
+                formed = None
+                for key in q.keys_in_order():
+                    formed = self._form(cfg, q, key, now, k)
+                    if formed is not None:
+                        break
+                if formed is None:
+                    break
+                stream = _heappop(idle)
+                taken, size, pred, minv = formed
+                out.append(self._start_batch(taken, size, pred, minv, k, stream, now))
+        return out
+
+    def _form(self, cfg: BatchingConfig, q: BatchQueue[Any], key: Hashable, now: float, k: int
+              ) -> tuple[list[Raw], int, float, float] | None:
+        """Take the stages of one key that form the next batch (None: the LP batch waits, see lp_slack)."""
+        est = self._btimes.estimate
+        size_for = cfg.size_for
+        # late: the stage cannot meet its virtual deadline even in a batch of min_size (measured batch times
+        # need not grow with the size, so the minimum over those sizes)
+        t_late = min(est(key, size) for size in cfg.sizes if size >= cfg.min_size)  # type: ignore[arg-type]
+        heap, late_heap = q.heap(key), q.late_heap(key)
+        taken: list[Raw] = []
+        bound: list[bool] = []  # whether the member's deadline bounds the batch
+        from_late: list[bool] = []
+        skipped: list[Raw] = []
+        minv = _INF
+        n_hp = 0
+        cap = cfg.max_size
+        cur_size, cur_pred = 0, 0.0  # the predicted finish changes only when the size does
+        fill_only = cfg.hp_fill_only and not self._config.no_fixed  # type: ignore[attr-defined]
+        # 1. stages that can still meet their deadline, in queue order, while the batch meets every one of them
+        while heap:
+            raw = _heappop(heap)
+            vdl = raw[1]
+            if now + t_late > vdl:
+                _heappush(late_heap, raw)  # late for good: it fills the batch in step 2
+                continue
+            hp = raw[6].job.priority is _HP
+            if not hp and n_hp and fill_only:
+                cap = size_for(n_hp)
+            if len(taken) >= cap:
+                _heappush(heap, raw)
+                break
+            size = size_for(len(taken) + 1)
+            if size != cur_size:
+                cur_size, cur_pred = size, now + est(key, size)  # type: ignore[arg-type]
+            m = vdl if vdl < minv else minv
+            if cur_pred <= m:
+                taken.append(raw)
+                bound.append(True)
+                minv = m
+            elif not taken:  # the head runs anyway (its deadline is too tight for every batch)
+                taken.append(raw)
+                bound.append(False)
+            elif cur_pred <= minv and len(skipped) < cfg.max_size:
+                skipped.append(raw)  # its own deadline is too tight for this batch: leave it queued
+                continue
+            else:
+                _heappush(heap, raw)
+                break
+            from_late.append(False)
+            n_hp += hp
+        for raw in skipped:
+            _heappush(heap, raw)
+        # 2. late stages (they cannot be saved by going first) fill up to the size those deadlines allow
+        while late_heap and len(taken) < cap:
+            raw = late_heap[0]
+            hp = raw[6].job.priority is _HP
+            if fill_only and (hp and len(taken) > n_hp):
+                break  # an HP stage would join LP stages beyond the HP part's padding
+            if not hp and n_hp and fill_only:
+                cap = size_for(n_hp)
+                if len(taken) >= cap:
+                    break
+            size = size_for(len(taken) + 1)
+            if size != cur_size:
+                cur_size, cur_pred = size, now + est(key, size)  # type: ignore[arg-type]
+            if taken and cur_pred > minv:
+                break
+            taken.append(_heappop(late_heap))
+            bound.append(False)
+            from_late.append(True)
+            n_hp += hp
+        n = len(taken)
+        size = size_for(n)
+        if size > n and size - n > cfg.pad_limit * size:
+            floor = cfg.floor_size(n)
+            cut = taken[floor:]
+            # cut the padding off unless an HP stage left queued could then miss its virtual deadline
+            later = now + est(key, floor) + est(key, size_for(len(cut)))  # type: ignore[arg-type]
+            if all(raw[6].job.priority is not _HP or later <= raw[1] or late
+                   for raw, late in zip(cut, from_late[floor:], strict=True)):
+                for raw, late in zip(cut, from_late[floor:], strict=True):
+                    _heappush(late_heap if late else heap, raw)
+                del taken[floor:], bound[floor:], from_late[floor:]
+                n = size = floor
+                n_hp = sum(raw[6].job.priority is _HP for raw in taken)
+                minv = min((raw[1] for raw, b in zip(taken, bound, strict=True) if b), default=_INF)
+        if not n_hp:
+            fill = min(cfg.lp_fill, cfg.max_size)
+            if n < fill and cfg.lp_slack > 0 and not any(r[6].job.priority is _HP for r in (*heap, *late_heap)):
+                # (only when no HP stage of the key waits, late or skipped); every stage of the key waits with the
+                # batch: the slack counts from the earliest ready one
+                until = min(raw[6].ready for raw in (*taken, *heap, *late_heap)) + cfg.lp_slack
+                if now < until and until + est(key, size_for(fill)) <= minv:  # type: ignore[arg-type]
+                    for raw, late in zip(taken, from_late, strict=True):
+                        _heappush(late_heap if late else heap, raw)
+                    self._bstats.holds += 1
+                    self._held[k] = until
+                    if until < self._wake:
+                        self._wake = until
+                    return None
+        pred = now + est(key, size)  # type: ignore[arg-type]
+        # the deadline the batch was sized against: the earliest among the members it meets (the others
+        # are late for it)
+        minv = min((raw[1] for raw in taken if raw[1] >= pred), default=_INF)
+        self._queued[k] -= n
+        q.consumed(n)  # the entries were popped from the key's heaps directly
+        return taken, size, pred, minv
+
+    def _start_batch(self, taken: list[Raw], size: int, pred: float, minv: float, k: int, stream: int,
+                     now: float) -> BatchDispatch:
+        entries = [raw[6] for raw in taken]
+        jobs = tuple(e.job for e in entries)
+        for job in jobs:
+            if job.start is None:
+                job.start = now
+        e0 = entries[0]
+        stage = e0.stage
+        stats = self._bstats
+        stats.batches += 1
+        stats.jobs += len(entries)
+        stats.slots += size
+        stats.by_size[size] = stats.by_size.get(size, 0) + 1
+        qd, qc = self._qdelay, self._qcount  # [HP, LP]
+        for e in entries:
+            p = e.job.priority
+            qd[p] += now - e.ready
+            qc[p] += 1
+        bd = BatchDispatch(jobs, stage, k, stream, size, e0.state.bkeys[stage][0], tuple(r[0] for r in taken),
+                           minv, pred, e0.state.stage_map[stage], now)
+        self._running[k][stream] = (bd, entries)
+        return bd
+
+    # ------------------------------------------------------------------ completion
+    def complete_batch(self, d: BatchDispatch, now: float, exec_time: float | None = None) -> list[JobOutcome]:
+        """Batch ``d`` finished at ``now`` after ``exec_time`` seconds (default ``now - d.start``).
+
+        Records the batch time (eq. 1 per (model, stage, size)) and the shared per-job cost, then advances
+        every job (next stage enqueued, or the job finished). Returns the outcomes of the finished jobs.
+        """
+        if self._batching is None:
+            raise RuntimeError("batching is off: use complete()")
+        k, s = d.context, d.stream
+        try:
+            running = self._running[k]
+            run = running[s]
+        except (IndexError, TypeError):
+            raise ValueError(f"no stream ({k}, {s})") from None
+        if run is None or run[0] is not d:
+            raise ValueError(f"stream ({k}, {s}) is not running this batch")
+        if exec_time is None:
+            exec_time = max(0.0, now - d.start)
+        elif exec_time < 0:
+            raise ValueError(f"exec_time must be >= 0, got {exec_time}")
+        running[s] = None
+        _heappush(self._idle[k], s)
+        entries = run[1]
+        e0 = entries[0]
+        key = e0.state.bkeys[d.stage]
+        if self._btimes.record(key, d.size, exec_time):  # eq. 1 per (model, stage, size)
+            # the model's per-job capacity cost (shared by its tasks; their u_i follow at their next release)
+            e0.state.mret.set_stage(d.stage, self._btimes.best_per_job(key, self._batching.sizes))
+        out: list[JobOutcome] = []
+        advance = self._advance
+        for e in entries:
+            o = advance(e, now, k)
+            if o is not None:
+                out.append(o)
+        if self._queued[k]:
+            self._ready.add(k)
+        return out
+
+    # ------------------------------------------------------------------ introspection
+    def next_wakeup(self) -> float | None:
+        """When a waiting LP batch must be dispatched at the latest (call ``dispatch_batches`` then)."""
+        return self._wake if self._held else None
+
+    def batch_stats(self) -> BatchStats:
+        out = self._bstats.copy()
+        for p in Priority:
+            out.queue_delay[p.name] = self._qdelay[p]
+            out.queue_count[p.name] = self._qcount[p]
+        return out
+
+    def batch_times(self) -> dict[tuple[str, int, int], float]:
+        """The batch-time MRET of every (model, stage, size) known so far."""
+        return self._btimes.table()

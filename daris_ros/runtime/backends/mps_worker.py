@@ -1,0 +1,647 @@
+"""The worker process of the ``mps`` backend: one MPS client process = one DARIS context with N_s streams.
+
+Started by :class:`~.mps.MpsBackend` with the ``spawn`` start method (never ``fork`` after CUDA init).
+:func:`worker_main` runs in the fresh interpreter and
+
+1. sets its environment (``CUDA_MPS_PIPE_DIRECTORY``, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` from eq. 9)
+   BEFORE anything initialises CUDA, so the process is an MPS client limited to its share of SMs;
+2. loads every model (all models are resident in every worker: migrating an LP task costs no load
+   time) and, through an in-process ``str`` backend of 1 x N_s streams, captures a CUDA graph per
+   (model, stage, stream);
+3. pins its shared-memory slots (``cudaHostRegister``) so frames are copied to the GPU straight from
+   them, asynchronously;
+4. reports ``ready`` (with the SM count the device reports inside this MPS client) and serves stage
+   requests from its request ring until told to stop or until the scheduler process goes away.
+
+A stage's output stays in the worker under a handle id unless it is a job's final output (copied into
+an output slot), so intermediate tensors never cross the process boundary. Completions carry the
+CUDA-event time of the stage and three timestamps (request picked up, launched, completion seen) for the
+round-trip breakdown. ``device='cpu'`` runs the same protocol with CPU execution (tests without a GPU).
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import os
+import random
+import select
+import time
+import traceback
+from array import array
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+from daris_ros.runtime.backends import shm_channel as ch
+
+CTRL_CHECK_S = 0.005  # how often a busy worker looks at its control pipe
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything a worker needs, pickled into the spawned process."""
+
+    context: int
+    generation: int
+    n_streams: int
+    device: str  # "cuda:N", or "cpu" for protocol tests
+    cuda_graphs: bool
+    shm_name: str
+    layout: ch.ChannelLayout
+    model_keys: tuple[str, ...]
+    model_blobs: tuple[bytes, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    cpu_threads: int = 1
+
+
+@dataclass(slots=True)
+class _Launch:
+    token: int
+    stream: int
+    y: Any
+    keep: Any  # the input, alive until the stage is done (another stream may have made it)
+    out_kind: int
+    out_id: int
+    t_pick: int
+    t_launch: int = 0
+    start: Any = None
+    end: Any = None
+    exec_s: float = 0.0  # cpu mode
+    timed: bool = True
+    error: str = ""
+    job: _Job | None = None  # OP_JOB: the job this stage belongs to
+    stage: int = 0
+    t0: int = 0  # monotonic_ns just before the launch (host stage time)
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """A whole job queued in this worker (OP_JOB): its stages are dispatched by the local stage queue."""
+
+    token: int
+    model: int
+    priority: int  # 0 HP, 1 LP (daris_ros.core.Priority)
+    n: int
+    release: float
+    deadlines: list[float]  # absolute virtual stage deadlines (monotonic seconds)
+    x: Any
+    out_kind: int
+    host_time: bool
+    flags: int
+    t_pick: int
+    ready: Any = None  # CUDA event: the input is on the GPU
+    host: Any = None  # the pinned host copy of the input, kept until stage 0 is done
+    times: list[int] = field(default_factory=list)
+    t_first: int = 0
+
+
+def serialize_model(model: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return buf.getvalue()
+
+
+def worker_main(cfg: WorkerConfig, ctrl: Connection, req_wake: Connection, done_wake: Connection) -> None:
+    """Entry point of a worker process (the target of ``multiprocessing`` with the spawn context)."""
+    os.environ.update(cfg.env)  # before CUDA initialises: MPS pipe directory and SM share
+    try:
+        w = _Worker(cfg, ctrl, req_wake, done_wake)
+        info = w.setup()
+    except BaseException:  # noqa: BLE001 - reported to the scheduler, which raises BackendError
+        try:
+            ctrl.send(("error", traceback.format_exc()))
+        except OSError:
+            pass
+        return
+    ctrl.send(("ready", info))
+    try:
+        w.loop()
+    finally:
+        w.shutdown()
+
+
+class _Worker:
+    def __init__(self, cfg: WorkerConfig, ctrl: Connection, req_wake: Connection, done_wake: Connection) -> None:
+        self.cfg = cfg
+        self.ctrl = ctrl
+        self.req_fd = req_wake.fileno()
+        self.done_fd = done_wake.fileno()
+        self._keep_conns = (req_wake, done_wake)
+        os.set_blocking(self.req_fd, False)
+        os.set_blocking(self.done_fd, False)
+        self.cuda = cfg.device.startswith("cuda")
+        self.keys: list[str] = []
+        self.models: list[Any] = []
+        self.examples: list[list[Any]] = []
+        self.local: dict[int, Any] = {}
+        self.inflight: list[deque[_Launch]] = [deque() for _ in range(cfg.n_streams)]
+        self.n_inflight = 0
+        self.bg: set[int] = set()
+        self.rng = random.Random(cfg.context)
+        self.stop = False
+        self.completed = 0
+        self._events: list[tuple[Any, Any]] = []
+        self._pinned: list[int] = []
+        # worker-side stage queue (OP_JOB): the 8 levels + EDF of the core, over this worker's streams
+        from daris_ros.core.stage_queue import StageQueue, stage_level
+
+        self.lq: StageQueue[tuple[_Job, int]] = StageQueue()
+        self.stage_level = stage_level
+        self.idle = list(range(cfg.n_streams))
+        self.rot = [0] * cfg.n_streams
+
+    # -- start-up ------------------------------------------------------------------------------------
+    def setup(self) -> dict[str, Any]:
+        import torch
+
+        self.torch = torch
+        cfg = self.cfg
+        lay = cfg.layout
+        self.shm = SharedMemory(name=cfg.shm_name)
+        buf = self.shm.buf
+        self.req = ch.Ring(buf, lay.req_offset, lay.ring_capacity, ch.REQ_FIELDS)
+        self.done = ch.Ring(buf, lay.done_offset, lay.ring_capacity, ch.DONE_FIELDS, ch.DONE_TEXT)
+        self.in_u8 = [torch.frombuffer(buf, dtype=torch.uint8, count=lay.in_slot_bytes, offset=lay.in_slot(k))
+                      for k in range(lay.in_slots)]
+        self.out_u8 = [torch.frombuffer(buf, dtype=torch.uint8, count=lay.out_slot_bytes, offset=lay.out_slot(k))
+                       for k in range(lay.out_slots)]
+        t0 = time.perf_counter()
+        models = {k: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
+                  for k, b in zip(cfg.model_keys, cfg.model_blobs, strict=True)}
+        info: dict[str, Any] = {"pid": os.getpid(), "context": cfg.context, "generation": cfg.generation}
+        torch.set_num_threads(max(1, cfg.cpu_threads))  # host work here is small: no intra-op thread pool
+        if self.cuda:
+            from daris_ros.runtime.backends.cuda_streams import CudaStreamsBackend
+
+            self.up = None  # upload stream of OP_JOB inputs (made after set_device)
+
+            self.dev = torch.device(cfg.device)
+            torch.cuda.set_device(self.dev)
+            props = torch.cuda.get_device_properties(self.dev)
+            info["sm_count"] = props.multi_processor_count  # the MPS-limited count inside an MPS client
+            info["device_name"] = props.name
+            self.str = CudaStreamsBackend(n_contexts=1, n_streams=cfg.n_streams, device=cfg.device,
+                                          cuda_graphs=cfg.cuda_graphs)
+            self.str.start(models)
+            self.up = torch.cuda.Stream(self.dev)
+            info["graphs"] = len(self.str.graphs)
+            info["capture_s"] = self.str.capture_seconds
+            info["pinned"] = self._pin_slots()
+            for key in models:
+                self._add(key, self.str.models[key])
+            torch.cuda.synchronize(self.dev)
+        else:
+            self.dev = torch.device("cpu")
+            info["sm_count"] = 0
+            info["pinned"] = False
+            for key, m in models.items():
+                m = m.eval()
+                for p in m.parameters():
+                    p.requires_grad_(False)
+                self._add(key, m)
+        info["setup_s"] = time.perf_counter() - t0
+        return info
+
+    def _add(self, key: str, model: Any) -> None:
+        self.keys.append(key)
+        self.models.append(model)
+        if self.cuda:
+            self.examples.append(self.str.example_inputs(model))
+        else:
+            h, w = model.input_size
+            x: Any = self.torch.randn(1, 3, h, w)
+            ex = []
+            with self.torch.inference_mode():
+                for j in range(model.num_stages):
+                    ex.append(x)
+                    x = model.run_stage(j, x)
+            self.examples.append(ex)
+
+    def _pin_slots(self) -> bool:
+        """Register the slot regions as page-locked memory (asynchronous copies straight from/to them)."""
+        lay = self.cfg.layout
+        cudart = self.torch.cuda.cudart()
+        ptr = self.in_u8[0].data_ptr() if self.in_u8 else 0
+        size = lay.slots_bytes
+        if not ptr or not size:
+            return False
+        try:
+            err = cudart.cudaHostRegister(ptr, size, 0)
+        except Exception:  # noqa: BLE001 - unpinned slots still work (staged, synchronous copies)
+            return False
+        if int(err) != 0:
+            return False
+        self._pinned.append(ptr)
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def loop(self) -> None:
+        req = self.req
+        last_ctrl = time.monotonic()
+        while not self.stop:
+            progressed = False
+            if req.pending():
+                self._drain_wake()
+                for rec in req.pop_all():
+                    self._launch_request(rec)
+                progressed = True
+            if self.bg:
+                self._feed_bg()
+            if self.n_inflight:
+                progressed = self._poll() or progressed
+            now = time.monotonic()
+            if not self.n_inflight and not req.pending() and not self.bg:
+                r, _, _ = select.select([self.req_fd, self.ctrl], [], [], 1.0)
+                if self.req_fd in r and not req.pending():
+                    self._drain_wake()  # a wake-up for records already served
+                if self.ctrl in r:
+                    self._handle_ctrl()
+                last_ctrl = now
+            elif now - last_ctrl > CTRL_CHECK_S:
+                last_ctrl = now
+                if self.ctrl.poll():
+                    self._handle_ctrl()
+            elif not progressed:
+                os.sched_yield()
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self.req_fd, 65536):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _handle_ctrl(self) -> None:
+        try:
+            msg = self.ctrl.recv()
+        except (EOFError, OSError):
+            self.stop = True  # the scheduler process is gone
+            return
+        op = msg[0]
+        try:
+            if op == "stop":
+                self.stop = True
+                return
+            if op == "bg":
+                self.bg = set(msg[1])
+                self.ctrl.send(("ok",))
+            elif op == "profile":
+                self.ctrl.send(("profile", self._profile(msg[1], msg[2], msg[3])))
+            elif op == "add_model":
+                model = self.torch.load(io.BytesIO(msg[2]), map_location="cpu", weights_only=False)
+                if self.cuda:
+                    self._add_cuda(msg[1], model)
+                else:
+                    self._add(msg[1], model.eval())
+                self.ctrl.send(("ok",))
+            elif op == "info":
+                self.ctrl.send(("info", {"pid": os.getpid(), "cpu_s": time.process_time(),
+                                         "completed": self.completed, "handles": len(self.local)}))
+            elif op == "ping":
+                self.ctrl.send(("pong", time.monotonic_ns()))
+            else:
+                self.ctrl.send(("error", f"unknown control message {op!r}"))
+        except Exception:  # noqa: BLE001 - reported, the worker lives on
+            self.ctrl.send(("error", traceback.format_exc()))
+
+    def _add_cuda(self, key: str, model: Any) -> None:
+        from daris_ros.runtime.backends.cuda_graphs import StageGraph
+
+        torch = self.torch
+        model = model.to(self.dev).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.str.models[key] = model
+        if self.cfg.cuda_graphs:
+            ex = self.str.example_inputs(model)
+            for s in range(self.cfg.n_streams):
+                pool = torch.cuda.graph_pool_handle()
+                cap = self.str.streams[0][s]
+                for j in range(model.num_stages):
+                    self.str.graphs[(key, j, 0, s)] = StageGraph(model.stages[j], ex[j], cap, pool=pool)
+            torch.cuda.synchronize(self.dev)
+        self._add(key, model)
+
+    # -- stages --------------------------------------------------------------------------------------
+    def _input(self, rec: list[int]) -> Any:
+        kind, ident = rec[ch.R_IN_KIND], rec[ch.R_IN_ID]
+        if kind == ch.IN_HANDLE:
+            try:
+                return self.local.pop(ident)
+            except KeyError:
+                raise RuntimeError(f"input handle {ident} is not in worker c{self.cfg.context}") from None
+        if kind == ch.IN_SLOT:
+            torch = self.torch
+            dtype = getattr(torch, ch.DTYPES[rec[ch.R_DTYPE]])
+            shape = rec[ch.R_DIMS:ch.R_DIMS + rec[ch.R_NDIM]]
+            n = 1
+            for d in shape:
+                n *= d
+            return self.in_u8[ident][:n * dtype.itemsize].view(dtype).view(shape)
+        if kind == ch.IN_EXAMPLE:
+            return self.examples[rec[ch.R_MODEL]][rec[ch.R_STAGE]]
+        raise ValueError(f"unknown input kind {kind}")
+
+    def _launch_request(self, rec: list[int]) -> None:
+        t_pick = time.monotonic_ns()
+        token = rec[ch.R_TOKEN]
+        if rec[ch.R_OP] == ch.OP_JOB:
+            self._accept_job(rec, t_pick)
+            return
+        try:
+            x = self._input(rec)
+            la = self._launch(rec[ch.R_STREAM], rec[ch.R_MODEL], rec[ch.R_STAGE], x, rec[ch.R_OUT_KIND],
+                              rec[ch.R_OUT_ID], bool(rec[ch.R_TIMED]), token, t_pick)
+        except Exception as exc:  # noqa: BLE001 - reported as this stage's error
+            la = _Launch(token, rec[ch.R_STREAM], None, None, ch.OUT_DISCARD, 0, t_pick, time.monotonic_ns(),
+                         error=f"{type(exc).__name__}: {exc}")
+            self._complete(la)
+            self._wake_parent()
+            return
+        self.inflight[la.stream].append(la)
+        self.n_inflight += 1
+
+    def _take_events(self) -> tuple[Any, Any]:
+        try:
+            return self._events.pop()
+        except IndexError:
+            ev = self.torch.cuda.Event
+            return ev(enable_timing=True), ev(enable_timing=True)
+
+    def _launch(self, stream: int, model: int, stage: int, x: Any, out_kind: int, out_id: int, timed: bool,
+                token: int, t_pick: int) -> _Launch:
+        torch = self.torch
+        key = self.keys[model]
+        if not self.cuda:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                y = self.models[model].run_stage(stage, x)
+                if out_kind == ch.OUT_SLOT:
+                    y = self._to_slot(y, out_id)
+            la = _Launch(token, stream, y, None, out_kind, out_id, t_pick, exec_s=time.perf_counter() - t0)
+            la.t_launch = time.monotonic_ns()
+            return la
+        s = self.str.streams[0][stream]
+        torch.cuda.set_stream(s)
+        start, end = self._take_events()
+        if timed:
+            start.record(s)
+        g = self.str.graphs.get((key, stage, 0, stream)) if self.cfg.cuda_graphs else None
+        if g is not None and (stage > 0 or g.fits(x)):
+            from daris_ros.runtime.backends.cuda_graphs import clone_io
+
+            y = clone_io(g.launch(x))  # a stage-0 input in a pinned slot is copied in by DMA here
+        else:
+            if isinstance(x, torch.Tensor) and x.device.type == "cpu":
+                x = x.to(self.dev, non_blocking=True)
+            with torch.inference_mode():
+                y = self.models[model].run_stage(stage, x)
+        if out_kind == ch.OUT_SLOT:
+            y = self._to_slot(y, out_id)
+        end.record(s)
+        return _Launch(token, stream, y, x, out_kind, out_id, t_pick, time.monotonic_ns(), start, end, timed=timed)
+
+    def _to_slot(self, y: Any, k: int) -> Any:
+        """Copy a final output into output slot ``k``; returns the slot view (what is reported)."""
+        torch = self.torch
+        if not isinstance(y, torch.Tensor):
+            raise TypeError("a final stage output must be one tensor to go back through shared memory")
+        nbytes = y.numel() * y.element_size()
+        if nbytes > self.cfg.layout.out_slot_bytes:
+            raise ValueError(f"final output {tuple(y.shape)} ({nbytes} B) does not fit an output slot "
+                             f"({self.cfg.layout.out_slot_bytes} B)")
+        view = self.out_u8[k][:nbytes].view(y.dtype).view(y.shape)
+        view.copy_(y, non_blocking=True)
+        return view
+
+    def _poll(self) -> bool:
+        done_any = local = False
+        for q in self.inflight:
+            while q and (not self.cuda or q[0].end.query()):
+                la = q.popleft()
+                self.n_inflight -= 1
+                if la.job is not None:
+                    self._job_stage_done(la)
+                    local = True
+                else:
+                    self._complete(la)
+                    done_any = True
+        if local:
+            self._dispatch_local()
+        if done_any or local:
+            self._wake_parent()
+        return done_any or local
+
+    # -- worker-side stage queue (OP_JOB) --------------------------------------------------------------
+    def _accept_job(self, rec: list[int], t_pick: int) -> None:
+        """Queue a whole job: stage 0 enters the local 8-level queue; an input slot is uploaded at once."""
+        token = rec[ch.R_TOKEN]
+        try:
+            x = self._input(rec)
+            ev = host = None
+            if rec[ch.R_IN_KIND] == ch.IN_SLOT:
+                # the job may wait in the local queue: copy the frame out of its slot now (pinned host memory,
+                # ~10 us), give the slot back, and upload it on the side stream
+                torch = self.torch
+                if self.cuda:
+                    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+                    host.copy_(x)
+                    self._post(token, ch.STATUS_SLOT_FREE)
+                    with torch.cuda.stream(self.up):
+                        x = host.to(self.dev, non_blocking=True)
+                        ev = torch.cuda.Event()
+                        ev.record(self.up)
+                else:
+                    x = x.clone()
+                    self._post(token, ch.STATUS_SLOT_FREE)
+            n = rec[ch.R_NSTAGES]
+            job = _Job(token, rec[ch.R_MODEL], rec[ch.R_PRIO], n, rec[ch.R_RELEASE] * 1e-9,
+                       [rec[ch.R_DEADLINES + j] * 1e-9 for j in range(n)], x, rec[ch.R_OUT_KIND],
+                       bool(rec[ch.R_HOST_TIME]), rec[ch.R_FLAGS], t_pick, ev, host)
+        except Exception as exc:  # noqa: BLE001 - reported as the job's error
+            self._post(token, ch.STATUS_ERROR, f"{type(exc).__name__}: {exc}")
+            self._wake_parent()
+            return
+        self._enqueue(job, 0, False)
+        self._dispatch_local()
+        self._wake_parent()  # (the slot-free notice)
+
+    def _enqueue(self, job: _Job, stage: int, delayed: bool) -> None:
+        f = job.flags
+        from daris_ros.core.task import Priority
+
+        level = self.stage_level(Priority(job.priority), stage == job.n - 1, delayed, no_last=bool(f & 1),
+                                 no_prior=bool(f & 2), no_fixed=bool(f & 4))
+        self.lq.push(level, job.deadlines[stage], job.release, "", job.token, (job, stage))
+
+    def _dispatch_local(self) -> None:
+        while self.idle and self.lq:
+            _, (job, j) = self.lq.pop()
+            s = heapq.heappop(self.idle)
+            last = j == job.n - 1
+            out_kind, out_id = ch.OUT_LOCAL, 0
+            if last and job.out_kind == ch.OUT_SLOT:
+                k = self.cfg.layout.out_slots // self.cfg.n_streams  # rotating output slots per stream
+                out_kind, out_id = ch.OUT_SLOT, s * k + self.rot[s] % k
+                self.rot[s] += 1
+            elif last:
+                out_kind = ch.OUT_DISCARD
+            t0 = time.monotonic_ns()
+            try:
+                if j == 0 and job.ready is not None:
+                    self.str.streams[0][s].wait_event(job.ready)
+                la = self._launch(s, job.model, j, job.x, out_kind, out_id, True, job.token, job.t_pick)
+            except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on
+                heapq.heappush(self.idle, s)
+                self._post(job.token, ch.STATUS_ERROR, f"{type(exc).__name__}: {exc}")
+                self._wake_parent()
+                continue
+            if j == 0:
+                job.t_first = t0
+            la.job, la.stage, la.t0 = job, j, t0
+            self.inflight[s].append(la)
+            self.n_inflight += 1
+
+    def _job_stage_done(self, la: _Launch) -> None:
+        job = la.job
+        assert job is not None
+        t_done = time.monotonic_ns()
+        if la.end is not None:
+            gpu_ns = int(la.start.elapsed_time(la.end) * 1e6)
+            self._events.append((la.start, la.end))
+        else:
+            gpu_ns = int(la.exec_s * 1e9)
+        job.times.append(t_done - la.t0 if job.host_time else gpu_ns)
+        job.host = None
+        heapq.heappush(self.idle, la.stream)
+        if la.stage < job.n - 1:
+            job.x = la.y
+            self._enqueue(job, la.stage + 1, t_done * 1e-9 > job.deadlines[la.stage])
+            return
+        rec = array("q", bytes(8 * ch.DONE_FIELDS))
+        rec[ch.C_TOKEN] = job.token
+        rec[ch.C_EXEC_NS] = sum(job.times)
+        rec[ch.C_OUT_KIND] = la.out_kind
+        rec[ch.C_OUT_ID] = la.out_id
+        rec[ch.C_T_PICK] = job.t_pick
+        rec[ch.C_T_LAUNCH] = job.t_first
+        rec[ch.C_T_DONE] = t_done
+        rec[ch.C_NSTAGES] = job.n
+        for j, t in enumerate(job.times[:ch.MAX_STAGES]):
+            rec[ch.C_STAGE_NS + j] = t
+        if la.out_kind == ch.OUT_SLOT:
+            self._describe(rec, la.y)
+        self.completed += 1
+        self._push(rec)
+
+    def _describe(self, rec: array, y: Any) -> None:
+        rec[ch.C_NDIM] = y.dim()
+        for i, d in enumerate(y.shape[:4]):
+            rec[ch.C_DIMS + i] = d
+        rec[ch.C_DTYPE] = ch.DTYPES.index(str(y.dtype).removeprefix("torch."))
+
+    def _post(self, token: int, status: int, text: str = "") -> None:
+        rec = array("q", bytes(8 * ch.DONE_FIELDS))
+        rec[ch.C_TOKEN] = token
+        rec[ch.C_STATUS] = status
+        self._push(rec, text.encode("utf-8", "replace"))
+
+    def _push(self, rec: array, text: bytes = b"") -> None:
+        while not self.done.push(rec, text):  # the scheduler is behind by a whole ring: wait for it
+            self._wake_parent()
+            time.sleep(0.0001)
+
+    def _complete(self, la: _Launch) -> None:
+        t_done = time.monotonic_ns()
+        exec_ns = 0
+        if la.end is not None:
+            if la.timed:
+                exec_ns = int(la.start.elapsed_time(la.end) * 1e6)
+            self._events.append((la.start, la.end))
+        elif la.exec_s:
+            exec_ns = int(la.exec_s * 1e9)
+        if la.token < 0:  # background stage: nobody waits for it
+            return
+        rec = array("q", bytes(8 * ch.DONE_FIELDS))
+        rec[ch.C_TOKEN] = la.token
+        rec[ch.C_EXEC_NS] = exec_ns
+        rec[ch.C_OUT_KIND] = la.out_kind
+        rec[ch.C_OUT_ID] = la.out_id
+        rec[ch.C_T_PICK] = la.t_pick
+        rec[ch.C_T_LAUNCH] = la.t_launch
+        rec[ch.C_T_DONE] = t_done
+        text = b""
+        if la.error:
+            rec[ch.C_STATUS] = ch.STATUS_ERROR
+            text = la.error.encode("utf-8", "replace")
+        elif la.out_kind == ch.OUT_HANDLE:
+            self.local[la.out_id] = la.y
+        elif la.out_kind == ch.OUT_SLOT:
+            self._describe(rec, la.y)
+        self.completed += 1
+        self._push(rec, text)
+
+    def _wake_parent(self) -> None:
+        try:
+            os.write(self.done_fd, b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the pipe is full: the scheduler has wake-ups pending anyway
+        except BrokenPipeError:
+            self.stop = True
+
+    # -- background load and AFET profiling (paper IV-A1) --------------------------------------------
+    def _feed_bg(self) -> None:
+        for s in self.bg:
+            if self.inflight[s]:
+                continue
+            m = self.rng.randrange(len(self.models))
+            j = self.rng.randrange(len(self.examples[m]))
+            la = self._launch(s, m, j, self.examples[m][j], ch.OUT_DISCARD, 0, False, -1, 0)
+            self.inflight[s].append(la)
+            self.n_inflight += 1
+
+    def _profile(self, model: int, runs: int, warmup: int) -> list[float]:
+        """Mean stage times of ``model`` on stream 0 while the streams in ``self.bg`` run random stages."""
+        n = len(self.examples[model])
+        sums = [0.0] * n
+        for run in range(warmup + runs):
+            x = self.examples[model][0]
+            for j in range(n):
+                la = self._launch(0, model, j, x, ch.OUT_DISCARD, 0, True, -1, 0)
+                self._feed_bg()
+                while self.cuda and not la.end.query():
+                    self._feed_bg()
+                    self._poll()
+                    os.sched_yield()
+                if self.cuda:
+                    dt = la.start.elapsed_time(la.end) * 1e-3
+                    self._events.append((la.start, la.end))
+                else:
+                    dt = la.exec_s
+                if run >= warmup:
+                    sums[j] += dt
+                x = la.y
+        return [max(v / runs, 1e-6) for v in sums]
+
+    def shutdown(self) -> None:
+        try:
+            if self.cuda:
+                self.torch.cuda.synchronize(self.dev)
+                cudart = self.torch.cuda.cudart()
+                for ptr in self._pinned:
+                    cudart.cudaHostUnregister(ptr)
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+        self.local.clear()
+        self.in_u8 = self.out_u8 = []
+        for r in (self.req, self.done):
+            r.release()
+        try:
+            self.shm.close()
+        except BufferError:
+            pass

@@ -1,0 +1,290 @@
+"""Cross-task stage batching in the policy core (docs/policy.md, "Cross-task stage batching")."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from daris_ros.core import (
+    BatchDispatch,
+    BatchingConfig,
+    Policy,
+    Priority,
+    Scheduler,
+    SchedulerConfig,
+    TaskSpec,
+)
+from daris_ros.core.batching import BatchQueue, BatchTimes, SharedStageCost
+
+HP, LP = Priority.HP, Priority.LP
+
+
+def linear_batch_time(base: float = 1e-3, per_job: float = 1e-4):
+    """An injected batch-time estimate: base + per_job * size for every (model, stage)."""
+    return lambda model, stage, size: base + per_job * size
+
+
+def sched(tasks: list[TaskSpec], *, n_streams: int = 1, batch_afet=None, **bcfg) -> Scheduler:
+    cfg = SchedulerConfig(Policy.STR, n_streams=n_streams, batching=BatchingConfig(**bcfg))
+    return Scheduler(cfg, tasks, batch_afet=batch_afet if batch_afet is not None else linear_batch_time())
+
+
+def task(i: int, prio: Priority = LP, model: str = "m", n_stages: int = 2, period: float = 0.1) -> TaskSpec:
+    return TaskSpec(f"t{i}", period, prio, n_stages, (1e-3,) * n_stages, model=model)
+
+
+# ---------------------------------------------------------------------------- config and pieces
+def test_batching_is_off_by_default_and_the_paths_are_exclusive() -> None:
+    assert SchedulerConfig().batching is None
+    plain = Scheduler(SchedulerConfig(), [task(0)])
+    with pytest.raises(RuntimeError):
+        plain.dispatch_batches(0.0)
+    batched = sched([task(0)])
+    with pytest.raises(RuntimeError):
+        batched.dispatch(0.0)
+
+
+def test_config_sizes_rounding_and_parse() -> None:
+    c = BatchingConfig(sizes=(8, 1, 4, 4))
+    assert c.sizes == (1, 4, 8) and c.max_size == 8
+    assert [c.size_for(n) for n in (1, 2, 4, 5, 8)] == [1, 4, 4, 8, 8]
+    assert [c.floor_size(n) for n in (1, 3, 4, 7, 8)] == [1, 1, 4, 4, 8]
+    assert BatchingConfig.parse({"sizes": [1, 2], "lp_slack": 0.01}) == BatchingConfig(sizes=(1, 2), lp_slack=0.01)
+    assert SchedulerConfig(batching={"sizes": [1, 16]}).batching == BatchingConfig(sizes=(1, 16))
+    for bad in ({"sizes": (2, 4)}, {"pad_limit": 1.0}, {"lp_slack": -1.0}, {"lp_fill": -1},
+                {"lp_admit_margin": 0.0}):
+        with pytest.raises(ValueError):
+            BatchingConfig(**bad)
+
+
+def test_batch_times_eq1_per_size_and_scaling_fallback() -> None:
+    bt = BatchTimes(ws=2)
+    key = ("m", 0)
+    bt.set_stage_afet(key, 1e-3)
+    assert bt.estimate(key, 4) == pytest.approx(4e-3)  # nothing known: size x the stage AFET
+    assert bt.record(key, 4, 2e-3)
+    assert bt.estimate(key, 8) == pytest.approx(4e-3)  # linear up from the nearest smaller size
+    assert bt.estimate(key, 2) == pytest.approx(2e-3)  # never slower than a larger batch
+    assert bt.record(key, 4, 3e-3) and not bt.record(key, 4, 1e-3)  # max of the last ws = 2
+    assert bt.estimate(key, 4) == pytest.approx(3e-3)
+    bt.record(key, 4, 1e-3)  # 3e-3 leaves the window
+    assert bt.estimate(key, 4) == pytest.approx(1e-3)
+    assert bt.best_per_job(key, (1, 4)) == pytest.approx(1e-3 / 4)
+
+
+def test_shared_cost_interface() -> None:
+    c = SharedStageCost((1e-3, 2e-3), ws=3)
+    assert c.total == pytest.approx(3e-3) and c.measured() == (False, False)
+    assert c.set_stage(0, 1e-4) and c.stages() == (1e-4, 2e-3) and c.measured() == (True, False)
+    assert c.set_afet((5e-3, 4e-3)) and c.stages() == (1e-4, 4e-3)  # only the stage without a cost moves
+    with pytest.raises(RuntimeError):
+        c.record(0, 1e-3)
+
+
+def test_batch_queue_keeps_stage_queue_order_per_key() -> None:
+    q: BatchQueue[tuple[str, int]] = BatchQueue(lambda item: item[0])
+    q.push(5, 2.0, 0.0, "a", 0, ("x", 1))
+    q.push(3, 9.0, 0.0, "b", 0, ("y", 2))
+    q.push(5, 1.0, 0.0, "c", 0, ("x", 3))
+    assert len(q) == 3 and q.keys_in_order() == ["y", "x"]
+    assert [item for _, item in q.items()] == [("y", 2), ("x", 3), ("x", 1)]
+    assert q.pop() == (3, ("y", 2)) and q.peek() == (5, ("x", 3)) and len(q) == 2
+
+
+# ---------------------------------------------------------------------------- the rule
+def test_stages_of_different_models_or_stages_never_share_a_batch() -> None:
+    tasks = [task(i, model="a" if i % 2 else "b") for i in range(8)]
+    s = sched(tasks, n_streams=4)
+    for t in tasks:
+        s.release(t.name, 0.0)
+    ds = s.dispatch_batches(0.0)
+    assert sorted((d.model, d.n_jobs) for d in ds) == [("a", 4), ("b", 4)]
+    for d in ds:
+        assert {j.task for j in d.jobs} == {t.name for t in tasks if t.model == d.model}
+        assert d.stage == 0 and d.size == 4
+    s.complete_batch(ds[0], 0.01)
+    s.release("t0", 0.01)  # t0 (model b, stage 0) and the first batch's jobs at stage 1
+    for d in s.dispatch_batches(0.01):
+        assert len({(j.task, d.stage) for j in d.jobs}) == d.n_jobs
+        assert all(tasks[int(j.task[1:])].model == d.model for j in d.jobs)
+
+
+def test_batch_is_cut_where_the_predicted_finish_would_pass_the_earliest_virtual_deadline() -> None:
+    # 2 stages, D = 0.1: the stage-0 virtual deadline is release + 0.05; a batch of s takes 1 ms + s * 1 ms
+    tasks = [task(i, n_stages=2) for i in range(64)]
+    s = sched(tasks, batch_afet=linear_batch_time(1e-3, 1e-3), pad_limit=0.0, sizes=(1, 2, 4, 8, 16, 32, 64),
+              lp_admit_margin=None)
+    admitted = sum(s.release(t.name, 0.0).admitted for t in tasks)  # eq. 12 admits 49 of them
+    (d,) = s.dispatch_batches(0.0)
+    assert d.predicted_finish <= d.virtual_deadline == pytest.approx(0.05)
+    assert d.size == 32 and d.n_jobs == 32  # 1 + 32 = 33 ms fits 50 ms; a 33rd job needs size 64: 65 ms
+    assert d.predicted_finish == pytest.approx(0.033)
+    assert s.queue_length(0) == admitted - 32 > 0
+
+
+def test_hp_never_waits_and_leads_the_batch() -> None:
+    tasks = [task(0, HP), task(1, LP), task(2, LP)]
+    s = sched(tasks, lp_slack=0.01, lp_fill=64)
+    s.release("t1", 0.0)
+    assert s.dispatch_batches(0.0) == []  # LP alone waits for more (within the slack)
+    s.release("t0", 0.001)
+    (d,) = s.dispatch_batches(0.001)  # HP arrives: goes at once, the waiting LP stage joins it
+    assert [j.task for j in d.jobs] == ["t0", "t1"] and d.levels[0] < d.levels[1]
+
+
+def test_lp_waits_at_most_the_slack() -> None:
+    s = sched([task(i) for i in range(3)], lp_slack=0.004, lp_fill=8)
+    s.release("t0", 0.0)
+    s.release("t1", 0.001)
+    assert s.dispatch_batches(0.001) == [] and s.next_wakeup() == pytest.approx(0.004)
+    assert s.dispatch_batches(0.0039) == []
+    (d,) = s.dispatch_batches(0.004)
+    assert [j.task for j in d.jobs] == ["t0", "t1"] and s.next_wakeup() is None
+    assert s.batch_stats().holds >= 1
+
+
+def test_lp_does_not_wait_when_waiting_would_break_its_deadline() -> None:
+    s = sched([task(i) for i in range(2)], lp_slack=0.2, lp_fill=8)
+    s.release("t0", 0.0)
+    (d,) = s.dispatch_batches(0.0)  # slack 200 ms > its 50 ms virtual deadline: no wait
+    assert d.n_jobs == 1
+
+
+def test_hp_fill_only_keeps_lp_in_the_padding() -> None:
+    tasks = [task(0, HP), task(1, HP), task(2, HP)] + [task(i) for i in range(3, 10)]
+    s = sched(tasks, hp_fill_only=True, pad_limit=0.5)
+    for t in tasks:
+        s.release(t.name, 0.0)
+    (d,) = s.dispatch_batches(0.0)
+    assert d.size == 4 and [j.priority for j in d.jobs] == [HP, HP, HP, LP]
+
+
+def test_padding_above_the_limit_is_cut_to_a_captured_size() -> None:
+    s = sched([task(i) for i in range(5)], sizes=(1, 4, 8), pad_limit=0.25)
+    for i in range(5):
+        s.release(f"t{i}", 0.0)
+    (d,) = s.dispatch_batches(0.0)
+    assert (d.n_jobs, d.size) == (4, 4)  # 5 in 8 wastes 37.5%: run 4, one stays queued
+    assert s.queue_length(0) == 1
+    s2 = sched([task(i) for i in range(5)], sizes=(1, 4, 8), pad_limit=0.5)
+    for i in range(5):
+        s2.release(f"t{i}", 0.0)
+    (d2,) = s2.dispatch_batches(0.0)
+    assert (d2.n_jobs, d2.size) == (5, 8)
+
+
+def test_hp_is_padded_rather_than_left_to_miss() -> None:
+    # 5 HP stages, sizes 1/4/8; a batch takes 20 ms + 1 ms per slot; stage-0 deadline 25 ms:
+    # cutting to 4 would leave one HP stage for 24 + 21 ms > 25 ms, so the batch is padded to 8
+    tasks = [TaskSpec(f"h{i}", 0.05, HP, 2, (1e-3, 1e-3), model="m") for i in range(5)]
+    s = Scheduler(SchedulerConfig(Policy.STR, batching=BatchingConfig(sizes=(1, 4, 8), pad_limit=0.1)), tasks,
+                  batch_afet=linear_batch_time(0.020, 0.0005))
+    for t in tasks:
+        s.release(t.name, 0.0)
+    (d,) = s.dispatch_batches(0.0)
+    assert (d.n_jobs, d.size) == (5, 8)
+
+
+def test_every_job_advances_through_its_stages_in_order_and_finishes() -> None:
+    tasks = [task(i, HP if i < 3 else LP, n_stages=3) for i in range(10)]
+    s = sched(tasks, n_streams=2)
+    for t in tasks:
+        s.release(t.name, 0.0)
+    seen: dict[str, list[int]] = {}
+    now, outcomes = 0.0, []
+    running = s.dispatch_batches(now)
+    while running:
+        d = running.pop(0)
+        now += 0.002
+        for j in d.jobs:
+            seen.setdefault(j.task, []).append(d.stage)
+        outcomes += s.complete_batch(d, now, 0.002)
+        running += s.dispatch_batches(now)
+    assert all(stages == [0, 1, 2] for stages in seen.values()) and len(seen) == 10
+    assert len(outcomes) == 10 and all(o.met for o in outcomes)
+    assert s.outstanding_stages() == 0 and s.utilization(0).active_lp == 0.0
+    ps = s.priority_stats()
+    assert ps[HP].completed == 3 and ps[LP].completed == 7
+
+
+def test_batch_times_feed_the_shared_capacity_cost_and_utilization() -> None:
+    tasks = [task(i, n_stages=1, period=0.1) for i in range(4)]
+    s = sched(tasks, sizes=(1, 4))  # estimates: size 1 -> 1.1 ms, size 4 -> 1.4 ms: 0.35 ms per job
+    assert s.mret("t0") == pytest.approx(1.4e-3 / 4)
+    for t in tasks:
+        s.release(t.name, 0.0)
+    (d,) = s.dispatch_batches(0.0)
+    s.complete_batch(d, 0.006, 0.006)  # a batch of 4 took 6 ms: 1.5 ms per job
+    assert s.batch_times()[("m", 0, 4)] == pytest.approx(0.006)
+    assert s.mret("t1") == pytest.approx(1.1e-3)  # size 1 (1.1 ms per job) is now cheaper per job
+    assert s.task_utilization("t1") == pytest.approx(1.4e-3 / 4 / 0.1)  # u_i follows at the next release
+    s.release("t1", 0.1)
+    assert s.task_utilization("t1") == pytest.approx(1.1e-3 / 0.1)
+
+
+def test_lp_admit_margin_rejects_when_the_queue_is_long() -> None:
+    tasks = [task(i, n_stages=1, period=0.1) for i in range(50)]
+    s = sched(tasks, batch_afet=linear_batch_time(0.0, 1e-3), lp_admit_margin=0.1)
+    admitted = [s.release(t.name, 0.0).admitted for t in tasks]
+    # 1 ms per job: a backlog above 10 ms (10% of D) stops admission
+    assert admitted.count(True) == 10 and not any(admitted[10:])
+    off = sched(tasks, batch_afet=linear_batch_time(0.0, 1e-3), lp_admit_margin=None)
+    assert sum(off.release(t.name, 0.0).admitted for t in tasks) > 10
+
+
+def test_queue_delay_and_batch_stats() -> None:
+    s = sched([task(i, n_stages=1) for i in range(3)])
+    s.release("t0", 0.0)
+    (d,) = s.dispatch_batches(0.0)
+    s.release("t1", 0.001)
+    s.release("t2", 0.002)
+    s.complete_batch(d, 0.005)
+    (d2,) = s.dispatch_batches(0.005)
+    assert isinstance(d2, BatchDispatch) and d2.n_jobs == 2
+    bs = s.batch_stats()
+    assert bs.batches == 2 and bs.jobs == 3 and bs.mean_batch == 1.5
+    assert bs.mean_queue_delay("LP") == pytest.approx((0.0 + 0.004 + 0.003) / 3)
+    assert bs.by_size == {1: 1, 2: 1} and bs.padding == 0.0
+
+
+def test_late_stage_does_not_hold_the_batch_back() -> None:
+    tasks = [task(i, n_stages=1, period=0.01) for i in range(8)]
+    s = sched(tasks, batch_afet=linear_batch_time(1e-3, 1e-3), pad_limit=0.0)
+    s.release("t0", 0.0)
+    for t in tasks[1:]:
+        s.release(t.name, 0.02)  # t0's deadline (10 ms) has passed
+    # the dispatch at 20 ms sees t0 as late: it joins, and the batch size follows the others' deadlines
+    (d,) = s.dispatch_batches(0.02)
+    assert "t0" in {j.task for j in d.jobs}
+    assert d.virtual_deadline == pytest.approx(0.03) and d.predicted_finish <= d.virtual_deadline
+    assert math.isfinite(d.virtual_deadline)
+
+
+def test_late_stages_yield_to_stages_that_can_still_meet_their_deadline() -> None:
+    # one stream, batches of at most 4 taking 1 ms + 1 ms per slot; D = 10 ms
+    tasks = [TaskSpec(f"t{i}", 0.1, LP, 1, (1e-3,), deadline=0.01, model="m") for i in range(8)]
+    s = sched(tasks, sizes=(1, 2, 4), batch_afet=linear_batch_time(1e-3, 1e-3), pad_limit=0.0, lp_admit_margin=None)
+    for t in tasks[:4]:
+        s.release(t.name, 0.0)  # these four are late at 12 ms
+    for t in tasks[4:]:
+        s.release(t.name, 0.012)  # these can still make 22 ms
+    (d,) = s.dispatch_batches(0.012)
+    assert {j.task for j in d.jobs} == {"t4", "t5", "t6", "t7"}  # the ones that can still make it go first
+    assert d.predicted_finish <= d.virtual_deadline == pytest.approx(0.022)
+    s.complete_batch(d, 0.017, 0.005)
+    (d2,) = s.dispatch_batches(0.017)
+    assert {j.task for j in d2.jobs} == {"t0", "t1", "t2", "t3"} and d2.virtual_deadline == math.inf
+
+
+def test_min_size_keeps_nearly_late_stages_from_shrinking_the_batch() -> None:
+    tasks = [TaskSpec(f"t{i}", 0.1, LP, 1, (1e-3,), deadline=0.01, model="m") for i in range(8)]
+    for min_size, want in ((1, 1), (8, 8)):
+        s = sched(tasks, sizes=(1, 2, 4, 8), batch_afet=linear_batch_time(1e-3, 1e-3), pad_limit=0.0,
+                  lp_admit_margin=None, min_size=min_size)
+        s.release("t0", 0.0)
+        for t in tasks[1:]:
+            s.release(t.name, 0.0075)
+        # t0 has 2.5 ms left at 7.5 ms: a batch of 1 (2 ms) saves it; a batch of 8 (9 ms) cannot
+        (d,) = s.dispatch_batches(0.0075)
+        assert d.n_jobs == want

@@ -1,0 +1,301 @@
+"""The ``mps`` backend: MPS client worker processes, one per context.
+
+GPU tests (``-m gpu``, run as root on the GPU machine, where ``nvidia-cuda-mps-control`` works): each
+worker reports the SM count eq. 9 implies (its device properties inside the MPS client), staged outputs
+equal the eager model's, the engine runs end to end on it, the daemon the backend started is gone after
+``close``, and a SIGKILLed worker is detected by the engine's watchdog and replaced. The tests use their
+own pipe directory, so they never touch a daemon of the machine.
+
+Without a GPU: a clear error when MPS is unavailable, the thread percentage of eq. 9, and the whole
+request/completion protocol (shared-memory rings and slots, worker-resident intermediates, SIGKILL
+detection and replacement) with CPU workers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from daris_ros.runtime.backends import BackendError
+from daris_ros.runtime.backends.mps import MpsBackend, WorkerTensor, mps_thread_percentage
+from daris_ros.runtime.backends.mps_daemon import MpsDaemon, mps_processes
+from daris_ros.runtime.models import build_staged_model
+
+PIPE = "/tmp/daris-mps-test"
+LOG = "/tmp/daris-mps-test-log"
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+needs_mps = pytest.mark.skipif(shutil.which("nvidia-cuda-mps-control") is None, reason="no nvidia-cuda-mps-control")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
+
+
+def _chain(b: MpsBackend, c: int, s: int, key: str, x: torch.Tensor, n_stages: int) -> tuple[object, list[float]]:
+    """Run every stage of ``key`` on (c, s) through the lean API; returns the final output and stage times."""
+    times = []
+    for j in range(n_stages):
+        b.send(c, s, key, j, x)
+        got: list = []
+        deadline = time.monotonic() + 60
+        while not got:
+            assert time.monotonic() < deadline, "no completion in 60 s"
+            got = b.poll(1.0)
+        assert len(got) == 1 and got[0].error is None, got
+        x = got[0].output
+        times.append(got[0].exec_time)
+        if j < n_stages - 1:
+            assert isinstance(x, WorkerTensor) and x.context == c  # intermediates stay in the worker
+    return x, times
+
+
+def _job(b: MpsBackend, c: int, key: str, x: torch.Tensor, n_stages: int) -> object:
+    """One whole job through the worker-side stage queue (send_job)."""
+    now = time.monotonic()
+    b.send_job(c, key, x, priority=0, release=now, deadlines=tuple(now + 0.1 * (j + 1) for j in range(n_stages)))
+    got: list = []
+    deadline = time.monotonic() + 60
+    while not got:
+        assert time.monotonic() < deadline, "no completion in 60 s"
+        got = b.poll(1.0)
+    assert len(got) == 1 and got[0].error is None, got
+    return got[0]
+
+
+# -- without a GPU ---------------------------------------------------------------------------------------
+def test_missing_mps_control_is_a_clear_error() -> None:
+    d = MpsDaemon("/tmp/daris-mps-none", "/tmp/daris-mps-none-log", control="nvidia-cuda-mps-control-missing")
+    with pytest.raises(BackendError, match="MPS is unavailable.*not on PATH"):
+        d.ensure()
+    assert not d.started
+
+
+def test_thread_percentage_gives_eq9_sm_count() -> None:
+    # MPS hands out SMs in pairs, rounding down (25% of 132 -> 32): half an SM above the share lands on it
+    for sms in (32, 34, 44, 66, 88, 132):
+        pct = mps_thread_percentage(sms, 132)
+        assert int(pct / 100 * 132) // 2 * 2 == sms
+    assert mps_thread_percentage(132, 132) == 100.0
+
+
+@pytest.mark.slow
+def test_protocol_with_cpu_workers() -> None:
+    """Rings, slots, worker-resident intermediates, the submit path and SIGKILL recovery, on CPU workers."""
+    torch.manual_seed(0)
+    model = build_staged_model("resnet18", input_size=(32, 32))
+    b = MpsBackend(n_contexts=2, n_streams=2, cpu_workers=True)
+    b.start({"r": model})
+    try:
+        x0 = torch.randn(1, 3, 32, 32)
+        with torch.inference_mode():
+            ref = model(x0)
+        y, times = _chain(b, 1, 1, "r", x0, model.num_stages)
+        assert torch.equal(y, ref)
+        assert all(t > 0 for t in times)
+        c = _job(b, 1, "r", x0, model.num_stages)  # the worker-side stage queue runs the whole job
+        assert torch.equal(c.output, ref) and len(c.stage_times) == model.num_stages
+        old = b.worker_pid(0)
+        os.kill(old, signal.SIGKILL)
+        b.send(0, 0, "r", 0, x0)
+        lost = b.poll(5.0)
+        while not b.workers[0].lost_handled:
+            lost += b.poll(0.1)
+        assert not b.worker_alive(0, 0) and b.worker_died_at(0, 0) is not None
+        b.restart_worker(0, 0)
+        assert b.worker_alive(0, 0) and b.worker_pid(0) != old
+        assert all(c.error is not None for c in lost)  # the stage sent to the dying worker failed...
+        y, _ = _chain(b, 0, 0, "r", x0, model.num_stages)  # ...its replacement serves
+        assert torch.equal(y, ref)
+        assert b.faults and b.faults[0]["old_pid"] == old
+    finally:
+        b.close()
+
+
+# -- on the GPU ------------------------------------------------------------------------------------------
+@pytest.fixture
+def private_daemon_dirs() -> Iterator[tuple[str, str]]:
+    assert not mps_processes(PIPE), "an MPS daemon of the test pipe directory is already running"
+    yield PIPE, LOG
+    leftover = mps_processes(PIPE)
+    for pid, _ in leftover:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftover, f"MPS processes left behind: {leftover}"
+
+
+@pytest.mark.gpu
+@needs_mps
+@needs_gpu
+@pytest.mark.parametrize(("nc", "ns", "os_"), [(3, 1, 1.0), (4, 1, 1.0), (3, 2, 2.0)])
+@pytest.mark.usefixtures("private_daemon_dirs")
+def test_workers_see_eq9_sms_and_daemon_stops(nc: int, ns: int, os_: float) -> None:
+    b = MpsBackend(n_contexts=nc, n_streams=ns, oversubscription=os_, pipe_dir=PIPE, log_dir=LOG)
+    try:
+        b.start({"r": build_staged_model("resnet18", input_size=(64, 64))})
+        assert b.daemon is not None and b.daemon.started
+        assert any(name == "nvidia-cuda-mps-control" for _, name in mps_processes(PIPE))
+        seen = b.sm_counts()
+        print(f"\nmps {nc}x{ns} OS={os_}: eq. 9 -> {b.sm_per_context} SMs, "
+              f"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE={b.thread_percentage:.4f}, workers report {seen}, "
+              f"start-up {[round(s.ready_at - s.spawned_at, 2) for s in b.workers]} s, "
+              f"pinned slots {[s.info.get('pinned') for s in b.workers]}")
+        assert seen == [b.sm_per_context] * nc
+        assert all(s.info.get("pinned") for s in b.workers)
+    finally:
+        b.close()
+    assert not mps_processes(PIPE), "the daemon this backend started is still running"
+
+
+@pytest.mark.gpu
+@needs_mps
+@needs_gpu
+@pytest.mark.usefixtures("private_daemon_dirs")
+def test_outputs_equal_eager_and_submit_path() -> None:
+    torch.manual_seed(0)
+    models = {"r": build_staged_model("resnet18"), "u": build_staged_model("unet")}
+    b = MpsBackend(n_contexts=2, n_streams=2, oversubscription=1.0, pipe_dir=PIPE, log_dir=LOG)
+    b.start(models)
+    try:
+        refs = {k: m.to("cuda").eval() for k, m in models.items()}  # (this process: no MPS client)
+        errs, exact = [], 0
+        for key, m in refs.items():
+            for c in range(2):
+                for s in range(2):
+                    x0 = torch.randn(1, 3, 224, 224)
+                    with torch.inference_mode():
+                        ref = m(x0.cuda()).cpu()
+                    y, times = _chain(b, c, s, key, x0, m.num_stages)
+                    assert y.shape == ref.shape and all(0 < t < 1.0 for t in times), times
+                    errs.append(_rel(y, ref))
+                    exact += int(torch.equal(y, ref))
+                job = _job(b, c, key, x0, m.num_stages)  # worker-side stage queue
+                assert len(job.stage_times) == m.num_stages
+                errs.append(_rel(job.output, ref))
+        print(f"\nmps outputs vs eager: rel err max {max(errs):.2e}, bit-exact {exact}/{len(errs)}")
+        assert max(errs) < 1e-3
+    finally:
+        b.close()
+    # the Backend protocol (reader thread), on a fresh backend
+    b = MpsBackend(n_contexts=2, n_streams=1, oversubscription=2.0, pipe_dir=PIPE, log_dir=LOG)
+    b.start({"r": models["r"].cpu()})
+    try:
+        done = threading.Event()
+        got: list[tuple[int, float]] = []
+
+        def step(j: int, x: object) -> None:
+            def cb(y: object, dt: float, err: BaseException | None) -> None:
+                assert err is None, err
+                got.append((j, dt))
+                if j + 1 < 4:
+                    step(j + 1, y)
+                else:
+                    done.set()
+            b.submit(1, 0, "r", j, x, cb)
+
+        step(0, torch.randn(1, 3, 224, 224))
+        assert done.wait(30.0)
+        assert [j for j, _ in got] == [0, 1, 2, 3] and all(dt > 0 for _, dt in got)
+        y, dt = b.run_now("r", 0, torch.randn(1, 3, 224, 224))
+        assert isinstance(y, WorkerTensor) and dt > 0
+    finally:
+        b.close()
+
+
+def _settings(nc: int, ns: int, os_: float, timeout: float = 2.0) -> object:
+    from daris_ros.settings import SchedulerSettings, TaskSettings
+
+    tasks = tuple(TaskSettings(name=f"t{i}", topic=f"/c{i}", priority="HP" if i == 0 else "LP", period=0.05,
+                               deadline=0.05, model="resnet18", input_size=(224, 224)) for i in range(3))
+    return SchedulerSettings(policy="MPS+STR" if ns > 1 else "MPS", backend="mps", device="cuda", n_contexts=nc,
+                             n_streams=ns, oversubscription=os_, tasks=tasks, profile_runs=3,
+                             worker_stage_timeout=timeout)
+
+
+@pytest.mark.gpu
+@needs_mps
+@needs_gpu
+@pytest.mark.parametrize("spares", [0, 1])
+@pytest.mark.usefixtures("private_daemon_dirs")
+def test_engine_end_to_end_and_sigkill_recovery(spares: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daris_ros.runtime.engine import Engine
+
+    monkeypatch.setenv("DARIS_MPS_PIPE_DIRECTORY", PIPE)
+    monkeypatch.setenv("DARIS_MPS_LOG_DIRECTORY", LOG)
+    monkeypatch.setenv("DARIS_MPS_SPARES", str(spares))
+    results = []
+    lock = threading.Lock()
+
+    def on_result(r: object) -> None:
+        with lock:
+            results.append(r)
+
+    eng = Engine(_settings(2, 2, 1.0, timeout=30.0), on_result=on_result)
+    frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    try:
+        eng.load_models()
+        afet = eng.profile()
+        eng.start()
+        b = eng.backend
+        assert b.name == "mps" and b.device == "cpu"  # this process preprocesses on the host
+
+        def release(n: int, gap: float) -> float:
+            t_first = time.monotonic()
+            for _ in range(n):
+                for t in ("t0", "t1", "t2"):
+                    eng.release(t, frame, receive_time=time.monotonic())
+                time.sleep(gap)
+            return t_first
+
+        def drain(timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while eng.in_flight() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert eng.in_flight() == 0, f"{eng.in_flight()} jobs never finished"
+
+        release(20, 0.01)
+        drain(10)
+        assert len(results) >= 20 and all(not r.error and len(r.class_ids) == 5 for r in results)
+        n_before = len(results)
+        old = b.worker_pid(0)
+        killer = threading.Timer(0.05, os.kill, (old, signal.SIGKILL))
+        killer.start()
+        release(20, 0.005)  # releases go on while the worker dies and is replaced
+        deadline = time.monotonic() + 120
+        while (eng.faults.worker_faults == 0 or not b.worker_alive(0, 0) or b.worker_pid(0) == old
+               or b.workers[0].state != "ready"):
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.01)
+        drain(30)
+        t_refill = time.monotonic()
+        if spares:  # a new spare starts (CUDA init, model load, graph capture) while jobs run
+            release(20, 0.01)
+            drain(30)
+            if b._spare_thread is not None:
+                b._spare_thread.join(120)
+        during = [r for r in results if r.release_time >= t_refill - 1e-3]
+        t_after = release(20, 0.01)
+        drain(30)
+        rec = eng.faults.records[0]
+        bf = b.faults[0]
+        after = [r for r in results if r.release_time >= t_after - 1e-3]
+        errors = [r for r in results[n_before:] if r.error]
+        print(f"\nmps engine: AFET {afet}; SIGKILL pid {old} -> {b.worker_pid(0)} (spares={spares}): detected "
+              f"{rec.detection_ms:.1f} ms after death, replacement serving {(bf['ready'] - bf['died']) * 1e3:.1f} "
+              f"ms after death, engine recovery {rec.recovery_ms:.1f} ms ({rec.outcome}); jobs failed with the "
+              f"worker: {len(errors)} ({sorted({r.error[:40] for r in errors})}); while a new spare started: "
+              f"{sum(r.met for r in during if r.release_time < t_after)}/"
+              f"{sum(1 for r in during if r.release_time < t_after)} met; after recovery {len(after)} jobs, "
+              f"{sum(r.met for r in after)} met")
+        assert eng.faults.worker_faults == 1 and rec.reason == "died"
+        assert all("WorkerLost" in r.error or "lost" in r.error for r in errors)
+        assert all(not r.error for r in after) and len(after) >= 60
+    finally:
+        eng.close()
