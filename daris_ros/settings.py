@@ -78,6 +78,9 @@ class SchedulerSettings:
     rejection_rate_warn: float = 0.0
     stale_warn_periods: int = 1
     max_pixels: int = 4096 * 4096
+    stamp_future_tolerance: float = 1.0  # s; frames stamped further ahead of the node's clock are dropped
+    stamp_past_tolerance: float = 0.0  # s; frames stamped further behind are dropped (0: no check)
+    worker_stage_timeout: float = 2.0  # s; a stage running longer means a hung worker (0: no check)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -170,6 +173,9 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         rejection_rate_warn=float(raw.get("rejection_rate_warn", 0.0)),
         stale_warn_periods=int(raw.get("stale_warn_periods", 1)),
         max_pixels=int(raw.get("max_pixels", 4096 * 4096)),
+        stamp_future_tolerance=float(raw.get("stamp_future_tolerance", 1.0)),
+        stamp_past_tolerance=float(raw.get("stamp_past_tolerance", 0.0)),
+        worker_stage_timeout=float(raw.get("worker_stage_timeout", 2.0)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -191,6 +197,9 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(0 <= s.rejection_rate_warn <= 1, "rejection_rate_warn", "must be within [0, 1]")
     _require(s.stale_warn_periods >= 1, "stale_warn_periods", f"{s.stale_warn_periods} is not allowed: >= 1")
     _require(s.max_pixels >= 1, "max_pixels", f"{s.max_pixels} is not allowed: >= 1")
+    for name in ("stamp_future_tolerance", "stamp_past_tolerance", "worker_stage_timeout"):
+        v = getattr(s, name)
+        _require(math.isfinite(v) and v >= 0, name, f"{v} s is not allowed: >= 0 (0 disables the check)")
     if s.backend == "cpu":
         _require(s.device == "cpu" or s.device.startswith("cuda"), "device",
                  f"{s.device!r} is not allowed: 'cpu' or 'cuda[:N]'")

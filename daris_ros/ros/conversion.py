@@ -1,11 +1,16 @@
 """sensor_msgs Image / CompressedImage -> HxWx3 RGB uint8 numpy array, with named errors.
 
-Every frame is validated here first (sizes, step, data length, encoding). 8-bit encodings are then
+Two steps. :func:`validate_image` / :func:`validate_compressed` (and :func:`check_stamp`) are the cheap
+checks the node runs on every frame the moment it arrives (sizes, step, data length, encoding; format,
+signature, header, size and end marker of compressed data; the stamp), so every malformed frame is
+counted even when a newer frame replaces it before a release. :func:`image_to_rgb` /
+:func:`compressed_to_rgb` convert the pixels at release time (they validate again). 8-bit encodings are
 converted by ROS 2's ``cv_bridge`` where it is importable (a ROS install), else by numpy; 16-bit mono is
 always converted here (the top byte, as an 8-bit picture).
 
 A malformed frame raises :class:`FrameError` whose ``reason`` is a short code the node counts per task
-(``dropped`` in the stats, and per reason in /diagnostics). Nothing here keeps state.
+(``dropped`` and ``drop_reasons``/``drop_counts`` in the stats, ``dropped.<reason>`` in /diagnostics).
+Nothing here keeps state.
 """
 
 from __future__ import annotations
@@ -53,27 +58,38 @@ class FrameError(ValueError):
         self.reason = reason
 
 
-def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Convert a ``sensor_msgs/msg/Image`` to an HxWx3 RGB uint8 array (a copy)."""
+def validate_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Header and size checks of a ``sensor_msgs/msg/Image``: O(1), no pixel is read.
+
+    Raises :class:`FrameError` (encoding, zero or too large size, step, data length)."""
     enc = msg.encoding
     if enc not in _ENCODINGS:
         raise FrameError("unknown_encoding",
                          f"encoding {enc!r} is not supported (use one of {', '.join(SUPPORTED_ENCODINGS)})")
-    channels, kind, order = _ENCODINGS[enc]
+    channels, kind, _ = _ENCODINGS[enc]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
         raise FrameError("zero_size", f"image size {w}x{h} is empty")
     if h * w > max_pixels:
         raise FrameError("too_large", f"image size {w}x{h} exceeds the limit of {max_pixels} pixels")
-    itemsize = 2 if kind == "u2" else 1
-    row = w * channels * itemsize
+    row = w * channels * (2 if kind == "u2" else 1)
     if step < row:
         raise FrameError("bad_step", f"step {step} < width*channels*bytes = {row} for {enc}")
-    data = msg.data
-    n = len(data)
+    n = len(msg.data)
     if n != h * step:
         reason = "short_data" if n < h * step else "long_data"
         raise FrameError(reason, f"data has {n} bytes, expected height*step = {h * step}")
+
+
+def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Convert a ``sensor_msgs/msg/Image`` to an HxWx3 RGB uint8 array (a copy)."""
+    validate_image(msg, max_pixels)
+    enc = msg.encoding
+    channels, kind, order = _ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = 2 if kind == "u2" else 1
+    row = w * channels * itemsize
+    data = msg.data
     if _CV_BRIDGE is not None and itemsize == 1:
         # validated above, so cv_bridge only ever sees well-formed frames
         return np.ascontiguousarray(_CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
@@ -90,23 +106,82 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return np.ascontiguousarray(px[:, :, list(order)])
 
 
-def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a ``sensor_msgs/msg/CompressedImage`` (jpeg or png) to HxWx3 RGB uint8."""
+_JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_EOI = b"\xff\xd9"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def _open_header(data: bytes, fmt: str, max_pixels: int) -> Any:
+    """Pillow image opened lazily (only the header is parsed), with the size checked."""
     from PIL import Image as PILImage
 
+    try:
+        im = PILImage.open(io.BytesIO(data))
+    except PILImage.DecompressionBombError as exc:
+        raise FrameError("too_large", f"{fmt or 'compressed'} image: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
+        raise FrameError("corrupt_compressed", f"cannot read the {fmt or 'compressed'} header: {exc}") from exc
+    w, h = im.size
+    if w == 0 or h == 0:
+        im.close()
+        raise FrameError("zero_size", f"image size {w}x{h} is empty")
+    if w * h > max_pixels:
+        im.close()
+        raise FrameError("too_large", f"image size {w}x{h} exceeds the limit of {max_pixels} pixels")
+    return im
+
+
+def validate_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Cheap checks of a ``sensor_msgs/msg/CompressedImage`` (no pixel is decoded): format string, a
+    JPEG or PNG signature, a parsable header with a size within ``max_pixels``, and the end-of-stream
+    marker (JPEG EOI, trailing zero padding allowed; PNG IEND), whose absence means a truncated frame.
+
+    Corruption inside the entropy-coded data is only found by decoding (:func:`compressed_to_rgb`)."""
     fmt = (msg.format or "").lower()
     if fmt and "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
         raise FrameError("unknown_format", f"compressed format {msg.format!r} is not jpeg or png")
     data = bytes(msg.data)
     if not data:
         raise FrameError("zero_size", "compressed image has no data")
-    try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise FrameError("too_large", f"image size {w}x{h} exceeds the limit of {max_pixels} pixels")
+    is_jpeg = data.startswith(_JPEG_SOI)
+    if not is_jpeg and not data.startswith(_PNG_SIGNATURE):
+        raise FrameError("corrupt_compressed", "data starts with neither a JPEG nor a PNG signature")
+    _open_header(data, fmt, max_pixels).close()
+    if is_jpeg and not data.rstrip(b"\x00").endswith(_JPEG_EOI):
+        raise FrameError("truncated_compressed", "JPEG data does not end with an EOI marker (truncated)")
+    if not is_jpeg and not data.endswith(_PNG_IEND):
+        raise FrameError("truncated_compressed", "PNG data does not end with an IEND chunk (truncated)")
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a ``sensor_msgs/msg/CompressedImage`` (jpeg or png) to HxWx3 RGB uint8."""
+    fmt = (msg.format or "").lower()
+    if fmt and "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
+        raise FrameError("unknown_format", f"compressed format {msg.format!r} is not jpeg or png")
+    data = bytes(msg.data)
+    if not data:
+        raise FrameError("zero_size", "compressed image has no data")
+    with _open_header(data, fmt, max_pixels) as im:
+        try:
             return np.asarray(im.convert("RGB"))
-    except FrameError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
-        raise FrameError("corrupt_compressed", f"cannot decode {fmt or 'compressed'} image: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
+            raise FrameError("corrupt_compressed", f"cannot decode {fmt or 'compressed'} image: {exc}") from exc
+
+
+def check_stamp(sec: int, nanosec: int, now_ns: int, future_tolerance: float, past_tolerance: float) -> None:
+    """Raise :class:`FrameError` for a zero stamp, or one more than ``future_tolerance`` seconds ahead of /
+    ``past_tolerance`` seconds behind ``now_ns`` (the node's clock). A tolerance <= 0 disables that check;
+    ``now_ns == 0`` (sim time before the first /clock) skips both."""
+    stamp_ns = int(sec) * 1_000_000_000 + int(nanosec)
+    if stamp_ns == 0:
+        raise FrameError("zero_stamp", "header.stamp is zero (the camera driver set no time)")
+    if now_ns <= 0:
+        return
+    ahead = (stamp_ns - now_ns) * 1e-9
+    if future_tolerance > 0 and ahead > future_tolerance:
+        raise FrameError("stamp_future", f"header.stamp is {ahead:.3f} s ahead of the node's clock "
+                                         f"(tolerance {future_tolerance:g} s)")
+    if past_tolerance > 0 and -ahead > past_tolerance:
+        raise FrameError("stamp_past", f"header.stamp is {-ahead:.3f} s behind the node's clock "
+                                       f"(tolerance {past_tolerance:g} s)")

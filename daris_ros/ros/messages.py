@@ -61,10 +61,14 @@ class TaskInputCounters:
     superseded: int = 0
     stale: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    frame_id_changes: int = 0  # good frames whose frame_id differs from the previous good frame's
 
     @property
     def dropped_total(self) -> int:
         return sum(self.dropped.values())
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
 def _nz(x: float) -> float:
@@ -98,6 +102,9 @@ class TaskRow:
     p99: float
     max: float
     mret: float
+    pending: int = 0  # 1 while the newest good frame waits for a release
+    frame_id_changes: int = 0
+    drop_reasons: tuple[tuple[str, int], ...] = ()  # (reason, count), sorted by reason
 
 
 def task_stats_msg(row: TaskRow) -> TaskStats:
@@ -113,6 +120,10 @@ def task_stats_msg(row: TaskRow) -> TaskStats:
     m.jps, m.miss_rate = row.jps, row.miss_rate
     m.response_p50, m.response_p99, m.response_max = _nz(row.p50), _nz(row.p99), _nz(row.max)
     m.mret = _nz(row.mret)
+    m.pending = row.pending
+    m.frame_id_changes = row.frame_id_changes
+    m.drop_reasons = [r for r, _ in row.drop_reasons]
+    m.drop_counts = [n for _, n in row.drop_reasons]
     return m
 
 
@@ -186,7 +197,11 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInp
     if rejected > 0 and rejected / max(released, 1) > th.rejection_rate_warn:
         problems.append((DiagnosticStatus.WARN, f"{rejected} of {released} jobs rejected"))
     if period_delta.get("dropped", 0) > 0:
-        problems.append((DiagnosticStatus.WARN, f"{period_delta['dropped']} malformed frames dropped"))
+        why = ", ".join(f"{k[len('dropped.'):]}: {v}" for k, v in sorted(period_delta.items())
+                        if k.startswith("dropped.") and v > 0)
+        problems.append((DiagnosticStatus.WARN, f"{period_delta['dropped']} malformed frames dropped ({why})"))
+    if period_delta.get("frame_id_changes", 0) > 0:
+        problems.append((DiagnosticStatus.WARN, f"frame_id changed {period_delta['frame_id_changes']} times"))
     st = DiagnosticStatus()
     st.name = f"{node}: task {row.task}"
     st.hardware_id = hardware_id
@@ -198,20 +213,27 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInp
         _kv("released", row.released), _kv("admitted", row.admitted),
         _kv("rejected", row.rejected), _kv("completed", row.completed), _kv("missed", row.missed),
         _kv("miss_rate", row.miss_rate), _kv("stale", row.stale), _kv("dropped", row.dropped),
+        _kv("pending", row.pending), _kv("frame_id_changes", row.frame_id_changes),
         _kv("jps", row.jps), _kv("response_p99_ms", _nz(row.p99) * 1e3), _kv("mret_ms", _nz(row.mret) * 1e3),
     ] + [_kv(f"dropped.{reason}", n) for reason, n in sorted(counters.dropped.items())]
     return st
 
 
 def scheduler_diagnostic(node: str, hardware_id: str, info: Mapping[str, object],
-                         task_statuses: list[DiagnosticStatus]) -> DiagnosticStatus:
+                         task_statuses: list[DiagnosticStatus], new_worker_faults: int = 0) -> DiagnosticStatus:
+    """The scheduler's status: the worst task level, WARN at least when a worker failed (and was replaced)
+    during the last stats period. ``info`` becomes the KeyValues."""
     st = DiagnosticStatus()
     st.name = f"{node}: scheduler"
     st.hardware_id = hardware_id
     worst = max((s.level for s in task_statuses), default=DiagnosticStatus.OK)
-    st.level = worst
     n_bad = sum(1 for s in task_statuses if s.level != DiagnosticStatus.OK)
-    st.message = "OK" if worst == DiagnosticStatus.OK else f"{n_bad} task(s) not OK"
+    parts = [] if worst == DiagnosticStatus.OK else [f"{n_bad} task(s) not OK"]
+    if new_worker_faults > 0:
+        worst = max(worst, DiagnosticStatus.WARN)
+        parts.append(f"{new_worker_faults} worker fault(s) detected and recovered")
+    st.level = worst
+    st.message = "; ".join(parts) if parts else "OK"
     st.values = [_kv(k, v) for k, v in info.items()]
     return st
 

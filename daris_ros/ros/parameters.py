@@ -61,6 +61,16 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "a task's diagnostic turns WARN.", read_only=False, int_range=(1, 100000)),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
+    ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "
+              "the node's clock are dropped and counted as stamp_future (0: no check).", read_only=False,
+              float_range=(0.0, 3600.0)),
+    ParamSpec("stamp_past_tolerance", 0.0, "Frames whose header.stamp is more than this many seconds behind the "
+              "node's clock are dropped and counted as stamp_past (0: no check; the default, because a bag "
+              "replayed on the wall clock carries its recorded stamps). On a vehicle e.g. 1.0.", read_only=False,
+              float_range=(0.0, 1e9)),
+    ParamSpec("worker_stage_timeout", 2.0, "A stage running longer than this (seconds) marks its worker as hung: "
+              "the worker is replaced and the stage retried once (0: no hang check; dead workers are always "
+              "detected).", float_range=(0.0, 3600.0)),
     ParamSpec("task_names", [], "Names of the camera tasks; each has parameters tasks.<name>.*. Settable: "
               "removing a name stops that task, adding one declares tasks.<name>.* and starts the task once "
               "they are valid (values from the parameter file are used when present).", read_only=False,

@@ -3,15 +3,26 @@
 Start-up order: read and validate parameters -> load models (resident in every context) -> profile the
 initial AFET -> offline phase (Algorithm 1) -> subscribe to cameras and start the release timers.
 
-Each task keeps only the latest frame of its camera. At each release (a timer at the task's period) the
-node converts that frame and hands it to the engine, which runs the DARIS online phase. A period with no
-new frame is counted as stale, not inferred twice; a malformed frame is counted per reason and dropped.
+Each task keeps only the latest good frame of its camera. Every frame is checked the moment it arrives
+(CDR decoding, header and sizes, compressed signature/header/end marker, stamp): a malformed one is
+counted per task and reason and dropped, and never replaces the last good frame. A good frame whose
+frame_id differs from the previous good frame's is processed and counted (``frame_id_changes``). At each
+release (a timer at the task's period) the node converts the latest good frame's pixels and hands them
+to the engine, which runs the DARIS online phase; a decoding error found then is counted as a drop too.
+A period with no new frame is counted as stale, not inferred twice. Per task, always:
+``frames == released + superseded + dropped + pending`` (pending: 1 while the newest good frame waits for
+a release).
+
+SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0. Exit
+code 2: an invalid parameter; 3: the backend cannot run (BackendError) or the GPU ran out of memory while
+starting; in every case the engine and its workers are closed first (no half-started node).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import sys
 import threading
 import time
@@ -27,11 +38,20 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from daris_ros.msg import InferenceResult, SchedulerStats
-from daris_ros.ros.conversion import FrameError, compressed_to_rgb, image_to_rgb
+from daris_ros.ros.conversion import (
+    FrameError,
+    check_stamp,
+    compressed_to_rgb,
+    image_to_rgb,
+    validate_compressed,
+    validate_image,
+)
 from daris_ros.ros.messages import (
     DiagnosticThresholds,
     TaskInputCounters,
@@ -45,15 +65,27 @@ from daris_ros.ros.messages import (
     task_stats_msg,
 )
 from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
+from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
+
+
+class StartupInterrupted(BaseException):
+    """SIGINT/SIGTERM while the node was still starting (loading models, profiling)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.phase = "init"
 
 
 @dataclass(slots=True)
 class _TaskState:
     settings: TaskSettings
     publisher: Any
+    msg_type: Any = Image
     counters: TaskInputCounters = field(default_factory=TaskInputCounters)
+    frame_id: str | None = None  # of the last good frame
     latest: Any = None
     latest_receive: float = 0.0
     latest_seq: int = 0
@@ -69,6 +101,20 @@ class SchedulerNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("daris_scheduler", **kwargs)
+        self._phase = "parameters"
+        try:
+            self._setup()
+        except BaseException as exc:  # SIGINT/SIGTERM (StartupInterrupted) or a failed start: no half-started node
+            try:
+                exc.daris_phase = self._phase  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+            if isinstance(exc, StartupInterrupted):
+                exc.phase = self._phase
+            self.destroy_node()
+            raise
+
+    def _setup(self) -> None:
         self.settings = declare_and_read(self, known_models=None)
         _check_models(self.settings)
         if not self.settings.tasks:
@@ -82,16 +128,11 @@ class SchedulerNode(Node):
         self._thresholds = DiagnosticThresholds(s.miss_rate_warn, s.miss_rate_error, s.rejection_rate_warn,
                                                 s.stale_warn_periods)
         self._last_stats_time = time.monotonic()
+        self._stamp_tolerance = (s.stamp_future_tolerance, s.stamp_past_tolerance)
+        self._last_worker_faults = 0
+        self._load_and_profile(s)
 
-        self.engine = Engine(s, on_result=self._on_result)
-        self.get_logger().info(
-            f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
-            f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
-        self.engine.load_models()
-        afet = self.engine.profile()
-        self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
-        self.engine.start()
-
+        self._phase = "subscribing"
         self._tasks: dict[str, _TaskState] = {}
         self._pending: set[str] = set()  # added to task_names, waiting for valid tasks.<name>.* values
         self._stats_pub = self.create_publisher(SchedulerStats, "daris/stats", 10)
@@ -102,9 +143,24 @@ class SchedulerNode(Node):
         self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._phase = "running"
         self.get_logger().info(
             "running: " + ", ".join(f"{t.name}({t.priority} {t.rate:g} Hz {t.model} <- {t.topic})"
                                     for t in s.tasks))
+
+    def _load_and_profile(self, s: Any) -> None:
+        self._phase = "loading"  # (creating the backend included: devices, MPS daemon, worker processes)
+        self.engine = Engine(s, on_result=self._on_result)
+        self.get_logger().info(
+            f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
+            f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
+        self.engine.load_models()
+        self._phase = "profiling"
+        self.get_logger().info(f"profiling the initial AFET ({s.profile_runs} run(s) per stage)")
+        afet = self.engine.profile()
+        self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
+        self._phase = "starting"
+        self.engine.start()
 
     def _start_task(self, t: TaskSettings) -> None:
         """Result publisher, camera subscription and release timer of one task."""
@@ -113,9 +169,12 @@ class SchedulerNode(Node):
             depth=t.qos_depth, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
             reliability=ReliabilityPolicy.RELIABLE if t.qos_reliability == "reliable"
             else ReliabilityPolicy.BEST_EFFORT)
-        st = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic, 10))
+        st = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic, 10),
+                        msg_type=msg_type)
         self._tasks[t.name] = st
-        st.subscription = self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos)
+        # raw: the CDR bytes are decoded in _on_frame, so a frame the middleware cannot decode is counted too
+        st.subscription = self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos,
+                                                   raw=True)
         st.timer = self.create_timer(t.period, lambda n=t.name: self._release(n))
 
     def _stop_task(self, name: str) -> None:
@@ -125,33 +184,76 @@ class SchedulerNode(Node):
         self.destroy_publisher(st.publisher)
 
     # -- inputs -----------------------------------------------------------------------------------------
-    def _on_frame(self, task: str, msg: Any) -> None:
-        st = self._tasks[task]
+    def _on_frame(self, task: str, raw: bytes) -> None:
+        """Every received frame: counted, checked at once (cheap checks, no pixel decoded), kept if good."""
+        st = self._tasks.get(task)
+        if st is None:
+            return
+        st.counters.frames += 1
+        try:
+            msg = self._checked_frame(st, raw)
+        except FrameError as exc:
+            self._drop(st, exc.reason, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever a frame holds, the node keeps running
+            self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
+            return
+        frame_id = msg.header.frame_id
+        if st.frame_id is not None and frame_id != st.frame_id:
+            st.counters.frame_id_changes += 1
+            self.get_logger().warning(f"task {task}: frame_id changed from {st.frame_id!r} to {frame_id!r} on "
+                                      f"{st.settings.topic} (frame processed)", throttle_duration_sec=5.0)
+        st.frame_id = frame_id
         if st.latest_seq > st.released_seq:
-            st.counters.superseded += 1  # the previous frame was never taken by a release
+            st.counters.superseded += 1  # the previous good frame was never taken by a release
         st.latest = msg
         st.latest_receive = time.monotonic()
         st.latest_seq += 1
-        st.counters.frames += 1
+
+    def _checked_frame(self, st: _TaskState, raw: bytes) -> Any:
+        try:
+            msg = deserialize_message(raw, st.msg_type)
+        except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError (and others) for bad CDR
+            raise FrameError("undecodable", f"cannot decode the message: {exc}") from exc
+        if st.settings.input_type == "compressed":
+            validate_compressed(msg, self.settings.max_pixels)
+        else:
+            validate_image(msg, self.settings.max_pixels)
+        future, past = self._stamp_tolerance
+        check_stamp(msg.header.stamp.sec, msg.header.stamp.nanosec, self.get_clock().now().nanoseconds,
+                    future, past)
+        return msg
+
+    def _drop(self, st: _TaskState, reason: str, why: str) -> None:
+        st.counters.drop(reason)
+        self.get_logger().warning(f"task {st.settings.name}: dropped a frame from {st.settings.topic} ({reason}): "
+                                  f"{why}", throttle_duration_sec=5.0)
 
     def _release(self, task: str) -> None:
-        st = self._tasks[task]
+        st = self._tasks.get(task)
+        if st is None:
+            return
         if st.latest_seq == st.released_seq:
             st.counters.stale += 1
             return
         st.released_seq = st.latest_seq
         msg = st.latest
+        st.latest = None  # the frame is handed on (or dropped): do not keep its pixels
         try:
             if st.settings.input_type == "compressed":
                 frame = compressed_to_rgb(msg, self.settings.max_pixels)
             else:
                 frame = image_to_rgb(msg, self.settings.max_pixels)
         except FrameError as exc:
-            st.counters.dropped[exc.reason] = st.counters.dropped.get(exc.reason, 0) + 1
-            self.get_logger().warning(f"task {task}: dropped a frame from {st.settings.topic}: {exc}",
-                                      throttle_duration_sec=5.0)
+            self._drop(st, exc.reason, str(exc))
             return
-        self.engine.release(task, frame, receive_time=st.latest_receive, meta=msg.header)
+        except Exception as exc:  # noqa: BLE001
+            self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
+            return
+        try:
+            self.engine.release(task, frame, receive_time=st.latest_receive, meta=msg.header)
+        except Exception as exc:  # noqa: BLE001 - counted and reported; the node keeps running
+            self._drop(st, "release_error", f"{type(exc).__name__}: {exc}")
 
     # -- outputs ----------------------------------------------------------------------------------------
     def _mono_to_ros(self) -> Callable[[float], Time]:
@@ -166,9 +268,13 @@ class SchedulerNode(Node):
 
     def _on_result(self, r: JobResult) -> None:
         st = self._tasks.get(r.task)
-        if st is None:
+        if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
             return
-        st.publisher.publish(result_msg(r, r.meta, self._mono_to_ros()))
+        try:
+            st.publisher.publish(result_msg(r, r.meta, self._mono_to_ros()))
+        except Exception:
+            if self.context.ok():
+                raise
 
     def task_rows(self) -> list[TaskRow]:
         """Current figures per task; JPS over the time since the previous call."""
@@ -191,7 +297,9 @@ class SchedulerNode(Node):
                     released=ts.released, admitted=ts.admitted, rejected=ts.rejected,
                     completed=ts.completed, missed=ts.missed, stale=st.counters.stale,
                     dropped=st.counters.dropped_total, migrations=ts.migrations, jps=jps,
-                    miss_rate=ts.dmr, p50=ts.p50, p99=ts.p99, max=ts.max_response, mret=sched.mret(name)))
+                    miss_rate=ts.dmr, p50=ts.p50, p99=ts.p99, max=ts.max_response, mret=sched.mret(name),
+                    pending=int(st.latest_seq > st.released_seq), frame_id_changes=st.counters.frame_id_changes,
+                    drop_reasons=tuple(sorted(st.counters.dropped.items()))))
             pstats = {p.name: {"p50": ps.p50, "p99": ps.p99, "max": ps.max_response}
                       for p, ps in sched.priority_stats().items()}
         self._pstats = pstats
@@ -199,10 +307,18 @@ class SchedulerNode(Node):
 
     def _info(self) -> dict[str, object]:
         s = self.settings
+        sched = self.engine.scheduler
+        with self.engine.locked():
+            queued = [sched.queue_length(k) for k in range(sched.layout.n_contexts)]
+            outstanding = sched.outstanding_stages()
         return {"policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
                 "n_streams": s.n_streams, "oversubscription": s.oversubscription,
-                "sm_per_context": self.engine.scheduler.sm_per_context(),
-                "uptime": time.monotonic() - self._started}
+                "sm_per_context": sched.sm_per_context(),
+                "uptime": time.monotonic() - self._started,
+                # bounded-queue evidence: jobs admitted and unfinished, stages queued (per context) or running
+                "in_flight_jobs": self.engine.in_flight(), "outstanding_stages": outstanding,
+                "queued_stages": ",".join(str(q) for q in queued),
+                **self.engine.faults.summary()}
 
     def _publish_stats(self) -> None:
         self.engine.refresh_unmeasured_afet()
@@ -220,12 +336,16 @@ class SchedulerNode(Node):
         for r in rows:
             st = self._tasks[r.task]
             now_counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected,
-                          "dropped": r.dropped}
+                          "dropped": r.dropped, "frame_id_changes": r.frame_id_changes,
+                          **{f"dropped.{k}": v for k, v in r.drop_reasons}}
             delta = {k: v - st.last_report.get(k, 0) for k, v in now_counts.items()}
             st.last_report = now_counts
             statuses.append(task_diagnostic(node, self.settings.device, r, st.counters, delta,
                                             self._thresholds))
-        statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses))
+        faults = self.engine.faults.worker_faults
+        statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses,
+                                                new_worker_faults=faults - self._last_worker_faults))
+        self._last_worker_faults = faults
         self._diag_pub.publish(diagnostic_array(header, statuses))
 
     # -- live tuning (ros2 param set) ----------------------------------------------------------------------
@@ -290,6 +410,10 @@ class SchedulerNode(Node):
             elif p.name == "stats_period":
                 self.destroy_timer(self._stats_timer)
                 self._stats_timer = self.create_timer(float(p.value), self._publish_stats)
+            elif p.name in ("stamp_future_tolerance", "stamp_past_tolerance"):
+                future, past = self._stamp_tolerance
+                self._stamp_tolerance = (float(p.value), past) if p.name == "stamp_future_tolerance" \
+                    else (future, float(p.value))
             elif p.name in ("miss_rate_warn", "miss_rate_error", "rejection_rate_warn", "stale_warn_periods"):
                 cast = int if p.name == "stale_warn_periods" else float
                 self._thresholds = dataclasses.replace(self._thresholds, **{p.name: cast(p.value)})
@@ -366,6 +490,9 @@ class SchedulerNode(Node):
         engine = getattr(self, "engine", None)  # absent when start-up failed before it was built
         if engine is not None:
             engine.close()
+        if getattr(self, "_destroyed", False):
+            return
+        self._destroyed = True
         super().destroy_node()
 
 
@@ -384,18 +511,68 @@ def _check_models_of(tasks: Any) -> None:
                               "or any torchvision classification model name")
 
 
+class _Signals:
+    """SIGINT/SIGTERM handling. While the node starts (loading models and profiling can take minutes on a
+    GPU) a Python handler raises :class:`StartupInterrupted` in the main thread, so start-up stops at once
+    and cleans up. Once it runs, rclpy's handlers take over (they wake the executor and shut the context
+    down); they chain to a Python handler that only notes the signal, so no exception can cut the
+    clean-up short."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._starting = True
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        first = self.received is None
+        self.received = signum if first else self.received
+        if first and self._starting:
+            raise StartupInterrupted(signum)
+
+    def running(self) -> None:
+        """Start-up done: rclpy's handlers from now on."""
+        self._starting = False
+        install_signal_handlers(SignalHandlerOptions.ALL)
+
+    def stop_raising(self) -> None:
+        self._starting = False
+
+
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    signals = _Signals()
+    signals.install()
     node = None
     try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = SchedulerNode()
-        rclpy.spin(node)
+        signals.running()
+        if signals.received is None:  # (a signal between start-up and here: exit without spinning)
+            rclpy.spin(node)
     except ConfigError as exc:
         print(f"[daris_scheduler] invalid configuration: {exc}", file=sys.stderr)
         return 2
+    except StartupInterrupted as exc:
+        print(f"[daris_scheduler] {exc} during start-up ({exc.phase}): stopped", file=sys.stderr)
+    except BackendError as exc:  # no device, MPS unavailable, a worker that does not start...
+        print(f"[daris_scheduler] the execution backend cannot run ({getattr(exc, 'daris_phase', 'start-up')}): "
+              f"{exc}", file=sys.stderr)
+        return 3
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as exc:
+        if node is None and type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            print(f"[daris_scheduler] out of GPU memory while {getattr(exc, 'daris_phase', 'starting')}: {exc}",
+                  file=sys.stderr)
+            return 3
+        # rclpy race: the signal handler shuts the context down while the executor builds its wait set
+        # (RCLError "context is not valid"; seen on a busy executor). That is the requested shutdown.
+        if rclpy.ok():
+            raise
     finally:
+        signals.stop_raising()  # nothing may interrupt the clean-up
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

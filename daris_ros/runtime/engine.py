@@ -15,6 +15,7 @@ about ROS: the node, the demo and the bench all use this class.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
@@ -35,6 +36,14 @@ from daris_ros.core import (
     effective_layout,
 )
 from daris_ros.runtime.backends import Backend, create_backend
+from daris_ros.runtime.watchdog import (
+    MAX_STAGE_RETRIES,
+    FaultLog,
+    FaultRecord,
+    Watchdog,
+    WorkerFault,
+    supports_recovery,
+)
 from daris_ros.settings import SchedulerSettings, TaskSettings
 
 log = logging.getLogger("daris_ros.engine")
@@ -101,6 +110,17 @@ class _Running:
 
 
 @dataclass(slots=True)
+class _Attempt:
+    """A stage submitted to (context, stream); ``token`` tells its completion from a lost attempt's."""
+
+    d: StageDispatch
+    token: int
+    submitted: float
+    retries: int = 0
+    fault: FaultRecord | None = None  # set on a retry: completing it ends the recovery
+
+
+@dataclass(slots=True)
 class EngineCounters:
     stage_errors: int = 0
     dispatches: int = 0
@@ -138,6 +158,12 @@ class Engine:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, int], _Running] = {}
         self._closed = False
+        # worker faults (daris_ros.runtime.watchdog): the stage in flight per (context, stream)
+        self.faults = FaultLog()
+        self._attempts: dict[tuple[int, int], _Attempt] = {}
+        self._tokens = itertools.count(1)
+        self._fault_lock = threading.Lock()
+        self._watchdog: Watchdog | None = None
 
     @staticmethod
     def _create_backend(settings: SchedulerSettings) -> Backend:
@@ -193,6 +219,13 @@ class Engine:
         # response_window bounds the per-task response-time history the stats percentiles are taken over
         self.scheduler = Scheduler(to_scheduler_config(self.settings, n_sm_max=n_sm, sm_granularity=gran), specs,
                                    response_window=RESPONSE_WINDOW)
+        if supports_recovery(self.backend) and self._watchdog is None:
+            b = self.backend
+            self._watchdog = Watchdog(
+                [(c, s) for c in range(b.n_contexts) for s in range(b.n_streams)], b.worker_alive,
+                self._attempts_in_flight, self.on_worker_fault,
+                stage_timeout=float(getattr(self.settings, "worker_stage_timeout", 0.0)), clock=self._clock)
+            self._watchdog.start()
 
     def _model_key(self, t: TaskSettings) -> str:
         return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}:{t.weights}"
@@ -224,26 +257,58 @@ class Engine:
             run.context, run.stream = d.context, d.stream
             run.dispatched[d.stage] = now
             self.counters.dispatches += 1
-            self.backend.submit(d.context, d.stream, self._model_key(run.task), d.stage, run.x,
-                                lambda y, dt, err, d=d: self._stage_done(d, y, dt, err))
+            if run.error:  # the job failed already: its remaining stages are completed at once, not run
+                self._complete_unrun(d, WorkerFault(f"stage not run: {run.error}"))
+            else:
+                self._submit_attempt(d, run, now)
 
-    def _stage_done(self, d: StageDispatch, y: Any, exec_time: float, error: BaseException | None) -> None:
+    def _submit_attempt(self, d: StageDispatch, run: _Running, now: float, retries: int = 0,
+                        fault: FaultRecord | None = None) -> None:
+        token = next(self._tokens)
+        self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)  # before submit
+        self.backend.submit(d.context, d.stream, self._model_key(run.task), d.stage, run.x,
+                            lambda y, dt, err, d=d, token=token: self._stage_done(d, y, dt, err, token))
+
+    def _complete_unrun(self, d: StageDispatch, error: WorkerFault, retries: int = 0,
+                        fault: FaultRecord | None = None) -> None:
+        """Complete ``d`` without running it (its job fails), with its MRET as the execution time."""
+        now = self._clock()
+        with self._lock:
+            known = d.job.task in {t.name for t in self.scheduler.tasks()}
+            est = self.scheduler.stage_mrets(d.job.task)[d.stage] if known else 0.0
+        token = next(self._tokens)
+        self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)
+        self._stage_done(d, None, est, error, token)
+
+    def _stage_done(self, d: StageDispatch, y: Any, exec_time: float, error: BaseException | None,
+                    token: int | None = None) -> None:
         key = (d.job.task, d.job.job_id)
         now = self._clock()
         if self._closed:
             return
         with self._lock:
+            att = self._attempts.get((d.context, d.stream))
+            if token is not None:
+                if att is None or att.token != token:  # a replaced worker's late result
+                    self.faults.stale_completions += 1
+                    return
+                del self._attempts[(d.context, d.stream)]
+                if att.fault is not None:
+                    att.fault.recovered = now
             run = self._running[key]
-            if error is not None:
+            if isinstance(error, WorkerFault):
+                run.error = run.error or str(error)  # exec_time is the stage's MRET: the estimate is not skewed
+            elif error is not None:
                 self.counters.stage_errors += 1
-                run.error = f"{type(error).__name__}: {error}"
+                run.error = run.error or f"{type(error).__name__}: {error}"
                 log.error("task %s job %d stage %d failed: %s", d.job.task, d.job.job_id, d.stage, run.error)
             else:
                 run.x = y
                 run.exec_time += exec_time
             run.stages.append(StageTrace(d.stage, d.context, d.stream, d.level, run.dispatched.get(d.stage, now),
                                          now, exec_time, d.virtual_deadline))
-            outcome = self.scheduler.complete(d, now, exec_time if error is None else None)
+            outcome = self.scheduler.complete(d, now, exec_time if error is None or isinstance(error, WorkerFault)
+                                              else None)
             if outcome is not None:
                 del self._running[key]
             dispatches = self.scheduler.dispatch(now)
@@ -356,9 +421,59 @@ class Engine:
     def _replace_settings(self, tasks: tuple[TaskSettings, ...]) -> None:
         self.settings = dataclasses.replace(self.settings, tasks=tasks)
 
+    # -- worker faults (detected by daris_ros.runtime.watchdog) ------------------------------------------
+    def _attempts_in_flight(self) -> list[tuple[int, int, int, float]]:
+        return [(c, s, a.token, a.submitted) for (c, s), a in list(self._attempts.items())]
+
+    def on_worker_fault(self, context: int, stream: int, reason: str, token: int | None = None
+                        ) -> FaultRecord | None:
+        """Replace the worker of (context, stream) and retry its stage in flight once (a second loss fails
+        the job: its result carries the error and is not met). Idempotent: returns None when the fault
+        was handled already (the worker is alive again, or the hung stage finished meanwhile)."""
+        with self._fault_lock:
+            if self._closed:
+                return None
+            detected = self._clock()
+            with self._lock:
+                att = self._attempts.get((context, stream))
+                if token is not None and (att is None or att.token != token):
+                    return None
+                if reason == "died" and self.backend.worker_alive(context, stream):
+                    return None
+                self._attempts.pop((context, stream), None)  # its result, if it ever comes, is stale now
+                died_at = getattr(self.backend, "worker_died_at", None)
+                rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
+                run = self._running.get((att.d.job.task, att.d.job.job_id)) if att is not None else None
+            try:
+                self.backend.restart_worker(context, stream)
+            except Exception:
+                if att is not None:  # keep the lost stage: the next successful restart retries it
+                    with self._lock:
+                        self._attempts.setdefault((context, stream), att)
+                raise
+            rec.replaced = self._clock()
+            if att is None or run is None:
+                rec.recovered, rec.outcome = rec.replaced, "idle"
+            else:
+                rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
+                if att.retries < MAX_STAGE_RETRIES:
+                    rec.outcome = "retried"
+                    self.faults.stages_retried += 1
+                    self._submit_attempt(att.d, run, rec.replaced, att.retries + 1, rec)
+                else:
+                    rec.outcome = "failed"
+                    self.faults.jobs_failed += 1
+                    self._complete_unrun(att.d, WorkerFault(f"WorkerFault: stage {att.d.stage} lost twice (worker "
+                                                            f"c{context}s{stream} {reason})"), att.retries, rec)
+        log.warning("worker c%ds%d %s: replaced in %.1f ms, stage in flight %s", context, stream, reason,
+                    (rec.replaced - detected) * 1e3, rec.outcome)
+        return rec
+
     def close(self) -> None:
         """Stop dispatching, then stop the backend (in-flight stages finish and are discarded)."""
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self.backend.close()
 
 
