@@ -215,6 +215,7 @@ def run_demo(config: str, duration: float, width: int, height: int, camera_rate:
     executor = MultiThreadedExecutor(num_threads=4)
     nodes: list[Node] = []
     cameras: dict[str, CameraPublisherNode] = {}
+    spin: threading.Thread | None = None
     try:
         collector = Collector(settings)
         nodes.append(collector)
@@ -245,6 +246,8 @@ def run_demo(config: str, duration: float, width: int, height: int, camera_rate:
     finally:
         stop_process(proc)
         executor.shutdown()
+        if spin is not None:
+            spin.join(timeout=5.0)  # leave rcl before the nodes and the context go away
         for n in nodes:
             n.destroy_node()
 

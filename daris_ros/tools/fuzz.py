@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(f"daris_fuzz_{os.getpid()}")
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
     try:
         report = run_fuzz(node, cfg, args.node_pid)
     except TimeoutError as exc:
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         ex.shutdown()
+        spin.join(timeout=5.0)  # the spin thread must leave rcl before the node and context go away
         node.destroy_node()
         rclpy.try_shutdown()
     _print(report)
