@@ -124,6 +124,8 @@ class PlayStats:
     wall_time: float = 0.0  # whole call, including waiting for subscribers and the delay
     play_time: float = 0.0  # from the start of playback (after waiting) to the end
     max_lateness: float = 0.0  # wall mode: worst delay behind schedule (s)
+    median_lateness: float = 0.0  # wall mode: median delay behind schedule over the messages (s)
+    flush_time: float = 0.0  # waiting at the end for reliable subscribers to acknowledge (s)
     ack_timeouts: int = 0  # fast mode: messages not acknowledged within fast_ack_timeout
     stopped: bool = False  # ended by stop() / shutdown rather than by running out of messages
     wait_timed_out: bool = False  # played although not every subscriber showed up in time
@@ -342,8 +344,10 @@ class BagPlayer:
                     period = int(statistics.median(gaps)) if gaps else 0
                     span = max(1, last_ts - self._t0 + period)
                 offset += span
+        flushed = time.monotonic()
         self.flush(opts.flush_timeout)
         end = time.monotonic()
+        stats.flush_time = end - flushed
         stats.wall_time = end - started
         stats.play_time = end - self._wall_start
         return stats
@@ -358,7 +362,12 @@ class BagPlayer:
         gaps: list[int] = []
         last_ts: int | None = None
         rclpy_ok = self.node.context.ok
+        lateness: list[float] = []
         for conn, ts, data in reader.messages(connections, start=self._t0, stop=self._t1):
+            if stats.passes == 1 and last_ts is None and not opts.fast:
+                # the timeline starts when the first message is in hand: opening a cold bag (page cache,
+                # decompression) is not playback delay
+                self._wall_start = self._next_tick = time.monotonic()
             if self._stop.is_set() or not rclpy_ok():
                 return False, last_ts, gaps
             topic = self._topics[conn.topic]
@@ -373,7 +382,8 @@ class BagPlayer:
                 due = self._wall_start + (t_sim - self._t0) / opts.rate / 1e9
                 if not self._sleep_until(due):
                     return False, last_ts, gaps
-                stats.max_lateness = max(stats.max_lateness, time.monotonic() - due)
+                lateness.append(time.monotonic() - due)
+                stats.max_lateness = max(stats.max_lateness, lateness[-1])
                 self._publish_clock(t_sim)
             payload: bytes | memoryview = data
             if offset and opts.restamp_loops and topic.restamp:
@@ -385,6 +395,8 @@ class BagPlayer:
                     stats.ack_timeouts += 1
                 if opts.fast_min_period > 0 and self._stop.wait(opts.fast_min_period):
                     return False, last_ts, gaps
+        if lateness:
+            stats.median_lateness = statistics.median(lateness)
         return True, last_ts, gaps
 
     def flush(self, timeout: float = 2.0) -> bool:

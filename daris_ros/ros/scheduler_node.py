@@ -251,14 +251,17 @@ class SchedulerNode(Node):
             self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
             return
         try:
-            self.engine.release(task, frame, receive_time=st.latest_receive, meta=msg.header)
+            # the node's clock against the engine's monotonic clock, read together at release: result times
+            # are anchored here, so under use_sim_time the release time is the /clock time of the release
+            offset_ns = self.get_clock().now().nanoseconds - round(time.monotonic() * 1e9)
+            self.engine.release(task, frame, receive_time=st.latest_receive, meta=(msg.header, offset_ns))
         except Exception as exc:  # noqa: BLE001 - counted and reported; the node keeps running
             self._drop(st, "release_error", f"{type(exc).__name__}: {exc}")
 
     # -- outputs ----------------------------------------------------------------------------------------
-    def _mono_to_ros(self) -> Callable[[float], Time]:
-        """Engine times (monotonic seconds) -> the node's clock (ROS time), with one offset per call."""
-        offset_ns = self.get_clock().now().nanoseconds - round(time.monotonic() * 1e9)
+    @staticmethod
+    def _mono_to_ros(offset_ns: int) -> Callable[[float], Time]:
+        """Engine times (monotonic seconds) -> the node's clock (ROS time), with the offset taken at release."""
 
         def convert(t_mono: float) -> Time:
             ns = round(t_mono * 1e9) + offset_ns
@@ -271,7 +274,8 @@ class SchedulerNode(Node):
         if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
             return
         try:
-            st.publisher.publish(result_msg(r, r.meta, self._mono_to_ros()))
+            header, offset_ns = r.meta
+            st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns)))
         except Exception:
             if self.context.ok():
                 raise

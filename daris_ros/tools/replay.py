@@ -385,9 +385,8 @@ class Replay:
             recorder = self._make_recorder(node)
             self._wait_ready(proc, log_path, player, recorder, monitor)
             play_stats = self._play(player)
-            if opts.sim_time:
+            if opts.sim_time:  # (the player's publishers stay until the executor has stopped, below)
                 last = play_stats.last_clock_ns or player.start_time_ns
-                player.close()
                 clock = ClockKeeper(node, last, 1.0 if opts.fast else opts.rate, opts.clock_hz)
             is_drained = self._drain(proc, play_stats.published, recorder, monitor)
         except KeyboardInterrupt:
@@ -397,11 +396,17 @@ class Replay:
             # another Ctrl-C must not leave the node running (its own session) or the bag unfinished
             with sigint_ignored():
                 if player is not None:
-                    player.close()
+                    player.stop()
                 if proc is not None:
                     from daris_ros.tools.demo import stop_process
 
                     rc = stop_process(proc)
+                # the spin thread leaves rcl before any entity is destroyed: destroying a publisher or
+                # subscription while another thread waits on it can fail in that thread (InvalidHandle)
+                executor.shutdown(timeout_sec=2.0)
+                spinner.join(5.0)
+                if player is not None:
+                    player.close()
                 if clock is not None:
                     clock.close()
                 if recorder is not None:
@@ -411,10 +416,8 @@ class Replay:
                     finally:
                         record_stats = recorder.stop()
                     self.info["recorded"] = record_stats.counts
-                executor.shutdown(timeout_sec=2.0)
                 node.destroy_node()
                 rclpy.try_shutdown(context=context)
-                spinner.join(2.0)
         (opts.out / "replay.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str) + "\n",
                                               encoding="utf-8")
         return ReplayResult(opts.output_bag, self.info, is_drained, interrupted, rc)
@@ -546,6 +549,7 @@ class Replay:
             "expected_frames": self.expected_frames(published),
             "play": None if stats is None else {
                 "wall_time": stats.wall_time, "play_time": stats.play_time, "max_lateness": stats.max_lateness,
+                "median_lateness": stats.median_lateness,
                 "ack_timeouts": stats.ack_timeouts, "clock_messages": stats.clock_messages,
                 "stopped": stats.stopped},
             "drained": is_drained,

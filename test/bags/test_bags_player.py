@@ -101,9 +101,12 @@ def test_every_message_arrives_with_stamps_and_remap_and_clock(ros, small_bag, w
     assert clock[0] == first and clock[-1] >= last
     stamps_all = {s for v in bag_stamps.values() for s in v}
     assert set(clock) - stamps_all  # periodic ticks besides the per-message clock (count depends on load)
-    # rate 2: the last message is 0.95 s of bag time after the start, so ~0.475 s of wall time
-    assert 0.47 <= stats.play_time < 1.5 and wall < 6.0
-    assert stats.max_lateness < 0.5
+    # rate 2: the last message is 0.95 s of bag time after the start, so ~0.475 s of wall time. Never faster
+    # than the schedule; slower only by what the player measured as lateness (a loaded machine can stall a
+    # publish), plus the final flush
+    assert stats.play_time >= 0.47 and wall < 10.0
+    assert stats.play_time <= 0.475 + stats.max_lateness + stats.flush_time + 0.25
+    assert stats.median_lateness < 0.2  # most messages left close to their due time
     sink.close()
 
 

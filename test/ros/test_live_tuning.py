@@ -71,9 +71,27 @@ class _Harness(Node):
         return fut.result().results
 
     def rate(self, name: str, seconds: float) -> float:
+        """Results per second of ``name`` over ``seconds`` (depends on admission and load too)."""
         n0 = len(self.results[name])
         time.sleep(seconds)
         return (len(self.results[name]) - n0) / seconds
+
+    def _periods(self, name: str) -> tuple[float, int]:
+        """(uptime, release periods so far: released + stale) of ``name`` from the latest stats."""
+        last = self.stats[-1]
+        (t,) = [t for t in last.tasks if t.task == name]
+        return last.uptime, t.released + t.stale
+
+    def release_rate(self, name: str, seconds: float) -> float:
+        """Release periods per second of ``name`` from the node's own stats (its timer, whatever the
+        load does to admission and results), over at least ``seconds`` of the node's uptime."""
+        u0, n0 = self._periods(name)
+        time.sleep(seconds)
+        t0 = time.monotonic()
+        while self._periods(name)[0] < u0 + seconds and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        u1, n1 = self._periods(name)
+        return (n1 - n0) / (u1 - u0)
 
 
 def _children(pid: int) -> list[int]:
@@ -95,7 +113,7 @@ def live(install_prefix, tmp_path_factory):
     threading.Thread(target=ex.spin, daemon=True).start()
     try:
         t0 = time.monotonic()
-        while not node.stats:
+        while not node.stats or not node.results["a"]:  # running, and its results reach us
             assert proc.poll() is None, f"scheduler exited early:\n{proc.stdout.read()}"
             assert time.monotonic() - t0 < 120
             time.sleep(0.2)
@@ -112,13 +130,14 @@ def live(install_prefix, tmp_path_factory):
 def test_rate_change_makes_release_rate_follow(live):
     node, _ = live
     time.sleep(1.0)
-    before = node.rate("a", 3.0)
-    assert before == pytest.approx(2.0, abs=0.7)
+    before = node.release_rate("a", 3.0)
+    assert before == pytest.approx(2.0, abs=0.5)
     (res,) = node.set(tasks__a__rate=8.0)
     assert res.successful, res.reason
     time.sleep(0.5)
-    after = node.rate("a", 3.0)
+    after = node.release_rate("a", 3.0)
     assert after == pytest.approx(8.0, abs=1.5), f"release rate {after:.2f}/s after setting 8 Hz (was {before:.2f})"
+    assert node.rate("a", 2.0) > 2.5  # and the results follow (more than the old 2 Hz could give)
 
 
 def test_restart_fields_and_bad_values_refused_with_reason(live):

@@ -91,8 +91,14 @@ def test_releases_and_result_times_follow_clock(install_prefix, tmp_path):
     for m in msgs:
         stamp = m.header.stamp.sec + m.header.stamp.nanosec * 1e-9
         assert SIM_START <= stamp <= sec[-1] + 1.0
-    # releases follow the simulated 5 Hz: 0.2 s apart on /clock, i.e. 0.1 s apart on the wall at SPEED = 2
+    # releases follow the simulated 5 Hz: 0.2 s apart on /clock (0.1 s of wall time at SPEED = 2). A job the
+    # scheduler rejects or a late timer callback on a loaded machine leaves a gap of 0.4 s or more, so count
+    # the single-period gaps: wall-clock timers (5 Hz of wall time) would give none shorter than 0.4 s of /clock
     sim_gaps = np.diff(sec)
-    assert np.median(sim_gaps) == pytest.approx(0.2, abs=0.03)
-    wall = [w for w, _ in results[5:]]
-    assert np.median(np.diff(wall)) == pytest.approx(0.2 / SPEED, abs=0.03)
+    single = np.abs(sim_gaps - 0.2) < 0.07
+    assert single.mean() >= 0.3, np.round(sim_gaps, 3).tolist()
+    assert sim_gaps.min() > 0.1, np.round(sim_gaps, 3).tolist()
+    # the rest of the times are anchored at the release and keep their order on the /clock timeline
+    for m in msgs:
+        rel, fin, dl = (t.sec + t.nanosec * 1e-9 for t in (m.release_time, m.finish_time, m.deadline))
+        assert rel <= fin and dl == pytest.approx(rel + 0.2, abs=1e-6)
