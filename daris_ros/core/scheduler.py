@@ -25,6 +25,7 @@ Choices the paper leaves open (see docs/policy.md):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from heapq import heappop as _heappop
@@ -75,6 +76,8 @@ REASON_REJECTED_LP = "rejected-eq12"
 REASON_REJECTED_HPA = "rejected-hpa"
 
 
+_INF = math.inf  # the utilization that keeps a context marked down out of every choice
+
 @dataclass(slots=True, eq=False)
 class _TaskState:
     spec: TaskSpec
@@ -85,6 +88,7 @@ class _TaskState:
     active: dict[int, int] = field(default_factory=dict)  # context -> unfinished jobs there
     removed: bool = False
     bkeys: tuple[tuple[str, int], ...] = ()  # batching: the (model, stage) key of each stage
+    home: int | None = None  # moved off a failed context: where it goes back to (context_up)
 
 
 # HPA window states of an admitted HP job
@@ -178,6 +182,7 @@ class Scheduler(BatchingMixin):
         self._queued: list[int] = [0] * n_c
         self._ready: set[int] = set()
         self._hpa = config.hp_admission
+        self._down: set[int] = set()  # contexts whose worker is being replaced (context_down / context_up)
         self._windows: list[tuple[float, int, Job, _TaskState]] = []  # HPA: heap by absolute deadline
         self._window_state: dict[Job, int] = {}
         self._window_seq = 0
@@ -318,7 +323,7 @@ class Scheduler(BatchingMixin):
             n_c = self._layout.n_contexts
             target = None if n_c == 1 else migration_target(  # one context: nowhere to migrate to
                 k, st.u, st.mret.total, now, n_s,
-                [book.hp(c) for c in range(n_c)],
+                [book.hp(c) if c not in self._down else _INF for c in range(n_c)],
                 [book.active_lp(c) for c in range(n_c)],
                 self._backlog,
             )
@@ -436,23 +441,24 @@ class Scheduler(BatchingMixin):
             # the next stage is raised when this one missed its virtual deadline (same as _enqueue)
             level = self._levels[job.priority][nxt == job.n_stages - 1][now > job.stage_deadlines[stage]]
             est = st.mret.stage(nxt)
-            self._queues[k].push(level, job.stage_deadlines[nxt], job.release, job.task, job.job_id,
-                                 _Entry(job, nxt, level, est, st, now))
-            self._queued[k] += 1
-            self._backlog[k] += est
-            self._outstanding[k] = left + 1
-            self._ready.add(k)
+            kq = job.context  # k, unless the job was moved off k while this stage ran (context_down)
+            self._queues[kq].push(level, job.stage_deadlines[nxt], job.release, job.task, job.job_id,
+                                  _Entry(job, nxt, level, est, st, now))
+            self._queued[kq] += 1
+            self._backlog[kq] += est
+            outstanding[kq] += 1
+            self._ready.add(kq)
             return None
         # last stage: the job is finished
         if job in self._window_state:  # HPA: the job keeps its utilization until its deadline
             self.expire(now)
             if self._window_state[job] == _EXPIRED:
                 del self._window_state[job]
-                self._release_activity(st, k)
+                self._release_activity(st, job.context)
             else:
                 self._window_state[job] = _DONE
         else:
-            self._release_activity(st, k)
+            self._release_activity(st, job.context)
         response = now - job.release
         met = now <= job.abs_deadline
         ts = self._stats[job.task]
@@ -473,7 +479,7 @@ class Scheduler(BatchingMixin):
             raise ValueError(f"duplicate task name {spec.name!r}")
         n_c = self._layout.n_contexts
         st = self._new_state(spec, context=0)
-        st.context = min_util_context([self._book.total(k) for k in range(n_c)])
+        st.context = min_util_context([self._book.total(k) if k not in self._down else _INF for k in range(n_c)])
         self._states[spec.name] = st
         self._book.add_task(spec.name, st.context, spec.priority, st.u)
         ts = self._stats.setdefault(spec.name, self._new_task_stats(spec))
@@ -520,6 +526,137 @@ class Scheduler(BatchingMixin):
             self._stats[name].priority = new.priority
         st.spec = new
         self._set_u(st, task_utilization_eq3(st.mret.total, new.period))
+
+    # ------------------------------------------------------------------ context faults
+    def context_down(self, k: int, now: float) -> dict[str, int]:
+        """Context ``k`` lost its worker (it is being replaced): move its work to the other contexts.
+
+        Not in the paper (its contexts never fail); the rules reuse its own. HP tasks of k are
+        reassigned first, each to ``minUtil`` of the surviving contexts (Algorithm 1, lines 3-7); then
+        LP tasks migrate, each to the surviving context that passes eq. 12 with the earliest predicted
+        finish (the migration rule of section IV-B1), or to ``minUtil`` when none passes (its next
+        releases are then admitted or rejected there as usual). Every move counts as a migration.
+        Stages queued on k move to their job's new context with their level and virtual deadline;
+        a stage running on k stays accounted there until ``complete`` (its next stage goes to the new
+        context). Until :meth:`context_up`, no release, migration or new task goes to k.
+
+        With a single context (or every other context down too) nothing can move: the work waits for
+        the replacement. Returns ``{task: new context}`` of the tasks moved.
+        """
+        if self._batching is not None:
+            raise RuntimeError("context_down is not supported with batching")
+        n_c = self._layout.n_contexts
+        if not 0 <= k < n_c:
+            raise ValueError(f"no context {k} (there are {n_c})")
+        if k in self._down:
+            return {}
+        self._down.add(k)
+        return self._evacuate(k, now)
+
+    def _evacuate(self, k: int, now: float) -> dict[str, int]:
+        """Move the tasks, queued stages and running jobs of the down context k to the contexts that are up."""
+        n_c = self._layout.n_contexts
+        if len(self._down) == n_c:
+            return {}
+        book = self._book
+        moves: dict[str, int] = {}
+        on_k = [st for st in self._states.values() if st.context == k]
+        totals = [book.total(c) if c not in self._down else _INF for c in range(n_c)]
+        n_s = self._layout.n_streams
+        for st in sorted(on_k, key=lambda s: s.spec.priority):  # HP (0) before LP (1), given order kept
+            if st.spec.priority is Priority.HP:
+                target: int | None = min_util_context(totals)
+            else:
+                target = migration_target(
+                    k, st.u, st.mret.total, now, n_s,
+                    [book.hp(c) if c not in self._down else _INF for c in range(n_c)],
+                    [book.active_lp(c) for c in range(n_c)], self._backlog)
+                if target is None:
+                    target = min_util_context(totals)
+            self._move_task(st, target)
+            totals[target] += st.u
+            moves[st.spec.name] = target
+            if st.home is None:
+                st.home = k
+        # queued stages follow their job's task; a running stage's job moves too (its next stage goes there)
+        queue = self._queues[k]
+        while queue:
+            level, e = queue.pop()
+            self._queued[k] -= 1
+            self._outstanding[k] -= 1
+            self._backlog[k] -= e.est
+            target = self._job_target(e.state, k)
+            self._move_job(e.job, e.state, target)
+            self._queues[target].push(level, e.job.stage_deadlines[e.stage], e.job.release, e.job.task,
+                                      e.job.job_id, e)
+            self._queued[target] += 1
+            self._outstanding[target] += 1
+            self._backlog[target] += e.est
+            self._ready.add(target)
+        if not self._outstanding[k]:
+            self._backlog[k] = 0.0
+        for running in self._running:  # (a job may run on another context and still belong to k)
+            for run in running:
+                if run is not None and run[0].job.context == k:
+                    self._move_job(run[0].job, run[1].state, self._job_target(run[1].state, k))
+        return moves
+
+    def context_up(self, k: int, now: float) -> dict[str, int]:
+        """Context ``k`` serves again: the tasks moved off it by :meth:`context_down` go back (their
+        jobs in flight finish where they are); work stranded on contexts that are still down (when every
+        context was down) moves as in :meth:`context_down`. Returns ``{task: context}`` of the moves."""
+        if k not in self._down:
+            return {}
+        self._down.discard(k)
+        moves: dict[str, int] = {}
+        for st in self._states.values():
+            if st.home == k:
+                st.home = None
+                if st.context != k:
+                    self._move_task(st, k)
+                    moves[st.spec.name] = k
+        if self._queued[k]:
+            self._ready.add(k)
+        for c in sorted(self._down):  # work stranded while every context was down
+            moves.update(self._evacuate(c, now))
+        return moves
+
+    @property
+    def contexts_down(self) -> frozenset[int]:
+        """Contexts marked down by :meth:`context_down` and not yet back."""
+        return frozenset(self._down)
+
+    def _job_target(self, st: _TaskState, k: int) -> int:
+        """Where a job of ``st`` caught on the failing context k goes: its task's context, if that is up."""
+        if st.context not in self._down:
+            return st.context
+        n_c = self._layout.n_contexts
+        return min_util_context([self._book.total(c) if c not in self._down else _INF for c in range(n_c)])
+
+    def _move_task(self, st: _TaskState, target: int) -> None:
+        """Assign ``st`` to ``target`` for its future releases (its jobs in flight are not moved here)."""
+        name, p = st.spec.name, st.spec.priority
+        if st.removed or st.context == target:
+            return
+        self._book.remove_task(name, st.context, p)
+        self._book.add_task(name, target, p, st.u)
+        st.context = target
+        self._stats[name].migrations += 1
+        self._pstats[p].migrations += 1
+
+    def _move_job(self, job: Job, st: _TaskState, target: int) -> None:
+        """Move one unfinished job (its activity, eq. 7 / HPA) from its context to ``target``."""
+        old = job.context
+        if old == target:
+            return
+        job.context = target
+        if st.removed:
+            return
+        self._release_activity(st, old)
+        count = st.active.get(target, 0)
+        st.active[target] = count + 1
+        if count == 0:
+            self._book.activate(st.spec.name, target, st.spec.priority, st.u)
 
     def set_mret_window(self, ws: int) -> None:
         """Change ws (eqs. 1-2) for every task; each keeps its most recent ``ws`` measurements."""
