@@ -427,6 +427,38 @@ class Scheduler(BatchingMixin):
             self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
         return self._advance(e, now, k)
 
+    def abort(self, d: StageDispatch, now: float) -> None:
+        """Stage ``d`` did not run (its worker died with it): free its stream and queue the stage again,
+        with its level and virtual deadline, in its job's context (another one after :meth:`context_down`).
+        Nothing is measured (MRET unchanged). Not in the paper: it is how a lost stage is retried."""
+        if self._batching is not None:
+            raise RuntimeError("abort is not supported with batching")
+        k = d.context
+        s = d.stream
+        try:
+            running = self._running[k]
+            run = running[s]
+        except (IndexError, TypeError):
+            raise ValueError(f"no stream ({k}, {s})") from None
+        if run is None or run[0] is not d:
+            raise ValueError(f"stream ({k}, {s}) is not running this stage")
+        running[s] = None
+        _heappush(self._idle[k], s)
+        e = run[1]
+        job = e.job
+        kq = job.context
+        if kq != k:
+            self._outstanding[k] -= 1
+            self._backlog[k] = self._backlog[k] - e.est if self._outstanding[k] else 0.0
+            self._outstanding[kq] += 1
+            self._backlog[kq] += e.est
+        self._queues[kq].push(e.level, job.stage_deadlines[e.stage], job.release, job.task, job.job_id, e)
+        self._queued[kq] += 1
+        self._ready.add(kq)
+        if self._queued[k]:
+            self._ready.add(k)
+        del now  # (an event like the others; re-queueing does not depend on the time)
+
     def _advance(self, e: _Entry, now: float, k: int) -> JobOutcome | None:
         """Stage ``e`` of its job finished at ``now``: enqueue the next stage, or finish the job."""
         outstanding = self._outstanding

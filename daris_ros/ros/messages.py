@@ -10,7 +10,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-from daris_ros.msg import InferenceResult, PriorityStats, SchedulerStats, StageRecord, TaskStats
+from daris_ros.msg import ContextStats, InferenceResult, PriorityStats, SchedulerStats, StageRecord, TaskStats
 from daris_ros.runtime.engine import JobResult
 
 ToRosTime = Callable[[float], Time]
@@ -146,8 +146,37 @@ def priority_stats_msg(priority: str, rows: list[TaskRow], pct: Mapping[str, flo
     return m
 
 
+@dataclass(frozen=True, slots=True)
+class ContextRow:
+    """One context's figures for ContextStats."""
+
+    context: int
+    up: bool
+    sm_count: int
+    task_names: tuple[str, ...]
+    hp: float
+    lp: float
+    active_lp: float
+    queued: int
+    memory_bytes: int
+
+
+def context_stats_msg(row: ContextRow) -> ContextStats:
+    m = ContextStats()
+    m.context = row.context
+    m.up = row.up
+    m.sm_count = row.sm_count
+    m.task_names = list(row.task_names)
+    m.hp_utilization, m.lp_utilization, m.active_lp_utilization = row.hp, row.lp, row.active_lp
+    m.queued_stages = row.queued
+    m.memory_bytes = max(0, int(row.memory_bytes))
+    return m
+
+
 def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, object], tasks: list[TaskStats],
-                        priorities: list[PriorityStats]) -> SchedulerStats:
+                        priorities: list[PriorityStats], contexts: list[ContextStats] | None = None,
+                        memory_source: str = "", memory_shared: bool = False,
+                        model_bytes: Mapping[str, int] | None = None) -> SchedulerStats:
     m = SchedulerStats()
     m.header = header
     m.node = node
@@ -161,6 +190,11 @@ def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, object], t
     m.uptime = float(info["uptime"])
     m.tasks = tasks
     m.priorities = priorities
+    m.contexts = list(contexts or ())
+    m.memory_source = memory_source
+    m.memory_shared = memory_shared
+    m.models = list(model_bytes or {})
+    m.model_bytes = [int(v) for v in (model_bytes or {}).values()]
     return m
 
 

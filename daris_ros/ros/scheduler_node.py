@@ -53,9 +53,11 @@ from daris_ros.ros.conversion import (
     validate_image,
 )
 from daris_ros.ros.messages import (
+    ContextRow,
     DiagnosticThresholds,
     TaskInputCounters,
     TaskRow,
+    context_stats_msg,
     diagnostic_array,
     priority_stats_msg,
     result_msg,
@@ -315,6 +317,8 @@ class SchedulerNode(Node):
         with self.engine.locked():
             queued = [sched.queue_length(k) for k in range(sched.layout.n_contexts)]
             outstanding = sched.outstanding_stages()
+        mem = self.engine.memory()
+        down = sorted(sched.contexts_down)
         return {"policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
                 "n_streams": s.n_streams, "oversubscription": s.oversubscription,
                 "sm_per_context": sched.sm_per_context(),
@@ -322,7 +326,31 @@ class SchedulerNode(Node):
                 # bounded-queue evidence: jobs admitted and unfinished, stages queued (per context) or running
                 "in_flight_jobs": self.engine.in_flight(), "outstanding_stages": outstanding,
                 "queued_stages": ",".join(str(q) for q in queued),
+                "contexts_down": ",".join(str(k) for k in down) or "none",
+                "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
+                "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
                 **self.engine.faults.summary()}
+
+    def context_rows(self) -> list[ContextRow]:
+        """Per context: state, placement, utilization (eqs. 4, 5, 7), queue and memory."""
+        sched = self.engine.scheduler
+        mem = self.engine.memory()
+        sms = getattr(self.engine.backend, "sm_counts", None)
+        sm = list(sms()) if callable(sms) else []
+        with self.engine.locked():
+            n_c = sched.layout.n_contexts
+            down = sched.contexts_down
+            names: dict[int, list[str]] = {k: [] for k in range(n_c)}
+            for name in self._tasks:
+                names[sched.context_of(name)].append(name)
+            rows = []
+            for k in range(n_c):
+                u = sched.utilization(k)
+                rows.append(ContextRow(context=k, up=k not in down, sm_count=sm[k] if k < len(sm) else 0,
+                                       task_names=tuple(names[k]), hp=u.hp, lp=u.lp, active_lp=u.active_lp,
+                                       queued=sched.queue_length(k),
+                                       memory_bytes=mem.bytes[k] if k < len(mem.bytes) else 0))
+        return rows
 
     def _publish_stats(self) -> None:
         self.engine.refresh_unmeasured_afet()
@@ -334,8 +362,11 @@ class SchedulerNode(Node):
         for prio in ("HP", "LP"):
             pct = self._pstats.get(prio, {"p50": math.nan, "p99": math.nan, "max": math.nan})
             prios.append(priority_stats_msg(prio, [r for r in rows if r.priority == prio], pct))
-        self._stats_pub.publish(scheduler_stats_msg(header, node, info, [task_stats_msg(r) for r in rows],
-                                                    prios))
+        mem = self.engine.memory()
+        models = {self.engine.model_label(k): v for k, v in self.engine.model_bytes.items()}
+        self._stats_pub.publish(scheduler_stats_msg(header, node, info, [task_stats_msg(r) for r in rows], prios,
+                                                    [context_stats_msg(c) for c in self.context_rows()],
+                                                    mem.source, mem.shared, models))
         statuses = []
         for r in rows:
             st = self._tasks[r.task]

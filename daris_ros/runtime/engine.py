@@ -36,6 +36,7 @@ from daris_ros.core import (
     effective_layout,
 )
 from daris_ros.runtime.backends import Backend, create_backend
+from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
 from daris_ros.runtime.watchdog import (
     MAX_STAGE_RETRIES,
     FaultLog,
@@ -107,6 +108,7 @@ class _Running:
     mret: float = 0.0
     stages: list[StageTrace] = field(default_factory=list)
     dispatched: dict[int, float] = field(default_factory=dict)
+    retry: dict[int, tuple[int, FaultRecord]] = field(default_factory=dict)  # stage -> (retries, its fault)
 
 
 @dataclass(slots=True)
@@ -152,6 +154,8 @@ class Engine:
         self._clock = clock
         self.backend = backend or self._create_backend(settings)
         self.models: dict[str, Any] = {}
+        self.model_bytes: dict[str, int] = {}  # parameters + buffers per model key (daris_ros.runtime.memory)
+        self._memory: tuple[float, ContextMemory] | None = None
         self.afet: dict[str, tuple[float, ...]] = {}
         self.scheduler: Scheduler | None = None
         self.counters = EngineCounters()
@@ -184,6 +188,7 @@ class Engine:
                 continue
             model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size)
             self.models[key] = model.merged() if self.settings.no_staging else model
+            self.model_bytes[key] = model_bytes(model)
         self.backend.start(self.models)
 
     def profile(self) -> dict[str, tuple[float, ...]]:
@@ -257,10 +262,11 @@ class Engine:
             run.context, run.stream = d.context, d.stream
             run.dispatched[d.stage] = now
             self.counters.dispatches += 1
+            retries, fault = run.retry.pop(d.stage, (0, None))  # a stage re-queued after its worker died
             if run.error:  # the job failed already: its remaining stages are completed at once, not run
                 self._complete_unrun(d, WorkerFault(f"stage not run: {run.error}"))
             else:
-                self._submit_attempt(d, run, now)
+                self._submit_attempt(d, run, now, retries, fault)
 
     def _submit_attempt(self, d: StageDispatch, run: _Running, now: float, retries: int = 0,
                         fault: FaultRecord | None = None) -> None:
@@ -375,6 +381,8 @@ class Engine:
                 raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
             add(key, model)
             self.models[key] = model
+            self.model_bytes[key] = model_bytes(model)
+            self._memory = None
         self._replace_settings((*self.settings.tasks, task))
         self.profile()
         with self._lock:
@@ -444,15 +452,36 @@ class Engine:
                 died_at = getattr(self.backend, "worker_died_at", None)
                 rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
                 run = self._running.get((att.d.job.task, att.d.job.job_id)) if att is not None else None
+                dispatches: list[StageDispatch] = []
+                requeued = False
+                if self._context_scoped():  # the context cannot serve until the replacement does
+                    if att is not None and run is not None and att.retries < MAX_STAGE_RETRIES:
+                        # the lost stage is queued again and follows its job to a context that serves
+                        self.scheduler.abort(att.d, detected)
+                        run.retry[att.d.stage] = (att.retries + 1, rec)
+                        rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
+                        rec.outcome, requeued = "retried", True
+                        self.faults.stages_retried += 1
+                    rec.moved = self.scheduler.context_down(context, detected)
+                    dispatches = self.scheduler.dispatch(detected)  # its queued stages, now elsewhere
+            self._submit(dispatches, detected)
             try:
                 self.backend.restart_worker(context, stream)
             except Exception:
-                if att is not None:  # keep the lost stage: the next successful restart retries it
+                if att is not None and not requeued:  # keep the lost stage: the next restart retries it
                     with self._lock:
                         self._attempts.setdefault((context, stream), att)
                 raise
             rec.replaced = self._clock()
-            if att is None or run is None:
+            if self._context_scoped():
+                with self._lock:
+                    back = self.scheduler.context_up(context, rec.replaced)
+                    dispatches = self.scheduler.dispatch(rec.replaced)
+                rec.moved_back = back
+                self._submit(dispatches, rec.replaced)
+            if requeued:
+                pass  # retried already (on another context, or here once the replacement serves)
+            elif att is None or run is None:
                 rec.recovered, rec.outcome = rec.replaced, "idle"
             else:
                 rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
@@ -468,6 +497,32 @@ class Engine:
         log.warning("worker c%ds%d %s: replaced in %.1f ms, stage in flight %s", context, stream, reason,
                     (rec.replaced - detected) * 1e3, rec.outcome)
         return rec
+
+    def memory(self, max_age: float = 2.0) -> ContextMemory:
+        """Memory per context (the backend's ``memory_by_context``, else the resident model bytes), at
+        most ``max_age`` seconds old (asking MPS workers costs a control round trip each)."""
+        now = self._clock()
+        if self._memory is not None and now - self._memory[0] < max_age:
+            return self._memory[1]
+        fn = getattr(self.backend, "memory_by_context", None)
+        if callable(fn):
+            mem = fn()
+        else:  # cpu threads: one process, every model once
+            mem = ContextMemory((sum(self.model_bytes.values()),) * self.backend.n_contexts, SOURCE_MODELS, True)
+        self._memory = (now, mem)
+        return mem
+
+    @staticmethod
+    def model_label(key: str) -> str:
+        """``resnet18@224x224`` from a model key (the weights path left out)."""
+        return key.split(":", 1)[0]
+
+    def _context_scoped(self) -> bool:
+        """Whether a dead worker takes its whole context down: a worker process per context (``mps``:
+        ``worker_scope == "context"``), or one stream per context. The core then moves the context's tasks
+        and queued stages to the other contexts until the replacement serves (Scheduler.context_down)."""
+        b = self.backend
+        return getattr(b, "worker_scope", "stream") == "context" or int(getattr(b, "n_streams", 1)) == 1
 
     def close(self) -> None:
         """Stop dispatching, then stop the backend (in-flight stages finish and are discarded)."""

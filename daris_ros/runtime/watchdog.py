@@ -54,6 +54,8 @@ class FaultRecord:
     job_id: int = -1
     stage: int = -1
     outcome: str = ""
+    moved: dict[str, int] = field(default_factory=dict)  # tasks moved off the context while it was down
+    moved_back: dict[str, int] = field(default_factory=dict)  # tasks moved back once it served again
 
     @property
     def detection_ms(self) -> float | None:
@@ -71,7 +73,7 @@ class FaultRecord:
                 "outcome": self.outcome, "task": self.task, "job_id": self.job_id, "stage": self.stage,
                 "detected": self.detected, "died": self.died, "replaced": self.replaced,
                 "recovered": self.recovered, "detection_ms": self.detection_ms,
-                "recovery_ms": self.recovery_ms}
+                "recovery_ms": self.recovery_ms, "moved": dict(self.moved), "moved_back": dict(self.moved_back)}
 
 
 @dataclass(slots=True)

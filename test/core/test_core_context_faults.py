@@ -118,7 +118,7 @@ def test_bad_context_and_batching_are_errors() -> None:
 
 fault_actions = st.lists(
     st.tuples(
-        st.sampled_from(["release", "release", "release", "complete", "complete", "down", "up"]),
+        st.sampled_from(["release", "release", "release", "complete", "complete", "down", "up", "abort"]),
         st.integers(0, 10),
         st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.7]),
     ),
@@ -147,6 +147,8 @@ def test_property_invariants_hold_across_context_faults(world: tuple[SchedulerCo
             now = max(now, d.start + 0.01)
             s.complete(d, now)
             w.prev_finish[(d.job.task, d.job.job_id)] = now
+        elif kind == "abort" and w.running:
+            s.abort(w.running.pop(idx % len(w.running)), now)
         elif kind == "down":
             s.context_down(idx % n_c, now)
         elif kind == "up":
@@ -176,3 +178,28 @@ def test_property_invariants_hold_across_context_faults(world: tuple[SchedulerCo
         assert s.backlog(k) == 0.0 and s.queue_length(k) == 0
     for name, ts in s.task_stats().items():
         assert ts.released == ts.admitted + ts.rejected and ts.completed == ts.admitted, name
+
+
+def test_abort_requeues_a_lost_stage_where_its_job_now_belongs() -> None:
+    s = Scheduler(three_ctx(), tasks())
+    job = s.release("h0", 0.0).job
+    assert job is not None
+    (d,) = s.dispatch(0.0)
+    assert (d.context, d.stage) == (0, 0)
+    s.abort(d, 0.2)  # its worker died with it; context 0 is still up: the stage goes back to 0
+    assert s.idle_streams(0) == 1 and s.queued(0) == [(d.level, job, 0)]
+    (d2,) = s.dispatch(0.2)
+    assert (d2.context, d2.stage, d2.level, d2.virtual_deadline) == (0, 0, d.level, d.virtual_deadline)
+    s.abort(d2, 0.3)
+    s.context_down(0, 0.3)  # then the context goes down: the re-queued stage follows h0 to context 2
+    assert s.queue_length(0) == 0 and s.queued(2) == [(d.level, job, 0)] and s.backlog(0) == 0.0
+    (d3,) = s.dispatch(0.3)
+    assert d3.context == 2
+    assert s.stage_mrets("h0") == (1.0, 1.0)  # nothing measured for the lost runs
+    with pytest.raises(ValueError, match="not running this stage"):
+        s.abort(d, 0.4)
+    s.complete(d3, 0.5)
+    (d4,) = s.dispatch(0.5)
+    out = s.complete(d4, 1.0)
+    assert out is not None and out.met and s.outstanding_stages() == 0
+    assert s.task_stats()["h0"].completed == 1

@@ -2,7 +2,8 @@
 threads, jobs released periodically by a driver thread. A worker killed mid-stage or hung is detected by
 the engine's watchdog and replaced; the stage it was running is retried (never lost, never delivered
 twice); a second loss of the same stage fails its job (error, not met); HP jobs released after the
-recovery all meet their deadlines."""
+recovery all meet their deadlines. When the dead worker was its context's only one, the context is down
+in the core until the replacement serves: its tasks and the lost stage move to the other context."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ HP_PERIOD = 0.1
 LP_PERIOD = 0.2
 
 
-def _engine(stage_timeout: float = 0.3) -> tuple[Engine, list[JobResult]]:
-    # small inputs and generous deadlines: the CI machine's 2 cores are shared, and this is about faults
+def _engine(stage_timeout: float = 0.3, *, policy: str = "MPS", n_contexts: int = 2, n_streams: int = 1
+            ) -> tuple[Engine, list[JobResult]]:
+    # small inputs and generous deadlines: the CI machine's 2 cores are shared, and this is about faults.
+    # MPS 2x1: a dead worker takes its context down (Engine._context_scoped); STR 1x2: only its stream
     tasks = (TaskSettings("hp", "/hp", "HP", HP_PERIOD, HP_PERIOD, "resnet18", input_size=(32, 32)),
              TaskSettings("lp", "/lp", "LP", LP_PERIOD, LP_PERIOD, "resnet18", input_size=(32, 32)))
-    s = SchedulerSettings(n_contexts=2, profile_runs=3, tasks=tasks, worker_stage_timeout=stage_timeout)
+    s = SchedulerSettings(policy=policy, n_contexts=n_contexts, n_streams=n_streams, profile_runs=3, tasks=tasks,
+                          worker_stage_timeout=stage_timeout)
     results: list[JobResult] = []
     lock = threading.Lock()
 
@@ -117,7 +121,8 @@ def test_killed_worker_replaced_stage_retried_no_hp_miss_after():
 
 
 def test_hung_worker_replaced_late_result_ignored_and_second_loss_fails_the_job():
-    e, results = _engine(stage_timeout=0.3)
+    # one context of two streams: a stage lost with its worker is retried on that worker's replacement
+    e, results = _engine(stage_timeout=0.3, policy="STR", n_contexts=1, n_streams=2)
     try:
         with _Driver(e):
             time.sleep(1.0)
@@ -161,3 +166,51 @@ def test_dead_idle_worker_replaced():
         assert (rec.reason, rec.outcome) == ("died", "idle") and e.backend.worker_alive(c, 0)
     finally:
         e.close()
+
+
+def test_context_down_while_a_slow_replacement_starts_hp_reassigned_lp_migrates():
+    """A replacement that takes 1.5 s to start (an MPS worker process without a ready spare takes ~5 s on
+    the H200): meanwhile the dead worker's context is down in the core, its tasks run on the other
+    context (HP reassigned, LP migrated), the lost stage is retried there at once, and nothing misses."""
+    e, results = _engine()
+    try:
+        with _Driver(e):
+            time.sleep(1.0)
+            with e.locked():
+                c_hp, c_lp = e.scheduler.context_of("hp"), e.scheduler.context_of("lp")
+            assert c_hp != c_lp  # Algorithm 1 puts them on different contexts
+            assert e.backend.inject_fault("kill", c_hp, 0, seconds=1.5)
+            time.sleep(0.5)
+            with e.locked():
+                assert e.scheduler.context_of("hp") == c_lp and e.scheduler.contexts_down == {c_hp}
+            time.sleep(2.0)  # replaced by now; then the LP task's context
+            assert e.backend.inject_fault("kill", c_lp, 0, seconds=1.5, wait_busy=2.0)
+            time.sleep(0.5)
+            with e.locked():
+                assert e.scheduler.context_of("lp") == c_hp and e.scheduler.contexts_down == {c_lp}
+            time.sleep(2.0)
+        _drain(e)
+    finally:
+        e.close()
+    r1, r2 = list(e.faults.records)
+    assert (r1.context, r1.outcome, r1.moved, r1.moved_back) == (c_hp, "retried", {"hp": c_lp}, {"hp": c_hp})
+    assert (r2.context, r2.outcome, r2.moved_back) == (c_lp, "retried", {"lp": c_lp})
+    assert r2.moved == {"lp": c_hp}
+    for r in (r1, r2):
+        assert r.replaced - r.detected >= 1.4  # the slow replacement
+        # the lost stage was re-run on the other context long before the replacement served
+        assert r.recovery_ms is not None and r.recovery_ms < 1000, r.as_dict()
+        assert r.recovered < r.replaced
+    with e.locked():
+        stats = e.scheduler.task_stats()
+        assert e.scheduler.contexts_down == frozenset()
+        assert (e.scheduler.context_of("hp"), e.scheduler.context_of("lp")) == (c_hp, c_lp)
+    assert stats["hp"].migrations == 2 and stats["lp"].migrations >= 2
+    during = [r for r in results if r.task == "hp" and r1.detected < r.release_time < r1.replaced]
+    assert len(during) >= 10 and {r.context for r in during} == {c_lp}  # HP ran on the other context
+    hp = [r for r in results if r.task == "hp"]
+    assert [r.job_id for r in hp if not r.met] == [], "HP misses"
+    assert not [r for r in results if r.error]
+    for task in ("hp", "lp"):
+        ids = [r.job_id for r in results if r.task == task]
+        assert len(ids) == len(set(ids)) == stats[task].admitted == stats[task].completed

@@ -191,6 +191,16 @@ def test_stats_message_counts(run):
     hp, lp = s.priorities
     assert hp.priority == 0 and hp.tasks == 1 and lp.tasks == 2
     assert hp.completed == rows["cam_hp"].completed
+    # contexts: Algorithm 1's placement, utilization, memory (cpu: the resident models' bytes, shared)
+    assert [c.context for c in s.contexts] == [0, 1] and all(c.up for c in s.contexts)
+    placed = sorted(n for c in s.contexts for n in c.task_names)
+    assert placed == ["cam_dead", "cam_hp", "cam_lp"]
+    (hp_ctx,) = [c for c in s.contexts if "cam_hp" in c.task_names]
+    assert hp_ctx.hp_utilization > 0
+    assert s.models == ["resnet18@64x64"] and s.memory_source == "model_bytes" and s.memory_shared
+    # ResNet18: 11.69 M parameters in fp32 plus the batch-norm buffers
+    assert 46_000_000 < s.model_bytes[0] < 48_000_000
+    assert [c.memory_bytes for c in s.contexts] == [s.model_bytes[0]] * 2
 
 
 @pytest.mark.parametrize(

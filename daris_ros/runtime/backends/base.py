@@ -35,3 +35,8 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Stop workers and release the device; idempotent."""
+
+
+# Optional, detected with getattr: ``memory_by_context() -> daris_ros.runtime.memory.ContextMemory`` (memory
+# per context for the stats), ``worker_scope`` ("stream" or "context": what one dead worker takes down),
+# and the worker-fault hooks of daris_ros.runtime.watchdog.

@@ -9,8 +9,8 @@ watchdog through ``restart_worker``; a replaced thread's late result is never de
 cannot be killed from outside, so faults are injected from inside (:meth:`CpuBackend.inject_fault`, or
 the ``DARIS_CPU_FAULTS`` environment variable read at :meth:`CpuBackend.start`, see
 :func:`parse_fault_schedule`): ``kill`` makes the worker end after the stage it is running, without
-reporting it (the stage's result is lost, as with a SIGKILLed worker process); ``hang`` makes its current
-or next stage take ``seconds`` longer.
+reporting it (the stage's result is lost, as with a SIGKILLed worker process), and its replacement
+start ``seconds`` later; ``hang`` makes its current or next stage take ``seconds`` longer.
 """
 
 from __future__ import annotations
@@ -80,11 +80,13 @@ class _Slot:
     hang: float = 0.0
     hang_times: int = 0  # stages still to hang; kept across replacements (an input that hangs any worker)
     died_at: float | None = None
+    restart_delay: float = 0.0  # fault injection: the next replacement takes this long to start
     abandoned: list[threading.Thread] = field(default_factory=list)
 
 
 class CpuBackend:
     name = "cpu"
+    worker_scope = "stream"  # one thread per (context, stream): a dead thread leaves its context's others
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cpu") -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -187,6 +189,9 @@ class CpuBackend:
     def restart_worker(self, context: int, stream: int) -> None:
         """Replace the worker of (context, stream); stages queued for the old one move to the new one. A
         hung old thread is abandoned (a daemon thread: it exits when its stage returns)."""
+        delay, self._slots[context][stream].restart_delay = self._slots[context][stream].restart_delay, 0.0
+        if delay > 0:  # injected: a replacement as slow as a worker process started without a spare
+            time.sleep(delay)
         with self._restart_lock:
             if self._closed:
                 return
@@ -211,7 +216,9 @@ class CpuBackend:
     def inject_fault(self, kind: str, context: int, stream: int, seconds: float = 0.0,
                      wait_busy: float = 1.0, times: int = 1) -> bool:
         """Test hook. ``kill``: the worker ends after its current stage without reporting it (waits up to
-        ``wait_busy`` s for the worker to be running a stage, so the kill hits one in flight); ``hang``:
+        ``wait_busy`` s for the worker to be running a stage, so the kill hits one in flight), and its
+        replacement takes ``seconds`` to start (0: at once; a worker process without a spare takes
+        seconds); ``hang``:
         its current or next ``times`` stages take ``seconds`` longer (also on a replacement worker, like an
         input that hangs whoever runs it). Returns whether a stage was in flight."""
         slot = self._slots[context][stream]
@@ -220,6 +227,7 @@ class CpuBackend:
             time.sleep(0.0005)
         busy = slot.busy
         if kind == "kill":
+            slot.restart_delay = seconds
             slot.kill = True
             if not busy:
                 slot.queue.put(_KILL)

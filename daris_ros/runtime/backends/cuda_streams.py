@@ -33,6 +33,7 @@ import torch
 
 from daris_ros.runtime.backends.base import BackendError, StageDone
 from daris_ros.runtime.backends.cuda_graphs import Rows, StageGraph, clone_io, stack_rows, take_rows
+from daris_ros.runtime.memory import SOURCE_PROCESS, ContextMemory, cuda_reserved
 
 log = logging.getLogger("daris_ros.backends")
 
@@ -297,6 +298,10 @@ class CudaStreamsBackend:
             inflight = still
             if inflight and not pending:
                 time.sleep(0)  # let other threads (releases) take the GIL
+
+    def memory_by_context(self) -> ContextMemory:
+        """The node process's reserved device memory: every context shares its allocator."""
+        return ContextMemory((cuda_reserved(self.device),) * self.n_contexts, SOURCE_PROCESS, True)
 
     def close(self) -> None:
         if self._closed:

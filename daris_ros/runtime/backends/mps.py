@@ -56,6 +56,7 @@ from daris_ros.runtime.backends import shm_channel as ch
 from daris_ros.runtime.backends.base import BackendError, StageDone
 from daris_ros.runtime.backends.mps_daemon import MpsDaemon
 from daris_ros.runtime.backends.mps_worker import WorkerConfig, serialize_model, worker_main
+from daris_ros.runtime.memory import SOURCE_WORKER, ContextMemory
 
 log = logging.getLogger("daris_ros.backends.mps")
 
@@ -205,6 +206,7 @@ class MpsBackend:
     """N_c MPS client processes x N_s streams (see the module docstring)."""
 
     name = "mps"
+    worker_scope = "context"  # one worker process serves all N_s streams of its context
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
                  oversubscription: float = 1.0, pipe_dir: str | None = None, log_dir: str | None = None,
@@ -903,6 +905,19 @@ class MpsBackend:
         return out
 
     # -- statistics ----------------------------------------------------------------------------------
+    def memory_by_context(self) -> ContextMemory:
+        """Reserved device memory of each context's worker process (0 for a worker that does not answer
+        within 0.5 s, e.g. one being replaced)."""
+        out = []
+        for slot in list(self.workers):
+            try:
+                reply = self._ctrl_call(slot, ("info",), timeout=0.5) if slot.state == READY else ("",)
+            except (BackendError, OSError, EOFError):
+                reply = ("",)
+            info = reply[1] if reply[0] == "info" else {}
+            out.append(int(info.get("cuda_reserved", 0)))
+        return ContextMemory(tuple(out), SOURCE_WORKER, False)
+
     def worker_cpu_seconds(self) -> float:
         """User + system CPU time of the current worker processes so far (from /proc)."""
         tick = os.sysconf("SC_CLK_TCK")

@@ -300,8 +300,10 @@ class _Worker:
                     self._add(msg[1], model.eval())
                 self.ctrl.send(("ok",))
             elif op == "info":
+                reserved = int(self.torch.cuda.memory_reserved(self.dev)) if self.cuda else 0
                 self.ctrl.send(("info", {"pid": os.getpid(), "cpu_s": time.process_time(),
-                                         "completed": self.completed, "handles": len(self.local)}))
+                                         "completed": self.completed, "handles": len(self.local),
+                                         "cuda_reserved": reserved}))
             elif op == "ping":
                 self.ctrl.send(("pong", time.monotonic_ns()))
             else:
