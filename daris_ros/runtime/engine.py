@@ -298,6 +298,8 @@ class Engine:
                 if att is None or att.token != token:  # a replaced worker's late result
                     self.faults.stale_completions += 1
                     return
+                if getattr(error, "in_flight_loss", False):
+                    return  # lost with its worker: the watchdog finds the attempt and retries it (on_worker_fault)
                 del self._attempts[(d.context, d.stream)]
                 if att.fault is not None:
                     att.fault.recovered = now

@@ -65,7 +65,13 @@ _ZERO_REQ = array("q", bytes(8 * ch.REQ_FIELDS))
 
 
 class WorkerLost(BackendError):
-    """The worker process of a context died (or was replaced) with this stage, or its input, in it."""
+    """The worker process of a context died (or was replaced) with this stage, or its input, in it.
+
+    ``in_flight_loss``: the stage itself was running or queued in the worker that died (its input may
+    still exist: the engine's watchdog retries it); False: its input was a worker-resident output of a
+    worker that is gone (nothing to retry)."""
+
+    in_flight_loss: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -736,6 +742,7 @@ class MpsBackend:
         log.warning("mps: worker c%d (pid %s) died (exit code %s) with %d stages in flight", slot.context,
                     slot.pid, code, len(lost))
         err = WorkerLost(f"worker c{slot.context} (pid {slot.pid}) died (exit code {code}) running this stage")
+        err.in_flight_loss = True
         now = time.monotonic_ns()
         return [Completion(p.token, slot.context, p.stream, None, 0.0, err, p.t_submit, t_recv=now, done=p.done)
                 for p in lost]
