@@ -69,6 +69,7 @@ from daris_ros.ros.messages import (
 from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
 from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
+from daris_ros.runtime.memory import is_cuda_oom
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
 
 
@@ -592,13 +593,14 @@ def main(args: list[str] | None = None) -> int:
     except StartupInterrupted as exc:
         print(f"[daris_scheduler] {exc} during start-up ({exc.phase}): stopped", file=sys.stderr)
     except BackendError as exc:  # no device, MPS unavailable, a worker that does not start...
-        print(f"[daris_scheduler] the execution backend cannot run ({getattr(exc, 'daris_phase', 'start-up')}): "
+        oom = " (out of GPU memory)" if is_cuda_oom(exc) else ""
+        print(f"[daris_scheduler] the execution backend cannot run{oom} ({getattr(exc, 'daris_phase', 'start-up')}): "
               f"{exc}", file=sys.stderr)
         return 3
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:
-        if node is None and type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        if node is None and is_cuda_oom(exc):  # torch.OutOfMemoryError, or "CUDA error: out of memory"
             print(f"[daris_scheduler] out of GPU memory while {getattr(exc, 'daris_phase', 'starting')}: {exc}",
                   file=sys.stderr)
             return 3

@@ -439,11 +439,18 @@ class Engine:
                         ) -> FaultRecord | None:
         """Replace the worker of (context, stream) and retry its stage in flight once (a second loss fails
         the job: its result carries the error and is not met). Idempotent: returns None when the fault
-        was handled already (the worker is alive again, or the hung stage finished meanwhile)."""
+        was handled already (the worker is alive again, or the hung stage finished meanwhile).
+
+        When the worker was its context's only one (:meth:`_context_scoped`), every stage in flight in that
+        context is lost with it: they are re-queued (Scheduler.abort) and the context is down in the core
+        (Scheduler.context_down) until the replacement serves, so they and the context's tasks run on the
+        other contexts meanwhile."""
         with self._fault_lock:
             if self._closed:
                 return None
             detected = self._clock()
+            scoped = self._context_scoped()
+            failed: list[_Attempt] = []
             with self._lock:
                 att = self._attempts.get((context, stream))
                 if token is not None and (att is None or att.token != token):
@@ -453,51 +460,64 @@ class Engine:
                 self._attempts.pop((context, stream), None)  # its result, if it ever comes, is stale now
                 died_at = getattr(self.backend, "worker_died_at", None)
                 rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
-                run = self._running.get((att.d.job.task, att.d.job.job_id)) if att is not None else None
+                if att is not None:
+                    rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
                 dispatches: list[StageDispatch] = []
-                requeued = False
-                if self._context_scoped():  # the context cannot serve until the replacement does
-                    if att is not None and run is not None and att.retries < MAX_STAGE_RETRIES:
-                        # the lost stage is queued again and follows its job to a context that serves
-                        self.scheduler.abort(att.d, detected)
-                        run.retry[att.d.stage] = (att.retries + 1, rec)
-                        rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
-                        rec.outcome, requeued = "retried", True
-                        self.faults.stages_retried += 1
+                if scoped:  # the context cannot serve until the replacement does
+                    lost = [att] if att is not None else []
+                    lost += [self._attempts.pop((context, s)) for s in range(int(getattr(self.backend, "n_streams", 1)))
+                             if s != stream and (context, s) in self._attempts]
+                    for a in lost:
+                        run = self._running.get((a.d.job.task, a.d.job.job_id))
+                        if run is None:
+                            continue
+                        if a.retries < MAX_STAGE_RETRIES:  # queued again: it follows its job to a serving context
+                            self.scheduler.abort(a.d, detected)
+                            run.retry[a.d.stage] = (a.retries + 1, rec)
+                            self.faults.stages_retried += 1
+                            rec.outcome = "retried"
+                        else:
+                            failed.append(a)
                     rec.moved = self.scheduler.context_down(context, detected)
-                    dispatches = self.scheduler.dispatch(detected)  # its queued stages, now elsewhere
+                    dispatches = self.scheduler.dispatch(detected)  # the re-queued and queued stages, elsewhere
+                    run_att = None
+                else:
+                    run_att = self._running.get((att.d.job.task, att.d.job.job_id)) if att is not None else None
             self._submit(dispatches, detected)
+            for a in failed:
+                rec.outcome = rec.outcome or "failed"
+                self.faults.jobs_failed += 1
+                self._complete_unrun(a.d, WorkerFault(f"WorkerFault: stage {a.d.stage} lost twice (worker c{context} "
+                                                      f"{reason})"), a.retries, rec)
             try:
                 self.backend.restart_worker(context, stream)
             except Exception:
-                if att is not None and not requeued:  # keep the lost stage: the next restart retries it
+                if run_att is not None:  # keep the lost stage: the next successful restart retries it
                     with self._lock:
                         self._attempts.setdefault((context, stream), att)
                 raise
             rec.replaced = self._clock()
-            if self._context_scoped():
+            if scoped:
                 with self._lock:
-                    back = self.scheduler.context_up(context, rec.replaced)
+                    rec.moved_back = self.scheduler.context_up(context, rec.replaced)
                     dispatches = self.scheduler.dispatch(rec.replaced)
-                rec.moved_back = back
                 self._submit(dispatches, rec.replaced)
-            if requeued:
-                pass  # retried already (on another context, or here once the replacement serves)
-            elif att is None or run is None:
+                if not rec.outcome:
+                    rec.recovered, rec.outcome = rec.replaced, "idle"
+            elif att is None or run_att is None:
                 rec.recovered, rec.outcome = rec.replaced, "idle"
+            elif att.retries < MAX_STAGE_RETRIES:
+                rec.outcome = "retried"
+                self.faults.stages_retried += 1
+                self._submit_attempt(att.d, run_att, rec.replaced, att.retries + 1, rec)
             else:
-                rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
-                if att.retries < MAX_STAGE_RETRIES:
-                    rec.outcome = "retried"
-                    self.faults.stages_retried += 1
-                    self._submit_attempt(att.d, run, rec.replaced, att.retries + 1, rec)
-                else:
-                    rec.outcome = "failed"
-                    self.faults.jobs_failed += 1
-                    self._complete_unrun(att.d, WorkerFault(f"WorkerFault: stage {att.d.stage} lost twice (worker "
-                                                            f"c{context}s{stream} {reason})"), att.retries, rec)
-        log.warning("worker c%ds%d %s: replaced in %.1f ms, stage in flight %s", context, stream, reason,
-                    (rec.replaced - detected) * 1e3, rec.outcome)
+                rec.outcome = "failed"
+                self.faults.jobs_failed += 1
+                self._complete_unrun(att.d, WorkerFault(f"WorkerFault: stage {att.d.stage} lost twice (worker "
+                                                        f"c{context}s{stream} {reason})"), att.retries, rec)
+        log.warning("worker c%ds%d %s: replaced in %.1f ms, stage in flight %s%s", context, stream, reason,
+                    (rec.replaced - detected) * 1e3, rec.outcome,
+                    f"; tasks moved meanwhile: {rec.moved}" if rec.moved else "")
         return rec
 
     def memory(self, max_age: float = 2.0) -> ContextMemory:

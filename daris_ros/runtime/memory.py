@@ -7,6 +7,7 @@ resident in each context (every model is resident in every context).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,3 +46,27 @@ def cuda_reserved(device: str) -> int:
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return 0
     return int(torch.cuda.memory_reserved(torch.device(device)))
+
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory: ``torch.OutOfMemoryError`` (the caching
+    allocator), or a CUDA runtime "out of memory" error (``torch.AcceleratorError`` from stream or context
+    creation, cuBLAS workspaces...), or a backend error carrying either from a worker process."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "CUDA out of memory" in text or "CUDA error: out of memory" in text or "OutOfMemoryError" in text
+
+
+_EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit)\b(?::|$)")
+
+
+def traceback_summary(tb: str) -> str:
+    """The exception line of a formatted traceback (``torch.OutOfMemoryError: CUDA out of memory...``):
+    the last line that starts with an exception type (CUDA errors append advice lines after it), else the
+    last non-empty line."""
+    lines = [line.rstrip() for line in tb.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _EXC_LINE.match(line):
+            return line
+    return lines[-1].strip() if lines else ""

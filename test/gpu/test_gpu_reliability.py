@@ -171,6 +171,7 @@ def test_mps_out_of_memory_at_start_up_is_a_clear_error(monkeypatch: pytest.Monk
     and close() must leave no worker and no daemon."""
     from daris_ros.runtime.backends.mps_daemon import mps_processes as procs
     from daris_ros.runtime.engine import Engine
+    from daris_ros.runtime.memory import is_cuda_oom
 
     monkeypatch.setenv("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "0=64M")
     eng = Engine(_settings(model="resnet50"), on_result=lambda r: None)
@@ -185,28 +186,34 @@ def test_mps_out_of_memory_at_start_up_is_a_clear_error(monkeypatch: pytest.Monk
     alive = [p for p in pids if p is not None and os.path.exists(f"/proc/{p}")]
     _write("mps_oom_start_up", {"error_head": msg[:300], "seconds_to_error": round(took, 2),
                                 "workers_alive_after_close": alive, "mps_processes_after_close": procs(PIPE)})
-    assert "out of memory" in msg.lower() or "OutOfMemoryError" in msg
+    assert is_cuda_oom(info.value), msg
+    assert "out of memory" in msg.splitlines()[0].lower(), msg.splitlines()[0]  # said on the first line
     assert alive == []
 
 
-def test_str_out_of_memory_at_load_is_torch_oom_and_frees_everything() -> None:
-    """In-process backends: with the device nearly full, loading raises torch.OutOfMemoryError (the node
-    prints "out of GPU memory while loading" and exits 3); after close the memory is back."""
+def test_str_out_of_memory_at_load_is_recognised_and_frees_everything() -> None:
+    """In-process backends: with the device nearly full, loading fails with a CUDA out-of-memory error
+    (torch.OutOfMemoryError from the allocator, or torch.AcceleratorError "CUDA error: out of memory" from
+    stream creation: measured on the H200) that ``is_cuda_oom`` recognises (the node then prints "out of GPU
+    memory while loading" and exits 3); after close the memory is back."""
     from daris_ros.runtime.engine import Engine
+    from daris_ros.runtime.memory import is_cuda_oom
 
     torch.cuda.init()
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(int(free - 40 * 2**20), dtype=torch.uint8, device="cuda")  # leave 40 MB
     eng = Engine(_settings(model="resnet50", backend="str"), on_result=lambda r: None)
     try:
-        with pytest.raises(torch.OutOfMemoryError) as info:
+        with pytest.raises(Exception) as info:  # noqa: PT011 - which type depends on where it runs out
             eng.load_models()
             eng.profile()
+        assert is_cuda_oom(info.value), repr(info.value)
     finally:
         eng.close()
         del hog
         torch.cuda.empty_cache()
     free_after, _ = torch.cuda.mem_get_info()
-    _write("str_oom_load", {"error_head": str(info.value)[:200], "free_before_hog_mb": free / 2**20,
+    _write("str_oom_load", {"error_type": type(info.value).__name__, "error_head": str(info.value)[:200],
+                            "free_before_hog_mb": free / 2**20,
                             "free_after_close_mb": free_after / 2**20})
     assert free_after > free - 300 * 2**20  # nothing of the half-started backend holds memory

@@ -56,7 +56,7 @@ from daris_ros.runtime.backends import shm_channel as ch
 from daris_ros.runtime.backends.base import BackendError, StageDone
 from daris_ros.runtime.backends.mps_daemon import MpsDaemon
 from daris_ros.runtime.backends.mps_worker import WorkerConfig, serialize_model, worker_main
-from daris_ros.runtime.memory import SOURCE_WORKER, ContextMemory
+from daris_ros.runtime.memory import SOURCE_WORKER, ContextMemory, traceback_summary
 
 log = logging.getLogger("daris_ros.backends.mps")
 
@@ -384,7 +384,8 @@ class MpsBackend:
                     slot.state = READY
                     slot.ready_at = time.monotonic()
                     return
-                raise BackendError(f"mps: worker c{slot.context} failed to start:\n{msg[1]}{self._daemon_hint()}")
+                raise BackendError(f"mps: worker c{slot.context} failed to start: {traceback_summary(msg[1])}\n"
+                                   f"{msg[1]}{self._daemon_hint()}")
             if slot.process.sentinel in r and not slot.ctrl.poll():
                 raise BackendError(f"mps: worker c{slot.context} exited during start-up (exit code "
                                    f"{slot.process.exitcode}){self._daemon_hint()}")
