@@ -81,6 +81,10 @@ class SchedulerSettings:
     stamp_future_tolerance: float = 1.0  # s; frames stamped further ahead of the node's clock are dropped
     stamp_past_tolerance: float = 0.0  # s; frames stamped further behind are dropped (0: no check)
     worker_stage_timeout: float = 2.0  # s; a stage running longer means a hung worker (0: no check)
+    gpu_decode: bool = True  # JPEG decoded on the GPU (nvJPEG) when the backend's device is CUDA
+    mps_pipe_directory: str = ""  # mps: the daemon's pipe directory ("": DARIS_MPS_PIPE_DIRECTORY, ...)
+    mps_log_directory: str = ""  # mps: the daemon's log directory ("": DARIS_MPS_LOG_DIRECTORY, ...)
+    mps_spares: int = -1  # mps: ready spare worker processes (-1: DARIS_MPS_SPARES, else 0)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -176,6 +180,10 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         stamp_future_tolerance=float(raw.get("stamp_future_tolerance", 1.0)),
         stamp_past_tolerance=float(raw.get("stamp_past_tolerance", 0.0)),
         worker_stage_timeout=float(raw.get("worker_stage_timeout", 2.0)),
+        gpu_decode=bool(raw.get("gpu_decode", True)),
+        mps_pipe_directory=str(raw.get("mps_pipe_directory", "") or ""),
+        mps_log_directory=str(raw.get("mps_log_directory", "") or ""),
+        mps_spares=int(raw.get("mps_spares", -1)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -197,6 +205,8 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(0 <= s.rejection_rate_warn <= 1, "rejection_rate_warn", "must be within [0, 1]")
     _require(s.stale_warn_periods >= 1, "stale_warn_periods", f"{s.stale_warn_periods} is not allowed: >= 1")
     _require(s.max_pixels >= 1, "max_pixels", f"{s.max_pixels} is not allowed: >= 1")
+    _require(-1 <= s.mps_spares <= 16, "mps_spares", f"{s.mps_spares} is not allowed: -1 (from DARIS_MPS_SPARES) "
+             "or 0..16 ready spare worker processes")
     for name in ("stamp_future_tolerance", "stamp_past_tolerance", "worker_stage_timeout"):
         v = getattr(s, name)
         _require(math.isfinite(v) and v >= 0, name, f"{v} s is not allowed: >= 0 (0 disables the check)")

@@ -59,6 +59,13 @@ class BatchingMixin:
     def _advance(self, e: Any, now: float, k: int) -> JobOutcome | None:  # provided by Scheduler
         raise NotImplementedError
 
+    def _free_stream(self, d: Any, what: str = "stage") -> Any:  # provided by Scheduler
+        raise NotImplementedError
+
+    @staticmethod
+    def _exec_time(d: Any, now: float, exec_time: float | None) -> float:  # provided by Scheduler
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ dispatch
     def dispatch_batches(self, now: float) -> list[BatchDispatch]:
         """Start batched stages on idle streams (lowest stream index first), per context."""
@@ -232,21 +239,9 @@ class BatchingMixin:
         """
         if self._batching is None:
             raise RuntimeError("batching is off: use complete()")
-        k, s = d.context, d.stream
-        try:
-            running = self._running[k]
-            run = running[s]
-        except (IndexError, TypeError):
-            raise ValueError(f"no stream ({k}, {s})") from None
-        if run is None or run[0] is not d:
-            raise ValueError(f"stream ({k}, {s}) is not running this batch")
-        if exec_time is None:
-            exec_time = max(0.0, now - d.start)
-        elif exec_time < 0:
-            raise ValueError(f"exec_time must be >= 0, got {exec_time}")
-        running[s] = None
-        _heappush(self._idle[k], s)
-        entries = run[1]
+        k = d.context
+        exec_time = self._exec_time(d, now, exec_time)
+        entries = self._free_stream(d, "batch")
         e0 = entries[0]
         key = e0.state.bkeys[d.stage]
         if self._btimes.record(key, d.size, exec_time):  # eq. 1 per (model, stage, size)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from heapq import heappop as _heappop
 from heapq import heappush as _heappush
+from typing import Any
 
 from daris_ros.core.accounting import PriorityStats, TaskStats, new_response_times
 from daris_ros.core.admission import (
@@ -402,24 +403,34 @@ class Scheduler(BatchingMixin):
                 out.append(d)
         return out
 
-    def complete(self, d: StageDispatch, now: float, exec_time: float | None = None) -> JobOutcome | None:
-        """Stage ``d`` finished at ``now`` after ``exec_time`` seconds (default: ``now - d.start``)."""
-        k = d.context
-        s = d.stream
+    def _free_stream(self, d: Any, what: str = "stage") -> Any:
+        """Free the stream running ``d`` (a stage, or a batch) and return what it ran; ValueError if it is
+        not running ``d``."""
+        k, s = d.context, d.stream
         try:
             running = self._running[k]
             run = running[s]
         except (IndexError, TypeError):
             raise ValueError(f"no stream ({k}, {s})") from None
         if run is None or run[0] is not d:
-            raise ValueError(f"stream ({k}, {s}) is not running this stage")
-        if exec_time is None:
-            exec_time = max(0.0, now - d.start)
-        elif exec_time < 0:
-            raise ValueError(f"exec_time must be >= 0, got {exec_time}")
+            raise ValueError(f"stream ({k}, {s}) is not running this {what}")
         running[s] = None
         _heappush(self._idle[k], s)
-        e = run[1]
+        return run[1]
+
+    @staticmethod
+    def _exec_time(d: Any, now: float, exec_time: float | None) -> float:
+        if exec_time is None:
+            return max(0.0, now - d.start)
+        if exec_time < 0:
+            raise ValueError(f"exec_time must be >= 0, got {exec_time}")
+        return exec_time
+
+    def complete(self, d: StageDispatch, now: float, exec_time: float | None = None) -> JobOutcome | None:
+        """Stage ``d`` finished at ``now`` after ``exec_time`` seconds (default: ``now - d.start``)."""
+        k = d.context
+        exec_time = self._exec_time(d, now, exec_time)
+        e = self._free_stream(d)
         if self._queued[k]:
             self._ready.add(k)
         st = e.state
@@ -434,17 +445,7 @@ class Scheduler(BatchingMixin):
         if self._batching is not None:
             raise RuntimeError("abort is not supported with batching")
         k = d.context
-        s = d.stream
-        try:
-            running = self._running[k]
-            run = running[s]
-        except (IndexError, TypeError):
-            raise ValueError(f"no stream ({k}, {s})") from None
-        if run is None or run[0] is not d:
-            raise ValueError(f"stream ({k}, {s}) is not running this stage")
-        running[s] = None
-        _heappush(self._idle[k], s)
-        e = run[1]
+        e = self._free_stream(d)
         job = e.job
         kq = job.context
         if kq != k:

@@ -154,8 +154,12 @@ def validate_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         raise FrameError("truncated_compressed", "PNG data does not end with an IEND chunk (truncated)")
 
 
-def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a ``sensor_msgs/msg/CompressedImage`` (jpeg or png) to HxWx3 RGB uint8."""
+def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, device: str = "cpu") -> Any:
+    """Decode a ``sensor_msgs/msg/CompressedImage`` (jpeg or png) to HxWx3 RGB uint8.
+
+    With a CUDA ``device``, JPEG is decoded there (torchvision's nvJPEG decoder) and a torch tensor on
+    that device is returned, which preprocessing resizes in place; PNG, and every image on the CPU, is
+    decoded by Pillow into a numpy array. The header is checked by Pillow in both cases."""
     fmt = (msg.format or "").lower()
     if fmt and "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
         raise FrameError("unknown_format", f"compressed format {msg.format!r} is not jpeg or png")
@@ -163,10 +167,26 @@ def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     if not data:
         raise FrameError("zero_size", "compressed image has no data")
     with _open_header(data, fmt, max_pixels) as im:
+        if device.startswith("cuda") and im.format == "JPEG":
+            return decode_jpeg_on(data, device)
         try:
             return np.asarray(im.convert("RGB"))
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input
             raise FrameError("corrupt_compressed", f"cannot decode {fmt or 'compressed'} image: {exc}") from exc
+
+
+def decode_jpeg_on(data: bytes, device: str) -> Any:
+    """JPEG bytes -> HxWx3 RGB uint8 torch tensor decoded on ``device`` (``cuda:N``: nvJPEG; ``cpu``:
+    libjpeg-turbo), by ``torchvision.io.decode_jpeg``."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                          device=device)
+    except RuntimeError as exc:
+        raise FrameError("corrupt_compressed", f"cannot decode jpeg image on {device}: {exc}") from exc
+    return chw.permute(1, 2, 0)
 
 
 def check_stamp(sec: int, nanosec: int, now_ns: int, future_tolerance: float, past_tolerance: float) -> None:

@@ -59,6 +59,16 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "which its diagnostic turns WARN (0: any rejection).", read_only=False, float_range=(0.0, 1.0)),
     ParamSpec("stale_warn_periods", 1, "Stale release periods (no new frame) within one stats period from which "
               "a task's diagnostic turns WARN.", read_only=False, int_range=(1, 100000)),
+    ParamSpec("gpu_decode", True, "Decode JPEG CompressedImage frames on the GPU (nvJPEG, torchvision) when the "
+              "backend runs in this process on a CUDA device (str, green); PNG and the cpu/mps backends decode "
+              "on the CPU (mps workers get host frames through shared memory)."),
+    ParamSpec("mps_pipe_directory", "", "mps backend: the MPS control daemon's pipe directory. Empty: "
+              "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon "
+              "there is used; otherwise the node starts one and stops it on shutdown."),
+    ParamSpec("mps_log_directory", "", "mps backend: the MPS daemon's log directory (empty: "
+              "DARIS_MPS_LOG_DIRECTORY, else CUDA_MPS_LOG_DIRECTORY, else /var/log/nvidia-mps)."),
+    ParamSpec("mps_spares", -1, "mps backend: worker processes kept started and ready to replace a dead one "
+              "(a replacement without a spare takes seconds). -1: DARIS_MPS_SPARES, else 0.", int_range=(-1, 16)),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "

@@ -164,6 +164,9 @@ class SchedulerNode(Node):
         self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
         self._phase = "starting"
         self.engine.start()
+        dev = str(getattr(self.engine.backend, "device", "cpu"))
+        # JPEG on the GPU where the backend runs in this process on one (str, green); else Pillow on the host
+        self._decode_device = dev if s.gpu_decode and dev.startswith("cuda") else "cpu"
 
     def _start_task(self, t: TaskSettings) -> None:
         """Result publisher, camera subscription and release timer of one task."""
@@ -244,7 +247,7 @@ class SchedulerNode(Node):
         st.latest = None  # the frame is handed on (or dropped): do not keep its pixels
         try:
             if st.settings.input_type == "compressed":
-                frame = compressed_to_rgb(msg, self.settings.max_pixels)
+                frame = compressed_to_rgb(msg, self.settings.max_pixels, self._decode_device)
             else:
                 frame = image_to_rgb(msg, self.settings.max_pixels)
         except FrameError as exc:

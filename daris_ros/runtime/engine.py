@@ -175,7 +175,9 @@ class Engine:
         layout = effective_layout(to_scheduler_config(settings))
         return create_backend(settings.backend, n_contexts=layout.n_contexts, n_streams=layout.n_streams,
                               device=settings.device, oversubscription=layout.oversubscription,
-                              cuda_graphs=settings.cuda_graphs)
+                              cuda_graphs=settings.cuda_graphs, mps_pipe_dir=settings.mps_pipe_directory or None,
+                              mps_log_dir=settings.mps_log_directory or None,
+                              mps_spares=None if settings.mps_spares < 0 else settings.mps_spares)
 
     # -- start-up: load models, profile, build the scheduler --------------------------------------------
     def load_models(self) -> None:

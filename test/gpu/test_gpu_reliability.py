@@ -64,35 +64,10 @@ def _settings(period: float = 1 / 30, model: str = "resnet18", backend: str = "m
                              tasks=tasks, profile_runs=5, worker_stage_timeout=30.0)
 
 
-class _Driver:
-    """Releases hp and lp every period from a thread (the node's release timers)."""
-
-    def __init__(self, eng: object, period: float) -> None:
-        self.eng, self.period = eng, period
-        self.frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        self.stop = threading.Event()
-        self.t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        t0, k = time.monotonic(), 0
-        while not self.stop.is_set():
-            for task in ("hp", "lp"):
-                self.eng.release(task, self.frame, receive_time=time.monotonic())
-            k += 1
-            time.sleep(max(0.0, t0 + k * self.period - time.monotonic()))
-
-    def __enter__(self) -> _Driver:
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.t.join()
-
-
 @needs_mps
 @pytest.mark.usefixtures("mps_env")
 def test_mps_worker_sigkill_without_spare_context_down_keeps_hp(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daris_ros.runtime.driver import PeriodicDriver, drain
     from daris_ros.runtime.engine import Engine
 
     monkeypatch.setenv("DARIS_MPS_SPARES", "0")  # the replacement is a fresh process: seconds
@@ -113,7 +88,8 @@ def test_mps_worker_sigkill_without_spare_context_down_keeps_hp(monkeypatch: pyt
         t_ready = time.monotonic()
         mem_before = eng.memory(max_age=0.0)
         b = eng.backend
-        with _Driver(eng, period):
+        frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        with PeriodicDriver(eng, {"hp": period, "lp": period}, frame):
             time.sleep(3.0)
             with eng.locked():
                 c_hp, c_lp = eng.scheduler.context_of("hp"), eng.scheduler.context_of("lp")
@@ -125,9 +101,7 @@ def test_mps_worker_sigkill_without_spare_context_down_keeps_hp(monkeypatch: pyt
                 assert time.monotonic() < deadline, "the killed worker was not replaced"
                 time.sleep(0.01)
             time.sleep(3.0)
-        t_end = time.monotonic()
-        while eng.in_flight() and time.monotonic() < t_end + 30:
-            time.sleep(0.01)
+        drain(eng, 30.0)
         mem_after = eng.memory(max_age=0.0)
     finally:
         eng.close()

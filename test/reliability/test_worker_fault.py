@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from daris_ros.runtime.driver import PeriodicDriver, drain
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES
 from daris_ros.settings import SchedulerSettings, TaskSettings
@@ -45,40 +46,13 @@ def _engine(stage_timeout: float = 0.3, *, policy: str = "MPS", n_contexts: int 
     return e, results
 
 
-class _Driver:
-    """Releases hp and lp at their periods until stopped (what the node's release timers do)."""
-
-    def __init__(self, e: Engine) -> None:
-        self.e = e
-        self.frame = np.zeros((24, 32, 3), np.uint8)
-        self.stop = threading.Event()
-        self.releases: list[tuple[str, int, float]] = []
-        self.t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        t0 = time.monotonic()
-        k = 0
-        while not self.stop.is_set():
-            for task in ("hp",) if k % 2 else ("hp", "lp"):
-                d = self.e.release(task, self.frame, receive_time=time.monotonic())
-                self.releases.append((task, d.job_id, time.monotonic()))
-            k += 1
-            time.sleep(max(0.0, t0 + k * HP_PERIOD - time.monotonic()))
-
-    def __enter__(self) -> _Driver:
-        self.t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.t.join()
+def _driver(e: Engine) -> PeriodicDriver:
+    """hp every HP_PERIOD, lp every LP_PERIOD (what the node's release timers do)."""
+    return PeriodicDriver(e, {"hp": HP_PERIOD, "lp": LP_PERIOD}, np.zeros((24, 32, 3), np.uint8))
 
 
 def _drain(e: Engine, timeout: float = 5.0) -> None:
-    t0 = time.monotonic()
-    while e.in_flight():
-        assert time.monotonic() - t0 < timeout, f"{e.in_flight()} jobs never finished"
-        time.sleep(0.01)
+    drain(e, timeout)
 
 
 def _hp_context(e: Engine) -> int:
@@ -89,7 +63,7 @@ def _hp_context(e: Engine) -> int:
 def test_killed_worker_replaced_stage_retried_no_hp_miss_after():
     e, results = _engine()
     try:
-        with _Driver(e):
+        with _driver(e):
             time.sleep(1.0)  # warm
             c = _hp_context(e)
             kills = []
@@ -124,7 +98,7 @@ def test_hung_worker_replaced_late_result_ignored_and_second_loss_fails_the_job(
     # one context of two streams: a stage lost with its worker is retried on that worker's replacement
     e, results = _engine(stage_timeout=0.3, policy="STR", n_contexts=1, n_streams=2)
     try:
-        with _Driver(e):
+        with _driver(e):
             time.sleep(1.0)
             c = _hp_context(e)
             assert e.backend.inject_fault("hang", c, 0, seconds=1.0)  # one stage hangs for 1 s
@@ -174,7 +148,7 @@ def test_context_down_while_a_slow_replacement_starts_hp_reassigned_lp_migrates(
     context (HP reassigned, LP migrated), the lost stage is retried there at once, and nothing misses."""
     e, results = _engine()
     try:
-        with _Driver(e):
+        with _driver(e):
             time.sleep(1.0)
             with e.locked():
                 c_hp, c_lp = e.scheduler.context_of("hp"), e.scheduler.context_of("lp")

@@ -19,20 +19,23 @@ import numpy as np
 import pytest
 
 from daris_ros.runtime.backends.mps import MpsBackend
+from daris_ros.runtime.driver import PeriodicDriver, drain
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.settings import SchedulerSettings, TaskSettings
 
 pytestmark = [pytest.mark.slow]
 
 PERIOD = 0.1
+# generous: while the replacement process starts (torch import, model load) it competes with the surviving
+# worker for the CI machine's 2 cores; on the H200 the same scenario meets 30 Hz deadlines (docs/reliability)
+DEADLINE = 0.4
 
 
 @pytest.mark.parametrize("n_streams", [1, 2])
 def test_sigkilled_worker_process_context_down_until_replaced(n_streams: int) -> None:
     # with 2 streams the dead process held up to two stages: both are re-queued, one fault, no "hung" later
-    tasks = (TaskSettings("hp", "/hp", "HP", PERIOD, PERIOD, "resnet18", input_size=(32, 32)),
-             TaskSettings("lp", "/lp", "LP", PERIOD, PERIOD, "resnet18", input_size=(32, 32)),
-             TaskSettings("lp2", "/lp2", "LP", PERIOD, PERIOD, "resnet18", input_size=(32, 32)))
+    tasks = tuple(TaskSettings(name, f"/{name}", prio, PERIOD, DEADLINE, "resnet18", input_size=(32, 32))
+                  for name, prio in (("hp", "HP"), ("lp", "LP"), ("lp2", "LP")))
     s = SchedulerSettings(policy="MPS+STR" if n_streams > 1 else "MPS", backend="mps", n_contexts=2,
                           n_streams=n_streams, profile_runs=3, tasks=tasks, worker_stage_timeout=10.0)
     results: list[JobResult] = []
@@ -44,17 +47,7 @@ def test_sigkilled_worker_process_context_down_until_replaced(n_streams: int) ->
 
     backend = MpsBackend(n_contexts=2, n_streams=n_streams, cpu_workers=True, spares=0)
     eng = Engine(s, on_result=on_result, backend=backend)
-    frame = np.zeros((24, 32, 3), np.uint8)
-    stop = threading.Event()
-
-    def drive() -> None:
-        t0, k = time.monotonic(), 0
-        while not stop.is_set():
-            for task in ("hp", "lp", "lp2"):
-                eng.release(task, frame, receive_time=time.monotonic())
-            k += 1
-            time.sleep(max(0.0, t0 + k * PERIOD - time.monotonic()))
-
+    driver = PeriodicDriver(eng, {t.name: PERIOD for t in tasks}, np.zeros((24, 32, 3), np.uint8))
     try:
         eng.load_models()
         eng.profile()
@@ -63,7 +56,6 @@ def test_sigkilled_worker_process_context_down_until_replaced(n_streams: int) ->
             c_hp = eng.scheduler.context_of("hp")
             lp_home = {t: eng.scheduler.context_of(t) for t in ("lp", "lp2")}
         assert sorted(lp_home.values()) == [0, 1]  # Algorithm 1: HP first, then each LP to the least loaded context
-        driver = threading.Thread(target=drive, daemon=True)
         driver.start()
         time.sleep(1.5)
         old = backend.worker_pid(c_hp)
@@ -73,18 +65,14 @@ def test_sigkilled_worker_process_context_down_until_replaced(n_streams: int) ->
             assert time.monotonic() - t0 < 120, "the killed worker process was not replaced"
             time.sleep(0.01)
         time.sleep(2.0 if n_streams == 1 else 11.0)  # (2 streams: past the 10 s stage timeout: no stage hangs)
-        stop.set()
-        driver.join()
-        t0 = time.monotonic()
-        while eng.in_flight():
-            assert time.monotonic() - t0 < 10, f"{eng.in_flight()} jobs never finished"
-            time.sleep(0.01)
+        driver.stop()
+        drain(eng, 10.0)
         with eng.locked():
             stats = eng.scheduler.task_stats()
             assert eng.scheduler.contexts_down == frozenset()
             assert eng.scheduler.context_of("hp") == c_hp  # back home
     finally:
-        stop.set()
+        driver.stop()
         eng.close()
     assert backend.worker_pid(c_hp) != old
     (rec,) = eng.faults.records

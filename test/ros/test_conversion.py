@@ -6,11 +6,12 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
 from daris_ros.bags.synth import encode_raw
-from daris_ros.ros.conversion import FrameError, compressed_to_rgb, image_to_rgb
+from daris_ros.ros.conversion import FrameError, compressed_to_rgb, decode_jpeg_on, image_to_rgb
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(6, 10, 3), dtype=np.uint8)
@@ -59,6 +60,30 @@ def test_compressed_matches_reference(fmt):
     np.testing.assert_array_equal(out, ref)
     if fmt == "png":
         np.testing.assert_array_equal(out, RGB)  # lossless
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])])
+def test_jpeg_decoded_by_torchvision_on_the_device_matches_pillow(device):
+    """The GPU decode path (gpu_decode: nvJPEG on a CUDA device; libjpeg-turbo on the CPU) against Pillow:
+    a tensor on that device, within 2 levels per pixel (IDCT and upsampling may round differently)."""
+    rng = np.random.default_rng(3)
+    img = np.clip(RGB.astype(int) + rng.integers(-20, 20, RGB.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(img).save(buf, format="JPEG", quality=90)
+    ref = np.asarray(PILImage.open(io.BytesIO(buf.getvalue())).convert("RGB")).astype(int)
+    out = decode_jpeg_on(buf.getvalue(), device)
+    assert isinstance(out, torch.Tensor) and out.device.type == device and out.dtype == torch.uint8
+    assert tuple(out.shape) == ref.shape
+    diff = np.abs(out.cpu().numpy().astype(int) - ref)
+    assert diff.max() <= 2 and diff.mean() < 0.5, (diff.max(), diff.mean())
+    m = CompressedImage(format="jpeg")
+    m.data = buf.getvalue()
+    if device == "cuda":
+        assert compressed_to_rgb(m, device="cuda:0").device.type == "cuda"
+    with pytest.raises(FrameError) as info:
+        decode_jpeg_on(buf.getvalue()[:20] + bytes(200) + buf.getvalue()[-2:], device)
+    assert info.value.reason == "corrupt_compressed"
 
 
 @pytest.mark.parametrize(

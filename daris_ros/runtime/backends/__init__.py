@@ -14,14 +14,16 @@ AVAILABLE = ("cpu", "str", "green", "mps")
 
 
 def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = "cpu",
-                   oversubscription: float = 1.0, cuda_graphs: bool = True) -> Backend:
+                   oversubscription: float = 1.0, cuda_graphs: bool = True, mps_pipe_dir: str | None = None,
+                   mps_log_dir: str | None = None, mps_spares: int | None = None) -> Backend:
     """Create the backend named in the ``backend`` parameter.
 
     ``n_contexts`` x ``n_streams`` is the effective layout (after the policy). ``oversubscription`` sizes
     green contexts and MPS clients (eq. 9); ``cuda_graphs`` switches per-stage CUDA graphs of the GPU
     backends. For a GPU backend, ``device='cpu'`` (the settings default) means the first GPU. ``mps`` reads
     its daemon's directories from ``DARIS_MPS_PIPE_DIRECTORY``/``DARIS_MPS_LOG_DIRECTORY`` (else
-    ``CUDA_MPS_*``, else NVIDIA's defaults) and the number of ready spare workers from ``DARIS_MPS_SPARES``.
+    ``CUDA_MPS_*``, else NVIDIA's defaults) and the number of ready spare workers from ``DARIS_MPS_SPARES``
+    unless ``mps_pipe_dir`` / ``mps_log_dir`` / ``mps_spares`` are given (the node's parameters).
     """
     if name == "cpu":
         from daris_ros.runtime.backends.cpu import CpuBackend
@@ -41,7 +43,8 @@ def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = 
         from daris_ros.runtime.backends.mps import MpsBackend
 
         return MpsBackend(n_contexts=n_contexts, n_streams=n_streams, device=device, cuda_graphs=cuda_graphs,
-                          oversubscription=oversubscription)
+                          oversubscription=oversubscription, pipe_dir=mps_pipe_dir, log_dir=mps_log_dir,
+                          spares=mps_spares)
     raise BackendError(f"backend {name!r} is not available in this build (available: {', '.join(AVAILABLE)})")
 
 
