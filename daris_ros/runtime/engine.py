@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -403,8 +404,11 @@ class Engine:
 
         The start-up AFET can be far too pessimistic (profiled alone, or under a CPU/GPU spike); an LP task
         rejected on it never runs, so its own MRET (eq. 1) never replaces it. Tasks sharing a model key
-        (model, input size, weights) run the same stages, so the per-stage maximum of their measured MRETs
-        is the better estimate. Returns how many tasks were refreshed. O(tasks); call it at stats time.
+        (model, input size, weights) run the same stages, so the per-stage *median* of their measured MRETs
+        is the better estimate: an average full-load time, as AFET is (section IV-A1). (The maximum, used
+        before, made every task that had not run yet the most pessimistic of its model: under overload such
+        LP tasks never passed eq. 12 again, 13 of 24 in docs/reliability/overload_cpu_10min.json.)
+        Returns how many tasks were refreshed. O(tasks); call it at stats time.
         """
         refreshed = 0
         with self._lock:
@@ -413,13 +417,14 @@ class Engine:
             for t in self.settings.tasks:
                 groups.setdefault(self._model_key(t), []).append(t.name)
             for names in groups.values():
-                measured: dict[int, float] = {}
+                samples: dict[int, list[float]] = {}
                 for n in names:
                     for j, (m, ok) in enumerate(zip(sched.stage_mrets(n), sched.measured_stages(n), strict=True)):
                         if ok:
-                            measured[j] = max(m, measured.get(j, 0.0))
-                if not measured:
+                            samples.setdefault(j, []).append(m)
+                if not samples:
                     continue
+                measured = {j: statistics.median(v) for j, v in samples.items()}
                 for n in names:
                     flags = sched.measured_stages(n)
                     if all(flags):
