@@ -65,6 +65,7 @@ class SchedulerSettings:
     oversubscription: float = 1.0
     mret_window: int = 5
     hp_admission: bool = False
+    reprobe_after: int = 100  # forget a task's MRET after this many rejected releases in a row (0: never)
     no_staging: bool = False
     no_last: bool = False
     no_prior: bool = False
@@ -164,6 +165,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         oversubscription=float(raw.get("oversubscription", 1.0)),
         mret_window=int(raw.get("mret_window", 5)),
         hp_admission=bool(raw.get("hp_admission", False)),
+        reprobe_after=int(raw.get("reprobe_after", 100)),
         no_staging=bool(raw.get("no_staging", False)),
         no_last=bool(raw.get("no_last", False)),
         no_prior=bool(raw.get("no_prior", False)),
@@ -205,6 +207,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(0 <= s.rejection_rate_warn <= 1, "rejection_rate_warn", "must be within [0, 1]")
     _require(s.stale_warn_periods >= 1, "stale_warn_periods", f"{s.stale_warn_periods} is not allowed: >= 1")
     _require(s.max_pixels >= 1, "max_pixels", f"{s.max_pixels} is not allowed: >= 1")
+    _require(s.reprobe_after >= 0, "reprobe_after", f"{s.reprobe_after} is not allowed: >= 0 (0: never)")
     _require(-1 <= s.mps_spares <= 16, "mps_spares", f"{s.mps_spares} is not allowed: -1 (from DARIS_MPS_SPARES) "
              "or 0..16 ready spare worker processes")
     for name in ("stamp_future_tolerance", "stamp_past_tolerance", "worker_stage_timeout"):

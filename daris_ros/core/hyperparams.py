@@ -42,6 +42,7 @@ class SchedulerConfig:
     sm_granularity: int = 2
     mret_window: int = 5
     hp_admission: bool = False
+    reprobe_after: int = 0  # beyond the paper: forget a task's MRET after this many rejections in a row (0: off)
     no_staging: bool = False
     no_last: bool = False
     no_prior: bool = False
@@ -55,6 +56,8 @@ class SchedulerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.reprobe_after, int) or isinstance(self.reprobe_after, bool) or self.reprobe_after < 0:
+            raise ValueError(f"reprobe_after must be an int >= 0, got {self.reprobe_after!r}")
         if not math.isfinite(self.oversubscription) or self.oversubscription < 1.0:
             raise ValueError(f"oversubscription must be >= 1, got {self.oversubscription!r}")
 

@@ -112,6 +112,16 @@ class MretTracker:
         self._total = mret_task_eq2(self._stage)
         return self._total != old_total
 
+    def forget(self) -> bool:
+        """Drop every measurement: each stage is back at its AFET (eq. 10) until it is measured again.
+        Return True when mret_i changed. (Used to re-probe a task rejected on stale measurements.)"""
+        for w in self._windows:
+            w.clear()
+        old_total = self._total
+        self._stage = list(self._afet)
+        self._total = mret_task_eq2(self._stage)
+        return self._total != old_total
+
     def set_window(self, ws: int) -> bool:
         """Change ws, keeping the most recent ``ws`` measurements; return True when mret_i changed."""
         if ws < 1:

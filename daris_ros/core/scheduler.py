@@ -90,6 +90,7 @@ class _TaskState:
     removed: bool = False
     bkeys: tuple[tuple[str, int], ...] = ()  # batching: the (model, stage) key of each stage
     home: int | None = None  # moved off a failed context: where it goes back to (context_up)
+    rejected_in_row: int = 0  # releases rejected since the last admission (reprobe_after)
 
 
 # HPA window states of an admitted HP job
@@ -184,6 +185,7 @@ class Scheduler(BatchingMixin):
         self._ready: set[int] = set()
         self._hpa = config.hp_admission
         self._down: set[int] = set()  # contexts whose worker is being replaced (context_down / context_up)
+        self._reprobes: dict[str, int] = {}
         self._windows: list[tuple[float, int, Job, _TaskState]] = []  # HPA: heap by absolute deadline
         self._window_state: dict[Job, int] = {}
         self._window_seq = 0
@@ -315,6 +317,7 @@ class Scheduler(BatchingMixin):
             if self._hpa and not hp_admission_test(book.active_hp(k), st.u, n_s):
                 ts.rejected += 1
                 ps.rejected += 1
+                self._rejected(st)
                 return new_release_decision(False, None, k, None, REASON_REJECTED_HPA, job_id)
             reason = REASON_HP
         elif admission_test_eq12(book.active_lp(k), st.u, remaining_utilization_eq11(n_s, book.hp(k))) and (
@@ -333,6 +336,7 @@ class Scheduler(BatchingMixin):
             if target is None:
                 ts.rejected += 1
                 ps.rejected += 1
+                self._rejected(st)
                 return new_release_decision(False, None, k, None, REASON_REJECTED_LP, job_id)
             book.remove_task(task, k, prio)
             book.add_task(task, target, prio, st.u)
@@ -344,6 +348,7 @@ class Scheduler(BatchingMixin):
             reason = REASON_MIGRATED
         ts.admitted += 1
         ps.admitted += 1
+        st.rejected_in_row = 0
         deadline = spec.relative_deadline
         stage_deadlines = absolute_stage_deadlines(now, st.mret.stages(), deadline)
         job = Job(task, job_id, prio, now, stage_deadlines[-1], k, stage_deadlines, None,
@@ -358,6 +363,26 @@ class Scheduler(BatchingMixin):
             self._window_state[job] = _OPEN
         self._enqueue(job, 0, False, st)
         return new_release_decision(True, job, k, migrated_from, reason, job_id)
+
+    def _rejected(self, st: _TaskState) -> None:
+        """Re-probing (beyond the paper; ``SchedulerConfig.reprobe_after``): a task rejected on its MRET
+        never runs, so eq. 1 never sees a new execution time and the rejection can last for ever. After
+        ``reprobe_after`` rejections in a row the task forgets its measurements: eq. 10 tests it on its
+        AFET again (the runtime may have refreshed that, Scheduler.refresh_afet), and if admitted it is
+        measured afresh. Not under batching (its per-job cost is shared by the model's tasks)."""
+        n = self._config.reprobe_after
+        if not n or self._batching is not None:
+            return
+        st.rejected_in_row += 1
+        if st.rejected_in_row >= n:
+            st.rejected_in_row = 0
+            self._reprobes[st.spec.name] = self._reprobes.get(st.spec.name, 0) + 1
+            if isinstance(st.mret, MretTracker) and st.mret.forget():
+                self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
+
+    def reprobes(self) -> dict[str, int]:
+        """How many times each task forgot its MRET after ``reprobe_after`` rejections in a row."""
+        return dict(self._reprobes)
 
     def _lp_margin_ok(self, st: _TaskState, k: int, n_s: int) -> bool:
         """Batching's optional LP guard: queued + running work / N_s + own cost within a share of D_i."""

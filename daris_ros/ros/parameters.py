@@ -40,6 +40,9 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("mret_window", 5, "ws: MRET window in stage executions (eqs. 1-2).", read_only=False,
               int_range=(1, 1000)),
     ParamSpec("hp_admission", False, "Overload+HPA: HP jobs also pass the admission test (section VI-I)."),
+    ParamSpec("reprobe_after", 100, "Beyond the paper: after this many rejected releases in a row a task forgets "
+              "its measured MRETs (eq. 1) and is tested on its AFET again, so a task rejected on stale, inflated "
+              "measurements gets another chance to run (0: never, the paper's behaviour).", int_range=(0, 1 << 30)),
     ParamSpec("no_staging", False, "Ablation: run each DNN as one stage (section VI-F)."),
     ParamSpec("no_last", False, "Ablation: do not raise the priority of a task's last stage."),
     ParamSpec("no_prior", False, "Ablation: do not raise a stage whose predecessor missed its virtual "

@@ -321,6 +321,7 @@ class SchedulerNode(Node):
         with self.engine.locked():
             queued = [sched.queue_length(k) for k in range(sched.layout.n_contexts)]
             outstanding = sched.outstanding_stages()
+            reprobes = sched.reprobes()
         mem = self.engine.memory()
         down = sorted(sched.contexts_down)
         return {"policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
@@ -331,6 +332,8 @@ class SchedulerNode(Node):
                 "in_flight_jobs": self.engine.in_flight(), "outstanding_stages": outstanding,
                 "queued_stages": ",".join(str(q) for q in queued),
                 "contexts_down": ",".join(str(k) for k in down) or "none",
+                # tasks that forgot stale MRETs after reprobe_after rejections in a row, and how often
+                "reprobes": ",".join(f"{t}:{n}" for t, n in sorted(reprobes.items())) or "none",
                 "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
                 "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
                 **self.engine.faults.summary()}

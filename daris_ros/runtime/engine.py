@@ -140,7 +140,8 @@ def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularit
     return SchedulerConfig(
         policy=Policy(s.policy), n_contexts=s.n_contexts, n_streams=s.n_streams,
         oversubscription=s.oversubscription, n_sm_max=n_sm_max, sm_granularity=sm_granularity,
-        mret_window=s.mret_window, hp_admission=s.hp_admission, no_staging=s.no_staging,
+        mret_window=s.mret_window, hp_admission=s.hp_admission, reprobe_after=s.reprobe_after,
+        no_staging=s.no_staging,
         no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed,
     )
 
