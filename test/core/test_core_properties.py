@@ -53,6 +53,7 @@ def worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec]]:
         oversubscription=float(draw(st.sampled_from([1, n_c]))),
         mret_window=draw(st.integers(1, 5)),
         hp_admission=draw(st.booleans()),
+        reprobe_after=draw(st.sampled_from([0, 0, 1, 3])),
         no_staging=draw(st.booleans()),
         no_last=draw(st.booleans()),
         no_prior=draw(st.booleans()),
