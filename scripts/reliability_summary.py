@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     shut = _load(d, "shutdown_cpu.json")
     soak = _load(d, "soak_cpu_30min.json")
     over = _load(d, "overload_cpu_10min.json")
+    over2 = _load(d, "overload_cpu_5min_reprobe.json")
     gpu_kills = [k for k in (_load(d, f"gpu/mps_kill_no_spare_run{i}.json") for i in (1, 2)) if k]
     gpu_oom = _load(d, "gpu/mps_oom_start_up.json")
     str_oom = _load(d, "gpu/str_oom_load.json")
@@ -89,6 +90,13 @@ def main(argv: list[str]) -> int:
             "overload_lp_rejected_of_released": over and [over["lp_rejected"], over["lp_released"]],
             "overload_max_in_flight_jobs": over and over["max_in_flight_jobs"],
             "overload_worker_faults": over and over["worker_faults"],
+            "overload_reprobe_5min": over2 and {
+                "hp_missed": over2["hp_missed"], "hp_completed": over2["hp_completed"],
+                "lp_rejected_of_released": [over2["lp_rejected"], over2["lp_released"]],
+                "lp_miss_rate_windows": over2["lp_miss_rate_windows"],
+                "lp_tasks_never_admitted": sum(1 for n, t in over2["tasks"].items()
+                                               if n.startswith("lp") and t["admitted"] == 0),
+                "rss_slope_kb_per_min": over2["rss_slope_kb_per_min"]},
             "gpu_mps_kill_no_spare_hp_during_outage_missed_of_jobs": [
                 [k["hp_missed_during_outage"], k["hp_jobs_during_outage"]] for k in gpu_kills],
             "gpu_mps_kill_no_spare_tasks_moved": [k["moved"] for k in gpu_kills],
