@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_worker_fault import _drain, _Driver, _engine  # noqa: E402
+from test_worker_fault import _drain, _driver, _engine  # noqa: E402
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     e, results = _engine()
     hit = []
     try:
-        with _Driver(e):
+        with _driver(e):
             time.sleep(1.0)
             for i in range(a.kills):
                 hit.append(e.backend.inject_fault("kill", i % 2, 0))
