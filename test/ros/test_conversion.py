@@ -62,11 +62,10 @@ def test_compressed_matches_reference(fmt):
         np.testing.assert_array_equal(out, RGB)  # lossless
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
-    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])])
-def test_jpeg_decoded_by_torchvision_on_the_device_matches_pillow(device):
-    """The GPU decode path (gpu_decode: nvJPEG on a CUDA device; libjpeg-turbo on the CPU) against Pillow:
-    a tensor on that device, within 2 levels per pixel (IDCT and upsampling may round differently)."""
+def test_jpeg_decoded_by_torchvision_on_the_device_matches_pillow(device="cpu"):
+    """The GPU decode path (gpu_decode: torchvision's decode_jpeg) run on the CPU (libjpeg-turbo) against
+    Pillow: a tensor on that device, within 2 levels per pixel (IDCT and upsampling may round differently).
+    On a CUDA device (nvJPEG): test/gpu/test_gpu_jpeg.py, which calls this with device="cuda"."""
     rng = np.random.default_rng(3)
     img = np.clip(RGB.astype(int) + rng.integers(-20, 20, RGB.shape), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
