@@ -334,6 +334,8 @@ class SchedulerNode(Node):
                 "contexts_down": ",".join(str(k) for k in down) or "none",
                 # tasks that forgot stale MRETs after reprobe_after rejections in a row, and how often
                 "reprobes": ",".join(f"{t}:{n}" for t, n in sorted(reprobes.items())) or "none",
+                **({"mps_daemon_restarts": self.engine.backend.daemon_restarts}
+                   if hasattr(self.engine.backend, "daemon_restarts") else {}),
                 "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
                 "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
                 **self.engine.faults.summary()}

@@ -286,6 +286,7 @@ class MpsBackend:
         self._closed = False
         self._started = False
         self.faults: list[dict[str, Any]] = []  # one record per replaced worker (backend's own view)
+        self.daemon_restarts = 0  # the MPS daemon found dead and started again (_ensure_daemon)
         self._spare_thread: threading.Thread | None = None
 
     # -- start-up ------------------------------------------------------------------------------------
@@ -797,6 +798,7 @@ class MpsBackend:
             elif old.state == STARTING:
                 return
             t_detect = time.monotonic()
+            self._ensure_daemon()
             new = self._take_spare(context)
             if new is None:
                 self._generations[context] += 1
@@ -850,10 +852,29 @@ class MpsBackend:
             s = self._spare_slots.popleft()
             if s.alive():
                 s.context = context  # (a spare serves any context: all contexts have the same SM share)
-                self._check_spare(s)
+                try:
+                    self._check_spare(s)
+                except (BackendError, OSError, EOFError) as exc:  # e.g. a client of a daemon that died
+                    log.warning("mps: spare worker (pid %s) unusable: %s", s.pid, exc)
+                    self._stop_slot(s, graceful=False)
+                    continue
                 return s
             self._stop_slot(s, graceful=False)
         return None
+
+    def _ensure_daemon(self) -> None:
+        """Before a worker is replaced: the MPS control daemon must still answer. If it died (its server and
+        clients go with it), it is started again in the same pipe directory (and stopped at close), so the
+        replacement is an MPS client with its SM share again. Spares started under the old daemon are
+        dropped. ``daemon_restarts`` counts these."""
+        d = self.daemon
+        if d is None or d.running():
+            return
+        log.error("mps: the MPS control daemon of %s is gone; starting it again", d.pipe_dir)
+        self.daemon_restarts += 1
+        while self._spare_slots:
+            self._stop_slot(self._spare_slots.popleft(), graceful=False)
+        d.ensure()
 
     def _check_spare(self, slot: _WorkerSlot) -> None:
         reply = self._ctrl_call(slot, ("ping",), timeout=10.0)
