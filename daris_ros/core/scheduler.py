@@ -71,6 +71,7 @@ AfetSource = Callable[[TaskSpec], Sequence[float]]
 """Injectable initial estimate: returns the per-stage AFET of a task (len == spec.n_stages)."""
 
 REASON_ADMITTED = "admitted"
+REASON_PROBE = "admitted-probe"  # re-probing: one LP job admitted without eq. 12 to measure its MRET again
 REASON_HP = "admitted-hp"
 REASON_MIGRATED = "migrated"
 REASON_REJECTED_LP = "rejected-eq12"
@@ -91,6 +92,7 @@ class _TaskState:
     bkeys: tuple[tuple[str, int], ...] = ()  # batching: the (model, stage) key of each stage
     home: int | None = None  # moved off a failed context: where it goes back to (context_up)
     rejected_in_row: int = 0  # releases rejected since the last admission (reprobe_after)
+    probe: bool = False  # re-probing: the next LP release is admitted without eq. 12
 
 
 # HPA window states of an admitted HP job
@@ -320,6 +322,9 @@ class Scheduler(BatchingMixin):
                 self._rejected(st)
                 return new_release_decision(False, None, k, None, REASON_REJECTED_HPA, job_id)
             reason = REASON_HP
+        elif st.probe:
+            st.probe = False
+            reason = REASON_PROBE
         elif admission_test_eq12(book.active_lp(k), st.u, remaining_utilization_eq11(n_s, book.hp(k))) and (
                 batching is None or self._lp_margin_ok(st, k, n_s)):
             reason = REASON_ADMITTED
@@ -367,9 +372,12 @@ class Scheduler(BatchingMixin):
     def _rejected(self, st: _TaskState) -> None:
         """Re-probing (beyond the paper; ``SchedulerConfig.reprobe_after``): a task rejected on its MRET
         never runs, so eq. 1 never sees a new execution time and the rejection can last for ever. After
-        ``reprobe_after`` rejections in a row the task forgets its measurements: eq. 10 tests it on its
-        AFET again (the runtime may have refreshed that, Scheduler.refresh_afet), and if admitted it is
-        measured afresh. Not under batching (its per-job cost is shared by the model's tasks)."""
+        ``reprobe_after`` rejections in a row the task forgets its measurements (eq. 10 tests it on its
+        AFET again; the runtime may have refreshed that, Scheduler.refresh_afet), and an LP task's next
+        release is admitted as a *probe* without eq. 12, so it is measured afresh even when its AFET is
+        the inflated figure (a start-up profile under load): at most one job in ``reprobe_after + 1``
+        of a starving task. An HP task (rejected by HPA) only forgets: HPA stays in force for HP. Not under
+        batching (its per-job cost is shared by the model's tasks)."""
         n = self._config.reprobe_after
         if not n or self._batching is not None:
             return
@@ -377,6 +385,7 @@ class Scheduler(BatchingMixin):
         if st.rejected_in_row >= n:
             st.rejected_in_row = 0
             self._reprobes[st.spec.name] = self._reprobes.get(st.spec.name, 0) + 1
+            st.probe = st.spec.priority is Priority.LP
             if isinstance(st.mret, MretTracker) and st.mret.forget():
                 self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
 

@@ -41,8 +41,9 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               int_range=(1, 1000)),
     ParamSpec("hp_admission", False, "Overload+HPA: HP jobs also pass the admission test (section VI-I)."),
     ParamSpec("reprobe_after", 100, "Beyond the paper: after this many rejected releases in a row a task forgets "
-              "its measured MRETs (eq. 1) and is tested on its AFET again, so a task rejected on stale, inflated "
-              "measurements gets another chance to run (0: never, the paper's behaviour).", int_range=(0, 1 << 30)),
+              "its measured MRETs (eq. 1) and, if LP, its next release is admitted as a probe without eq. 12, so "
+              "a task rejected on stale or inflated estimates is measured again (at most one job in "
+              "reprobe_after + 1; 0: never, the paper's behaviour).", int_range=(0, 1 << 30)),
     ParamSpec("no_staging", False, "Ablation: run each DNN as one stage (section VI-F)."),
     ParamSpec("no_last", False, "Ablation: do not raise the priority of a task's last stage."),
     ParamSpec("no_prior", False, "Ablation: do not raise a stage whose predecessor missed its virtual "

@@ -38,8 +38,9 @@ def test_without_reprobing_an_inflated_mret_rejects_for_ever() -> None:
 
 def test_reprobing_forgets_the_measurements_after_n_rejections_in_a_row() -> None:
     s = _inflated(5)
-    decisions = [s.release("l", 1.0 + i).admitted for i in range(6)]
-    assert decisions == [False] * 5 + [True]  # the 5th rejection forgot eq. 1's window: u back to 0.2
+    decisions = [s.release("l", 1.0 + i) for i in range(6)]
+    assert [d.admitted for d in decisions] == [False] * 5 + [True]  # the 5th rejection forgot eq. 1's window
+    assert decisions[-1].reason == "admitted-probe"
     assert s.reprobes() == {"l": 1} and s.measured_stages("l") == (False,)  # tested on its AFET
     assert s.task_stats()["l"].rejected == 5
 
@@ -75,3 +76,24 @@ def test_forget_returns_to_afet() -> None:
 def test_reprobe_after_is_validated() -> None:
     with pytest.raises(ValueError, match="reprobe_after"):
         SchedulerConfig(reprobe_after=-1)
+
+
+def test_a_task_rejected_on_its_afet_alone_is_probed_and_measured() -> None:
+    # the start-up AFET is inflated (profiled under load: 1.2 s for a 1 s period): eq. 12 can never pass,
+    # and with nothing measured there is nothing to forget; the probe job is what measures it
+    cfg = SchedulerConfig(Policy.MPS, n_contexts=1, n_streams=1, reprobe_after=10)
+    s = Scheduler(cfg, [TaskSpec("l", 1.0, LP, 1, (1.2,))])
+    out = [s.release("l", float(i)) for i in range(11)]
+    assert [r.admitted for r in out] == [False] * 10 + [True] and out[-1].reason == "admitted-probe"
+    (d,) = s.dispatch(10.0)
+    s.complete(d, 10.05, 0.05)  # really 50 ms
+    assert s.mret("l") == pytest.approx(0.05) and s.release("l", 11.0).reason == "admitted"
+    off = Scheduler(SchedulerConfig(Policy.MPS, n_contexts=1, n_streams=1), [TaskSpec("l", 1.0, LP, 1, (1.2,))])
+    assert not any(off.release("l", float(i)).admitted for i in range(50))  # the paper: rejected for ever
+
+
+def test_hp_under_hpa_forgets_but_is_not_admitted_without_the_test() -> None:
+    cfg = SchedulerConfig(Policy.MPS, n_contexts=1, n_streams=1, hp_admission=True, reprobe_after=3)
+    s = Scheduler(cfg, [TaskSpec("h", 1.0, HP, 1, (1.5,))])
+    assert [s.release("h", float(i)).admitted for i in range(8)] == [False] * 8
+    assert s.reprobes() == {"h": 2}

@@ -7,18 +7,13 @@ results during the outage come from the other context, on time."""
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 import time
 
-import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from ros_helpers import Spinner, mono8_cameras, start_scheduler
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -44,11 +39,8 @@ def test_context_down_and_back_in_stats_and_diagnostics(install_prefix, tmp_path
 
     params = tmp_path / "p.yaml"
     params.write_text(PARAMS)
-    exe = install_prefix / "lib" / "daris_ros" / "scheduler_node"
     # Algorithm 1 puts the HP task on context 0: kill its worker 3 s after the first stage; replacement in 2 s
-    env = {**os.environ, "DARIS_CPU_FAULTS": "kill:0:0:3.0:2.0"}
-    proc = subprocess.Popen([str(exe), "--ros-args", "--params-file", str(params)], env=env,
-                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_scheduler(install_prefix, params, env={**os.environ, "DARIS_CPU_FAULTS": "kill:0:0:3.0:2.0"})
     rclpy.init()
     node = Node("context_down_harness")
     stats: list = []
@@ -63,20 +55,8 @@ def test_context_down_and_back_in_stats_and_diagnostics(install_prefix, tmp_path
                 diags.append({kv.key: kv.value for kv in st.values})
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
-    pubs = [node.create_publisher(Image, f"/cd/{n}/image_raw", qos_profile_sensor_data) for n in ("front", "side")]
-
-    def tick() -> None:
-        m = Image(height=32, width=32, encoding="mono8", step=32)
-        m.header.stamp = node.get_clock().now().to_msg()
-        m.data = np.zeros(32 * 32, np.uint8).tobytes()
-        for p in pubs:
-            p.publish(m)
-
-    node.create_timer(0.02, tick)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    mono8_cameras(node, ["/cd/front/image_raw", "/cd/side/image_raw"], 0.02)
+    spin = Spinner(node)
     try:
         t0 = time.monotonic()
         # until the context went down and came back, and 2 s of stats after
@@ -91,8 +71,7 @@ def test_context_down_and_back_in_stats_and_diagnostics(install_prefix, tmp_path
     finally:
         proc.send_signal(2)
         out = proc.communicate(timeout=30)[0]
-        ex.shutdown()
-        spin.join(5.0)
+        spin.stop()
         node.destroy_node()
         rclpy.shutdown()
     assert proc.returncode == 0, out

@@ -115,7 +115,9 @@ def live(install_prefix, tmp_path_factory):
         t0 = time.monotonic()
         while not node.stats or not node.results["a"]:  # running, and its results reach us
             assert proc.poll() is None, f"scheduler exited early:\n{proc.stdout.read()}"
-            assert time.monotonic() - t0 < 120
+            assert time.monotonic() - t0 < 120, "no result of task a in 120 s; last stats: " + (
+                str([(t.task, t.frames, t.released, t.admitted, t.rejected, t.completed, t.mret)
+                     for t in node.stats[-1].tasks]) if node.stats else "none")
             time.sleep(0.2)
         assert node.client.wait_for_service(timeout_sec=10)
         yield node, proc

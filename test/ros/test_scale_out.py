@@ -3,18 +3,13 @@ four cameras by configuration over DDS. Each node serves exactly its own tasks."
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 
-import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from ros_helpers import Spinner, mono8_cameras, start_scheduler
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -35,15 +30,12 @@ CONFIG = """
 def test_two_nodes_split_cameras(install_prefix, tmp_path):
     from daris_ros.msg import InferenceResult
 
-    exe = install_prefix / "lib" / "daris_ros" / "scheduler_node"
     split = {"gpu0": ("front", "rear"), "gpu1": ("left", "right")}
     procs = []
     for ns, (a, b) in split.items():
         f = tmp_path / f"{ns}.yaml"
         f.write_text(CONFIG.format(a=a, b=b))
-        procs.append(subprocess.Popen([str(exe), "--ros-args", "-r", f"__ns:=/{ns}", "--params-file", str(f)],
-                                      start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+        procs.append(start_scheduler(install_prefix, f, args=("-r", f"__ns:=/{ns}")))
     rclpy.init()
     node = Node("scale_out_harness")
     got: dict[str, list] = {}
@@ -54,20 +46,8 @@ def test_two_nodes_split_cameras(install_prefix, tmp_path):
                 topic = f"/{other_ns}/daris/{cam}/result"
                 node.create_subscription(InferenceResult, topic, lambda m, t=topic: got.setdefault(t, []).append(m), 50)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
-    pubs = [node.create_publisher(Image, f"/shared/{c}/image_raw", qos_profile_sensor_data)
-            for names in split.values() for c in names]
-
-    def tick() -> None:
-        m = Image(height=32, width=32, encoding="mono8", step=32)
-        m.header.stamp = node.get_clock().now().to_msg()
-        m.data = np.zeros(32 * 32, np.uint8).tobytes()
-        for p in pubs:
-            p.publish(m)
-
-    node.create_timer(0.05, tick)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    mono8_cameras(node, [f"/shared/{c}/image_raw" for names in split.values() for c in names], 0.05)
+    spin = Spinner(node)
     try:
         t0 = time.monotonic()
         while sum(len(v) >= 5 for v in got.values()) < 4:
@@ -83,7 +63,7 @@ def test_two_nodes_split_cameras(install_prefix, tmp_path):
         for p in procs:
             p.send_signal(2)
         outs = [p.communicate(timeout=30)[0] for p in procs]
-        ex.shutdown()
+        spin.stop()
         node.destroy_node()
         rclpy.shutdown()
     assert [p.returncode for p in procs] == [0, 0], outs
