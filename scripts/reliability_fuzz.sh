@@ -11,25 +11,8 @@ OUT=${3:-docs/reliability/fuzz_10k.json}
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((100 + $$ % 100))}   # keep off other runs' DDS traffic
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-cat > "$WORK/params.yaml" <<'YAML'
-daris_scheduler:
-  ros__parameters:
-    backend: cpu
-    n_contexts: 1
-    stats_period: 0.25
-    profile_runs: 1
-    max_pixels: 100000
-    stamp_future_tolerance: 1.0
-    stamp_past_tolerance: 5.0
-    task_names: [img, jpg]
-    tasks:
-      img: {topic: /fuzz/image_raw, priority: HP, rate: 20.0, model: resnet18, input_size: [32, 32],
-            qos_reliability: reliable, qos_depth: 1000}
-      jpg: {topic: /fuzz/image_raw/compressed, input_type: compressed, priority: LP, rate: 20.0,
-            deadline: 0.5, model: resnet18, input_size: [32, 32], qos_reliability: reliable, qos_depth: 1000}
-YAML
 setsid scripts/run_in_install.sh install/daris_ros/lib/daris_ros/scheduler_node --ros-args \
-  --params-file "$WORK/params.yaml" > "$WORK/scheduler.log" 2>&1 &
+  --params-file config/fuzz.yaml > "$WORK/scheduler.log" 2>&1 &
 NODE=$!
 for _ in $(seq 1200); do grep -q "running:" "$WORK/scheduler.log" && break; sleep 0.1; done
 set +e

@@ -15,27 +15,10 @@ from reliability_helpers import start_node
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
-PARAMS = """
-daris_scheduler:
-  ros__parameters:
-    backend: cpu
-    n_contexts: 1
-    stats_period: 0.25
-    profile_runs: 1
-    max_pixels: 100000
-    stamp_future_tolerance: 1.0
-    stamp_past_tolerance: 5.0
-    task_names: [img, jpg]
-    tasks:
-      img: {topic: /fuzz/image_raw, priority: HP, rate: 20.0, model: resnet18, input_size: [32, 32],
-            qos_reliability: reliable, qos_depth: 1000}
-      jpg: {topic: /fuzz/image_raw/compressed, input_type: compressed, priority: LP, rate: 20.0,
-            deadline: 0.5, model: resnet18, input_size: [32, 32], qos_reliability: reliable, qos_depth: 1000}
-"""
 
 
 def test_fuzz_subset_every_malformed_frame_counted(install_prefix, tmp_path):
-    node = start_node(install_prefix, PARAMS, tmp_path)
+    node = start_node(install_prefix, (install_prefix / "share/daris_ros/config/fuzz.yaml").read_text(), tmp_path)
     try:
         node.wait_for("running:")
         out = tmp_path / "fuzz.json"
