@@ -86,6 +86,7 @@ class SchedulerSettings:
     mps_pipe_directory: str = ""  # mps: the daemon's pipe directory ("": DARIS_MPS_PIPE_DIRECTORY, ...)
     mps_log_directory: str = ""  # mps: the daemon's log directory ("": DARIS_MPS_LOG_DIRECTORY, ...)
     mps_spares: int = -1  # mps: ready spare worker processes (-1: DARIS_MPS_SPARES, else 0)
+    mps_frame_pixels: int = 0  # mps: frames up to this size are preprocessed in the workers (0: on the host)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -186,6 +187,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         mps_pipe_directory=str(raw.get("mps_pipe_directory", "") or ""),
         mps_log_directory=str(raw.get("mps_log_directory", "") or ""),
         mps_spares=int(raw.get("mps_spares", -1)),
+        mps_frame_pixels=int(raw.get("mps_frame_pixels", 0)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -208,6 +210,8 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(s.stale_warn_periods >= 1, "stale_warn_periods", f"{s.stale_warn_periods} is not allowed: >= 1")
     _require(s.max_pixels >= 1, "max_pixels", f"{s.max_pixels} is not allowed: >= 1")
     _require(s.reprobe_after >= 0, "reprobe_after", f"{s.reprobe_after} is not allowed: >= 0 (0: never)")
+    _require(0 <= s.mps_frame_pixels <= s.max_pixels, "mps_frame_pixels",
+             f"{s.mps_frame_pixels} is not allowed: 0 (preprocess on the host) .. max_pixels ({s.max_pixels})")
     _require(-1 <= s.mps_spares <= 16, "mps_spares", f"{s.mps_spares} is not allowed: -1 (from DARIS_MPS_SPARES) "
              "or 0..16 ready spare worker processes")
     for name in ("stamp_future_tolerance", "stamp_past_tolerance", "worker_stage_timeout"):

@@ -73,6 +73,10 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "DARIS_MPS_LOG_DIRECTORY, else CUDA_MPS_LOG_DIRECTORY, else /var/log/nvidia-mps)."),
     ParamSpec("mps_spares", -1, "mps backend: worker processes kept started and ready to replace a dead one "
               "(a replacement without a spare takes seconds). -1: DARIS_MPS_SPARES, else 0.", int_range=(-1, 16)),
+    ParamSpec("mps_frame_pixels", 0, "mps backend: camera frames of up to this many pixels go to the worker "
+              "processes as uint8 (shared memory, 3 bytes a pixel per slot) and are resized and normalised there, "
+              "on the GPU; larger frames, and 0 (the default), are preprocessed on the host by the node.",
+              int_range=(0, 1 << 30)),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "

@@ -179,7 +179,8 @@ class Engine:
                               device=settings.device, oversubscription=layout.oversubscription,
                               cuda_graphs=settings.cuda_graphs, mps_pipe_dir=settings.mps_pipe_directory or None,
                               mps_log_dir=settings.mps_log_directory or None,
-                              mps_spares=None if settings.mps_spares < 0 else settings.mps_spares)
+                              mps_spares=None if settings.mps_spares < 0 else settings.mps_spares,
+                              mps_frame_pixels=settings.mps_frame_pixels)
 
     # -- start-up: load models, profile, build the scheduler --------------------------------------------
     def load_models(self) -> None:
@@ -243,12 +244,19 @@ class Engine:
     def release(self, task: str, frame: np.ndarray, *, receive_time: float, meta: Any = None
                 ) -> ReleaseDecision:
         """Release one job of ``task`` on ``frame`` (HxWx3 RGB uint8)."""
+        import torch
+
         from daris_ros.runtime.preprocess import preprocess
 
         assert self.scheduler is not None, "start() first"
         now = self._clock()  # the release instant: preprocessing is part of the job
         t = self.settings.task(task)
-        x = preprocess(frame, t.input_size, device=self.backend.device)
+        accepts = getattr(self.backend, "accepts_frame", None)
+        if (accepts is not None and isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3
+                and frame.dtype == np.uint8 and accepts(frame.shape[0], frame.shape[1])):
+            x = torch.from_numpy(np.ascontiguousarray(frame))  # the worker resizes and normalises it (mps)
+        else:
+            x = preprocess(frame, t.input_size, device=self.backend.device)
         with self._lock:
             decision = self.scheduler.release(task, now)
             if decision.admitted and decision.job is not None:

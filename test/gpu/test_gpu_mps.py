@@ -299,3 +299,29 @@ def test_engine_end_to_end_and_sigkill_recovery(spares: int, monkeypatch: pytest
         assert all(not r.error for r in after) and len(after) >= 60
     finally:
         eng.close()
+
+
+@pytest.mark.gpu
+@needs_mps
+@needs_gpu
+@pytest.mark.usefixtures("private_daemon_dirs")
+def test_worker_side_preprocessing_on_the_gpu_matches_host_preprocessing() -> None:
+    """``mps_frame_pixels``: a uint8 640x480 frame goes to the worker and is resized and normalised on its
+    GPU; the logits match host preprocessing followed by the same stages (resize on two devices: close,
+    not bit-equal)."""
+    from daris_ros.runtime.preprocess import preprocess
+
+    torch.manual_seed(0)
+    model = build_staged_model("resnet18", input_size=(224, 224))
+    b = MpsBackend(n_contexts=1, n_streams=1, pipe_dir=PIPE, log_dir=LOG, frame_pixels=640 * 480)
+    frame = np.random.default_rng(4).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    try:
+        b.start({"r": model})
+        y_worker, _ = _chain(b, 0, 0, "r", torch.from_numpy(frame), model.num_stages)
+        y_worker = y_worker.clone()  # (an output slot view: the next job may reuse the slot)
+        y_host, _ = _chain(b, 0, 0, "r", preprocess(frame, (224, 224)), model.num_stages)
+        rel = _rel(y_worker, y_host.clone())
+        print(f"\nworker-side preprocessing vs host: relative difference {rel:.2e}")
+        assert rel < 1e-3
+    finally:
+        b.close()

@@ -15,7 +15,8 @@ AVAILABLE = ("cpu", "str", "green", "mps")
 
 def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = "cpu",
                    oversubscription: float = 1.0, cuda_graphs: bool = True, mps_pipe_dir: str | None = None,
-                   mps_log_dir: str | None = None, mps_spares: int | None = None) -> Backend:
+                   mps_log_dir: str | None = None, mps_spares: int | None = None, mps_frame_pixels: int = 0
+                   ) -> Backend:
     """Create the backend named in the ``backend`` parameter.
 
     ``n_contexts`` x ``n_streams`` is the effective layout (after the policy). ``oversubscription`` sizes
@@ -44,7 +45,7 @@ def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = 
 
         return MpsBackend(n_contexts=n_contexts, n_streams=n_streams, device=device, cuda_graphs=cuda_graphs,
                           oversubscription=oversubscription, pipe_dir=mps_pipe_dir, log_dir=mps_log_dir,
-                          spares=mps_spares)
+                          spares=mps_spares, frame_pixels=mps_frame_pixels)
     raise BackendError(f"backend {name!r} is not available in this build (available: {', '.join(AVAILABLE)})")
 
 

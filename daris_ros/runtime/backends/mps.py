@@ -217,7 +217,7 @@ class MpsBackend:
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
                  oversubscription: float = 1.0, pipe_dir: str | None = None, log_dir: str | None = None,
                  sm_granularity: int = 2, spares: int | None = None, start_timeout: float = 300.0,
-                 hang_after: float = 1.0, cpu_workers: bool = False) -> None:
+                 hang_after: float = 1.0, cpu_workers: bool = False, frame_pixels: int = 0) -> None:
         if n_contexts < 1 or n_streams < 1:
             raise BackendError(f"need n_contexts >= 1 and n_streams >= 1, got {n_contexts} x {n_streams}")
         from daris_ros.core import sm_per_context_eq9
@@ -228,6 +228,10 @@ class MpsBackend:
         self.oversubscription = oversubscription
         self.sm_granularity = sm_granularity
         self.cpu_workers = cpu_workers
+        # worker-side preprocessing: camera frames up to this many pixels go to the workers as uint8 and are
+        # resized and normalised there (on the GPU); 0: the engine preprocesses on the host
+        self.frame_pixels = int(frame_pixels)
+        self.preprocess_in_worker = self.frame_pixels > 0
         self.device = "cpu"  # the scheduler process stays off the GPU: frames are preprocessed on the host
         self.start_timeout = start_timeout
         self.spares = int(os.environ.get("DARIS_MPS_SPARES", "0")) if spares is None else spares
@@ -299,6 +303,7 @@ class MpsBackend:
                 out_bytes = max(out_bytes, m.num_classes * h * w * 4)
             else:
                 out_bytes = max(out_bytes, int(getattr(m, "num_classes", 1000)) * 4, 64 * 1024)
+        in_bytes = max(in_bytes, 3 * self.frame_pixels)  # a raw uint8 frame (worker-side preprocessing)
         return ch.ChannelLayout.make(self.n_streams, in_bytes, out_bytes)
 
     def start(self, models: Mapping[str, Any]) -> None:
@@ -472,7 +477,12 @@ class MpsBackend:
                                    f"{slot.layout.in_slots} stage-0 inputs in flight)")
             ctypes.memmove(slot.in_u8[k].data_ptr(), x.data_ptr(), nbytes)
             p.in_slot = k
-            rec[ch.R_IN_KIND] = ch.IN_SLOT
+            frame = x.dtype == torch.uint8 and x.dim() == 3 and x.shape[-1] == 3
+            if frame and (p.stage != 0 or p.job is not None):
+                slot.in_pool.give(k)
+                p.in_slot = -1
+                raise BackendError("mps: a uint8 frame is only accepted as the input of stage 0 in stage mode")
+            rec[ch.R_IN_KIND] = ch.IN_FRAME if frame else ch.IN_SLOT
             rec[ch.R_IN_ID] = k
             rec[ch.R_NDIM] = x.dim()
             for i, d in enumerate(x.shape):
@@ -583,6 +593,10 @@ class MpsBackend:
         return token
 
     # -- the Backend protocol ------------------------------------------------------------------------
+    def accepts_frame(self, height: int, width: int) -> bool:
+        """Whether a camera frame of this size goes to the worker as is (worker-side preprocessing)."""
+        return self.preprocess_in_worker and 0 < height * width <= self.frame_pixels
+
     def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
         if self._closed:
             raise BackendError("backend is closed")

@@ -106,6 +106,15 @@ def serialize_model(model: Any) -> bytes:
     return buf.getvalue()
 
 
+class _Frame:
+    """A uint8 HxWx3 camera frame in an input slot, to be preprocessed by the worker (IN_FRAME)."""
+
+    __slots__ = ("img",)
+
+    def __init__(self, img: Any) -> None:
+        self.img = img
+
+
 def worker_main(cfg: WorkerConfig, ctrl: Connection, req_wake: Connection, done_wake: Connection) -> None:
     """Entry point of a worker process (the target of ``multiprocessing`` with the spawn context)."""
     os.environ.update(cfg.env)  # before CUDA initialises: MPS pipe directory and SM share
@@ -347,7 +356,19 @@ class _Worker:
             return self.in_u8[ident][:n * dtype.itemsize].view(dtype).view(shape)
         if kind == ch.IN_EXAMPLE:
             return self.examples[rec[ch.R_MODEL]][rec[ch.R_STAGE]]
+        if kind == ch.IN_FRAME:
+            if rec[ch.R_OP] == ch.OP_JOB:
+                raise ValueError("a raw frame is not accepted in job mode")
+            h, w = rec[ch.R_DIMS], rec[ch.R_DIMS + 1]
+            return _Frame(self.in_u8[ident][:h * w * 3].view(h, w, 3))
         raise ValueError(f"unknown input kind {kind}")
+
+    def _preprocess(self, frame: _Frame, model: int) -> Any:
+        """Worker-side preprocessing of a stage-0 frame: resize and normalise on this worker's device (the
+        stage's stream is current), as daris_ros.runtime.preprocess does on the host."""
+        from daris_ros.runtime.preprocess import preprocess
+
+        return preprocess(frame.img, self.models[model].input_size, device=self.dev if self.cuda else "cpu")
 
     def _launch_request(self, rec: list[int]) -> None:
         t_pick = time.monotonic_ns()
@@ -380,6 +401,8 @@ class _Worker:
         torch = self.torch
         key = self.keys[model]
         if not self.cuda:
+            if isinstance(x, _Frame):
+                x = self._preprocess(x, model)
             t0 = time.perf_counter()
             with torch.inference_mode():
                 y = self.models[model].run_stage(stage, x)
@@ -390,6 +413,8 @@ class _Worker:
             return la
         s = self.str.streams[0][stream]
         torch.cuda.set_stream(s)
+        if isinstance(x, _Frame):  # upload (from the pinned slot), resize, normalise: on this stage's stream
+            x = self._preprocess(x, model)
         start, end = self._take_events()
         if timed:
             start.record(s)

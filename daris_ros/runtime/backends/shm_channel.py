@@ -56,6 +56,7 @@ OP_JOB = 2  # a whole job: the worker's own stage queue dispatches its stages
 IN_HANDLE = 0  # a tensor the worker kept from an earlier stage (handle id)
 IN_SLOT = 1  # an input slot of the channel
 IN_EXAMPLE = 2  # the worker's own example input of (model, stage): resident, no transfer
+IN_FRAME = 3  # a uint8 HxWx3 camera frame in an input slot: the worker preprocesses it on its device
 # where a stage output goes
 OUT_HANDLE = 0  # kept in the worker under a handle id
 OUT_SLOT = 1  # copied into an output slot (a job's final output)
