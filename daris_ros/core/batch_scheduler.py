@@ -56,15 +56,13 @@ class BatchingMixin:
     _queued: list[int]
     _ready: set[int]
 
-    def _advance(self, e: Any, now: float, k: int) -> JobOutcome | None:  # provided by Scheduler
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Scheduler (this class is only ever its base)
+        def _advance(self, e: Any, now: float, k: int) -> JobOutcome | None: ...
 
-    def _free_stream(self, d: Any, what: str = "stage") -> Any:  # provided by Scheduler
-        raise NotImplementedError
+        def _free_stream(self, d: Any, what: str = "stage") -> Any: ...
 
-    @staticmethod
-    def _exec_time(d: Any, now: float, exec_time: float | None) -> float:  # provided by Scheduler
-        raise NotImplementedError
+        @staticmethod
+        def _exec_time(d: Any, now: float, exec_time: float | None) -> float: ...
 
     # ------------------------------------------------------------------ dispatch
     def dispatch_batches(self, now: float) -> list[BatchDispatch]:
