@@ -7,6 +7,7 @@ GPU tests (``-m gpu``, as root on the GPU machine). Each writes its figures to
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -174,6 +175,8 @@ def test_str_out_of_memory_at_load_is_recognised_and_frees_everything() -> None:
     from daris_ros.runtime.memory import is_cuda_oom
 
     torch.cuda.init()
+    gc.collect()
+    torch.cuda.empty_cache()  # memory cached by earlier tests in this process would let the load succeed
     free, _ = torch.cuda.mem_get_info()
     hog = torch.empty(int(free - 40 * 2**20), dtype=torch.uint8, device="cuda")  # leave 40 MB
     eng = Engine(_settings(model="resnet50", backend="str"), on_result=lambda r: None)
