@@ -50,6 +50,8 @@ class BatchRunResult:
     batches: int = 0
     by_size: dict[int, int] = field(default_factory=dict)
     batch_times_ms: dict[str, float] = field(default_factory=dict)
+    jps_window: float = 0.0  # jobs finished in the whole release window / its length (start-up fill included)
+    warmup: float = 0.0
 
     def dmr(self, prio: str) -> float:
         return self.missed[prio] / self.completed[prio] if self.completed[prio] else 0.0
@@ -78,11 +80,14 @@ def busy_fraction(intervals: list[tuple[float, float]], t0: float, t1: float) ->
 def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afet: dict[str, tuple[float, ...]],
               frames: dict[str, torch.Tensor], *, batch_afet: Callable[[str, int, int], float | None] | None = None,
               seconds: float = 3.0, drain: float = 1.0, mret_source: str = "host",
-              min_poll: float = 50e-6) -> BatchRunResult:
+              min_poll: float = 50e-6, warmup: float = 0.0) -> BatchRunResult:
     """Run ``tasks`` for ``seconds`` (+ up to ``drain``) on ``backend``; batched when ``config.batching`` is set.
 
     ``frames[model]`` is the (preprocessed, on-GPU) frame every job of that model starts from.
     ``mret_source``: ``"host"`` (launch to observed completion) or ``"events"`` (CUDA-event GPU time).
+    ``warmup``: JPS is the steady-state completion rate, jobs finished in ``[t0 + warmup, t0 + seconds]`` over
+    ``seconds - warmup`` (the first ``warmup`` seconds fill the pipeline: no job finishes in its first
+    response time); ``jps_window`` counts the whole window.
     """
     batched = config.batching is not None
     host_time = mret_source == "host"
@@ -103,7 +108,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     intervals: list[tuple[float, float]] = []
     pending: list[tuple[Any, Any, float]] = []
     core_cpu = launch_cpu = poll_cpu = 0.0
-    in_window = 0
+    in_window = in_steady = 0
     clock = time.thread_time
     launch_batch, launch_one, finish_fn = getattr(backend, "launch_batch", None), backend.launch, backend.finish
     release, dispatch_b, complete_b = core.release, core.dispatch_batches, core.complete_batch
@@ -114,6 +119,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     heap = [(t0 + t.phase, i) for i, t in enumerate(tasks)]
     heapq.heapify(heap)
     t_end = t0 + seconds
+    t_steady = t0 + min(max(warmup, 0.0), 0.5 * seconds)
     while perf() < t0 - 0.01:
         pass
     ref.record(torch.cuda.current_stream(dev))
@@ -151,6 +157,8 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
                     outs = complete_b(d, now, dt)
                     if now <= t_end:
                         in_window += len(outs)
+                        if now >= t_steady:
+                            in_steady += len(outs)
                     if d.is_last:
                         for job in d.jobs:
                             del src[job]
@@ -166,6 +174,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
                     else:
                         del src[job], ready_at[job]
                         in_window += now <= t_end
+                        in_steady += t_steady <= now <= t_end
                 worked = True
             pending = still
         if batched and not worked:
@@ -215,11 +224,14 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     done = max(total, 1)
     offered = sum(1.0 / t.period for t in tasks)
     work = core_cpu + launch_cpu
-    # JPS: jobs finished within the release window (those finished while draining are not counted)
-    res = BatchRunResult(seconds, offered, in_window / seconds, out["released"], out["admitted"], out["completed"],
+    # JPS: jobs finished within the steady part of the release window (those finished while draining are not
+    # counted)
+    steady = t_end - t_steady
+    res = BatchRunResult(seconds, offered, in_steady / steady, out["released"], out["admitted"], out["completed"],
                          out["missed"], p99, work / done * 1e6, core_cpu / done * 1e6, launch_cpu / done * 1e6, busy,
                          {}, loop_busy=work / max(wall, 1e-9),
-                         completed_after_window=total - in_window)
+                         completed_after_window=total - in_window, jps_window=in_window / seconds,
+                         warmup=t_steady - t0)
     if batched:
         bs = core.batch_stats()
         res.queue_delay_ms = {p: bs.mean_queue_delay(p) * 1e3 for p in ("HP", "LP")}

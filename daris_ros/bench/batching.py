@@ -52,6 +52,44 @@ class Mode:
     staged: bool = False  # 4 stages per job (the paper's staging); False: one stage per job (No Staging)
     n_streams: int = 2
     lp_margin: float | None = 0.3
+    margin_given: bool = False  # spelled in the name (``m0.5``): --lp-margin does not override it
+
+    @classmethod
+    def parse(cls, name: str) -> Mode:
+        """A named mode, or one spelled from its parts: ``batch`` or ``b1``, then any of ``staged``, ``fp16`` /
+        ``bf16``, ``cl`` (channels-last), ``<N>s`` (N streams) and ``m<x>`` (LP admission margin x), joined by ``-``:
+        ``batch-fp16-cl-3s-m0.5``."""
+        if name in MODES:
+            return MODES[name]
+        head, *parts = name.split("-")
+        if head not in ("batch", "b1"):
+            raise ValueError(f"unknown batching mode {name!r}: a mode starts with 'batch' or 'b1'; "
+                             f"named modes: {', '.join(MODES)}")
+        kw: dict[str, Any] = {"batching": head == "batch"}
+        if head == "b1":
+            kw["n_streams"] = 8
+        for part in parts:
+            if part == "staged":
+                kw["staged"] = True
+            elif part in ("fp16", "bf16"):
+                kw["precision"] = part
+            elif part == "cl":
+                kw["channels_last"] = True
+            elif part.endswith("s") and part[:-1].isdigit() and int(part[:-1]) >= 1:
+                kw["n_streams"] = int(part[:-1])
+            elif part.startswith("m") and _positive(part[1:]):
+                kw["lp_margin"], kw["margin_given"] = float(part[1:]), True
+            else:
+                raise ValueError(f"batching mode {name!r}: unknown part {part!r} "
+                                 "(staged, fp16, bf16, cl, <N>s, m<margin>)")
+        return cls(name, **kw)
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 MODES: dict[str, Mode] = {m.name: m for m in (
@@ -82,6 +120,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lp-margin", type=float, default=None, help="override every mode's LP admission margin")
     g.add_argument("--model-modes", default="", help="per model mode lists, 'unet=batch,batch-cl;...' (overrides)")
     g.add_argument("--model-sizes", default="", help="per model batch sizes, 'unet=1,2,4,8,16;...' (overrides)")
+    g.add_argument("--warmup", type=float, default=0.5,
+                   help="seconds at the start of the release window not counted in JPS (pipeline fill); the "
+                   "whole-window rate is reported as jps_window")
     g.add_argument("--batch-tag", default="", help="suffix of the summary.json key and of the result files "
                    "(batching_<tag>), so that a second run does not replace the first")
 
@@ -214,6 +255,8 @@ class ModeRow:
     capture_s: float
     min_size: int
     by_size: str
+    jps_window: float = 0.0
+    lp_margin: float | None = None
 
     def meets(self) -> bool:
         return self.hp_dmr == 0.0 and self.lp_dmr <= 0.01
@@ -246,14 +289,14 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
             from daris_ros.runtime.profiling import profile_afet
 
             afet = profile_afet(backend, [name])
-        margin = args.lp_margin if args.lp_margin is not None else mode.lp_margin
+        margin = args.lp_margin if args.lp_margin is not None and not mode.margin_given else mode.lp_margin
         config = SchedulerConfig(
             policy=Policy.STR, n_streams=mode.n_streams, n_sm_max=backend.n_sm_max,
             sm_granularity=backend.sm_granularity, no_staging=not mode.staged,
             batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size) if mode.batching else None)
         tasks = make_taskset((name,), offered, args.task_rate)
         res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
-                                        seconds=args.seconds, mret_source=args.mret_source)
+                                        seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup)
     finally:
         backend.close()
         del backend
@@ -265,7 +308,7 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
                   res.dmr("LP"), lp_admit, res.p99_ms["HP"], res.p99_ms["LP"], res.cpu_us_per_job,
                   res.core_us_per_job, res.launch_us_per_job, res.gpu_busy, res.loop_busy, res.queue_delay_ms["HP"],
                   res.queue_delay_ms["LP"], res.mean_batch, res.padding, res.batches, capture, min_size,
-                  " ".join(f"{k}:{v}" for k, v in res.by_size.items()))
+                  " ".join(f"{k}:{v}" for k, v in res.by_size.items()), res.jps_window, margin)
     log.info("%s %s: %.0f JPS = %.3fx upper %s (%.0f), HP DMR %.4f, LP DMR %.4f, LP admitted %.2f, CPU %.0f us/job "
              "(core %.0f + launch %.0f), GPU busy %.2f, loop busy %.2f, queue HP %.2f / LP %.2f ms, batch %.1f, "
              "pad %.3f, min size %d",
@@ -289,10 +332,10 @@ def modes_for(name: str, args: argparse.Namespace) -> list[Mode]:
     if text == "default":
         text = DEFAULT_MODES
     names = list(MODES) if text == "all" else [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [n for n in names if n not in MODES]
-    if unknown:
-        raise SystemExit(f"unknown batching modes {unknown}; known: {list(MODES)}")
-    return [MODES[n] for n in names]
+    try:
+        return [Mode.parse(n) for n in names]
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str) -> int:
@@ -341,7 +384,10 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
     section = {"command": command, "date": date, "device": env["device"], "driver": env["driver"],
                "torch": env["torch"], "load": "150% of the upper baseline of the mode's precision (best format), "
                f"2:1 LP:HP, {args.task_rate:g} Hz tasks, deadline = period",
-               "mret_source": args.mret_source, "seconds": args.seconds, "models": models}
+               "mret_source": args.mret_source, "seconds": args.seconds,
+               "jps": f"jobs finished in the steady part of the release window, [{args.warmup:g} s, "
+                      f"{args.seconds:g} s], per second (jps_window: the whole window)",
+               "models": models}
     path = out / "summary.json"
     try:
         summary = json.loads(path.read_text()) if path.is_file() else {}
@@ -355,7 +401,8 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
 
 
 def _summary_of(r: ModeRow) -> dict[str, Any]:
-    return {"jps": round(r.jps, 1), "x_upper": round(r.x_upper, 3),
+    return {"jps": round(r.jps, 1), "jps_window": round(r.jps_window, 1), "lp_margin": r.lp_margin,
+            "x_upper": round(r.x_upper, 3),
             "x_upper_same_format": round(r.x_upper_same_format, 3), "upper_jps": r.upper_jps,
             "precision": r.precision, "channels_last": r.channels_last,
             "staged": r.staged, "n_streams": r.n_streams, "batching": r.batching,
@@ -393,15 +440,17 @@ def write_markdown(path: Path, rows: list[ModeRow], models: dict[str, Any], sect
             f"{p}: max abs {d['max_abs']:.3g}, rel L2 {d['rel_l2']:.3g}"
             + (f", top-1 agree {100 * d['top1_agree']:.0f}%" if d["top1_agree"] is not None else "")
             for p, d in m["precision_vs_fp32"].items()), "",
-            "| mode | prec | CL | staged | N_s | JPS | x upper (best fmt) | x upper (same fmt) | HP DMR | LP DMR "
+            "| mode | prec | CL | staged | N_s | LP margin | JPS (whole window) | x upper (best fmt) "
+            "| x upper (same fmt) | HP DMR | LP DMR "
             "| LP admitted | HP p99 ms | LP p99 ms | CPU us/job (core + launch) | loop busy | GPU busy "
             "| queue HP / LP ms | mean batch | padding |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-            "| ---: | ---: | ---: | ---: |"]
+            "| ---: | ---: | ---: | ---: | ---: |"]
         for r in (r for r in rows if r.model == name):
             lines.append(
                 f"| {r.mode} | {r.precision} | {'y' if r.channels_last else '-'} | {'y' if r.staged else '-'} | "
-                f"{r.n_streams} | {r.jps:,.0f} | {r.x_upper:.3f} | {r.x_upper_same_format:.3f} | "
+                f"{r.n_streams} | {r.lp_margin if r.lp_margin is not None else '-'} | "
+                f"{r.jps:,.0f} ({r.jps_window:,.0f}) | {r.x_upper:.3f} | {r.x_upper_same_format:.3f} | "
                 f"{100 * r.hp_dmr:.2f}% | {100 * r.lp_dmr:.2f}% | {100 * r.lp_admit_rate:.0f}% | {r.hp_p99_ms:.1f} | "
                 f"{r.lp_p99_ms:.1f} | {r.cpu_us_per_job:.0f} ({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f}) | "
                 f"{100 * r.loop_busy:.0f}% | {100 * r.gpu_busy:.0f}% | {r.hp_queue_ms:.2f} / {r.lp_queue_ms:.2f} | "
