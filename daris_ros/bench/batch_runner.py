@@ -80,7 +80,7 @@ def busy_fraction(intervals: list[tuple[float, float]], t0: float, t1: float) ->
 def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afet: dict[str, tuple[float, ...]],
               frames: dict[str, torch.Tensor], *, batch_afet: Callable[[str, int, int], float | None] | None = None,
               seconds: float = 3.0, drain: float = 1.0, mret_source: str = "host",
-              min_poll: float = 50e-6, warmup: float = 0.0) -> BatchRunResult:
+              min_poll: float = 50e-6, warmup: float = 0.0, release_chunk: int = 1 << 30) -> BatchRunResult:
     """Run ``tasks`` for ``seconds`` (+ up to ``drain``) on ``backend``; batched when ``config.batching`` is set.
 
     ``frames[model]`` is the (preprocessed, on-GPU) frame every job of that model starts from.
@@ -88,6 +88,8 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     ``warmup``: JPS is the steady-state completion rate, jobs finished in ``[t0 + warmup, t0 + seconds]`` over
     ``seconds - warmup`` (the first ``warmup`` seconds fill the pipeline: no job finishes in its first
     response time); ``jps_window`` counts the whole window.
+    ``release_chunk``: at most this many releases per turn of the loop before it looks at completions again
+    (a release keeps its scheduled time; a burst of releases then cannot hold a finished stream idle).
     """
     batched = config.batching is not None
     host_time = mret_source == "host"
@@ -130,7 +132,9 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
             break
         worked = False
         c0 = clock()
-        while heap[0][0] <= now and now < t_end:
+        n_rel = 0
+        while heap[0][0] <= now and now < t_end and n_rel < release_chunk:
+            n_rel += 1
             t_rel, i = heap[0]
             heapq.heapreplace(heap, (t_rel + periods[i], i))
             dec = release(names[i], t_rel)

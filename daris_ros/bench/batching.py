@@ -123,6 +123,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup", type=float, default=0.5,
                    help="seconds at the start of the release window not counted in JPS (pipeline fill); the "
                    "whole-window rate is reported as jps_window")
+    g.add_argument("--release-chunk", type=int, default=0,
+                   help="at most this many releases per turn of the run loop before completions are polled "
+                   "again (0: all that are due)")
     g.add_argument("--batch-tag", default="", help="suffix of the summary.json key and of the result files "
                    "(batching_<tag>), so that a second run does not replace the first")
 
@@ -296,7 +299,8 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
             batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size) if mode.batching else None)
         tasks = make_taskset((name,), offered, args.task_rate)
         res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
-                                        seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup)
+                                        seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup,
+                                        release_chunk=args.release_chunk or (1 << 30))
     finally:
         backend.close()
         del backend
