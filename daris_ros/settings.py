@@ -18,6 +18,7 @@ import yaml
 
 POLICIES = ("STR", "MPS", "MPS+STR")
 BACKENDS = ("cpu", "str", "mps", "green")
+AFET_PROFILES = ("auto", "full_load", "isolated")
 PRIORITIES = ("HP", "LP")
 INPUT_TYPES = ("image", "compressed")
 QOS_RELIABILITY = ("best_effort", "reliable")
@@ -74,6 +75,8 @@ class SchedulerSettings:
     stats_period: float = 1.0
     top_k: int = 5
     profile_runs: int = 5
+    afet_profile: str = "auto"  # full_load | isolated | auto (full load on a CUDA device)
+    afet_cache: str = ""  # JSON file of profiled AFETs, reused across starts ("": none)
     miss_rate_warn: float = 0.02
     miss_rate_error: float = 0.10
     rejection_rate_warn: float = 0.0
@@ -175,6 +178,8 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         stats_period=float(raw.get("stats_period", 1.0)),
         top_k=int(raw.get("top_k", 5)),
         profile_runs=int(raw.get("profile_runs", 5)),
+        afet_profile=str(raw.get("afet_profile", "auto")).lower(),
+        afet_cache=str(raw.get("afet_cache", "") or ""),
         miss_rate_warn=float(raw.get("miss_rate_warn", 0.02)),
         miss_rate_error=float(raw.get("miss_rate_error", 0.10)),
         rejection_rate_warn=float(raw.get("rejection_rate_warn", 0.0)),
@@ -204,6 +209,8 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(s.stats_period > 0, "stats_period", f"{s.stats_period} s is not allowed: must be > 0")
     _require(1 <= s.top_k <= 100, "top_k", f"{s.top_k} is not allowed: 1..100")
     _require(s.profile_runs >= 1, "profile_runs", f"{s.profile_runs} is not allowed: must be >= 1")
+    _require(s.afet_profile in AFET_PROFILES, "afet_profile",
+             f"{s.afet_profile!r} is not one of {', '.join(AFET_PROFILES)}")
     _require(0 <= s.miss_rate_warn <= s.miss_rate_error <= 1, "miss_rate_warn",
              "need 0 <= miss_rate_warn <= miss_rate_error <= 1")
     _require(0 <= s.rejection_rate_warn <= 1, "rejection_rate_warn", "must be within [0, 1]")

@@ -55,6 +55,11 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("top_k", 5, "Classes reported per classification result.", int_range=(1, 100)),
     ParamSpec("profile_runs", 5, "Runs per model stage when profiling the initial AFET at start-up.",
               int_range=(1, 1000)),
+    ParamSpec("afet_profile", "auto", "Initial AFET profiling (paper IV-A1): full_load (each model's stages on one "
+              "stream while random stages keep every other stream busy), isolated (nothing else runs) or auto "
+              "(full_load on a CUDA device, isolated on the CPU)."),
+    ParamSpec("afet_cache", "", "JSON file of profiled AFETs, read at start-up and written after profiling, keyed "
+              "by device, torch, backend, layout, graphs, profiling mode and model ('': no cache)."),
     ParamSpec("miss_rate_warn", 0.02, "Deadline miss rate at which a task's diagnostic turns WARN.",
               read_only=False, float_range=(0.0, 1.0)),
     ParamSpec("miss_rate_error", 0.10, "Deadline miss rate at which a task's diagnostic turns ERROR.",

@@ -159,7 +159,8 @@ class SchedulerNode(Node):
             f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
         self.engine.load_models()
         self._phase = "profiling"
-        self.get_logger().info(f"profiling the initial AFET ({s.profile_runs} run(s) per stage)")
+        self.get_logger().info(
+            f"profiling the initial AFET ({s.profile_runs} run(s) per stage, {self.engine.afet_mode()})")
         afet = self.engine.profile()
         self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
         self._phase = "starting"

@@ -197,28 +197,70 @@ class Engine:
         self.backend.start(self.models)
 
     def profile(self) -> dict[str, tuple[float, ...]]:
-        """AFET per model stage: mean of ``profile_runs`` runs after one warm-up, on context 0.
+        """AFET per model stage (paper IV-A1), the initial estimate that MRET replaces online.
 
-        This is an isolated-run estimate; the full-load AFET of section IV-A1 (target in one stream,
-        random others in the rest) is measured by the bench's profiler on the GPU.
+        ``afet_profile`` ``full_load``: the target model's stages run on context 0, stream 0 while every other
+        (context, stream) runs random stages of random models (:func:`~daris_ros.runtime.profiling.full_load_afet`);
+        ``isolated``: nothing else runs; ``auto``: full load on a CUDA device, isolated on the CPU. Mean of
+        ``profile_runs`` runs after one warm-up. With ``afet_cache`` set, values are read from and written to that
+        JSON file, keyed by device, torch, backend, layout, graphs, mode and model.
         """
         from daris_ros.runtime.preprocess import preprocess
+        from daris_ros.runtime.profiling import AfetCache, full_load_afet
 
+        mode = self.afet_mode()
+        cache = AfetCache(self.settings.afet_cache or None)
+        todo: dict[str, list[Any]] = {}
         for t in self.settings.tasks:
             key = self._model_key(t)
-            if key in self.afet:
+            if key in self.afet or key in todo:
                 continue
-            model = self.models[key]
+            cached = cache.get(self.afet_cache_key(key, mode))
+            if cached is not None and len(cached) == self.models[key].num_stages:
+                self.afet[key] = cached
+                continue
             frame = np.zeros((t.input_size[0], t.input_size[1], 3), dtype=np.uint8)
-            times = [0.0] * len(model.stages)
-            for run in range(self.settings.profile_runs + 1):
-                x = preprocess(frame, t.input_size, device=self.backend.device)
-                for i in range(len(model.stages)):
-                    x, dt = self.backend.run_now(key, i, x)
-                    if run > 0:
-                        times[i] += dt
-            self.afet[key] = tuple(max(v / self.settings.profile_runs, 1e-6) for v in times)
+            x = preprocess(frame, t.input_size, device=self.backend.device)
+            inputs, times = [], []
+            for i in range(len(self.models[key].stages)):  # one run: warm-up, and every stage's input
+                inputs.append(x)
+                x, dt = self.backend.run_now(key, i, x)
+                times.append(dt)
+            todo[key] = inputs
+        if mode == "full_load" and todo:
+            measured = full_load_afet(self.backend, todo, runs=self.settings.profile_runs, warmup=1)
+        else:
+            measured = {key: self._isolated_afet(key, inputs[0]) for key, inputs in todo.items()}
+        for key, afet in measured.items():
+            self.afet[key] = afet
+            cache.put(self.afet_cache_key(key, mode), afet)
         return dict(self.afet)
+
+    def afet_mode(self) -> str:
+        """``full_load`` or ``isolated``: ``afet_profile`` with ``auto`` resolved by the device."""
+        mode = self.settings.afet_profile
+        if mode == "auto":
+            mode = "full_load" if str(self.settings.device).startswith("cuda") else "isolated"
+        return mode
+
+    def afet_cache_key(self, model_key: str, mode: str) -> str:
+        import torch
+
+        b = self.backend
+        device = str(self.settings.device)
+        if device.startswith("cuda"):
+            device = torch.cuda.get_device_name(torch.device(device))
+        return (f"{device}|torch {torch.__version__}|{self.settings.backend}|{b.n_contexts}x{b.n_streams}"
+                f"|OS {self.settings.oversubscription:g}|graphs {int(self.settings.cuda_graphs)}|{mode}|{model_key}")
+
+    def _isolated_afet(self, key: str, x0: Any) -> tuple[float, ...]:
+        times = [0.0] * self.models[key].num_stages
+        for _ in range(self.settings.profile_runs):
+            x = x0
+            for i in range(len(times)):
+                x, dt = self.backend.run_now(key, i, x)
+                times[i] += dt
+        return tuple(max(v / self.settings.profile_runs, 1e-6) for v in times)
 
     def start(self) -> None:
         """Offline phase: build the core (Algorithm 1 runs in its constructor)."""

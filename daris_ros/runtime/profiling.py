@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,6 +99,84 @@ def profile_afet(backend: Any, model_keys: list[str], *, runs: int = 20, warmup:
         if cache:
             cache.put(afet_key(backend, key), out[key])
     torch.cuda.set_stream(torch.cuda.default_stream(backend.torch_device))
+    return out
+
+
+def full_load_afet(backend: Any, stage_inputs: Mapping[str, list[Any]], *, runs: int = 5, warmup: int = 1,
+                   seed: int = 0, timeout: float = 60.0) -> dict[str, tuple[float, ...]]:
+    """Section IV-A1 through the generic backend interface (``submit``: every backend, worker processes
+    included): AFET per model key, the target's stages run one after another on (0, 0) while every other
+    (context, stream) is kept busy with random stages of random models.
+
+    ``stage_inputs[key][j]`` is a valid input of stage j of model ``key`` (e.g. the outputs of one run).
+    ``runs`` measured runs after ``warmup`` unmeasured ones; each stage time is the backend's
+    ``exec_time``. Raises :class:`TimeoutError` when a stage does not come back within ``timeout`` s and
+    re-raises a stage's error.
+    """
+    rng = random.Random(seed)
+    keys = list(stage_inputs)
+    others = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams) if (c, s) != (0, 0)]
+    lock = threading.Lock()
+    idle = set(others)
+    errors: list[BaseException] = []
+
+    def background_done(cs: tuple[int, int]) -> Any:
+        def done(_y: Any, _dt: float, err: BaseException | None) -> None:
+            with lock:
+                idle.add(cs)
+                if err is not None:
+                    errors.append(err)
+        return done
+
+    def feed() -> None:
+        with lock:
+            free = sorted(idle)
+            idle.clear()
+        for cs in free:
+            m = rng.choice(keys)
+            j = rng.randrange(len(stage_inputs[m]))
+            backend.submit(cs[0], cs[1], m, j, stage_inputs[m][j], background_done(cs))
+
+    def target(key: str, j: int, x: Any) -> tuple[Any, float]:
+        ev = threading.Event()
+        box: list[Any] = []
+
+        def done(y: Any, dt: float, err: BaseException | None) -> None:
+            box.extend((y, dt, err))
+            ev.set()
+
+        backend.submit(0, 0, key, j, x, done)
+        t_end = time.monotonic() + timeout
+        while not ev.wait(0.0005):
+            feed()
+            if time.monotonic() > t_end:
+                raise TimeoutError(f"AFET profiling: stage {j} of {key} did not finish within {timeout:g} s")
+        if box[2] is not None:
+            raise box[2]
+        return box[0], box[1]
+
+    out: dict[str, tuple[float, ...]] = {}
+    try:
+        for key in keys:
+            n_stages = len(stage_inputs[key])
+            sums = [0.0] * n_stages
+            for run in range(warmup + runs):
+                feed()
+                x = stage_inputs[key][0]
+                for j in range(n_stages):
+                    x, dt = target(key, j, x)
+                    if run >= warmup:
+                        sums[j] += dt
+            out[key] = tuple(max(v / runs, 1e-6) for v in sums)
+    finally:  # let the background stages drain before the caller goes on
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            with lock:
+                if len(idle) == len(others):
+                    break
+            time.sleep(0.001)
+    if errors:
+        raise errors[0]
     return out
 
 

@@ -30,6 +30,9 @@ in-process counterpart is ``green`` (green contexts); docs/gpu_runtime.md compar
   arrive meanwhile wait for it; a later stage of a job whose data was in the dead worker fails at once
   (its input is gone). A worker reported hung is killed and replaced the same way if its oldest stage
   has been in it for ``hang_after`` seconds (a stage that waited for a replacement only looks hung).
+  When the MPS daemon and server die, the workers' CUDA contexts die with the server: a worker then exits
+  (``mps_worker.EXIT_CONTEXT_LOST``) or hangs (killed as above), and before each replacement the daemon is
+  started again if it no longer answers (``daemon_restarts``).
 """
 
 from __future__ import annotations
@@ -291,6 +294,7 @@ class MpsBackend:
         self._started = False
         self.faults: list[dict[str, Any]] = []  # one record per replaced worker (backend's own view)
         self.daemon_restarts = 0  # the MPS daemon found dead and started again (_ensure_daemon)
+        self.daemon_restart_s: list[float] = []  # how long each of those restarts took (until it answered)
         self._spare_thread: threading.Thread | None = None
 
     # -- start-up ------------------------------------------------------------------------------------
@@ -886,9 +890,11 @@ class MpsBackend:
             return
         log.error("mps: the MPS control daemon of %s is gone; starting it again", d.pipe_dir)
         self.daemon_restarts += 1
+        t0 = time.monotonic()
         while self._spare_slots:
             self._stop_slot(self._spare_slots.popleft(), graceful=False)
         d.ensure()
+        self.daemon_restart_s.append(time.monotonic() - t0)
 
     def _check_spare(self, slot: _WorkerSlot) -> None:
         reply = self._ctrl_call(slot, ("ping",), timeout=10.0)

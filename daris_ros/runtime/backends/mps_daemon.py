@@ -137,15 +137,20 @@ class MpsDaemon:
             except OSError as exc:
                 raise BackendError(f"MPS is unavailable: cannot create {d}: {exc}") from exc
         env = {**os.environ, **self.env()}
+        # Set before the daemon is launched: an exception while '-d' runs (SIGINT/SIGTERM at start-up) may come
+        # after the daemon forked, and stop() must then still stop it (stop() of a daemon that never started
+        # finds nothing to stop).
+        self.started = True
         try:
             res = subprocess.run([exe, "-d"], capture_output=True, text=True, env=env, timeout=self.start_timeout,
                                  check=False)
         except (OSError, subprocess.SubprocessError) as exc:
+            self.stop()
             raise BackendError(f"MPS is unavailable: '{exe} -d' failed: {exc}") from exc
-        if res.returncode != 0:
+        if res.returncode != 0:  # (e.g. another daemon started there meanwhile: not ours to stop)
+            self.started = False
             raise BackendError(f"MPS is unavailable: '{exe} -d' exited with {res.returncode}: "
                                f"{(res.stderr or res.stdout).strip()}\n{self.log_tail()}")
-        self.started = True
         deadline = time.monotonic() + self.start_timeout
         while not self.running():
             if time.monotonic() > deadline:

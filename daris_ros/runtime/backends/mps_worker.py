@@ -17,6 +17,13 @@ A stage's output stays in the worker under a handle id unless it is a job's fina
 an output slot), so intermediate tensors never cross the process boundary. Completions carry the
 CUDA-event time of the stage and three timestamps (request picked up, launched, completion seen) for the
 round-trip breakdown. ``device='cpu'`` runs the same protocol with CPU execution (tests without a GPU).
+
+A worker whose CUDA context becomes unusable exits with :data:`EXIT_CONTEXT_LOST`, so that the scheduler
+sees a dead worker and replaces it. That happens when the MPS server (or its control daemon) dies: the
+process lives on, but its context was inside the server, so every later CUDA call fails (or a sticky CUDA
+error hit). A stage that fails is therefore followed by a probe of the context (a kernel and a device
+synchronisation); a stage that fails on its own (a bad input) leaves the worker serving. A probe that
+hangs leaves a stage in flight, which the engine's watchdog reports as hung: the backend kills the worker.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import io
 import os
 import random
 import select
+import signal
+import sys
 import time
 import traceback
 from array import array
@@ -33,11 +42,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any
+from typing import Any, NoReturn
 
 from daris_ros.runtime.backends import shm_channel as ch
 
 CTRL_CHECK_S = 0.005  # how often a busy worker looks at its control pipe
+#: Exit status of a worker whose CUDA context is unusable (see the module docstring).
+EXIT_CONTEXT_LOST = 70
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,9 @@ class _Frame:
 
 def worker_main(cfg: WorkerConfig, ctrl: Connection, req_wake: Connection, done_wake: Connection) -> None:
     """Entry point of a worker process (the target of ``multiprocessing`` with the spawn context)."""
+    # Ctrl-C in a terminal reaches the whole process group: the scheduler process stops its workers itself
+    # (a worker also stops when the scheduler process is gone), so a worker must not die of it on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(cfg.env)  # before CUDA initialises: MPS pipe directory and SM share
     try:
         w = _Worker(cfg, ctrl, req_wake, done_wake)
@@ -130,6 +144,11 @@ def worker_main(cfg: WorkerConfig, ctrl: Connection, req_wake: Connection, done_
     ctrl.send(("ready", info))
     try:
         w.loop()
+    except Exception:  # e.g. a CUDA event query failing: is the context gone?
+        lost = w.context_error()
+        if lost is not None:
+            w.exit_context_lost(f"{traceback.format_exc().rstrip()}\n(probe: {lost})")
+        raise
     finally:
         w.shutdown()
 
@@ -247,6 +266,38 @@ class _Worker:
             return False
         self._pinned.append(ptr)
         return True
+
+    # -- an unusable CUDA context --------------------------------------------------------------------
+    def context_error(self) -> str | None:
+        """None while this process's CUDA context works (always, for CPU workers); else the error of a probe:
+        a kernel on the device, then a device synchronisation."""
+        if not self.cuda:
+            return None
+        torch = self.torch
+        try:
+            torch.ones(1, device=self.dev).add_(1.0)
+            torch.cuda.synchronize(self.dev)
+        except Exception as exc:  # noqa: BLE001 - any failure means the context cannot serve
+            return f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return None
+
+    def _stage_failed(self, exc: BaseException) -> str:
+        """The error text of a stage that raised ``exc``; exits the process if the CUDA context is gone."""
+        text = f"{type(exc).__name__}: {exc}"
+        lost = self.context_error()
+        if lost is not None:
+            self.exit_context_lost(f"a stage failed: {text}\n(probe: {lost})")
+        return text
+
+    def exit_context_lost(self, why: str) -> NoReturn:
+        """Exit at once with :data:`EXIT_CONTEXT_LOST` (no clean shutdown: CUDA calls fail or hang now); the
+        scheduler sees the death, fails the stages in flight here and starts a replacement."""
+        try:
+            sys.stderr.write(f"daris mps worker c{self.cfg.context} (pid {os.getpid()}): the CUDA context is "
+                             f"unusable, exiting ({EXIT_CONTEXT_LOST}): {why}\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(EXIT_CONTEXT_LOST)
 
     # -- the loop ------------------------------------------------------------------------------------
     def loop(self) -> None:
@@ -380,9 +431,9 @@ class _Worker:
             x = self._input(rec)
             la = self._launch(rec[ch.R_STREAM], rec[ch.R_MODEL], rec[ch.R_STAGE], x, rec[ch.R_OUT_KIND],
                               rec[ch.R_OUT_ID], bool(rec[ch.R_TIMED]), token, t_pick)
-        except Exception as exc:  # noqa: BLE001 - reported as this stage's error
+        except Exception as exc:  # noqa: BLE001 - reported as this stage's error (the worker exits if CUDA is gone)
             la = _Launch(token, rec[ch.R_STREAM], None, None, ch.OUT_DISCARD, 0, t_pick, time.monotonic_ns(),
-                         error=f"{type(exc).__name__}: {exc}")
+                         error=self._stage_failed(exc))
             self._complete(la)
             self._wake_parent()
             return
@@ -523,9 +574,9 @@ class _Worker:
                 if j == 0 and job.ready is not None:
                     self.str.streams[0][s].wait_event(job.ready)
                 la = self._launch(s, job.model, j, job.x, out_kind, out_id, True, job.token, job.t_pick)
-            except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on
+            except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on (unless CUDA is gone)
                 heapq.heappush(self.idle, s)
-                self._post(job.token, ch.STATUS_ERROR, f"{type(exc).__name__}: {exc}")
+                self._post(job.token, ch.STATUS_ERROR, self._stage_failed(exc))
                 self._wake_parent()
                 continue
             if j == 0:

@@ -1,0 +1,115 @@
+"""Initial AFET (paper IV-A1) in the Engine: full-load profiling through the generic ``submit`` interface
+(the target's stages on context 0 / stream 0 while random stages keep every other stream busy), the
+isolated mode, and the AFET cache file (cpu backend, real models and worker threads)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from daris_ros.runtime.engine import Engine
+from daris_ros.settings import ConfigError, SchedulerSettings, TaskSettings, validate_settings
+
+
+def _settings(**kw: Any) -> SchedulerSettings:
+    tasks = (TaskSettings("a", "/a", "HP", 10.0, 0.1, "resnet18", input_size=(32, 32)),
+             TaskSettings("b", "/b", "LP", 10.0, 0.1, "unet", input_size=(32, 32)))
+    base: dict[str, Any] = {"policy": "MPS+STR", "n_contexts": 1, "n_streams": 3, "profile_runs": 2, "tasks": tasks}
+    base.update(kw)
+    return SchedulerSettings(**base)
+
+
+class _Recorder:
+    """Wraps a real backend's submit to record which (context, stream) ran what, and overlaps."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.inner = backend.submit
+        self.lock = threading.Lock()
+        self.running: set[tuple[int, int]] = set()
+        self.target_overlaps = 0  # target stages that found another stream busy when they were submitted
+        self.targets = 0
+        self.background = 0
+        backend.submit = self.submit
+
+    def submit(self, c: int, s: int, model: str, stage: int, x: Any, done: Any) -> None:
+        with self.lock:
+            if (c, s) == (0, 0):
+                self.targets += 1
+                self.target_overlaps += bool(self.running)
+            else:
+                self.background += 1
+            self.running.add((c, s))
+
+        def wrapped(y: Any, dt: float, err: BaseException | None) -> None:
+            with self.lock:
+                self.running.discard((c, s))
+            done(y, dt, err)
+
+        self.inner(c, s, model, stage, x, wrapped)
+
+
+def test_full_load_profiling_keeps_the_other_streams_busy_and_fills_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "afet.json"
+    e = Engine(_settings(afet_profile="full_load", afet_cache=str(cache)), on_result=lambda r: None)
+    try:
+        e.load_models()
+        rec = _Recorder(e.backend)
+        afet = e.profile()
+    finally:
+        e.close()
+    assert set(afet) == {"resnet18@32x32:", "unet@32x32:"}
+    assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
+    # (1 warm-up + 2 runs) x 4 stages x 2 models target stages, each submitted while background work ran
+    assert rec.targets == 24
+    assert rec.background >= rec.targets  # two other streams, refilled whenever they go idle
+    assert rec.target_overlaps >= 0.9 * rec.targets
+    data = json.loads(cache.read_text())
+    assert len(data) == 2 and all("|cpu|1x3|" in k and "|full_load|" in k for k in data)
+    assert {tuple(v) for v in data.values()} == {tuple(v) for v in afet.values()}
+
+
+def test_a_second_start_reads_the_cache_and_runs_nothing(tmp_path: Path) -> None:
+    cache = tmp_path / "afet.json"
+    first = Engine(_settings(afet_profile="full_load", afet_cache=str(cache)), on_result=lambda r: None)
+    try:
+        first.load_models()
+        afet = first.profile()
+    finally:
+        first.close()
+    second = Engine(_settings(afet_profile="full_load", afet_cache=str(cache)), on_result=lambda r: None)
+    try:
+        second.load_models()
+        rec = _Recorder(second.backend)
+        calls = []
+        inner_run_now = second.backend.run_now
+        second.backend.run_now = lambda *a: calls.append(a) or inner_run_now(*a)
+        assert second.profile() == afet
+        assert rec.targets == rec.background == 0 and calls == []
+    finally:
+        second.close()
+    # another mode is another key: isolated profiling does not take the full-load values
+    third = Engine(_settings(afet_profile="isolated", afet_cache=str(cache)), on_result=lambda r: None)
+    try:
+        third.load_models()
+        rec = _Recorder(third.backend)
+        third.profile()
+        assert rec.targets == 0 and rec.background == 0  # isolated: run_now only, no concurrent stages
+    finally:
+        third.close()
+    assert len(json.loads(cache.read_text())) == 4
+
+
+def test_auto_is_isolated_on_the_cpu_and_unknown_modes_are_named() -> None:
+    e = Engine(_settings(), on_result=lambda r: None)
+    try:
+        assert e.afet_mode() == "isolated"
+    finally:
+        e.close()
+    with pytest.raises(ConfigError) as info:
+        validate_settings({"afet_profile": "fast"}, [])
+    assert "afet_profile" in str(info.value) and "full_load" in str(info.value)
