@@ -1,8 +1,10 @@
-"""Shared pieces of the ROS tests: a scheduler process from the install space, synthetic mono8 cameras on a
-timer, and an executor spinning a harness node in a thread (stopped before the node is destroyed)."""
+"""Shared pieces of the ROS tests (and of scripts/two_gpu_run.py): a scheduler process from the install space,
+synthetic cameras on a timer (mono8 black frames, or rgb8 test pictures), and an executor spinning a harness
+node in a thread (stopped before the node is destroyed). Needs rclpy, sensor_msgs and numpy only."""
 
 from __future__ import annotations
 
+import array
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
@@ -37,6 +39,44 @@ def mono8_cameras(node: Node, topics: Sequence[str], period: float, size: int = 
             p.publish(m)
 
     node.create_timer(period, tick)
+
+
+def rgb8_cameras(node: Node, topics: Sequence[str], period: float, width: int, height: int,
+                 frames: int = 8) -> dict[str, int]:
+    """Publish ``width`` x ``height`` rgb8 test pictures (per camera a colour gradient with a bar that moves
+    over ``frames`` pre-built messages), stamped now, on every topic each ``period`` s (sensor-data QoS).
+    Returns the live count of published frames per topic."""
+    published = dict.fromkeys(topics, 0)
+    cams = []
+    x = np.arange(width, dtype=np.int64) * 255 // max(1, width - 1)
+    y = np.arange(height, dtype=np.int64) * 255 // max(1, height - 1)
+    for i, topic in enumerate(topics):
+        base = np.empty((height, width, 3), np.uint8)
+        base[..., 0] = x.astype(np.uint8)
+        base[..., 1] = y.astype(np.uint8)[:, None]
+        base[..., 2] = (37 * i) % 256
+        msgs = []
+        for k in range(frames):
+            img = base.copy()
+            c0 = k * width // frames
+            img[:, c0:c0 + max(1, width // 16)] = 255
+            msgs.append(Image(height=height, width=width, encoding="rgb8", step=3 * width,
+                              data=array.array("B", img.tobytes())))
+        cams.append((topic, node.create_publisher(Image, topic, qos_profile_sensor_data), msgs))
+    tick_count = [0]
+
+    def tick() -> None:
+        stamp = node.get_clock().now().to_msg()
+        k = tick_count[0] % frames
+        for topic, pub, msgs in cams:
+            m = msgs[k]
+            m.header.stamp = stamp
+            pub.publish(m)
+            published[topic] += 1
+        tick_count[0] += 1
+
+    node.create_timer(period, tick)
+    return published
 
 
 class Spinner:
