@@ -44,6 +44,9 @@ BASE_BIN=$(dirname "$PY")
 export PATH="$VENV/bin:$PATH:$BASE_BIN"
 
 "$PY" -c 'import torch' 2>/dev/null || die "$PY cannot import torch (set DARIS_BASE_PYTHON to the Python that has it)"
+"$PY" -c 'import numpy' 2>/dev/null || die "$PY cannot import numpy (the wheels leave it out: the base Python must have it)"
+"$PY" -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+  2>/dev/null || die "no Python.h for $PY (the message build needs the Python headers, e.g. python3-dev)"
 CMAKE=$(command -v cmake) || die "no cmake on PATH or in $BASE_BIN"
 command -v c++ >/dev/null || command -v g++ >/dev/null || die "no C++ compiler (c++/g++) on PATH"
 
