@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         check("gpu_placement", None, "device cpu: no GPU")
     else:
         place = summary["gpu_placement"]
-        seen = {ns: place[ns]["gpu_indices"] for ns in place}
+        seen = {r.ns: place[r.ns]["gpu_indices"] for r in runs}
         if not any(seen.values()):
             check("gpu_placement", None, "nvidia-smi shows none of the node pids (no nvidia-smi, or PIDs hidden "
                   f"in this container); per-GPU memory: {place.get('gpu_memory_delta_mib')}")
