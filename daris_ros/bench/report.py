@@ -101,6 +101,41 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
             w.writerow([f"{d[n]:.4g}" if isinstance(d[n], float) else d[n] for n in names])
 
 
+def series_label(r: Row) -> str:
+    """A plot series: backend and policy, and OS as a number or ``N_c`` (the paper's full oversubscription,
+    one series across N_c instead of one point per value)."""
+    if r.policy == "STR":
+        return f"{r.backend}:{r.policy}"
+    os_ = "N_c" if r.n_contexts > 2 and r.oversubscription == r.n_contexts else f"{r.oversubscription:g}"
+    return f"{r.backend}:{r.policy} OS={os_}"
+
+
+def read_results(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
+    """``results.csv`` and the baselines of ``summary.json`` in a bench output folder (to plot again)."""
+    types = {n: f.type for n, f in Row.__dataclass_fields__.items()}
+    conv = {"int": int, "float": float, "str": str, "bool": lambda v: v == "True"}
+    rows = []
+    with (out / "results.csv").open(newline="") as f:
+        for rec in csv.DictReader(f):
+            rows.append(Row(**{k: conv[str(types[k])](v) for k, v in rec.items() if k in types}))
+    bases = {}
+    for name, m in json.loads((out / "summary.json").read_text())["models"].items():
+        bases[name] = ModelBaselines(m["lower_jps"], m["batching_upper_jps"], m["upper_batch"], {}, m["naive_jps"],
+                                     0.0, 0.0, 0, m["b1_ceiling_jps"], m["b1_ceiling_staged_jps"],
+                                     m["load_reference"], m["offered_jps"])
+    return rows, bases
+
+
+def replot(out: Path) -> list[Path]:
+    """Draw the per-model figures of a bench output folder again from its files."""
+    rows, bases = read_results(out)
+    paths = []
+    for name, base in bases.items():
+        plot_model(out / f"{name}.png", name, rows, base)
+        paths.append(out / f"{name}.png")
+    return paths
+
+
 def plot_model(path: Path, model: str, rows: Sequence[Row], base: ModelBaselines) -> None:
     import matplotlib
 
@@ -110,8 +145,7 @@ def plot_model(path: Path, model: str, rows: Sequence[Row], base: ModelBaselines
     daris = [r for r in rows if r.kind == "daris" and r.model == model]
     series: dict[str, list[Row]] = {}
     for r in daris:
-        label = f"{r.backend}:{r.policy}" + ("" if r.policy == "STR" else f" OS={r.oversubscription:g}")
-        series.setdefault(label, []).append(r)
+        series.setdefault(series_label(r), []).append(r)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r.n_parallel)
@@ -125,8 +159,8 @@ def plot_model(path: Path, model: str, rows: Sequence[Row], base: ModelBaselines
         ax1.annotate(name, (ax1.get_xlim()[0], value), fontsize=7, va="bottom")
     ax1.set(xlabel="N_p = N_c x N_s", ylabel="throughput (JPS)", title=f"{model}: throughput")
     ax2.set(xlabel="N_p = N_c x N_s", ylabel="LP DMR (%)", title=f"{model}: LP deadline miss rate")
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="upper right", ncol=2)
+    ax2.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -195,3 +229,19 @@ def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaseline
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines))
     return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Plot the figures of a daris-bench output folder again "
+                                "(results.csv + summary.json).")
+    p.add_argument("folder", type=Path)
+    args = p.parse_args(argv)
+    for path in replot(args.folder):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
