@@ -210,7 +210,7 @@ class Engine:
 
         mode = self.afet_mode()
         cache = AfetCache(self.settings.afet_cache or None)
-        todo: dict[str, list[Any]] = {}
+        todo: dict[str, Any] = {}  # model key -> a preprocessed frame (stage 0's input)
         for t in self.settings.tasks:
             key = self._model_key(t)
             if key in self.afet or key in todo:
@@ -220,17 +220,15 @@ class Engine:
                 self.afet[key] = cached
                 continue
             frame = np.zeros((t.input_size[0], t.input_size[1], 3), dtype=np.uint8)
-            x = preprocess(frame, t.input_size, device=self.backend.device)
-            inputs, times = [], []
-            for i in range(len(self.models[key].stages)):  # one run: warm-up, and every stage's input
-                inputs.append(x)
-                x, dt = self.backend.run_now(key, i, x)
-                times.append(dt)
-            todo[key] = inputs
+            todo[key] = x0 = preprocess(frame, t.input_size, device=self.backend.device)
+            x = x0
+            for i in range(self.models[key].num_stages):  # one unmeasured run on context 0 (warm-up)
+                x, _ = self.backend.run_now(key, i, x)
+        n_stages = {key: self.models[key].num_stages for key in todo}
         if mode == "full_load" and todo:
-            measured = full_load_afet(self.backend, todo, runs=self.settings.profile_runs, warmup=1)
+            measured = full_load_afet(self.backend, todo, n_stages, runs=self.settings.profile_runs, warmup=1)
         else:
-            measured = {key: self._isolated_afet(key, inputs[0]) for key, inputs in todo.items()}
+            measured = {key: self._isolated_afet(key, x0) for key, x0 in todo.items()}
         for key, afet in measured.items():
             self.afet[key] = afet
             cache.put(self.afet_cache_key(key, mode), afet)

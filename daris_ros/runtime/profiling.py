@@ -102,40 +102,48 @@ def profile_afet(backend: Any, model_keys: list[str], *, runs: int = 20, warmup:
     return out
 
 
-def full_load_afet(backend: Any, stage_inputs: Mapping[str, list[Any]], *, runs: int = 5, warmup: int = 1,
-                   seed: int = 0, timeout: float = 60.0) -> dict[str, tuple[float, ...]]:
+def full_load_afet(backend: Any, first_inputs: Mapping[str, Any], n_stages: Mapping[str, int], *, runs: int = 5,
+                   warmup: int = 1, seed: int = 0, timeout: float = 60.0) -> dict[str, tuple[float, ...]]:
     """Section IV-A1 through the generic backend interface (``submit``: every backend, worker processes
     included): AFET per model key, the target's stages run one after another on (0, 0) while every other
-    (context, stream) is kept busy with random stages of random models.
+    (context, stream) keeps running jobs of random models, stage after stage.
 
-    ``stage_inputs[key][j]`` is a valid input of stage j of model ``key`` (e.g. the outputs of one run).
-    ``runs`` measured runs after ``warmup`` unmeasured ones; each stage time is the backend's
-    ``exec_time``. Raises :class:`TimeoutError` when a stage does not come back within ``timeout`` s and
-    re-raises a stage's error.
+    ``first_inputs[key]`` is an input of stage 0 of model ``key`` that any context accepts (a preprocessed
+    frame); a later stage gets the output of the previous one on the same (context, stream), since a worker
+    process's outputs live in that worker. ``runs`` measured runs after ``warmup`` unmeasured ones; each stage
+    time is the backend's ``exec_time``. Raises :class:`TimeoutError` when a stage does not come back within
+    ``timeout`` s and re-raises a stage's error.
     """
     rng = random.Random(seed)
-    keys = list(stage_inputs)
+    keys = list(first_inputs)
     others = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams) if (c, s) != (0, 0)]
     lock = threading.Lock()
+    # per background stream: (model, next stage, its input), set by the completion of the previous stage
+    nxt: dict[tuple[int, int], tuple[str, int, Any]] = {}
     idle = set(others)
     errors: list[BaseException] = []
 
-    def background_done(cs: tuple[int, int]) -> Any:
-        def done(_y: Any, _dt: float, err: BaseException | None) -> None:
+    def background_done(cs: tuple[int, int], model: str, j: int) -> Any:
+        def done(y: Any, _dt: float, err: BaseException | None) -> None:
             with lock:
-                idle.add(cs)
                 if err is not None:
                     errors.append(err)
+                elif j + 1 < n_stages[model]:
+                    nxt[cs] = (model, j + 1, y)
+                idle.add(cs)
         return done
 
     def feed() -> None:
         with lock:
             free = sorted(idle)
             idle.clear()
-        for cs in free:
-            m = rng.choice(keys)
-            j = rng.randrange(len(stage_inputs[m]))
-            backend.submit(cs[0], cs[1], m, j, stage_inputs[m][j], background_done(cs))
+            work = [(cs, nxt.pop(cs, None)) for cs in free]
+        for cs, job in work:
+            if job is None:
+                m = rng.choice(keys)
+                job = (m, 0, first_inputs[m])
+            m, j, x = job
+            backend.submit(cs[0], cs[1], m, j, x, background_done(cs, m, j))
 
     def target(key: str, j: int, x: Any) -> tuple[Any, float]:
         ev = threading.Event()
@@ -158,12 +166,11 @@ def full_load_afet(backend: Any, stage_inputs: Mapping[str, list[Any]], *, runs:
     out: dict[str, tuple[float, ...]] = {}
     try:
         for key in keys:
-            n_stages = len(stage_inputs[key])
-            sums = [0.0] * n_stages
+            sums = [0.0] * n_stages[key]
             for run in range(warmup + runs):
                 feed()
-                x = stage_inputs[key][0]
-                for j in range(n_stages):
+                x = first_inputs[key]
+                for j in range(n_stages[key]):
                     x, dt = target(key, j, x)
                     if run >= warmup:
                         sums[j] += dt

@@ -113,3 +113,23 @@ def test_auto_is_isolated_on_the_cpu_and_unknown_modes_are_named() -> None:
     with pytest.raises(ConfigError) as info:
         validate_settings({"afet_profile": "fast"}, [])
     assert "afet_profile" in str(info.value) and "full_load" in str(info.value)
+
+
+def test_full_load_profiling_with_worker_processes() -> None:
+    """The mps backend's worker processes (CPU workers here): a worker's stage outputs live in that worker, so
+    each background stream runs whole jobs (stage 0 from a frame, then its own outputs); measured on the
+    H200 first as "stage input ... is not in the current worker of context 1" before that rule."""
+    from daris_ros.runtime.backends.mps import MpsBackend
+
+    backend = MpsBackend(n_contexts=2, n_streams=1, cpu_workers=True, spares=0)
+    e = Engine(_settings(policy="MPS", backend="mps", n_contexts=2, n_streams=1, afet_profile="full_load"),
+               on_result=lambda r: None, backend=backend)
+    try:
+        e.load_models()
+        rec = _Recorder(e.backend)
+        afet = e.profile()
+    finally:
+        e.close()
+    assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
+    # the mps backend's run_now (the warm-up pass: 2 models x 4 stages) goes through submit on (0, 0) too
+    assert rec.targets == 24 + 8 and rec.background >= 24
