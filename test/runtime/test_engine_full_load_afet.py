@@ -132,4 +132,6 @@ def test_full_load_profiling_with_worker_processes() -> None:
         e.close()
     assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
     # the mps backend's run_now (the warm-up pass: 2 models x 4 stages) goes through submit on (0, 0) too
-    assert rec.targets == 24 + 8 and rec.background >= 24
+    assert rec.targets == 24 + 8 and rec.background > 0
+    print(f"background {rec.background}, target overlaps {rec.target_overlaps}")
+    assert rec.target_overlaps >= 12  # most of the 24 measured target stages ran beside a background stage
