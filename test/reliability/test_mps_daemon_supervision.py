@@ -287,3 +287,50 @@ def test_workers_whose_context_died_with_the_daemon_exit_and_are_replaced(
         (r.job_id, r.met, r.error) for r in hp_after]
     assert {r.context for r in after if not r.error} == {0, 1}
     assert _daemon_pids(pipe) == []  # the daemon started again is stopped at close
+
+
+def failing_restart_worker_main(cfg: object, ctrl: object, req_wake: object, done_wake: object) -> None:
+    """mps_worker.worker_main whose first replacement (generation 1) fails to start, as a client does while a
+    new MPS server is not ready yet."""
+    from daris_ros.runtime.backends import mps_worker as mw
+
+    if cfg.generation == 1:  # type: ignore[attr-defined]
+        def setup(self: object) -> dict:
+            raise RuntimeError("CUDA error: MPS server is not ready to accept new MPS client requests")
+
+        mw._Worker.setup = setup  # type: ignore[method-assign]
+    mw.worker_main(cfg, ctrl, req_wake, done_wake)  # type: ignore[arg-type]
+
+
+def test_a_replacement_that_fails_to_start_leaves_nothing_and_the_next_one_serves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing
+
+    from daris_ros.runtime.backends.base import BackendError
+
+    monkeypatch.setattr(mps_module, "worker_main", failing_restart_worker_main)
+    b = MpsBackend(n_contexts=1, n_streams=1, cpu_workers=True, spares=0)
+    try:
+        b.start({"r": build_staged_model("resnet18", input_size=(32, 32))})
+        old = b.worker_pid(0)
+        os.kill(old, signal.SIGKILL)
+        b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))
+        t0 = time.monotonic()
+        while not b.workers[0].lost_handled:
+            assert time.monotonic() - t0 < 10
+            b.poll(0.1)
+        shm_before = {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+        with pytest.raises(BackendError, match="not ready"):
+            b.restart_worker(0, 0)  # generation 1 fails to start
+        assert {n for n in os.listdir("/dev/shm") if n.startswith("psm_")} <= shm_before  # its channel is gone
+        assert [p for p in multiprocessing.active_children() if p.name.startswith("daris-mps-c0g1")] == []
+        b.restart_worker(0, 0)  # what the watchdog does at its next poll: generation 2 serves
+        assert b.worker_alive(0, 0) and b.worker_pid(0) != old and b.workers[0].generation == 2
+        b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))
+        got: list = []
+        while not got:
+            assert time.monotonic() - t0 < 60
+            got = b.poll(1.0)
+        assert got[0].error is None
+    finally:
+        b.close()

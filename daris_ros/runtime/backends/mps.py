@@ -821,7 +821,11 @@ class MpsBackend:
             if new is None:
                 self._generations[context] += 1
                 new = self._spawn(context, self._generations[context])
-                self._await_ready(new, time.monotonic() + self.start_timeout)
+                try:
+                    self._await_ready(new, time.monotonic() + self.start_timeout)
+                except BaseException:  # e.g. a new MPS server not ready yet: the watchdog tries again
+                    self._stop_slot(new, graceful=False)  # (no process or shared memory of it is left)
+                    raise
             with self._locks[context]:
                 self.workers[context] = new
                 backlog, self._backlog[context] = self._backlog[context], []
