@@ -2,8 +2,9 @@
 # One device-machine session: environment, GPU tests, then daris-bench with the given arguments.
 # Usage (on the GPU machine, repo root): scripts/gpu_session.sh [bench args...]; the test log, the bench log and
 # $BENCH_OUT (default docs/benchmarks) packed as bench.tgz land in $OUT (or /tmp/out).
-# DARIS_GPU_OUT (default $OUT/rel) collects the figures of test/gpu/test_gpu_reliability.py; SOAK_S=600 adds an
+# DARIS_GPU_OUT (default $OUT/rel) collects the figures of test/gpu/test_gpu_reliability*.py; SOAK_S=600 adds an
 # engine soak on $SOAK_BACKEND (default mps) for docs/reliability (test/reliability/engine_soak_run.py).
+# GPU_TESTS (default "test/gpu test/runtime") selects the tests, e.g. GPU_TESTS=test/gpu/test_gpu_reliability_more.py.
 set -u
 OUT=${OUT:-/tmp/out}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
@@ -13,7 +14,8 @@ mkdir -p "$OUT"
 } 2>&1 | tee "$OUT/gpu_tests.txt"
 export DARIS_GPU_OUT=${DARIS_GPU_OUT:-$OUT/rel}
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -m gpu test/gpu test/runtime -p no:cacheprovider -q -rs -s \
+  # shellcheck disable=SC2086 # (GPU_TESTS is a list of paths)
+  timeout "${TEST_TIMEOUT:-240}" python3 -m pytest -m gpu ${GPU_TESTS:-test/gpu test/runtime} -p no:cacheprovider -q -rs -s \
     2>&1 | tee -a "$OUT/gpu_tests.txt" | grep -v "^$" | tail -60
 fi
 if [ "$#" -gt 0 ]; then

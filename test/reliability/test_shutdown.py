@@ -54,8 +54,10 @@ daris_scheduler:
       a: {topic: /sd/cam, priority: HP, rate: 20.0, model: resnet18, input_size: [64, 64]}
       b: {topic: /sd/cam2, priority: LP, rate: 20.0, model: resnet18, input_size: [64, 64]}
 """
-PHASES = {"loading": (LOADING, "loading "), "profiling": (PROFILING, "profiling the initial AFET"),
-          "running": (RUNNING, "running:")}
+# The log line that starts each phase (the node's, and test/reliability/engine_shutdown_run.py's on the GPU)
+MARKERS = {"loading": "loading ", "profiling": "profiling the initial AFET", "running": "running:"}
+PHASES = {"loading": (LOADING, MARKERS["loading"]), "profiling": (PROFILING, MARKERS["profiling"]),
+          "running": (RUNNING, MARKERS["running"])}
 
 
 def signal_at_phase(install_prefix: Path, workdir: Path, phase: str, sig: signal.Signals) -> dict[str, Any]:
