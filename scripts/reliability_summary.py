@@ -35,13 +35,18 @@ def main(argv: list[str]) -> int:
     gpu_kills = [k for k in (_load(d, f"gpu/mps_kill_no_spare_run{i}.json") for i in (1, 2)) if k]
     gpu_oom = _load(d, "gpu/mps_oom_start_up.json")
     str_oom = _load(d, "gpu/str_oom_load.json")
+    # test/gpu/test_gpu_reliability_more.py (null until its GPU run is committed)
+    daemon = _load(d, "gpu/mps_daemon_death.json")
+    gpu_shut = _load(d, "gpu/mps_shutdown.json")
+    gpu_over = _load(d, "gpu/str_overload_300.json")
     node_runs = [r for r in (soak, over) if r]
     crashes = 0
     if fuzz:
         crashes += (not fuzz["node_alive"]) + (fuzz.get("node_exit_code_on_sigint", 0) != 0)
     crashes += sum(r["exit_code"] != 0 for r in node_runs)
-    if shut:
-        crashes += shut["nonzero_exit_codes"] + shut["tracebacks"]
+    for sh in (shut, gpu_shut):
+        if sh:
+            crashes += sh["nonzero_exit_codes"] + sh["tracebacks"]
     summary = {
         "malformed_frames_sent": fuzz and fuzz["malformed_frames_sent"],
         "malformed_frames_counted": fuzz and fuzz["malformed_frames_counted"],
@@ -54,19 +59,29 @@ def main(argv: list[str]) -> int:
                     "without_spare_service_restored": gpu_kills and round(max(
                         k["death_to_detection_ms"] + k["detection_to_service_ms"] for k in gpu_kills), 1),
                     "without_spare_replacement_start": gpu_kills and round(max(
-                        k["replacement_start_ms"] for k in gpu_kills), 1)},
+                        k["replacement_start_ms"] for k in gpu_kills), 1),
+                    # the MPS daemon and server SIGKILLed: kill -> both workers detected / both replaced and
+                    # serving (daemon restarted first; every context was down meanwhile)
+                    "daemon_death_detection": daemon and daemon["kill_to_first_detection_ms"] is not None and round(
+                        max(daemon["kill_to_detection_ms_by_context"].values()), 1),
+                    "daemon_death_all_replaced": daemon and daemon["kill_to_all_replaced_ms"] is not None and round(
+                        daemon["kill_to_all_replaced_ms"], 1)},
             "green": None,
         },
         "hp_misses_after_recovery": {
             "cpu": kill and kill["hp_misses_after_recovery"],
-            "mps": MPS_HP_MISSES_AFTER_RECOVERY + sum(k["hp_missed_after_recovery"] for k in gpu_kills),
+            "mps": MPS_HP_MISSES_AFTER_RECOVERY + sum(k["hp_missed_after_recovery"] for k in gpu_kills)
+            + (daemon["hp_missed_after_recovery"] if daemon else 0),
             "green": None,
         },
-        "orphan_processes_after_sigint": shut and shut["orphan_processes_after_sigint"],
+        # every signal run: the node on the cpu backend, and the mps engine on the GPU once measured
+        "orphan_processes_after_sigint": shut and shut["orphan_processes_after_sigint"]
+        + (gpu_shut["orphan_processes_after_sigint"] if gpu_shut else 0),
         "rss_slope_kb_per_min": {
             "cpu_soak": soak and soak["rss_slope_kb_per_min"],
             "cpu_overload_300": over and over["rss_slope_kb_per_min"],
             "gpu": None,
+            "gpu_overload_300": gpu_over and gpu_over["rss_slope_kb_per_min"],
         },
         "details": {
             "fuzz_messages_sent": fuzz and sum(t["frames_sent"] for t in fuzz["tasks"].values()),
@@ -101,6 +116,32 @@ def main(argv: list[str]) -> int:
                 [k["hp_missed_during_outage"], k["hp_jobs_during_outage"]] for k in gpu_kills],
             "gpu_mps_kill_no_spare_tasks_moved": [k["moved"] for k in gpu_kills],
             "gpu_memory_bytes_by_context_mps_resnet18": gpu_kills and gpu_kills[0]["memory_bytes_by_context_before"],
+            "gpu_mps_daemon_death": daemon and {
+                "fault_reasons": daemon["fault_reasons"], "old_worker_exit_codes": daemon["old_worker_exit_codes"],
+                "daemon_restarts": daemon["daemon_restarts"], "daemon_restart_ms": daemon["daemon_restart_ms"],
+                "replacement_start_ms": [round(x, 1) for x in daemon["replacement_start_ms"]],
+                "hp_missed_during_outage_of_jobs": [daemon["hp_missed_during_outage"],
+                                                    daemon["hp_jobs_during_outage"]],
+                "hp_missed_after_recovery_of_jobs": [daemon["hp_missed_after_recovery"],
+                                                     daemon["hp_jobs_after_recovery"]],
+                "sm_counts_after": daemon["sm_counts_after"],
+                "processes_left_after_close": len(daemon["mps_processes_after_close"])
+                + len(daemon["worker_processes_alive_after_close"])},
+            "gpu_mps_shutdown": gpu_shut and {
+                "runs": gpu_shut["runs"], "nonzero_exit_codes": gpu_shut["nonzero_exit_codes"],
+                "orphan_processes_after_signal": gpu_shut["orphan_processes_after_signal"],
+                "mps_processes_left": gpu_shut["mps_processes_left"],
+                "shm_segments_left": gpu_shut["shm_segments_left"],
+                "max_stop_seconds": gpu_shut["max_stop_seconds"]},
+            "gpu_overload_300": gpu_over and {
+                "backend": gpu_over["backend"], "offered_load": gpu_over["offered_load"],
+                "hp_missed": gpu_over["hp_missed"], "hp_rejected_of_released": [gpu_over["hp_rejected"],
+                                                                               gpu_over["hp_released"]],
+                "lp_rejected_of_released": [gpu_over["lp_rejected"], gpu_over["lp_released"]],
+                "max_in_flight_jobs": gpu_over["max_in_flight_jobs"],
+                "max_outstanding_stages": gpu_over["max_outstanding_stages"],
+                "cuda_reserved_slope_mb_per_min": gpu_over["cuda_reserved_slope_mb_per_min"],
+                "duration_s": gpu_over["duration_s"]},
             "gpu_oom_at_start_up": {
                 "mps_error_first_line": gpu_oom and gpu_oom["error_head"].splitlines()[0],
                 "mps_workers_and_daemon_left_after_close": gpu_oom and (
@@ -115,8 +156,11 @@ def main(argv: list[str]) -> int:
             "mps worker SIGKILL: with a ready spare quoted from docs/benchmarks/mps.md (H200); without a spare from "
             "gpu/mps_kill_no_spare_run*.json (H200, test/gpu/test_gpu_reliability.py): the replacement takes ~5.2 s, "
             "but service (the lost stage re-run, the context's tasks on the other context) is back in ~30 ms",
-            "null: green (its contexts live in the node's process: no worker to SIGKILL), GPU memory slope and the "
-            "GPU soak, MPS daemon dying mid-run: not measured (GPU test machine time)",
+            "null: green (its contexts live in the node's process: no worker to SIGKILL), the GPU soak; the MPS "
+            "daemon dying mid-run, the GPU overload and the GPU shutdown runs until gpu/mps_daemon_death.json, "
+            "gpu/str_overload_300.json and gpu/mps_shutdown.json (test/gpu/test_gpu_reliability_more.py) exist",
+            "orphan_processes_after_sigint: the node's runs on the cpu backend plus, once measured, the mps engine's "
+            "on the GPU (engine-level: test/reliability/engine_shutdown_run.py, no ROS there)",
         ],
     }
     (d / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
