@@ -15,9 +15,11 @@ class PeriodicDriver:
     """Releases each task of ``periods`` (name -> seconds) every period, on ``frame``, until stopped.
 
     Periods are multiples of the shortest one (rounded); all tasks release at t = 0. Use as a context
-    manager; ``releases`` lists ``(task, job_id, time)`` of every release."""
+    manager; ``releases`` lists ``(task, job_id, time)`` of every release (``keep_releases=False``: not kept,
+    for long runs that measure memory)."""
 
-    def __init__(self, engine: Any, periods: Mapping[str, float], frame: np.ndarray) -> None:
+    def __init__(self, engine: Any, periods: Mapping[str, float], frame: np.ndarray, *,
+                 keep_releases: bool = True) -> None:
         if not periods:
             raise ValueError("no tasks to release")
         self.engine = engine
@@ -25,6 +27,7 @@ class PeriodicDriver:
         self.tick = min(periods.values())
         self.every = {name: max(1, round(p / self.tick)) for name, p in periods.items()}
         self.releases: list[tuple[str, int, float]] = []
+        self._keep = keep_releases
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="daris-driver", daemon=True)
 
@@ -34,7 +37,8 @@ class PeriodicDriver:
             for name, every in self.every.items():
                 if k % every == 0:
                     d = self.engine.release(name, self.frame, receive_time=time.monotonic())
-                    self.releases.append((name, d.job_id, time.monotonic()))
+                    if self._keep:
+                        self.releases.append((name, d.job_id, time.monotonic()))
             k += 1
             time.sleep(max(0.0, t0 + k * self.tick - time.monotonic()))
 
