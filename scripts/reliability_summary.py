@@ -32,7 +32,8 @@ def main(argv: list[str]) -> int:
     soak = _load(d, "soak_cpu_30min.json")
     over = _load(d, "overload_cpu_10min.json")
     over2 = _load(d, "overload_cpu_5min_reprobe.json")
-    gpu_kills = [k for k in (_load(d, f"gpu/mps_kill_no_spare_run{i}.json") for i in (1, 2)) if k]
+    gpu_kills = [json.loads(p.read_text()) for p in sorted((d / "gpu").glob("mps_kill_no_spare_run*.json"))]
+    gpu_soak = _load(d, "gpu/soak_mps_6min.json")
     gpu_oom = _load(d, "gpu/mps_oom_start_up.json")
     str_oom = _load(d, "gpu/str_oom_load.json")
     # test/gpu/test_gpu_reliability_more.py (null until its GPU run is committed)
@@ -80,8 +81,9 @@ def main(argv: list[str]) -> int:
         "rss_slope_kb_per_min": {
             "cpu_soak": soak and soak["rss_slope_kb_per_min"],
             "cpu_overload_300": over and over["rss_slope_kb_per_min"],
-            "gpu": None,
-            "gpu_overload_300": gpu_over and gpu_over["rss_slope_kb_per_min"],
+            "gpu": gpu_soak and gpu_soak["rss_slope_kb_per_min"],
+            # 45 s after warm-up with one ~85 MB drop (a collection) in it: the growth says more than a slope
+            "gpu_overload_300_growth_kb": gpu_over and round(gpu_over["rss_growth_kb"], 1),
         },
         "details": {
             "fuzz_messages_sent": fuzz and sum(t["frames_sent"] for t in fuzz["tasks"].values()),
@@ -112,6 +114,16 @@ def main(argv: list[str]) -> int:
                 "lp_tasks_never_admitted": sum(1 for n, t in over2["tasks"].items()
                                                if n.startswith("lp") and t["admitted"] == 0),
                 "rss_slope_kb_per_min": over2["rss_slope_kb_per_min"]},
+            "gpu_soak": gpu_soak and {
+                "backend": f"{gpu_soak['backend']} {gpu_soak['layout']}",
+                "minutes": round(gpu_soak["duration_s"] / 60, 1),
+                "tasks": gpu_soak["tasks"], "rate_hz": gpu_soak["rate_hz"],
+                "hp_missed_of_completed": [gpu_soak["hp"]["missed"], gpu_soak["hp"]["completed"]],
+                "lp_missed_of_completed": [gpu_soak["lp"]["missed"], gpu_soak["lp"]["completed"]],
+                "lp_miss_rate_windows": [w["LP"]["missed"] / w["LP"]["jobs"] if w["LP"]["jobs"] else None
+                                         for w in gpu_soak["windows"]],
+                "device_memory_slope_bytes_per_min": gpu_soak["device_memory_slope_bytes_per_min"],
+                "worker_faults": gpu_soak["worker_faults"]},
             "gpu_mps_kill_no_spare_hp_during_outage_missed_of_jobs": [
                 [k["hp_missed_during_outage"], k["hp_jobs_during_outage"]] for k in gpu_kills],
             "gpu_mps_kill_no_spare_tasks_moved": [k["moved"] for k in gpu_kills],
@@ -156,9 +168,12 @@ def main(argv: list[str]) -> int:
             "mps worker SIGKILL: with a ready spare quoted from docs/benchmarks/mps.md (H200); without a spare from "
             "gpu/mps_kill_no_spare_run*.json (H200, test/gpu/test_gpu_reliability.py): the replacement takes ~5.2 s, "
             "but service (the lost stage re-run, the context's tasks on the other context) is back in ~30 ms",
-            "null: green (its contexts live in the node's process: no worker to SIGKILL), the GPU soak; the MPS "
-            "daemon dying mid-run, the GPU overload and the GPU shutdown runs until gpu/mps_daemon_death.json, "
-            "gpu/str_overload_300.json and gpu/mps_shutdown.json (test/gpu/test_gpu_reliability_more.py) exist",
+            "null: green (its contexts live in the node's process: no worker to SIGKILL: SIGKILL there is the node's "
+            "death, for the launch file's respawn)",
+            "rss_slope_kb_per_min gpu: the mps engine (2 worker processes, 12 ResNet18 tasks at 30 Hz) for 6 min on "
+            "the H200, slope after a 60 s warm-up (gpu/soak_mps_6min.json); the node process, the workers' memory "
+            "is the device_memory slope. gpu/soak_mps_harness_kept_results.json is an earlier 8-min run whose "
+            "harness kept every JobResult (+41 MB/min: the harness, not the engine)",
             "orphan_processes_after_sigint: the node's runs on the cpu backend plus, once measured, the mps engine's "
             "on the GPU (engine-level: test/reliability/engine_shutdown_run.py, no ROS there)",
         ],
