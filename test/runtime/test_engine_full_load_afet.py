@@ -53,15 +53,20 @@ class _Recorder:
         self.inner(c, s, model, stage, x, wrapped)
 
 
-def test_full_load_profiling_keeps_the_other_streams_busy_and_fills_the_cache(tmp_path: Path) -> None:
-    cache = tmp_path / "afet.json"
-    e = Engine(_settings(afet_profile="full_load", afet_cache=str(cache)), on_result=lambda r: None)
+def _profile(settings: SchedulerSettings, backend: Any = None) -> tuple[dict[str, tuple[float, ...]], _Recorder]:
+    """Load, then profile with every submit recorded; the engine is closed after."""
+    e = Engine(settings, on_result=lambda r: None, backend=backend)
     try:
         e.load_models()
         rec = _Recorder(e.backend)
-        afet = e.profile()
+        return e.profile(), rec
     finally:
         e.close()
+
+
+def test_full_load_profiling_keeps_the_other_streams_busy_and_fills_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "afet.json"
+    afet, rec = _profile(_settings(afet_profile="full_load", afet_cache=str(cache)))
     assert set(afet) == {"resnet18@32x32:", "unet@32x32:"}
     assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
     # (1 warm-up + 2 runs) x 4 stages x 2 models target stages, each submitted while background work ran
@@ -93,14 +98,8 @@ def test_a_second_start_reads_the_cache_and_runs_nothing(tmp_path: Path) -> None
     finally:
         second.close()
     # another mode is another key: isolated profiling does not take the full-load values
-    third = Engine(_settings(afet_profile="isolated", afet_cache=str(cache)), on_result=lambda r: None)
-    try:
-        third.load_models()
-        rec = _Recorder(third.backend)
-        third.profile()
-        assert rec.targets == 0 and rec.background == 0  # isolated: run_now only, no concurrent stages
-    finally:
-        third.close()
+    _, rec = _profile(_settings(afet_profile="isolated", afet_cache=str(cache)))
+    assert rec.targets == 0 and rec.background == 0  # isolated: run_now only, no concurrent stages
     assert len(json.loads(cache.read_text())) == 4
 
 
@@ -121,15 +120,8 @@ def test_full_load_profiling_with_worker_processes() -> None:
     H200 first as "stage input ... is not in the current worker of context 1" before that rule."""
     from daris_ros.runtime.backends.mps import MpsBackend
 
-    backend = MpsBackend(n_contexts=2, n_streams=1, cpu_workers=True, spares=0)
-    e = Engine(_settings(policy="MPS", backend="mps", n_contexts=2, n_streams=1, afet_profile="full_load"),
-               on_result=lambda r: None, backend=backend)
-    try:
-        e.load_models()
-        rec = _Recorder(e.backend)
-        afet = e.profile()
-    finally:
-        e.close()
+    afet, rec = _profile(_settings(policy="MPS", backend="mps", n_contexts=2, n_streams=1, afet_profile="full_load"),
+                         MpsBackend(n_contexts=2, n_streams=1, cpu_workers=True, spares=0))
     assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
     # the mps backend's run_now (the warm-up pass: 2 models x 4 stages) goes through submit on (0, 0) too
     assert rec.targets == 24 + 8 and rec.background > 0
