@@ -170,12 +170,17 @@ def run_scenario(install_prefix: Path, workdir: Path, *, duration: float, load: 
     # kills are timed from the first stage submitted; the cameras start a few seconds after that point
     env = {"DARIS_CPU_FAULTS": ";".join(f"kill:{i % N_P}:0:{t:g}" for i, t in enumerate(kills))} if kills else {}
     proc = start_node(install_prefix, params(stats_period), workdir, env=env)
-    rclpy.init()
-    node = Node(f"soak_harness_{os.getpid()}")
-    h, cams = _make_harness(node)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    try:  # a harness that fails to start must not leave the node running (it would load every later test)
+        rclpy.init()
+        node = Node(f"soak_harness_{os.getpid()}")
+        h, cams = _make_harness(node)
+        ex = SingleThreadedExecutor()
+        ex.add_node(node)
+        threading.Thread(target=ex.spin, daemon=True).start()
+    except BaseException:
+        proc.stop()
+        rclpy.try_shutdown()
+        raise
     out: dict[str, Any] = {"duration_s": duration, "load_target": load, "kills_at_s": list(kills)}
     try:
         proc.wait_for("running:")
