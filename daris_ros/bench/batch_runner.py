@@ -80,7 +80,7 @@ def busy_fraction(intervals: list[tuple[float, float]], t0: float, t1: float) ->
 def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afet: dict[str, tuple[float, ...]],
               frames: dict[str, torch.Tensor], *, batch_afet: Callable[[str, int, int], float | None] | None = None,
               seconds: float = 3.0, drain: float = 1.0, mret_source: str = "host",
-              min_poll: float = 50e-6, warmup: float = 0.0, release_chunk: int = 1 << 30) -> BatchRunResult:
+              min_poll: float = 50e-6, warmup: float = 0.0, release_chunk: int = 0) -> BatchRunResult:
     """Run ``tasks`` for ``seconds`` (+ up to ``drain``) on ``backend``; batched when ``config.batching`` is set.
 
     ``frames[model]`` is the (preprocessed, on-GPU) frame every job of that model starts from.
@@ -89,7 +89,8 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     ``seconds - warmup`` (the first ``warmup`` seconds fill the pipeline: no job finishes in its first
     response time); ``jps_window`` counts the whole window.
     ``release_chunk``: at most this many releases per turn of the loop before it looks at completions again
-    (a release keeps its scheduled time; a burst of releases then cannot hold a finished stream idle).
+    (a release keeps its scheduled time; a burst of releases then cannot hold a finished stream idle); 0: all
+    that are due.
     """
     batched = config.batching is not None
     host_time = mret_source == "host"
@@ -111,6 +112,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     pending: list[tuple[Any, Any, float]] = []
     core_cpu = launch_cpu = poll_cpu = 0.0
     in_window = in_steady = 0
+    release_chunk = release_chunk if release_chunk > 0 else 1 << 62
     clock = time.thread_time
     launch_batch, launch_one, finish_fn = getattr(backend, "launch_batch", None), backend.launch, backend.finish
     release, dispatch_b, complete_b = core.release, core.dispatch_batches, core.complete_batch

@@ -300,7 +300,7 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
         tasks = make_taskset((name,), offered, args.task_rate)
         res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
                                         seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup,
-                                        release_chunk=args.release_chunk or (1 << 30))
+                                        release_chunk=args.release_chunk)
     finally:
         backend.close()
         del backend

@@ -244,12 +244,14 @@ class Engine:
     def afet_cache_key(self, model_key: str, mode: str) -> str:
         import torch
 
-        b = self.backend
+        from daris_ros.runtime.profiling import cache_key
+
         device = str(self.settings.device)
         if device.startswith("cuda"):
             device = torch.cuda.get_device_name(torch.device(device))
-        return (f"{device}|torch {torch.__version__}|{self.settings.backend}|{b.n_contexts}x{b.n_streams}"
-                f"|OS {self.settings.oversubscription:g}|graphs {int(self.settings.cuda_graphs)}|{mode}|{model_key}")
+        b = self.backend
+        return cache_key(device, self.settings.backend, f"{b.n_contexts}x{b.n_streams}", self.settings.oversubscription,
+                         self.settings.cuda_graphs, model_key, mode)
 
     def _isolated_afet(self, key: str, x0: Any) -> tuple[float, ...]:
         times = [0.0] * self.models[key].num_stages

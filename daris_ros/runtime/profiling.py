@@ -19,11 +19,19 @@ from typing import Any
 import torch
 
 
+def cache_key(device_name: str, backend: str, layout: str, oversubscription: float, graphs: bool, model_key: str,
+              mode: str | None = None) -> str:
+    """AFET cache key: device, torch, backend, layout (``N_c x N_s``), OS, graphs, profiling mode (when given)
+    and model."""
+    return (f"{device_name}|torch {torch.__version__}|{backend}|{layout}|OS {oversubscription:g}"
+            f"|graphs {int(graphs)}|" + (f"{mode}|" if mode else "") + model_key)
+
+
 def afet_key(backend: Any, model_key: str) -> str:
-    """Cache key: device, torch, backend, layout, OS, graphs and model."""
-    dev = torch.cuda.get_device_name(backend.torch_device)
-    return (f"{dev}|torch {torch.__version__}|{backend.name}|{backend.n_contexts}x{backend.n_streams}"
-            f"|OS {backend.oversubscription:g}|graphs {int(backend.cuda_graphs)}|{model_key}")
+    """The cache key of a GPU backend's full-load AFET (:func:`profile_afet`)."""
+    return cache_key(torch.cuda.get_device_name(backend.torch_device), backend.name,
+                     f"{backend.n_contexts}x{backend.n_streams}", backend.oversubscription, backend.cuda_graphs,
+                     model_key)
 
 
 class AfetCache:
@@ -185,7 +193,3 @@ def full_load_afet(backend: Any, first_inputs: Mapping[str, Any], n_stages: Mapp
     if errors:
         raise errors[0]
     return out
-
-
-def summarize(afet: Mapping[str, tuple[float, ...]]) -> str:
-    return "; ".join(f"{k}: " + "/".join(f"{v * 1e3:.2f}" for v in st) + " ms" for k, st in afet.items())
