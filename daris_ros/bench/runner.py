@@ -130,4 +130,30 @@ def run_daris(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     offered = sum(1.0 / t.period for t in tasks)
     return RunResult(seconds, offered, done / seconds, out["released"], out["admitted"], out["completed"],
                      out["missed"], p99, cpu / jobs * 1e6, core_cpu / jobs * 1e6, launch_cpu / jobs * 1e6,
-                     migrations)
+                     migrations, admission_view(core, tasks, seconds))
+
+
+def admission_view(core: Scheduler, tasks: list[BenchTask], seconds: float) -> dict[str, float]:
+    """What eq. 12 saw at the end of a run, next to what the LP jobs met (read after the run, off the loop).
+
+    ``mret_ms_hp`` / ``mret_ms_lp``: mean task MRET (eq. 2) per class. ``lp_in_system``: LP jobs in the system
+    on average (Little's law: LP completions per second x mean LP response). ``lp_active_cap``: how many LP tasks
+    can be active at once before eq. 12 rejects, sum over contexts of (N_s - U^h_k) / u_LP with
+    u_LP = mean LP MRET / period: eq. 12 bounds the LP jobs in the system by this, whatever they really cost.
+    """
+    stats = core.priority_stats()
+    mrets: dict[Priority, list[float]] = {p: [] for p in Priority}
+    for t in tasks:
+        mrets[t.priority].append(core.mret(t.name))
+    mean = {p: sum(v) / len(v) if v else 0.0 for p, v in mrets.items()}
+    lp = stats[Priority.LP]
+    rts = list(lp.response_times)
+    lp_mean = sum(rts) / len(rts) if rts else 0.0
+    lp_periods = [t.period for t in tasks if t.priority is Priority.LP]
+    cap = 0.0
+    if lp_periods and mean[Priority.LP] > 0.0:
+        u_lp = mean[Priority.LP] / (sum(lp_periods) / len(lp_periods))
+        layout = core.layout
+        cap = sum(max(0.0, layout.n_streams - core.utilization(k).hp) for k in range(layout.n_contexts)) / u_lp
+    return {"mret_ms_hp": mean[Priority.HP] * 1e3, "mret_ms_lp": mean[Priority.LP] * 1e3,
+            "lp_mean_ms": lp_mean * 1e3, "lp_in_system": lp.completed / seconds * lp_mean, "lp_active_cap": cap}
