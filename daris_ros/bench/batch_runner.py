@@ -94,6 +94,9 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     """
     batched = config.batching is not None
     host_time = mret_source == "host"
+    if batched and host_time and config.batching.launch_ahead:  # type: ignore[union-attr]
+        raise ValueError("launch-ahead needs --mret-source events: a batch queued behind another on its stream "
+                         "starts when that one ends, so launch-to-completion is not its run time")
     specs = [t.spec(afet[t.model]) for t in tasks]
     core = Scheduler(config, specs, batch_afet=batch_afet)
     dev = backend.torch_device

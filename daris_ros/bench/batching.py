@@ -53,12 +53,14 @@ class Mode:
     n_streams: int = 2
     lp_margin: float | None = 0.3
     margin_given: bool = False  # spelled in the name (``m0.5``): --lp-margin does not override it
+    ahead_ms: float | None = None  # launch-ahead lead (ms): one batch may wait queued behind a stream's running one
 
     @classmethod
     def parse(cls, name: str) -> Mode:
         """A named mode, or one spelled from its parts: ``batch`` or ``b1``, then any of ``staged``, ``fp16`` /
-        ``bf16``, ``cl`` (channels-last), ``<N>s`` (N streams) and ``m<x>`` (LP admission margin x), joined by ``-``:
-        ``batch-fp16-cl-3s-m0.5``."""
+        ``bf16``, ``cl`` (channels-last), ``<N>s`` (N streams), ``m<x>`` (LP admission margin x) and ``ahead<ms>``
+        (launch-ahead: a stream's next batch is formed and queued ``ms`` before its running one is predicted to
+        finish), joined by ``-``: ``batch-fp16-cl-3s-m0.5-ahead1``."""
         if name in MODES:
             return MODES[name]
         head, *parts = name.split("-")
@@ -77,17 +79,26 @@ class Mode:
                 kw["channels_last"] = True
             elif part.endswith("s") and part[:-1].isdigit() and int(part[:-1]) >= 1:
                 kw["n_streams"] = int(part[:-1])
+            elif part.startswith("ahead") and head == "batch" and _non_negative(part[5:]):
+                kw["ahead_ms"] = float(part[5:])
             elif part.startswith("m") and _positive(part[1:]):
                 kw["lp_margin"], kw["margin_given"] = float(part[1:]), True
             else:
                 raise ValueError(f"batching mode {name!r}: unknown part {part!r} "
-                                 "(staged, fp16, bf16, cl, <N>s, m<margin>)")
+                                 "(staged, fp16, bf16, cl, <N>s, m<margin>, ahead<ms> with batch)")
         return cls(name, **kw)
 
 
 def _positive(text: str) -> bool:
     try:
         return float(text) > 0
+    except ValueError:
+        return False
+
+
+def _non_negative(text: str) -> bool:
+    try:
+        return float(text) >= 0
     except ValueError:
         return False
 
@@ -296,7 +307,9 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
         config = SchedulerConfig(
             policy=Policy.STR, n_streams=mode.n_streams, n_sm_max=backend.n_sm_max,
             sm_granularity=backend.sm_granularity, no_staging=not mode.staged,
-            batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size) if mode.batching else None)
+            batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size,
+                                    launch_ahead=int(mode.ahead_ms is not None),
+                                    ahead_lead=(mode.ahead_ms or 0.0) * 1e-3) if mode.batching else None)
         tasks = make_taskset((name,), offered, args.task_rate)
         res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
                                         seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup,

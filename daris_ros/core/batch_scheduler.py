@@ -53,6 +53,8 @@ class BatchingMixin:
     _queues: list[Any]
     _idle: list[list[int]]
     _running: list[list[Any]]
+    _lanes: list[list[list[Any]]]
+    _tail: list[list[float]]
     _queued: list[int]
     _ready: set[int]
 
@@ -66,7 +68,8 @@ class BatchingMixin:
 
     # ------------------------------------------------------------------ dispatch
     def dispatch_batches(self, now: float) -> list[BatchDispatch]:
-        """Start batched stages on idle streams (lowest stream index first), per context."""
+        """Start batched stages on idle streams (lowest stream index first), per context; with
+        ``launch_ahead``, then queue batches on busy streams whose predicted free time is near."""
         cfg = self._batching
         if cfg is None:
             raise RuntimeError("batching is off: use dispatch()")
@@ -75,6 +78,10 @@ class BatchingMixin:
             ready.update(self._held)
             self._held.clear()
             self._wake = _INF
+        ahead = cfg.launch_ahead
+        if ahead:  # a busy stream's launch-ahead window opens with time, not with an event
+            queued = self._queued
+            ready.update(k for k in range(len(queued)) if queued[k])
         if not ready:
             return []
         contexts = sorted(ready)
@@ -83,22 +90,50 @@ class BatchingMixin:
         for k in contexts:
             idle = self._idle[k]
             q: BatchQueue[Any] = self._queues[k]
-            while idle and self._queued[k]:
+            while self._queued[k]:
+                if idle:
+                    stream, t_start, behind = idle[0], now, 0
+                elif ahead:
+                    picked = self._ahead_stream(k, now, ahead, cfg.ahead_lead)
+                    if picked is None:
+                        break
+                    stream, t_start, behind = picked
+                else:
+                    break
                 formed = None
                 for key in q.keys_in_order():
-                    formed = self._form(cfg, q, key, now, k)
+                    formed = self._form(cfg, q, key, now, k, t_start)
                     if formed is not None:
                         break
                 if formed is None:
                     break
-                stream = _heappop(idle)
+                if not behind:
+                    _heappop(idle)
                 taken, size, pred, minv = formed
-                out.append(self._start_batch(taken, size, pred, minv, k, stream, now))
+                out.append(self._start_batch(taken, size, pred, minv, k, stream, t_start, behind))
         return out
 
-    def _form(self, cfg: BatchingConfig, q: BatchQueue[Any], key: Hashable, now: float, k: int
+    def _ahead_stream(self, k: int, now: float, ahead: int, lead: float) -> tuple[int, float, int] | None:
+        """The busy stream of context k with room behind its running batch whose predicted free time is
+        earliest and at most ``lead`` away: (stream, that time, batches on it); None if there is none."""
+        best: tuple[int, float, int] | None = None
+        tails = self._tail[k]
+        lanes = self._lanes[k]
+        running = self._running[k]
+        for s, run in enumerate(running):
+            if run is None or len(lanes[s]) >= ahead:
+                continue
+            t = tails[s]
+            if t - lead <= now and (best is None or t < best[1]):
+                best = (s, t if t > now else now, 1 + len(lanes[s]))
+        return best
+
+    def _form(self, cfg: BatchingConfig, q: BatchQueue[Any], key: Hashable, now: float, k: int, t0: float
               ) -> tuple[list[Raw], int, float, float] | None:
-        """Take the stages of one key that form the next batch (None: the LP batch waits, see lp_slack)."""
+        """Take the stages of one key that form the next batch (None: the LP batch waits, see lp_slack).
+
+        ``t0`` is when the batch is predicted to start: ``now``, or later for a batch queued behind another
+        (launch_ahead); predicted finishes count from it."""
         est = self._btimes.estimate
         size_for = cfg.size_for
         # late: the stage cannot meet its virtual deadline even in a batch of min_size (measured batch times
@@ -118,8 +153,15 @@ class BatchingMixin:
         while heap:
             raw = _heappop(heap)
             vdl = raw[1]
-            if now + t_late > vdl:
-                _heappush(late_heap, raw)  # late for good: it fills the batch in step 2
+            if t0 + t_late > vdl:
+                if t0 == now or now + t_late > vdl:
+                    _heappush(late_heap, raw)  # late for good: it fills the batch in step 2
+                    continue
+                # late only behind the stream's running batch (launch_ahead): an idle stream may still save it
+                if len(skipped) >= cfg.max_size:
+                    _heappush(heap, raw)
+                    break
+                skipped.append(raw)
                 continue
             hp = raw[6].job.priority is _HP
             if not hp and n_hp and fill_only:
@@ -129,7 +171,7 @@ class BatchingMixin:
                 break
             size = size_for(len(taken) + 1)
             if size != cur_size:
-                cur_size, cur_pred = size, now + est(key, size)  # type: ignore[arg-type]
+                cur_size, cur_pred = size, t0 + est(key, size)  # type: ignore[arg-type]
             m = vdl if vdl < minv else minv
             if cur_pred <= m:
                 taken.append(raw)
@@ -148,6 +190,8 @@ class BatchingMixin:
             n_hp += hp
         for raw in skipped:
             _heappush(heap, raw)
+        if not taken and not late_heap:
+            return None  # (launch_ahead) every stage of the key would be late behind the running batch
         # 2. late stages (they cannot be saved by going first) fill up to the size those deadlines allow
         while late_heap and len(taken) < cap:
             raw = late_heap[0]
@@ -160,7 +204,7 @@ class BatchingMixin:
                     break
             size = size_for(len(taken) + 1)
             if size != cur_size:
-                cur_size, cur_pred = size, now + est(key, size)  # type: ignore[arg-type]
+                cur_size, cur_pred = size, t0 + est(key, size)  # type: ignore[arg-type]
             if taken and cur_pred > minv:
                 break
             taken.append(_heappop(late_heap))
@@ -173,7 +217,7 @@ class BatchingMixin:
             floor = cfg.floor_size(n)
             cut = taken[floor:]
             # cut the padding off unless an HP stage left queued could then miss its virtual deadline
-            later = now + est(key, floor) + est(key, size_for(len(cut)))  # type: ignore[arg-type]
+            later = t0 + est(key, floor) + est(key, size_for(len(cut)))  # type: ignore[arg-type]
             if all(raw[6].job.priority is not _HP or later <= raw[1] or late
                    for raw, late in zip(cut, from_late[floor:], strict=True)):
                 for raw, late in zip(cut, from_late[floor:], strict=True):
@@ -196,7 +240,7 @@ class BatchingMixin:
                     if until < self._wake:
                         self._wake = until
                     return None
-        pred = now + est(key, size)  # type: ignore[arg-type]
+        pred = t0 + est(key, size)  # type: ignore[arg-type]
         # the deadline the batch was sized against: the earliest among the members it meets (the others
         # are late for it)
         minv = min((raw[1] for raw in taken if raw[1] >= pred), default=_INF)
@@ -205,7 +249,9 @@ class BatchingMixin:
         return taken, size, pred, minv
 
     def _start_batch(self, taken: list[Raw], size: int, pred: float, minv: float, k: int, stream: int,
-                     now: float) -> BatchDispatch:
+                     now: float, behind: int = 0) -> BatchDispatch:
+        """Place the batch on ``stream``: it runs now (``behind`` = 0), or is queued behind ``behind`` batches
+        and starts at ``now`` = the predicted free time of the stream."""
         entries = [raw[6] for raw in taken]
         jobs = tuple(e.job for e in entries)
         for job in jobs:
@@ -224,8 +270,12 @@ class BatchingMixin:
             qd[p] += now - e.ready
             qc[p] += 1
         bd = BatchDispatch(jobs, stage, k, stream, size, e0.state.bkeys[stage][0], tuple(r[0] for r in taken),
-                           minv, pred, e0.state.stage_map[stage], now)
-        self._running[k][stream] = (bd, entries)
+                           minv, pred, e0.state.stage_map[stage], now, behind)
+        if behind:
+            self._lanes[k][stream].append((bd, entries))
+        else:
+            self._running[k][stream] = (bd, entries)
+        self._tail[k][stream] = pred
         return bd
 
     # ------------------------------------------------------------------ completion
@@ -257,8 +307,22 @@ class BatchingMixin:
 
     # ------------------------------------------------------------------ introspection
     def next_wakeup(self) -> float | None:
-        """When a waiting LP batch must be dispatched at the latest (call ``dispatch_batches`` then)."""
-        return self._wake if self._held else None
+        """When ``dispatch_batches`` must be called next without another event: a waiting LP batch must be
+        dispatched, or (launch_ahead) a busy stream's window for queueing the next batch opens."""
+        wake = self._wake if self._held else None
+        cfg = self._batching
+        if cfg is not None and cfg.launch_ahead:
+            lead, ahead = cfg.ahead_lead, cfg.launch_ahead
+            for k, n in enumerate(self._queued):
+                if not n or self._idle[k]:
+                    continue
+                lanes, tails = self._lanes[k], self._tail[k]
+                for s, run in enumerate(self._running[k]):
+                    if run is not None and len(lanes[s]) < ahead:
+                        t = tails[s] - lead
+                        if wake is None or t < wake:
+                            wake = t
+        return wake
 
     def batch_stats(self) -> BatchStats:
         out = self._bstats.copy()

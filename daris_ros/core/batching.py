@@ -63,6 +63,11 @@ class BatchingConfig:
     running work (per-job costs) divided by N_s, plus the task's own cost, must stay within this
     fraction of D_i. Eq. 12 alone bounds the *active* LP utilization, which under batching lets the
     queue grow until LP response times approach D_i.
+    ``launch_ahead``: how many batches a stream may hold queued behind the one it runs (0 = a batch is
+    formed only for an idle stream). A queued batch is formed once ``now`` reaches the stream's predicted
+    free time (the predicted finish of its last batch) minus ``ahead_lead`` seconds, and is checked against
+    its members' deadlines as if it started at that predicted time. The GPU then starts it the moment the
+    stream frees, without waiting for the host to see the completion and form it (beyond the paper).
     """
 
     sizes: tuple[int, ...] = DEFAULT_SIZES
@@ -72,6 +77,8 @@ class BatchingConfig:
     lp_fill: int = 0
     lp_admit_margin: float | None = 0.3
     min_size: int = 1
+    launch_ahead: int = 0
+    ahead_lead: float = 0.001
 
     def __post_init__(self) -> None:
         sizes = tuple(sorted({int(s) for s in self.sizes}))
@@ -86,6 +93,10 @@ class BatchingConfig:
             raise ValueError(f"lp_fill must be >= 0, got {self.lp_fill!r}")
         if not 1 <= self.min_size <= sizes[-1]:
             raise ValueError(f"min_size must be in 1..{sizes[-1]}, got {self.min_size!r}")
+        if self.launch_ahead < 0:
+            raise ValueError(f"launch_ahead must be >= 0 batches, got {self.launch_ahead!r}")
+        if not math.isfinite(self.ahead_lead) or self.ahead_lead < 0:
+            raise ValueError(f"ahead_lead must be >= 0 seconds, got {self.ahead_lead!r}")
         if self.lp_admit_margin is not None and not 0 < self.lp_admit_margin:
             raise ValueError(f"lp_admit_margin must be > 0, got {self.lp_admit_margin!r}")
 
@@ -124,7 +135,9 @@ class BatchDispatch:
     ``levels[i]`` is the queue level job i came from. ``virtual_deadline`` is the earliest absolute
     virtual deadline of the jobs that could still meet theirs alone (the one the size was checked
     against; ``inf`` when every job was already late) and ``predicted_finish`` = ``start`` + the
-    batch-time MRET of (model, stage, size) at dispatch.
+    batch-time MRET of (model, stage, size) at dispatch. ``start`` is the dispatch time, or, for a batch
+    queued behind another on its stream (``BatchingConfig.launch_ahead``), the predicted finish of that one;
+    ``behind`` is how many batches were on the stream before it (0: it starts now).
     """
 
     jobs: tuple[Job, ...]
@@ -138,6 +151,7 @@ class BatchDispatch:
     predicted_finish: float
     model_stages: tuple[int, ...]
     start: float
+    behind: int = 0
 
     @property
     def n_jobs(self) -> int:

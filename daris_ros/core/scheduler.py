@@ -181,6 +181,10 @@ class Scheduler(BatchingMixin):
         self._qcount = [0, 0]
         self._idle: list[list[int]] = [list(range(n_s)) for _ in range(n_c)]
         self._running: list[list[tuple[StageDispatch, _Entry] | None]] = [[None] * n_s for _ in range(n_c)]
+        # batching with launch_ahead: the batches queued behind the running one, per stream, and the predicted
+        # time each stream frees (the predicted finish of its last batch)
+        self._lanes: list[list[list[Any]]] = [[[] for _ in range(n_s)] for _ in range(n_c)]
+        self._tail: list[list[float]] = [[0.0] * n_s for _ in range(n_c)]
         self._backlog: list[float] = [0.0] * n_c
         self._outstanding: list[int] = [0] * n_c
         self._queued: list[int] = [0] * n_c
@@ -447,9 +451,18 @@ class Scheduler(BatchingMixin):
         except (IndexError, TypeError):
             raise ValueError(f"no stream ({k}, {s})") from None
         if run is None or run[0] is not d:
+            lane = self._lanes[k][s] if run is not None else ()
+            for i, queued in enumerate(lane):  # a batch queued behind the running one (launch_ahead)
+                if queued[0] is d:
+                    del lane[i]
+                    return queued[1]
             raise ValueError(f"stream ({k}, {s}) is not running this {what}")
-        running[s] = None
-        _heappush(self._idle[k], s)
+        lane = self._lanes[k][s]
+        if lane:  # launch_ahead: the next batch queued on the stream runs now
+            running[s] = lane.pop(0)
+        else:
+            running[s] = None
+            _heappush(self._idle[k], s)
         return run[1]
 
     @staticmethod

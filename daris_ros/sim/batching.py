@@ -7,7 +7,9 @@ costs ``size`` x the stage (no gain). The execution-time model then rates the ba
 with its ``size`` (see exec_models.py, ``batch_sm_exponent``).
 
 The batched run loop is the simulator's loop with ``dispatch_batches``/``complete_batch`` and one
-more event kind: a *wake-up* at the time a waiting LP batch must start (``Scheduler.next_wakeup``).
+more event kind: a *wake-up* at the time a waiting LP batch must start, or a busy stream's launch-ahead window
+opens (``Scheduler.next_wakeup``). A batch queued behind another on its stream (``BatchDispatch.behind``,
+``launch_ahead``) starts when that one completes, and its execution time is drawn then.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ def run_batched(sim: Simulation) -> tuple[float, int, int, int]:
 
     n_c = sim.geometry.n_contexts
     in_ctx = [0] * n_c
+    # launch_ahead: batches queued behind the running one on a stream start when it completes
+    lanes: dict[tuple[int, int], list[BatchDispatch]] = {}
     total = 0
     seq = 0
     heap: list[tuple] = [(ph, _RELEASE, i, i, 0) for i, ph in enumerate(phases) if ph < horizon]
@@ -107,6 +111,14 @@ def run_batched(sim: Simulation) -> tuple[float, int, int, int]:
                     done += len(outcomes)
                 if observer is not None:
                     observer("complete", now, (d, outcomes))
+                lane = lanes.get((d.context, d.stream))
+                if lane:
+                    nd = lane.pop(0)
+                    in_ctx[nd.context] += 1
+                    total += 1
+                    et = model.exec_time(base_of(nd), in_ctx[nd.context], total, rng, nd.size)
+                    heappush(heap, (now + et, _COMPLETE, seq, nd, et))
+                    seq += 1
             elif kind == _RELEASE:
                 i, k = ev[3], ev[4]
                 decision: ReleaseDecision = sched.release(names[i], now)
@@ -127,6 +139,13 @@ def run_batched(sim: Simulation) -> tuple[float, int, int, int]:
         if not started:
             continue
         dispatches += len(started)
+        queued_behind = [d for d in started if d.behind]
+        if queued_behind:
+            for d in queued_behind:
+                lanes.setdefault((d.context, d.stream), []).append(d)
+                if observer is not None:
+                    observer("dispatch", now, d)
+            started = [d for d in started if not d.behind]
         total += len(started)
         for d in started:
             in_ctx[d.context] += 1

@@ -288,3 +288,95 @@ def test_min_size_keeps_nearly_late_stages_from_shrinking_the_batch() -> None:
         # t0 has 2.5 ms left at 7.5 ms: a batch of 1 (2 ms) saves it; a batch of 8 (9 ms) cannot
         (d,) = s.dispatch_batches(0.0075)
         assert d.n_jobs == want
+
+
+# ---------------------------------------------------------------------------- launch-ahead
+def test_launch_ahead_queues_the_next_batch_on_the_busy_stream_near_its_predicted_finish() -> None:
+    # 1 stream, a batch of s takes 1 ms + s * 1 ms; the lead is 0.5 ms
+    tasks = [task(i, n_stages=1) for i in range(8)]
+    s = sched(tasks, batch_afet=linear_batch_time(1e-3, 1e-3), sizes=(1, 2, 4, 8), lp_admit_margin=None,
+              launch_ahead=1, ahead_lead=0.5e-3)
+    for t in tasks[:4]:
+        assert s.release(t.name, 0.0).admitted
+    (d1,) = s.dispatch_batches(0.0)
+    assert d1.behind == 0 and d1.n_jobs == 4 and d1.predicted_finish == pytest.approx(5e-3)
+    for t in tasks[4:6]:
+        s.release(t.name, 1e-3)
+    assert s.dispatch_batches(1e-3) == []  # the stream is busy and its predicted finish is 4 ms away
+    w = s.next_wakeup()
+    assert w == pytest.approx(4.5e-3)  # the launch-ahead window opens lead before 5 ms
+    assert s.dispatch_batches(w - 1e-5) == []
+    (d2,) = s.dispatch_batches(w)
+    # queued behind d1: it starts at d1's predicted finish, and its own finish counts from there
+    assert d2.behind == 1 and d2.stream == d1.stream and d2.start == pytest.approx(5e-3)
+    assert d2.predicted_finish == pytest.approx(5e-3 + 3e-3) and d2.n_jobs == 2
+    assert s.running(0) == [d1] and s.idle_streams(0) == 0
+    s.release(tasks[6].name, 4.6e-3)
+    assert s.dispatch_batches(4.6e-3) == []  # one batch queued behind the running one at most
+    assert s.next_wakeup() is None
+    s.complete_batch(d1, 5.1e-3, 4e-3)
+    assert s.running(0) == [d2] and s.idle_streams(0) == 0  # d2 runs now, the stream stays busy
+    assert s.dispatch_batches(5.1e-3) == []  # the window behind d2 (predicted finish 8 ms) opens at 7.5 ms
+    w = s.next_wakeup()
+    assert w == pytest.approx(7.5e-3)
+    (d3,) = s.dispatch_batches(w)
+    assert d3.behind == 1 and d3.start == pytest.approx(d2.predicted_finish) and d3.n_jobs == 1
+    s.complete_batch(d2, 8e-3, 2.9e-3)
+    s.complete_batch(d3, 10e-3, 2e-3)
+    assert s.running(0) == [] and s.idle_streams(0) == 1 and s.outstanding_stages() == 0
+    assert s.priority_stats()[LP].completed == 7
+
+
+def test_launch_ahead_off_keeps_batches_for_idle_streams_only() -> None:
+    tasks = [task(i, n_stages=1) for i in range(4)]
+    s = sched(tasks, batch_afet=linear_batch_time(1e-3, 1e-3), sizes=(1, 2, 4), lp_admit_margin=None)
+    s.release("t0", 0.0)
+    (d1,) = s.dispatch_batches(0.0)
+    s.release("t1", 1e-3)
+    assert s.dispatch_batches(1.99e-3) == [] and s.next_wakeup() is None  # no launch-ahead: wait for d1
+    s.complete_batch(d1, 2e-3)
+    (d2,) = s.dispatch_batches(2e-3)
+    assert d2.behind == 0 and d2.start == 2e-3
+
+
+def test_launch_ahead_prefers_an_idle_stream_and_leaves_queued_a_stage_late_only_behind_a_busy_one() -> None:
+    # 2 streams, a batch of s takes 1 ms + s * 1 ms, one stage per job, D = 10 ms, lead 10 ms (always open)
+    tasks = [TaskSpec(f"t{i}", 0.01, LP, 1, (1e-3,), model="m") for i in range(4)]
+    s = sched(tasks, n_streams=2, batch_afet=linear_batch_time(1e-3, 1e-3), sizes=(1, 2), lp_admit_margin=None,
+              launch_ahead=1, ahead_lead=10e-3, pad_limit=0.0)
+    s.release("t0", 0.0)
+    s.release("t1", 0.0)
+    (d1,) = s.dispatch_batches(0.0)  # both stages in one batch of 2 on stream 0: predicted finish 3 ms
+    assert d1.n_jobs == 2 and d1.predicted_finish == pytest.approx(3e-3)
+    s.release("t2", 1e-3)
+    (d2,) = s.dispatch_batches(1e-3)  # stream 1 is idle: the stage goes there at once, not behind d1
+    assert d2.behind == 0 and d2.stream != d1.stream and d2.start == 1e-3
+    # t3's deadline (release -1.5 ms + 10 ms = 8.5 ms): behind d2 (finish 3 ms) a batch of 1 ends at 5 ms: fine
+    s.release("t3", -1.5e-3)
+    (d3,) = s.dispatch_batches(1e-3)
+    assert d3.behind == 1 and d3.stream == d1.stream  # the earlier predicted free time of the two
+
+
+def test_launch_ahead_does_not_mark_late_a_stage_that_is_late_only_behind_the_running_batch() -> None:
+    # 1 stream, a batch of s takes 1 ms + s * 1 ms, one stage per job, D = 10 ms, lead 1 ms
+    tasks = [TaskSpec(f"t{i}", 0.01, LP, 1, (1e-3,), model="m") for i in range(2)]
+    s = sched(tasks, batch_afet=linear_batch_time(1e-3, 1e-3), sizes=(1, 2), lp_admit_margin=None,
+              launch_ahead=1, ahead_lead=1e-3)
+    s.release("t0", 0.0)
+    (d1,) = s.dispatch_batches(0.0)
+    assert d1.predicted_finish == pytest.approx(2e-3)
+    # t1 released at -6.3 ms: deadline 3.7 ms. At 1.5 ms alone it would end at 3.5 ms (on time), behind d1 at
+    # 4 ms (late): no batch is queued behind d1 for it
+    s.release("t1", -6.3e-3)
+    assert s.dispatch_batches(1.5e-3) == []
+    assert s.queue_length(0) == 1
+    s.complete_batch(d1, 1.6e-3, 1.6e-3)  # d1 ends early: the stream is free, the stage can make its deadline
+    (d2,) = s.dispatch_batches(1.6e-3)
+    assert d2.behind == 0 and d2.virtual_deadline == pytest.approx(3.7e-3)  # sized against it: not late
+    assert d2.predicted_finish == pytest.approx(1.6e-3 + 1.6e-3)  # (size 1 now measured: 1.6 ms)
+
+
+def test_launch_ahead_config_is_checked() -> None:
+    for bad in ({"launch_ahead": -1}, {"ahead_lead": -1e-3}, {"ahead_lead": math.inf}):
+        with pytest.raises(ValueError):
+            BatchingConfig(**bad)
