@@ -290,6 +290,10 @@ class BatchingMixin:
         k = d.context
         exec_time = self._exec_time(d, now, exec_time)
         entries = self._free_stream(d, "batch")
+        nxt = self._running[k][d.stream]
+        if nxt is not None and nxt[0].start > now:
+            # launch_ahead: the batch queued behind d starts earlier than predicted, and so does the stream's tail
+            self._tail[k][d.stream] -= nxt[0].start - now
         e0 = entries[0]
         key = e0.state.bkeys[d.stage]
         if self._btimes.record(key, d.size, exec_time):  # eq. 1 per (model, stage, size)

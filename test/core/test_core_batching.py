@@ -314,13 +314,13 @@ def test_launch_ahead_queues_the_next_batch_on_the_busy_stream_near_its_predicte
     s.release(tasks[6].name, 4.6e-3)
     assert s.dispatch_batches(4.6e-3) == []  # one batch queued behind the running one at most
     assert s.next_wakeup() is None
-    s.complete_batch(d1, 5.1e-3, 4e-3)
+    s.complete_batch(d1, 4.7e-3, 4.7e-3)  # d1 ends 0.3 ms early: d2 starts then, not at 5 ms
     assert s.running(0) == [d2] and s.idle_streams(0) == 0  # d2 runs now, the stream stays busy
-    assert s.dispatch_batches(5.1e-3) == []  # the window behind d2 (predicted finish 8 ms) opens at 7.5 ms
+    assert s.dispatch_batches(4.7e-3) == []  # the window behind d2 (now predicted to end at 7.7 ms) opens at 7.2
     w = s.next_wakeup()
-    assert w == pytest.approx(7.5e-3)
+    assert w == pytest.approx(7.2e-3)
     (d3,) = s.dispatch_batches(w)
-    assert d3.behind == 1 and d3.start == pytest.approx(d2.predicted_finish) and d3.n_jobs == 1
+    assert d3.behind == 1 and d3.start == pytest.approx(7.7e-3) and d3.n_jobs == 1
     s.complete_batch(d2, 8e-3, 2.9e-3)
     s.complete_batch(d3, 10e-3, 2e-3)
     assert s.running(0) == [] and s.idle_streams(0) == 1 and s.outstanding_stages() == 0
