@@ -29,7 +29,7 @@ for step in "$@"; do
       timeout "$limit" python3 -m daris_ros.bench.cli --models "$model" --full --seconds "$SECONDS_FULL" \
         --baseline-seconds 1.5 --mret-source host --out "docs/benchmarks/full/$model" > "$OUT/$name.log" 2>&1
       rc=$?
-      mkdir -p "$OUT/full" && cp -r "docs/benchmarks/full/$model" "$OUT/full/" ;;
+      tar czf "$OUT/full_$model.tgz" "docs/benchmarks/full/$model" ;;  # one file: $OUT returns few files
     tests)
       # shellcheck disable=SC2086 # (GPU_TESTS is a list of paths)
       cmd="python3 -m pytest -m gpu $GPU_TESTS -p no:cacheprovider -v -rs"
@@ -45,12 +45,12 @@ sys.exit(main(["--models", "resnet18", "--load-reference", "upper", "--seconds",
                "--mret-source", "host", "--out", "docs/benchmarks/upper"]))
 EOF
       rc=$?
-      cp -r docs/benchmarks/upper "$OUT/" 2>/dev/null ;;
+      tar czf "$OUT/upper.tgz" docs/benchmarks/upper ;;
     mret:*)
       src=${step#mret:}
       timeout "$limit" python3 -m daris_ros.bench.cli --models resnet18 \
         --configs str:STR:1x8:1,green:MPS+STR:3x3:2 --mret-source "$src" --seconds 2.5 --baseline-seconds 0.5 \
-        --out "$OUT/mret_$src" > "$OUT/$name.log" 2>&1
+        --out "/tmp/mret_$src" > "$OUT/$name.log" 2>&1
       rc=$? ;;
     *) echo "unknown step $step"; rc=2 ;;
   esac
