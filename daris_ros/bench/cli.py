@@ -120,11 +120,15 @@ def measure_baselines(name: str, models: tuple[str, ...], dev: torch.device, arg
     tasks = make_taskset(models, offered, args.task_rate)
     nv = baselines.naive([t.model for t in tasks], dev, [t.period for t in tasks],
                          [t.priority.name == "HP" for t in tasks], seconds=secs)
-    log.info("%s: lower %.0f, upper %.0f (bs %s), ceiling %.0f / staged %.0f, naive %.0f JPS", name, lower,
-             upper, [u.best_batch for u in ups], ceiling, ceiling_staged, nv.jps)
+    log.info("%s: lower %.0f, upper %.0f (bs %s), ceiling %.0f / staged %.0f, naive %.0f JPS (%d threads, "
+             "their first jobs took %.1f s before the window)", name, lower, upper, [u.best_batch for u in ups],
+             ceiling, ceiling_staged, nv.jps, nv.n_threads, nv.warmup_s)
     torch.cuda.empty_cache()
-    return ModelBaselines(lower, upper, ups[0].best_batch, ups[0].by_batch, nv.jps, nv.hp_dmr, nv.lp_dmr,
-                          nv.n_threads, ceiling, ceiling_staged, args.load_reference, offered)
+    by_batch = {bs: _harmonic([u.by_batch[bs] for u in ups]) for bs in ups[0].by_batch
+                if all(bs in u.by_batch for u in ups)}  # a mixed set: the JPS of a 1:1:1 mix at each batch size
+    return ModelBaselines(lower, upper, ups[0].best_batch, by_batch, nv.jps, nv.hp_dmr, nv.lp_dmr,
+                          nv.n_threads, ceiling, ceiling_staged, args.load_reference, offered,
+                          {"naive_warmup_s": nv.warmup_s})
 
 
 def _runners(backend_name: str, args: argparse.Namespace) -> list[str]:

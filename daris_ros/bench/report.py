@@ -111,7 +111,10 @@ def series_label(r: Row) -> str:
 
 
 def read_results(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
-    """``results.csv`` and the baselines of ``summary.json`` in a bench output folder (to plot again)."""
+    """``results.csv`` and the baselines of ``summary.json`` in a bench output folder (to plot again); a folder
+    with only ``summary.md`` (results.csv did not come back from the run's machine) is read from its tables."""
+    if not (out / "results.csv").exists() or not (out / "summary.json").exists():
+        return read_summary_md(out)
     types = {n: f.type for n, f in Row.__dataclass_fields__.items()}
     conv = {"int": int, "float": float, "str": str, "bool": lambda v: v == "True"}
     rows = []
@@ -123,6 +126,50 @@ def read_results(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
         bases[name] = ModelBaselines(m["lower_jps"], m["batching_upper_jps"], m["upper_batch"], {}, m["naive_jps"],
                                      0.0, 0.0, 0, m["b1_ceiling_jps"], m["b1_ceiling_staged_jps"],
                                      m["load_reference"], m["offered_jps"])
+    return rows, bases
+
+
+def _num(text: str) -> float:
+    return float(text.strip().rstrip("%").replace(",", ""))
+
+
+def read_summary_md(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
+    """The rows and baselines of a bench folder's ``summary.md`` (when its results.csv is missing).
+
+    The table keeps what the figures plot (JPS, DMRs, p99s, CPU per job, SMs per context) at its printed
+    precision; what it does not print (released jobs, migrations, AFETs, mps round trips) reads as 0 / "".
+    """
+    text = (out / "summary.md").read_text()
+    graphs = "--no-graphs" not in text.split("```")[1] if "```" in text else True
+    rows: list[Row] = []
+    bases: dict[str, ModelBaselines] = {}
+    for section in text.split("\n## ")[1:]:
+        model, _, body = section.partition("\n")
+        base: dict[str, float] = {}
+        offered, reference, upper_batch = 0.0, "ceiling", 0
+        for line in body.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("Offered load:"):
+                offered = _num(line.split()[2])
+                reference = "upper" if "of the upper" in line else "ceiling"
+            elif len(cells) == 2 and cells[1] and cells[1][0].isdigit():
+                key = cells[0].split(" (")[0]
+                base[key] = _num(cells[1])
+                if key == "upper":
+                    upper_batch = int(cells[0].split("best bs ")[1].rstrip(")"))
+            elif len(cells) == 11 and ":" in cells[0] and cells[3][:1].isdigit():
+                backend, policy = cells[0].split(":", 1)
+                layout, os_ = cells[1].split("_")
+                nc, ns = (int(v) for v in layout.split("x"))
+                cpu, rest = cells[9].split(" (", 1)
+                core, launch = (_num(v) for v in rest.split(")")[0].split(" + "))
+                worker = _num(rest.split(" + ")[-1].split()[0]) if "in workers" in rest else 0.0
+                rows.append(Row(model, cells[10], backend, policy, nc, ns, float(os_), graphs, offered,
+                                _num(cells[3]), _num(cells[4]) / 100, _num(cells[5]) / 100, _num(cells[7]),
+                                _num(cells[8]), _num(cells[6]) / 100, 0, 0, 0, _num(cpu), core, launch, cells[2],
+                                "", worker))
+        bases[model] = ModelBaselines(base["lower"], base["upper"], upper_batch, {}, base["naive"], 0.0, 0.0, 0,
+                                      base["batch-1 ceiling"], base["batch-1 ceiling, staged"], reference, offered)
     return rows, bases
 
 
@@ -177,6 +224,8 @@ def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaseline
             "b1_ceiling_staged_jps": round(b.ceiling_staged_jps, 1), "upper_batch": b.upper_batch,
             "load_reference": b.load_reference, "offered_jps": round(b.offered_jps, 1),
         }
+        if "naive_warmup_s" in b.extra:
+            entry["naive_warmup_s"] = round(b.extra["naive_warmup_s"], 2)
         if best is not None:
             entry["best"] = {
                 "config": best.config, "policy": f"{best.backend}:{best.policy}", "jps": round(best.jps, 1),
@@ -203,7 +252,9 @@ def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaseline
                   f"| batch-1 ceiling (whole-model graphs on 8 streams, no scheduler) | {b.ceiling_jps:,.0f} |",
                   f"| batch-1 ceiling, staged (4 stage graphs per job) | {b.ceiling_staged_jps:,.0f} |",
                   f"| naive ({b.naive_threads} threads, default stream; HP DMR {100 * b.naive_hp_dmr:.1f}%, "
-                  f"LP DMR {100 * b.naive_lp_dmr:.1f}%) | {b.naive_jps:,.0f} |", "",
+                  f"LP DMR {100 * b.naive_lp_dmr:.1f}%"
+                  + (f"; the threads' first jobs, before the window, took {b.extra['naive_warmup_s']:.1f} s"
+                     if "naive_warmup_s" in b.extra else "") + f") | {b.naive_jps:,.0f} |", "",
                   "Batching by batch size: " + ", ".join(f"bs {k}: {v:,.0f}" for k, v in b.upper_by_batch.items()),
                   "", f"Offered load: {b.offered_jps:,.0f} JPS = 150% of the {b.load_reference} "
                   f"({'batch-1 ceiling' if b.load_reference == 'ceiling' else 'batching upper baseline'}), "

@@ -33,3 +33,31 @@ def test_full_oversubscription_is_one_series() -> None:
     assert series_label(_row(2, 1, 2.0, 1.0)) == "green:MPS OS=2"  # N_c = 2: OS 2 is also the OS = 2 series
     assert series_label(_row(4, 1, 1.5, 1.0)) == "green:MPS OS=1.5"
     assert series_label(_row(1, 8, 1.0, 1.0, "STR")) == "green:STR"
+
+
+def test_replot_from_summary_md_alone(tmp_path: Path) -> None:
+    """A folder with only summary.md (results.csv did not come back from the device) plots from its tables."""
+    from daris_ros.bench.report import ModelBaselines, write_summary
+
+    rows = [_row(2, 1, 2.0, 2736.4), _row(3, 1, 3.0, 3420.0), _row(1, 8, 1.0, 5076.0, "STR")]
+    rows[1].lp_dmr, rows[1].hp_p99_ms = 0.01874, 16.771
+    base = ModelBaselines(965.0, 21610.0, 256, {256: 21610.0}, 183.0, 1.0, 1.0, 274, 5474.0, 5468.0, "upper",
+                          8211.0, {"naive_warmup_s": 3.2})
+    env = {"device": "H200", "torch": "2.11", "cuda": "13.0", "cudnn": "9", "driver": "580"}
+    write_summary(tmp_path, rows, {"resnet18": base}, env, "python -m daris_ros.bench.cli --full", "today", [])
+    (tmp_path / "summary.json").unlink()
+    back, bases = read_results(tmp_path)
+    b = bases["resnet18"]
+    assert (b.lower_jps, b.upper_jps, b.upper_batch, b.naive_jps, b.ceiling_jps, b.ceiling_staged_jps,
+            b.load_reference, b.offered_jps) == (965.0, 21610.0, 256, 183.0, 5474.0, 5468.0, "upper", 8211.0)
+    key = lambda r: (r.backend, r.policy, r.n_contexts, r.n_streams, r.oversubscription)  # noqa: E731
+    assert sorted(map(key, back)) == sorted(map(key, rows))
+    by = {key(r): r for r in back}
+    for r in rows:
+        got = by[key(r)]
+        assert abs(got.jps - r.jps) <= 0.5 and abs(got.lp_dmr - r.lp_dmr) <= 5.1e-5
+        assert abs(got.hp_p99_ms - r.hp_p99_ms) <= 0.005 and got.sm_per_context == r.sm_per_context
+        assert (got.cpu_us_per_job, got.core_us_per_job, got.launch_us_per_job) == (200.0, 50.0, 150.0)
+        assert got.graphs and got.kind == "daris"
+    (png,) = replot(tmp_path)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
