@@ -54,13 +54,16 @@ class Mode:
     lp_margin: float | None = 0.3
     margin_given: bool = False  # spelled in the name (``m0.5``): --lp-margin does not override it
     ahead_ms: float | None = None  # launch-ahead lead (ms): one batch may wait queued behind a stream's running one
+    max_size: int | None = None  # only the captured sizes up to this one (``max<N>``)
+    lp_max_ms: float | None = None  # LP-only batches' predicted run time cap (``lpmax<ms>``)
 
     @classmethod
     def parse(cls, name: str) -> Mode:
         """A named mode, or one spelled from its parts: ``batch`` or ``b1``, then any of ``staged``, ``fp16`` /
         ``bf16``, ``cl`` (channels-last), ``<N>s`` (N streams), ``m<x>`` (LP admission margin x) and ``ahead<ms>``
         (launch-ahead: a stream's next batch is formed and queued ``ms`` before its running one is predicted to
-        finish), joined by ``-``: ``batch-fp16-cl-3s-m0.5-ahead1``."""
+        finish), ``max<N>`` (batch sizes up to N only) and ``lpmax<ms>`` (LP-only batches predicted to run at most
+        ``ms``), joined by ``-``: ``batch-fp16-cl-3s-m0.5-ahead1``."""
         if name in MODES:
             return MODES[name]
         head, *parts = name.split("-")
@@ -79,13 +82,17 @@ class Mode:
                 kw["channels_last"] = True
             elif part.endswith("s") and part[:-1].isdigit() and int(part[:-1]) >= 1:
                 kw["n_streams"] = int(part[:-1])
+            elif part.startswith("lpmax") and head == "batch" and _positive(part[5:]):
+                kw["lp_max_ms"] = float(part[5:])
+            elif part.startswith("max") and head == "batch" and part[3:].isdigit() and int(part[3:]) >= 1:
+                kw["max_size"] = int(part[3:])
             elif part.startswith("ahead") and head == "batch" and _non_negative(part[5:]):
                 kw["ahead_ms"] = float(part[5:])
             elif part.startswith("m") and _positive(part[1:]):
                 kw["lp_margin"], kw["margin_given"] = float(part[1:]), True
             else:
                 raise ValueError(f"batching mode {name!r}: unknown part {part!r} "
-                                 "(staged, fp16, bf16, cl, <N>s, m<margin>, ahead<ms> with batch)")
+                                 "(staged, fp16, bf16, cl, <N>s, m<margin>; with batch: ahead<ms>, max<N>, lpmax<ms>)")
         return cls(name, **kw)
 
 
@@ -324,6 +331,8 @@ class ModeRow:
 
 def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: float, args: argparse.Namespace,
              sizes: tuple[int, ...]) -> ModeRow | None:
+    if mode.max_size is not None:
+        sizes = tuple(x for x in sizes if x <= mode.max_size)
     backend = create_backend("str", n_contexts=1, n_streams=mode.n_streams, device=args.device,
                              cuda_graphs=not args.no_graphs)
     try:
@@ -355,7 +364,9 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
             sm_granularity=backend.sm_granularity, no_staging=not mode.staged,
             batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size,
                                     launch_ahead=int(mode.ahead_ms is not None),
-                                    ahead_lead=(mode.ahead_ms or 0.0) * 1e-3) if mode.batching else None)
+                                    ahead_lead=(mode.ahead_ms or 0.0) * 1e-3,
+                                    lp_max_time=None if mode.lp_max_ms is None else mode.lp_max_ms * 1e-3)
+            if mode.batching else None)
         tasks = make_taskset((name,), offered, args.task_rate)
         res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
                                         seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup,

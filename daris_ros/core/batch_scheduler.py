@@ -149,6 +149,7 @@ class BatchingMixin:
         cap = cfg.max_size
         cur_size, cur_pred = 0, 0.0  # the predicted finish changes only when the size does
         fill_only = cfg.hp_fill_only and not self._config.no_fixed  # type: ignore[attr-defined]
+        lp_cap = _INF if cfg.lp_max_time is None else cfg.lp_max_time
         # 1. stages that can still meet their deadline, in queue order, while the batch meets every one of them
         while heap:
             raw = _heappop(heap)
@@ -172,6 +173,9 @@ class BatchingMixin:
             size = size_for(len(taken) + 1)
             if size != cur_size:
                 cur_size, cur_pred = size, t0 + est(key, size)  # type: ignore[arg-type]
+            if taken and not n_hp and not hp and cur_pred - t0 > lp_cap:
+                _heappush(heap, raw)  # an LP-only batch this long would block an HP stage released meanwhile
+                break
             m = vdl if vdl < minv else minv
             if cur_pred <= m:
                 taken.append(raw)
@@ -206,6 +210,8 @@ class BatchingMixin:
             if size != cur_size:
                 cur_size, cur_pred = size, t0 + est(key, size)  # type: ignore[arg-type]
             if taken and cur_pred > minv:
+                break
+            if taken and not n_hp and not hp and cur_pred - t0 > lp_cap:
                 break
             taken.append(_heappop(late_heap))
             bound.append(False)

@@ -68,6 +68,9 @@ class BatchingConfig:
     free time (the predicted finish of its last batch) minus ``ahead_lead`` seconds, and is checked against
     its members' deadlines as if it started at that predicted time. The GPU then starts it the moment the
     stream frees, without waiting for the host to see the completion and form it (beyond the paper).
+    ``lp_max_time``: an LP-only batch's predicted run time stays within this many seconds (None = no cap). It
+    bounds how long an HP stage released meanwhile waits for a stream (the blocking of non-preemptive
+    execution); a batch with an HP stage is bounded by its members' deadlines only.
     """
 
     sizes: tuple[int, ...] = DEFAULT_SIZES
@@ -79,6 +82,7 @@ class BatchingConfig:
     min_size: int = 1
     launch_ahead: int = 0
     ahead_lead: float = 0.001
+    lp_max_time: float | None = None
 
     def __post_init__(self) -> None:
         sizes = tuple(sorted({int(s) for s in self.sizes}))
@@ -97,6 +101,8 @@ class BatchingConfig:
             raise ValueError(f"launch_ahead must be >= 0 batches, got {self.launch_ahead!r}")
         if not math.isfinite(self.ahead_lead) or self.ahead_lead < 0:
             raise ValueError(f"ahead_lead must be >= 0 seconds, got {self.ahead_lead!r}")
+        if self.lp_max_time is not None and not (math.isfinite(self.lp_max_time) and self.lp_max_time > 0):
+            raise ValueError(f"lp_max_time must be > 0 seconds or None, got {self.lp_max_time!r}")
         if self.lp_admit_margin is not None and not 0 < self.lp_admit_margin:
             raise ValueError(f"lp_admit_margin must be > 0, got {self.lp_admit_margin!r}")
 

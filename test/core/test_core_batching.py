@@ -380,3 +380,21 @@ def test_launch_ahead_config_is_checked() -> None:
     for bad in ({"launch_ahead": -1}, {"ahead_lead": -1e-3}, {"ahead_lead": math.inf}):
         with pytest.raises(ValueError):
             BatchingConfig(**bad)
+
+
+def test_lp_max_time_caps_lp_only_batches_but_not_batches_with_hp() -> None:
+    # a batch of s takes 1 ms + s * 1 ms; LP-only batches may take at most 5 ms: 4 stages (size 4)
+    tasks = [task(i, LP, n_stages=1) for i in range(8)] + [task(8 + i, HP, n_stages=1) for i in range(8)]
+    s = sched(tasks, batch_afet=linear_batch_time(1e-3, 1e-3), sizes=(1, 2, 4, 8), lp_admit_margin=None,
+              lp_max_time=5e-3, pad_limit=0.0)
+    for t in tasks[:8]:
+        assert s.release(t.name, 0.0).admitted
+    (d,) = s.dispatch_batches(0.0)
+    assert d.n_jobs == 4 and d.size == 4 and d.predicted_finish - d.start <= 5e-3 + 1e-12
+    s.complete_batch(d, 5e-3, 5e-3)
+    for t in tasks[8:]:
+        assert s.release(t.name, 5e-3).admitted
+    (d,) = s.dispatch_batches(5e-3)  # HP leads: 8 stages (HP and the LP left), 9 ms > the LP cap
+    assert d.n_jobs == 8 and d.size == 8 and d.jobs[0].priority is HP
+    with pytest.raises(ValueError, match="lp_max_time"):
+        BatchingConfig(lp_max_time=0.0)
