@@ -55,6 +55,7 @@ class BatchingMixin:
     _running: list[list[Any]]
     _lanes: list[list[list[Any]]]
     _tail: list[list[float]]
+    _ahead_at: float
     _queued: list[int]
     _ready: set[int]
 
@@ -79,7 +80,7 @@ class BatchingMixin:
             self._held.clear()
             self._wake = _INF
         ahead = cfg.launch_ahead
-        if ahead:  # a busy stream's launch-ahead window opens with time, not with an event
+        if ahead and now >= self._ahead_at:  # a busy stream's launch-ahead window opens with time, not an event
             queued = self._queued
             ready.update(k for k in range(len(queued)) if queued[k])
         if not ready:
@@ -111,7 +112,20 @@ class BatchingMixin:
                     _heappop(idle)
                 taken, size, pred, minv = formed
                 out.append(self._start_batch(taken, size, pred, minv, k, stream, t_start, behind))
+        if ahead and out:
+            self._refresh_ahead(ahead, cfg.ahead_lead)
         return out
+
+    def _refresh_ahead(self, ahead: int, lead: float) -> None:
+        """Recompute the earliest time a busy stream with room behind its running batch opens for launch-ahead."""
+        at = _INF
+        for running, lanes, tails in zip(self._running, self._lanes, self._tail, strict=True):
+            for s, run in enumerate(running):
+                if run is not None and len(lanes[s]) < ahead:
+                    t = tails[s] - lead
+                    if t < at:
+                        at = t
+        self._ahead_at = at
 
     def _ahead_stream(self, k: int, now: float, ahead: int, lead: float) -> tuple[int, float, int] | None:
         """The busy stream of context k with room behind its running batch whose predicted free time is
@@ -300,6 +314,9 @@ class BatchingMixin:
         if nxt is not None and nxt[0].start > now:
             # launch_ahead: the batch queued behind d starts earlier than predicted, and so does the stream's tail
             self._tail[k][d.stream] -= nxt[0].start - now
+        cfg = self._batching
+        if cfg.launch_ahead:
+            self._refresh_ahead(cfg.launch_ahead, cfg.ahead_lead)
         e0 = entries[0]
         key = e0.state.bkeys[d.stage]
         if self._btimes.record(key, d.size, exec_time):  # eq. 1 per (model, stage, size)

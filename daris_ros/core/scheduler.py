@@ -185,6 +185,7 @@ class Scheduler(BatchingMixin):
         # time each stream frees (the predicted finish of its last batch)
         self._lanes: list[list[list[Any]]] = [[[] for _ in range(n_s)] for _ in range(n_c)]
         self._tail: list[list[float]] = [[0.0] * n_s for _ in range(n_c)]
+        self._ahead_at = float("inf")  # the earliest tail - ahead_lead of a busy stream with room (launch_ahead)
         self._backlog: list[float] = [0.0] * n_c
         self._outstanding: list[int] = [0] * n_c
         self._queued: list[int] = [0] * n_c
