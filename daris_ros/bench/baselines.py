@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -61,30 +62,46 @@ class Upper:
     by_batch: dict[int, float]
 
 
+def graph_batching_jps(m: torch.nn.Module, sizes: tuple[int, ...], device: torch.device, seconds: float,
+                       n_streams: int = 1, make_input: Callable[[int], torch.Tensor] | None = None
+                       ) -> dict[int, float]:
+    """JPS of pure batching with whole-model CUDA graphs, per batch size: ``n_streams`` streams each replay their
+    own graph of that size, all at once, for ``seconds``. Sizes past the first that runs out of memory are skipped.
+    ``make_input(bs)`` builds a graph's input (default: a random fp32 batch at the model's input size)."""
+    streams = [torch.cuda.Stream(device) for _ in range(n_streams)]
+    make = make_input or (lambda bs: _input(m, bs, device))
+    by: dict[int, float] = {}
+    for bs in sizes:
+        try:
+            kept = [(x, *_graph(m, x, st)) for st in streams for x in (make(bs),)]
+        except torch.OutOfMemoryError:
+            break
+        pairs = [(g, st) for (_, g, _), st in zip(kept, streams, strict=True)]
+        _replay_all(pairs)
+        torch.cuda.synchronize(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for _ in range(3):
+                _replay_all(pairs)
+            torch.cuda.synchronize(device)
+            n += 3
+        by[bs] = n * bs * n_streams / (time.perf_counter() - t0)
+        del kept, pairs
+        torch.cuda.empty_cache()
+    return by
+
+
+def _replay_all(pairs: list[tuple[torch.cuda.CUDAGraph, torch.cuda.Stream]]) -> None:
+    for g, st in pairs:
+        with torch.cuda.stream(st):  # a graph replays on the current stream
+            g.replay()
+
+
 def upper_batching(name: str, device: torch.device, batches: tuple[int, ...] = (1, 8, 32, 64, 128, 256),
                    seconds: float = 1.0) -> Upper:
     """Pure batching with a CUDA graph of the whole model; the best batch size wins (the paper's upper line)."""
-    m = _model(name, device)
-    s = torch.cuda.Stream(device)
-    by: dict[int, float] = {}
-    for bs in batches:
-        try:
-            x = _input(m, bs, device)
-            g, _ = _graph(m, x, s)
-        except torch.OutOfMemoryError:
-            break
-        with torch.cuda.stream(s):
-            g.replay()
-            s.synchronize()
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                for _ in range(5):
-                    g.replay()
-                s.synchronize()
-                n += 5
-        by[bs] = n * bs / (time.perf_counter() - t0)
-        del g, x
-        torch.cuda.empty_cache()
+    by = graph_batching_jps(_model(name, device), batches, device, seconds)
+    torch.cuda.empty_cache()
     best = max(by, key=lambda b: by[b])
     return Upper(by[best], best, by)
 

@@ -17,18 +17,18 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import functools
 import gc
 import json
 import logging
 import shlex
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from daris_ros.bench.baselines import _graph
+from daris_ros.bench.baselines import graph_batching_jps
 from daris_ros.bench.batch_runner import BatchRunResult, run_bench
 from daris_ros.bench.report import environment
 from daris_ros.bench.workload import make_taskset
@@ -161,40 +161,15 @@ def _prepared(name: str, precision: str, channels_last: bool, device: torch.devi
     return m
 
 
+def _random_batch(m: torch.nn.Module, device: torch.device, bs: int) -> torch.Tensor:
+    h, w = m.input_size
+    return model_input(m, torch.randn(bs, 3, h, w, device=device))
+
+
 def upper(name: str, precision: str, channels_last: bool, device: torch.device, sizes: tuple[int, ...],
           seconds: float) -> tuple[float, int, dict[int, float]]:
     """Batching with a whole-model CUDA graph at each size; (best JPS, its size, JPS by size)."""
-    m = _prepared(name, precision, channels_last, device)
-    s = torch.cuda.Stream(device)
-    h, w = m.input_size
-    by: dict[int, float] = {}
-    for bs in sizes:
-        try:
-            x = model_input(m, torch.randn(bs, 3, h, w, device=device))
-            g, _ = _graph(m, x, s)
-        except torch.OutOfMemoryError:
-            break
-        with torch.cuda.stream(s):
-            g.replay()
-            s.synchronize()
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                for _ in range(3):
-                    g.replay()
-                s.synchronize()
-                n += 3
-        by[bs] = n * bs / (time.perf_counter() - t0)
-        del g, x
-    del m
-    torch.cuda.empty_cache()
-    best = max(by, key=lambda b: by[b])
-    return by[best], best, by
-
-
-def _replay_round(pairs: list[tuple[torch.cuda.CUDAGraph, torch.cuda.Stream]]) -> None:
-    for g, st in pairs:
-        with torch.cuda.stream(st):  # a graph replays on the current stream
-            g.replay()
+    return upper_concurrent(name, precision, channels_last, device, sizes, 1, seconds)
 
 
 def upper_concurrent(name: str, precision: str, channels_last: bool, device: torch.device, sizes: tuple[int, ...],
@@ -204,31 +179,9 @@ def upper_concurrent(name: str, precision: str, channels_last: bool, device: tor
     fill what one batch leaves idle, and a scheduler running batches on several streams can pass the one-stream
     upper baseline."""
     m = _prepared(name, precision, channels_last, device)
-    streams = [torch.cuda.Stream(device) for _ in range(n_streams)]
-    h, w = m.input_size
-    by: dict[int, float] = {}
-    for bs in sizes:
-        try:
-            graphs = []
-            for st in streams:
-                x = model_input(m, torch.randn(bs, 3, h, w, device=device))
-                g, y = _graph(m, x, st)
-                graphs.append((g, x, y))
-        except torch.OutOfMemoryError:
-            break
-
-        pairs = [(g, st) for (g, _, _), st in zip(graphs, streams, strict=True)]
-        _replay_round(pairs)
-        torch.cuda.synchronize(device)
-        n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            for _ in range(3):
-                _replay_round(pairs)
-            torch.cuda.synchronize(device)
-            n += 3
-        by[bs] = n * bs * n_streams / (time.perf_counter() - t0)
-        del graphs, pairs
-    del m
+    make = functools.partial(_random_batch, m, device)
+    by = graph_batching_jps(m, sizes, device, seconds, n_streams, make)
+    del m, make
     torch.cuda.empty_cache()
     best = max(by, key=lambda b: by[b])
     return by[best], best, by

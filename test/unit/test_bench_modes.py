@@ -18,8 +18,8 @@ def test_mode_parts() -> None:
     assert Mode.parse("b1-staged-fp16").n_streams == 8 and not Mode.parse("b1-fp16").batching
 
 
-@pytest.mark.parametrize("bad", ["batch-ahead", "batch-ahead-1", "b1-ahead1", "batch-4x", "x-fp16", "batch-m0", "batch-max0",
-                                 "batch-lpmax0", "b1-max64"])
+@pytest.mark.parametrize("bad", ["batch-ahead", "batch-ahead-1", "b1-ahead1", "batch-4x", "x-fp16", "batch-m0",
+                                 "batch-max0", "batch-lpmax0", "b1-max64"])
 def test_bad_mode_names_say_which_part(bad: str) -> None:
     with pytest.raises(ValueError, match="mode"):
         Mode.parse(bad)
