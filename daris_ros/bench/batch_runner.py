@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from daris_ros.bench.counts import priority_counts
 from daris_ros.bench.workload import BenchTask
-from daris_ros.core import Priority, Scheduler, SchedulerConfig, percentile
+from daris_ros.core import Scheduler, SchedulerConfig
 
 
 @dataclass(slots=True)
@@ -218,17 +219,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     torch.cuda.set_stream(torch.cuda.default_stream(dev))
     window = ((t0 - t_ref) * 1e3, (t_end - t_ref) * 1e3)
     busy = busy_fraction(intervals, *window)
-    stats = core.priority_stats()
-    out: dict[str, dict[str, int]] = {"released": {}, "admitted": {}, "completed": {}, "missed": {}}
-    p99: dict[str, float] = {}
-    for p in Priority:
-        s = stats[p]
-        out["released"][p.name] = s.released
-        out["admitted"][p.name] = s.admitted
-        out["completed"][p.name] = s.completed
-        out["missed"][p.name] = s.missed
-        rts = list(s.response_times)
-        p99[p.name] = percentile(rts, 99) * 1e3 if rts else 0.0
+    out, p99 = priority_counts(core)
     total = sum(out["completed"].values())
     done = max(total, 1)
     offered = sum(1.0 / t.period for t in tasks)

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from daris_ros.bench.counts import priority_counts
 from daris_ros.bench.workload import BenchTask
-from daris_ros.core import Priority, Scheduler, SchedulerConfig, percentile
+from daris_ros.core import Priority, Scheduler, SchedulerConfig
 
 
 @dataclass(slots=True)
@@ -113,17 +114,7 @@ def run_daris(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     cpu = clock() - cpu0
     torch.cuda.synchronize(backend.torch_device)
     torch.cuda.set_stream(torch.cuda.default_stream(backend.torch_device))
-    stats = core.priority_stats()
-    out: dict[str, dict[str, int]] = {"released": {}, "admitted": {}, "completed": {}, "missed": {}}
-    p99: dict[str, float] = {}
-    for p in Priority:
-        s = stats[p]
-        out["released"][p.name] = s.released
-        out["admitted"][p.name] = s.admitted
-        out["completed"][p.name] = s.completed
-        out["missed"][p.name] = s.missed
-        rts = list(s.response_times)
-        p99[p.name] = percentile(rts, 99) * 1e3 if rts else 0.0
+    out, p99 = priority_counts(core)
     done = sum(out["completed"].values())
     jobs = max(done, 1)
     migrations = sum(ts.migrations for ts in core.task_stats().values())
