@@ -6,7 +6,8 @@ size is a captured one; its predicted finish is no later than the earliest virtu
 checked against, and every member's deadline is at or after that one unless the member could not
 meet its own in this batch; while a stream of a context is idle, no HP stage is queued there and
 every queued LP stage is within its waiting slack; every job's stages run in order, one at a time;
-no stream runs two batches; the incremental utilization sums equal a from-scratch recomputation.
+no stream runs two batches (with launch-ahead: at most 1 + launch_ahead on a stream, queued in order, and
+completed in order); the incremental utilization sums equal a from-scratch recomputation.
 After draining, everything is back to zero and every admitted job finished.
 """
 
@@ -31,6 +32,8 @@ def worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec], float]:
         lp_slack=draw(st.sampled_from([0.0, 0.0, 0.02, 0.1])),
         lp_fill=draw(st.sampled_from([0, 4, 16])),
         lp_admit_margin=draw(st.sampled_from([None, 0.3, 1.0])),
+        launch_ahead=draw(st.sampled_from([0, 0, 1, 2])),
+        ahead_lead=draw(st.sampled_from([0.0, 0.01, 0.1])),
     )
     cfg = SchedulerConfig(
         policy=policy, n_contexts=n_c, n_streams=draw(st.integers(1, 3)),
@@ -102,17 +105,30 @@ def test_batching_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float
     running: list[BatchDispatch] = []
     at_stage: dict[object, int] = {}
     busy: set[object] = set()
+    formed_at: dict[int, float] = {}
     admitted = finished = 0
     now = 0.0
 
     def step(now: float) -> None:
         for d in s.dispatch_batches(now):
             check_dispatch(s, d, bcfg, at_stage, busy)
+            if d.behind:  # queued behind a busy stream: formed within the lead of when it is predicted to start
+                assert bcfg.launch_ahead and now <= d.start <= now + bcfg.ahead_lead + 1e-12
+            else:
+                assert d.start == now
+            formed_at[id(d)] = now
             running.append(d)
         check_waiting(s, now, bcfg)
         assert sum(len([r for r in running if r.context == k]) for k in range(s.layout.n_contexts)) == len(running)
         for k in range(s.layout.n_contexts):
-            assert len([r for r in running if r.context == k]) + s.idle_streams(k) == s.layout.n_streams
+            lanes = [[r for r in running if r.context == k and r.stream == x] for x in range(s.layout.n_streams)]
+            assert all(len(lane) <= 1 + bcfg.launch_ahead for lane in lanes)
+            assert sum(1 for lane in lanes if lane) + s.idle_streams(k) == s.layout.n_streams
+            # the batch a stream runs is its earliest; those queued behind it start at its predicted finish
+            for lane in lanes:
+                for a, b in zip(lane, lane[1:], strict=False):
+                    # (when the running batch is overdue at the time b is formed, b is predicted to start then)
+                    assert b.behind >= 1 and b.start <= max(a.predicted_finish, formed_at[id(b)]) + 1e-12
             u, ref = s.utilization(k), s.utilization_from_scratch(k)
             assert u.total == pytest.approx(ref.total, abs=1e-9)
             assert u.active_lp == pytest.approx(ref.active_lp, abs=1e-9)
@@ -123,7 +139,11 @@ def test_batching_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float
             dec = s.release(tasks[idx % len(tasks)].name, now)
             admitted += dec.admitted
         elif kind == "complete" and running:
-            d = running.pop(idx % len(running))
+            # a stream completes its batches in order: only the earliest of each stream can finish
+            heads = [r for i, r in enumerate(running)
+                     if not any((q.context, q.stream) == (r.context, r.stream) for q in running[:i])]
+            d = heads[idx % len(heads)]
+            running.remove(d)
             now = max(now, d.start)
             outs = s.complete_batch(d, now, (d.predicted_finish - d.start) * factor)
             for j in d.jobs:
