@@ -31,7 +31,7 @@ import torch
 from daris_ros.bench.baselines import graph_batching_jps
 from daris_ros.bench.batch_runner import BatchRunResult, run_bench
 from daris_ros.bench.report import environment
-from daris_ros.bench.workload import make_taskset
+from daris_ros.bench.workload import describe_rate, make_taskset
 from daris_ros.core import BatchingConfig, Policy, SchedulerConfig
 from daris_ros.core.batching import DEFAULT_SIZES
 from daris_ros.runtime.backends import create_backend
@@ -421,7 +421,7 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = {"command": command, "date": date, "device": env["device"], "driver": env["driver"],
                "torch": env["torch"], "load": "150% of the upper baseline of the mode's precision (best format), "
-               f"2:1 LP:HP, {args.task_rate:g} Hz tasks, deadline = period",
+               f"2:1 LP:HP, {describe_rate(args.task_rate, tuple(models))} tasks, deadline = period",
                "mret_source": args.mret_source, "seconds": args.seconds,
                "jps": f"jobs finished in the steady part of the release window, [{args.warmup:g} s, "
                       f"{args.seconds:g} s], per second (jps_window: the whole window)",

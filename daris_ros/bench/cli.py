@@ -27,7 +27,7 @@ from daris_ros.bench import baselines, batching
 from daris_ros.bench.report import ModelBaselines, Row, best_row, environment, plot_model, write_csv, write_summary
 from daris_ros.bench.runner import run_daris
 from daris_ros.bench.runner_mps import run_daris_mps, run_daris_mps_local
-from daris_ros.bench.workload import MIXED, make_taskset
+from daris_ros.bench.workload import MIXED, TaskRate, make_taskset, parse_task_rate
 from daris_ros.core import Policy, SchedulerConfig, effective_layout
 from daris_ros.runtime.backends import BackendError, create_backend
 from daris_ros.runtime.models import build_staged_model
@@ -65,7 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "No Prior / No Fixed runs at their best configuration")
     p.add_argument("--seconds", type=float, default=3.0, help="release window per run")
     p.add_argument("--baseline-seconds", type=float, default=2.0)
-    p.add_argument("--task-rate", type=float, default=30.0, help="Hz per camera task (deadline = period)")
+    p.add_argument("--task-rate", type=_task_rate_arg, default=30.0,
+                   help="Hz per camera task (deadline = period), or 'paper' for the paper's per-model rates "
+                        "(Table II: ResNet18 30 Hz, UNet and InceptionV3 24 Hz)")
     p.add_argument("--load-reference", choices=("ceiling", "upper"), default="ceiling",
                    help="150%% of the batch-1 ceiling (default) or of the batching upper baseline (the paper)")
     p.add_argument("--hp-admission", action="store_true", help="Overload+HPA: HP jobs pass the admission test too")
@@ -97,6 +99,13 @@ def parse_configs(text: str) -> list[Config]:
         nc, ns = (int(v) for v in layout.lower().split("x"))
         out.append((backend, policy.upper(), nc, ns, float(os_)))
     return out
+
+
+def _task_rate_arg(text: str) -> TaskRate:
+    try:
+        return parse_task_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--task-rate: ")) from None
 
 
 def _harmonic(values: list[float]) -> float:
