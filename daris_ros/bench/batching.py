@@ -56,14 +56,17 @@ class Mode:
     ahead_ms: float | None = None  # launch-ahead lead (ms): one batch may wait queued behind a stream's running one
     max_size: int | None = None  # only the captured sizes up to this one (``max<N>``)
     lp_max_ms: float | None = None  # LP-only batches' predicted run time cap (``lpmax<ms>``)
+    pad_limit: float | None = None  # BatchingConfig.pad_limit (``pad<x>``; None: the core's default)
 
     @classmethod
     def parse(cls, name: str) -> Mode:
         """A named mode, or one spelled from its parts: ``batch`` or ``b1``, then any of ``staged``, ``fp16`` /
         ``bf16``, ``cl`` (channels-last), ``<N>s`` (N streams), ``m<x>`` (LP admission margin x) and ``ahead<ms>``
         (launch-ahead: a stream's next batch is formed and queued ``ms`` before its running one is predicted to
-        finish), ``max<N>`` (batch sizes up to N only) and ``lpmax<ms>`` (LP-only batches predicted to run at most
-        ``ms``), joined by ``-``: ``batch-fp16-cl-3s-m0.5-ahead1``."""
+        finish), ``max<N>`` (batch sizes up to N only), ``lpmax<ms>`` (LP-only batches predicted to run at most
+        ``ms``) and ``pad<x>`` (padding limit: a batch pads up to the next captured size only while the padding
+        is at most x of it, else it runs at the size below and the rest waits), joined by ``-``:
+        ``batch-fp16-cl-3s-m0.5-ahead1``."""
         if name in MODES:
             return MODES[name]
         head, *parts = name.split("-")
@@ -86,13 +89,16 @@ class Mode:
                 kw["lp_max_ms"] = float(part[5:])
             elif part.startswith("max") and head == "batch" and part[3:].isdigit() and int(part[3:]) >= 1:
                 kw["max_size"] = int(part[3:])
+            elif part.startswith("pad") and head == "batch" and _non_negative(part[3:]) and float(part[3:]) < 1:
+                kw["pad_limit"] = float(part[3:])
             elif part.startswith("ahead") and head == "batch" and _non_negative(part[5:]):
                 kw["ahead_ms"] = float(part[5:])
             elif part.startswith("m") and _positive(part[1:]):
                 kw["lp_margin"], kw["margin_given"] = float(part[1:]), True
             else:
                 raise ValueError(f"batching mode {name!r}: unknown part {part!r} "
-                                 "(staged, fp16, bf16, cl, <N>s, m<margin>; with batch: ahead<ms>, max<N>, lpmax<ms>)")
+                                 "(staged, fp16, bf16, cl, <N>s, m<margin>; with batch: ahead<ms>, max<N>, lpmax<ms>, "
+                                 "pad<x> with 0 <= x < 1)")
         return cls(name, **kw)
 
 
@@ -318,7 +324,8 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
             batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size,
                                     launch_ahead=int(mode.ahead_ms is not None),
                                     ahead_lead=(mode.ahead_ms or 0.0) * 1e-3,
-                                    lp_max_time=None if mode.lp_max_ms is None else mode.lp_max_ms * 1e-3)
+                                    lp_max_time=None if mode.lp_max_ms is None else mode.lp_max_ms * 1e-3,
+                                    **({} if mode.pad_limit is None else {"pad_limit": mode.pad_limit}))
             if mode.batching else None)
         tasks = make_taskset((name,), offered, args.task_rate)
         res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,

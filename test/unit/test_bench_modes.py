@@ -13,13 +13,16 @@ def test_mode_parts() -> None:
         True, "fp16", True, 3, 0.5, True, 1.5)
     m = Mode.parse("batch-fp16-cl-3s-max256-lpmax12.5")
     assert (m.max_size, m.lp_max_ms, m.ahead_ms) == (256, 12.5, None)
+    assert Mode.parse("batch-fp16-3s-pad0").pad_limit == 0.0 and Mode.parse("batch-pad0.05").pad_limit == 0.05
+    assert Mode.parse("batch-cl").pad_limit is None
     assert Mode.parse("batch-cl").ahead_ms is None and Mode.parse("batch-ahead0").ahead_ms == 0.0
     assert Mode.parse("b1-staged") is MODES["b1-staged"]
     assert Mode.parse("b1-staged-fp16").n_streams == 8 and not Mode.parse("b1-fp16").batching
 
 
 @pytest.mark.parametrize("bad", ["batch-ahead", "batch-ahead-1", "b1-ahead1", "batch-4x", "x-fp16", "batch-m0",
-                                 "batch-max0", "batch-lpmax0", "b1-max64"])
+                                 "batch-max0", "batch-lpmax0", "b1-max64", "batch-pad1",
+                                 "batch-pad-0.1", "b1-pad0"])
 def test_bad_mode_names_say_which_part(bad: str) -> None:
     with pytest.raises(ValueError, match="mode"):
         Mode.parse(bad)
