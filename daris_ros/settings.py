@@ -22,6 +22,10 @@ AFET_PROFILES = ("auto", "full_load", "isolated")
 PRIORITIES = ("HP", "LP")
 INPUT_TYPES = ("image", "compressed")
 QOS_RELIABILITY = ("best_effort", "reliable")
+PRECISIONS = ("fp32", "fp16", "bf16")
+#: Backends that run cross-task batched stages (``batching``): in-process models the engine can stack rows for.
+BATCHING_BACKENDS = ("cpu", "str", "green")
+MAX_BATCH_SIZE = 1024
 
 
 class ConfigError(ValueError):
@@ -48,6 +52,8 @@ class TaskSettings:
     output_topic: str = ""
     qos_reliability: str = "best_effort"  # sensor-data profile by default
     qos_depth: int = 1
+    precision: str = "fp32"  # fp32 | fp16 | bf16: converted weights (runtime/models/precision.py)
+    channels_last: bool = False  # NHWC weights and inputs
 
     @property
     def rate(self) -> float:
@@ -90,6 +96,11 @@ class SchedulerSettings:
     mps_log_directory: str = ""  # mps: the daemon's log directory ("": DARIS_MPS_LOG_DIRECTORY, ...)
     mps_spares: int = -1  # mps: ready spare worker processes (-1: DARIS_MPS_SPARES, else 0)
     mps_frame_pixels: int = 0  # mps: frames up to this size are preprocessed in the workers (0: on the host)
+    batching: bool = False  # cross-task stage batching (docs/policy.md; beyond the paper)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # captured batch sizes (1 included)
+    batch_pad_limit: float = 0.1  # BatchingConfig.pad_limit
+    batch_lp_admit_margin: float = 0.3  # BatchingConfig.lp_admit_margin (0: off, eq. 12 alone)
+    batch_min_size: int = 1  # BatchingConfig.min_size
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -101,7 +112,7 @@ class SchedulerSettings:
 
 # Fields of a task in the parameter file: tasks.<name>.<field>.
 TASK_FIELDS = ("topic", "priority", "rate", "period", "deadline", "model", "input_type", "weights",
-               "input_size", "output_topic", "qos_reliability", "qos_depth")
+               "input_size", "output_topic", "qos_reliability", "qos_depth", "precision", "channels_last")
 
 
 def _require(cond: bool, parameter: str, message: str) -> None:
@@ -152,10 +163,13 @@ def validate_task(name: str, raw: Mapping[str, Any], known_models: Sequence[str]
              f"{reliability!r} is not one of {', '.join(QOS_RELIABILITY)}")
     depth = int(raw.get("qos_depth", 1))
     _require(1 <= depth <= 1000, f"{p}.qos_depth", f"{depth} is not allowed: 1..1000")
+    precision = str(raw.get("precision", "fp32") or "fp32").lower()
+    _require(precision in PRECISIONS, f"{p}.precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
     return TaskSettings(name=name, topic=topic, priority=priority, period=period, deadline=deadline,
                         model=model, input_type=input_type, weights=weights,
                         input_size=(size[0], size[1]), output_topic=output_topic,
-                        qos_reliability=reliability, qos_depth=depth)
+                        qos_reliability=reliability, qos_depth=depth, precision=precision,
+                        channels_last=bool(raw.get("channels_last", False)))
 
 
 def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> SchedulerSettings:
@@ -193,6 +207,11 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         mps_log_directory=str(raw.get("mps_log_directory", "") or ""),
         mps_spares=int(raw.get("mps_spares", -1)),
         mps_frame_pixels=int(raw.get("mps_frame_pixels", 0)),
+        batching=bool(raw.get("batching", False)),
+        batch_sizes=_int_tuple(raw.get("batch_sizes", (1, 2, 4, 8, 16, 32)), "batch_sizes"),
+        batch_pad_limit=float(raw.get("batch_pad_limit", 0.1)),
+        batch_lp_admit_margin=float(raw.get("batch_lp_admit_margin", 0.3)),
+        batch_min_size=int(raw.get("batch_min_size", 1)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -224,6 +243,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     for name in ("stamp_future_tolerance", "stamp_past_tolerance", "worker_stage_timeout"):
         v = getattr(s, name)
         _require(math.isfinite(v) and v >= 0, name, f"{v} s is not allowed: >= 0 (0 disables the check)")
+    _validate_batching(s)
     if s.backend == "cpu":
         _require(s.device == "cpu" or s.device.startswith("cuda"), "device",
                  f"{s.device!r} is not allowed: 'cpu' or 'cuda[:N]'")
@@ -235,6 +255,39 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     outs = [t.output_topic for t in s.tasks]
     _require(len(set(outs)) == len(outs), "output_topic", "output topics must be unique per task")
     return s
+
+
+def _int_tuple(value: Any, parameter: str) -> tuple[int, ...]:
+    if isinstance(value, int | float | str):
+        value = [value]
+    try:
+        return tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(parameter, f"{value!r} is not a list of integers") from None
+
+
+def _validate_batching(s: SchedulerSettings) -> None:
+    """Batching parameters, and what batching and reduced precision need from the backend."""
+    sizes = s.batch_sizes
+    _require(len(sizes) > 0 and 1 in sizes, "batch_sizes", f"{list(sizes)} is not allowed: the sizes must include 1")
+    _require(all(1 <= v <= MAX_BATCH_SIZE for v in sizes), "batch_sizes",
+             f"{list(sizes)} is not allowed: every size must be within 1..{MAX_BATCH_SIZE}")
+    _require(math.isfinite(s.batch_pad_limit) and 0.0 <= s.batch_pad_limit < 1.0, "batch_pad_limit",
+             f"{s.batch_pad_limit} is not allowed: 0 <= batch_pad_limit < 1")
+    _require(math.isfinite(s.batch_lp_admit_margin) and s.batch_lp_admit_margin >= 0.0, "batch_lp_admit_margin",
+             f"{s.batch_lp_admit_margin} is not allowed: >= 0 (0: off)")
+    _require(1 <= s.batch_min_size <= max(sizes), "batch_min_size",
+             f"{s.batch_min_size} is not allowed: 1..{max(sizes)} (the largest batch size)")
+    if s.batching:
+        _require(s.backend in BATCHING_BACKENDS, "batching",
+                 f"backend {s.backend!r} cannot run batched stages; use one of {', '.join(BATCHING_BACKENDS)} "
+                 "(or batching: false)")
+    if s.backend == "mps":
+        for t in s.tasks:
+            _require(t.precision == "fp32", f"tasks.{t.name}.precision",
+                     f"{t.precision!r} is not supported by the mps backend (its workers run fp32); use str or green")
+            _require(not t.channels_last, f"tasks.{t.name}.channels_last",
+                     "not supported by the mps backend (its workers run NCHW); use str or green")
 
 
 def settings_from_mapping(params: Mapping[str, Any], known_models: Sequence[str] | None = None

@@ -82,6 +82,21 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "processes as uint8 (shared memory, 3 bytes a pixel per slot) and are resized and normalised there, "
               "on the GPU; larger frames, and 0 (the default), are preprocessed on the host by the node.",
               int_range=(0, 1 << 30)),
+    ParamSpec("batching", False, "Beyond the paper: cross-task stage batching (docs/policy.md). Ready stages of "
+              "tasks that share a model (model, input size, weights, precision, layout) and a stage run as one "
+              "batched stage, sized so that its predicted finish (batch-time MRET) meets the earliest virtual "
+              "deadline in it; HP stages never wait for a batch to fill. Backends: cpu, str, green."),
+    ParamSpec("batch_sizes", [1, 2, 4, 8, 16, 32], "batching: the batch sizes (1 included); on str/green each gets a "
+              "CUDA graph per stage and stream, captured at start-up. A batch of n jobs runs at the smallest size "
+              ">= n."),
+    ParamSpec("batch_pad_limit", 0.1, "batching: a batch is padded up to the next size only while the padding is at "
+              "most this fraction of it; else it runs at the size below and the rest waits (an HP stage that could "
+              "then miss its deadline is padded in). 0: never pad LP stages.", float_range=(0.0, 0.99)),
+    ParamSpec("batch_lp_admit_margin", 0.3, "batching: LP admission guard on top of eq. 12: the context's queued "
+              "and running work per stream plus the task's own cost must stay within this fraction of the "
+              "deadline (0: off).", float_range=(0.0, 100.0)),
+    ParamSpec("batch_min_size", 1, "batching: a stage is late when it cannot meet its virtual deadline even in a "
+              "batch of this size; late stages yield to stages that still can.", int_range=(1, 1024)),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "
@@ -119,6 +134,10 @@ TASK_PARAMS: tuple[ParamSpec, ...] = (
               "profile) or reliable (e.g. lossless bag replay)."),
     ParamSpec("qos_depth", 1, "Camera subscription history depth (keep last N); only the newest frame is used.",
               int_range=(1, 1000)),
+    ParamSpec("precision", "fp32", "Model precision: fp32, fp16 or bf16 (converted weights; GPU backends str and "
+              "green; the outputs' difference against fp32 is in docs/benchmarks/batching.md)."),
+    ParamSpec("channels_last", False, "Run the model in channels-last (NHWC) memory format (faster convolutions "
+              "on tensor-core GPUs)."),
 )
 assert tuple(p.name for p in TASK_PARAMS) == TASK_FIELDS
 #: Task fields that change a running task through `ros2 param set`; the others need the task restarted

@@ -339,7 +339,16 @@ class SchedulerNode(Node):
                    if hasattr(self.engine.backend, "daemon_restarts") else {}),
                 "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
                 "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
+                **(self._batch_info() if s.batching else {}),
                 **self.engine.faults.summary()}
+
+    def _batch_info(self) -> dict[str, object]:
+        """Cross-task batching since start: batches run, jobs per batch, padded share of the batch slots, and
+        batches per size."""
+        with self.engine.locked():
+            bs = self.engine.scheduler.batch_stats()
+        return {"batches": bs.batches, "mean_batch": round(bs.mean_batch, 2), "batch_padding": round(bs.padding, 4),
+                "batches_by_size": ",".join(f"{k}:{v}" for k, v in sorted(bs.by_size.items())) or "none"}
 
     def context_rows(self) -> list[ContextRow]:
         """Per context: state, placement, utilization (eqs. 4, 5, 7), queue and memory."""

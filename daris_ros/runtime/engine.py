@@ -37,6 +37,7 @@ from daris_ros.core import (
     effective_layout,
 )
 from daris_ros.runtime.backends import Backend, create_backend
+from daris_ros.runtime.engine_batching import EngineBatching, batching_config
 from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
 from daris_ros.runtime.watchdog import (
     MAX_STAGE_RETRIES,
@@ -109,6 +110,7 @@ class _Running:
     mret: float = 0.0
     stages: list[StageTrace] = field(default_factory=list)
     dispatched: dict[int, float] = field(default_factory=dict)
+    row: int = 0  # batching: the job's row of ``x`` (the output of the batch that ran its previous stage)
     retry: dict[int, tuple[int, FaultRecord]] = field(default_factory=dict)  # stage -> (retries, its fault)
 
 
@@ -130,10 +132,11 @@ class EngineCounters:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def to_task_spec(task: TaskSettings, afet: tuple[float, ...]) -> TaskSpec:
+def to_task_spec(task: TaskSettings, afet: tuple[float, ...], model_key: str = "") -> TaskSpec:
+    """The core's task; ``model_key`` (model, input size, weights, precision) is what batching groups by."""
     return TaskSpec(name=task.name, period=task.period, deadline=task.deadline,
                     priority=Priority.HP if task.priority == "HP" else Priority.LP,
-                    n_stages=len(afet), afet=afet, model=task.model)
+                    n_stages=len(afet), afet=afet, model=model_key or task.model)
 
 
 def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularity: int = 2) -> SchedulerConfig:
@@ -142,12 +145,12 @@ def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularit
         oversubscription=s.oversubscription, n_sm_max=n_sm_max, sm_granularity=sm_granularity,
         mret_window=s.mret_window, hp_admission=s.hp_admission, reprobe_after=s.reprobe_after,
         no_staging=s.no_staging,
-        no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed,
+        no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed, batching=batching_config(s),
     )
 
 
-class Engine:
-    """Owns the models, the backend and the policy core of one scheduler node."""
+class Engine(EngineBatching):
+    """Owns the models, the backend and the policy core of one scheduler node (batched path: EngineBatching)."""
 
     def __init__(self, settings: SchedulerSettings, *, on_result: Callable[[JobResult], None],
                  backend: Backend | None = None, clock: Clock = time.monotonic) -> None:
@@ -170,6 +173,7 @@ class Engine:
         self._tokens = itertools.count(1)
         self._fault_lock = threading.Lock()
         self._watchdog: Watchdog | None = None
+        self._batch_afet: dict[tuple[str, int, int], float] = {}  # (model key, stage, size) -> profiled seconds
 
     @staticmethod
     def _create_backend(settings: SchedulerSettings) -> Backend:
@@ -184,17 +188,26 @@ class Engine:
 
     # -- start-up: load models, profile, build the scheduler --------------------------------------------
     def load_models(self) -> None:
-        """Build every model named by a task (each once) and make it resident in every context."""
-        from daris_ros.runtime.models import build_staged_model
-
+        """Build every model named by a task (each once, in its precision and memory format) and make it resident
+        in every context; with batching, capture the batch-size graphs (str, green)."""
         for t in self.settings.tasks:
             key = self._model_key(t)
             if key in self.models:
                 continue
-            model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size)
-            self.models[key] = model.merged() if self.settings.no_staging else model
-            self.model_bytes[key] = model_bytes(model)
+            self.models[key] = self._build_model(t)
+            self.model_bytes[key] = model_bytes(self.models[key])
         self.backend.start(self.models)
+        if self.settings.batching:
+            self._prepare_batching(list(self.models))
+
+    def _build_model(self, t: TaskSettings) -> Any:
+        from daris_ros.runtime.models import build_staged_model
+        from daris_ros.runtime.models.precision import apply_precision
+
+        model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size)
+        if t.precision != "fp32" or t.channels_last:
+            apply_precision(model, t.precision, t.channels_last)  # records input_dtype / memory_format
+        return model.merged() if self.settings.no_staging else model
 
     def profile(self) -> dict[str, tuple[float, ...]]:
         """AFET per model stage (paper IV-A1), the initial estimate that MRET replaces online.
@@ -220,7 +233,7 @@ class Engine:
                 self.afet[key] = cached
                 continue
             frame = np.zeros((t.input_size[0], t.input_size[1], 3), dtype=np.uint8)
-            todo[key] = x0 = preprocess(frame, t.input_size, device=self.backend.device)
+            todo[key] = x0 = self._model_input(key, preprocess(frame, t.input_size, device=self.backend.device))
             x = x0
             for i in range(self.models[key].num_stages):  # one unmeasured run on context 0 (warm-up)
                 x, _ = self.backend.run_now(key, i, x)
@@ -232,6 +245,9 @@ class Engine:
         for key, afet in measured.items():
             self.afet[key] = afet
             cache.put(self.afet_cache_key(key, mode), afet)
+        if self.settings.batching:
+            self._profile_batches([k for k in dict.fromkeys(self._model_key(t) for t in self.settings.tasks)
+                                   if (k, 0, 1) not in self._batch_afet])
         return dict(self.afet)
 
     def afet_mode(self) -> str:
@@ -264,13 +280,14 @@ class Engine:
 
     def start(self) -> None:
         """Offline phase: build the core (Algorithm 1 runs in its constructor)."""
-        specs = [to_task_spec(t, self.afet[self._model_key(t)]) for t in self.settings.tasks]
+        specs = [to_task_spec(t, self.afet[self._model_key(t)], self._model_key(t)) for t in self.settings.tasks]
         # GPU backends know the device's SM count and their rounding (8 for green contexts on Hopper)
         n_sm = int(getattr(self.backend, "n_sm_max", 132))
         gran = int(getattr(self.backend, "sm_granularity", 2))
         # response_window bounds the per-task response-time history the stats percentiles are taken over
         self.scheduler = Scheduler(to_scheduler_config(self.settings, n_sm_max=n_sm, sm_granularity=gran), specs,
-                                   response_window=RESPONSE_WINDOW)
+                                   response_window=RESPONSE_WINDOW,
+                                   batch_afet=self._batch_estimate if self.settings.batching else None)
         if supports_recovery(self.backend) and self._watchdog is None:
             b = self.backend
             self._watchdog = Watchdog(
@@ -280,7 +297,20 @@ class Engine:
             self._watchdog.start()
 
     def _model_key(self, t: TaskSettings) -> str:
-        return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}:{t.weights}"
+        """What tasks share: one resident model (and, with batching, one batch) per key."""
+        fmt = ""
+        if t.precision != "fp32" or t.channels_last:
+            fmt = f"/{t.precision}{'-cl' if t.channels_last else ''}"
+        return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}{fmt}:{t.weights}"
+
+    def _model_input(self, key: str, x: Any) -> Any:
+        """A preprocessed fp32 NCHW frame in the dtype and memory format of the model of ``key``."""
+        model = self.models[key]
+        if getattr(model, "input_dtype", None) is None:
+            return x
+        from daris_ros.runtime.models.precision import model_input
+
+        return model_input(model, x)
 
     # -- online phase --------------------------------------------------------------------------------
     def release(self, task: str, frame: np.ndarray, *, receive_time: float, meta: Any = None
@@ -298,14 +328,21 @@ class Engine:
                 and frame.dtype == np.uint8 and accepts(frame.shape[0], frame.shape[1])):
             x = torch.from_numpy(np.ascontiguousarray(frame))  # the worker resizes and normalises it (mps)
         else:
-            x = preprocess(frame, t.input_size, device=self.backend.device)
+            x = self._model_input(self._model_key(t), preprocess(frame, t.input_size, device=self.backend.device))
+        batching = self.settings.batching
         with self._lock:
             decision = self.scheduler.release(task, now)
             if decision.admitted and decision.job is not None:
                 self._running[(task, decision.job.job_id)] = _Running(t, receive_time, meta, x,
                                                                       mret=self.scheduler.mret(task))
-            dispatches = self.scheduler.dispatch(now)
-        self._submit(dispatches, now)
+            if batching:
+                batches = self.scheduler.dispatch_batches(now)
+            else:
+                dispatches = self.scheduler.dispatch(now)
+        if batching:
+            self._submit_batches(batches, now)
+        else:
+            self._submit(dispatches, now)
         return decision
 
     def _submit(self, dispatches: list[StageDispatch], now: float) -> None:
@@ -426,12 +463,10 @@ class Engine:
 
     def add_task(self, task: TaskSettings) -> None:
         """Add a task at run time: its model is built and profiled if no task uses it yet (this blocks)."""
-        from daris_ros.runtime.models import build_staged_model
-
         key = self._model_key(task)
-        if key not in self.models:
-            model = build_staged_model(task.model, weights=task.weights or None, input_size=task.input_size)
-            model = model.merged() if self.settings.no_staging else model
+        new_model = key not in self.models
+        if new_model:
+            model = self._build_model(task)
             add = getattr(self.backend, "add_model", None)
             if add is None:
                 raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
@@ -440,9 +475,13 @@ class Engine:
             self.model_bytes[key] = model_bytes(model)
             self._memory = None
         self._replace_settings((*self.settings.tasks, task))
-        self.profile()
+        if new_model and self.settings.batching:
+            capture = getattr(self.backend, "capture_batches", None)
+            if callable(capture) and self.settings.cuda_graphs:
+                capture(tuple(self.settings.batch_sizes), [key])
+        self.profile()  # (with batching, also the batch times of a new model)
         with self._lock:
-            self.scheduler.add_task(to_task_spec(task, self.afet[key]))
+            self.scheduler.add_task(to_task_spec(task, self.afet[key], key))
 
     def remove_task(self, name: str) -> None:
         """Remove a task; its jobs in flight still finish and are reported."""
@@ -502,7 +541,9 @@ class Engine:
         When the worker was its context's only one (:meth:`_context_scoped`), every stage in flight in that
         context is lost with it: they are re-queued (Scheduler.abort) and the context is down in the core
         (Scheduler.context_down) until the replacement serves, so they and the context's tasks run on the
-        other contexts meanwhile."""
+        other contexts meanwhile. With batching see :meth:`_on_batch_worker_fault`."""
+        if self.settings.batching:
+            return self._on_batch_worker_fault(context, stream, reason, token)
         with self._fault_lock:
             if self._closed:
                 return None

@@ -45,6 +45,13 @@ def test_valid_settings_defaults_and_units():
         ({"n_contexts": 0}, "n_contexts"),
         ({"mret_window": 0}, "mret_window"),
         ({"stats_period": 0}, "stats_period"),
+        ({"batching": True, "backend": "mps"}, "batching"),  # mps workers cannot run batched stages
+        ({"batch_sizes": [2, 4]}, "batch_sizes"),  # 1 must be a size
+        ({"batch_sizes": [1, 2048]}, "batch_sizes"),
+        ({"batch_sizes": ["big"]}, "batch_sizes"),
+        ({"batch_pad_limit": 1.0}, "batch_pad_limit"),
+        ({"batch_lp_admit_margin": -0.1}, "batch_lp_admit_margin"),
+        ({"batch_min_size": 64}, "batch_min_size"),  # beyond the largest size
     ],
 )
 def test_invalid_scheduler_parameter_is_named(change, parameter):
@@ -65,6 +72,7 @@ def test_invalid_scheduler_parameter_is_named(change, parameter):
         ("input_size", [8, 8], "tasks.a.input_size"),
         ("input_type", "pointcloud", "tasks.a.input_type"),
         ("deadline", -1, "tasks.a.deadline"),
+        ("precision", "int8", "tasks.a.precision"),
     ],
 )
 def test_invalid_task_parameter_is_named(field, value, parameter):
@@ -109,3 +117,23 @@ def test_parameter_file_without_section(tmp_path):
     f.write_text("other_node:\n  ros__parameters: {a: 1}\n")
     with pytest.raises(ConfigError, match="ros__parameters"):
         load_parameter_file(f)
+
+
+def test_batching_and_precision_settings() -> None:
+    p = _params(backend="str", device="cuda", policy="STR", n_contexts=1, n_streams=3, batching=True,
+                batch_sizes=[1, 8, 32, 4], batch_pad_limit=0.0, batch_lp_admit_margin=0.5)
+    p["tasks"]["a"].update(precision="FP16", channels_last=True)
+    s = settings_from_mapping(p)
+    assert s.batching and s.batch_sizes == (1, 8, 32, 4) and s.batch_pad_limit == 0.0
+    assert (s.tasks[0].precision, s.tasks[0].channels_last) == ("fp16", True)
+    assert (s.tasks[1].precision, s.tasks[1].channels_last) == ("fp32", False)  # the defaults
+    assert not settings_from_mapping(_params()).batching  # off unless asked for
+
+
+@pytest.mark.parametrize(("field", "value"), [("precision", "bf16"), ("channels_last", True)])
+def test_the_mps_backend_refuses_reduced_precision_and_channels_last(field, value) -> None:
+    p = _params(backend="mps", device="cuda")
+    p["tasks"]["b"][field] = value
+    with pytest.raises(ConfigError, match="mps backend") as err:
+        settings_from_mapping(p)
+    assert err.value.parameter == f"tasks.b.{field}"

@@ -137,6 +137,21 @@ class CpuBackend:
         with self._restart_lock:  # never into the queue of a worker being replaced
             self._slots[context][stream].queue.put((model, stage, x, done))
 
+    def submit_batch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Any,
+                     done: StageDone) -> None:
+        """Run stage ``stage`` of ``model`` once for the stacked ``rows`` (``(source, row)`` per job, see
+        ``cuda_graphs.Rows``); ``done`` gets the batch output, row i for job i. No graphs here: the batch runs
+        at ``len(rows)``, ``size`` (the captured size on GPU backends) is not padded to."""
+        from daris_ros.runtime.backends.cuda_graphs import stack_rows
+
+        self.submit(context, stream, model, stage, stack_rows(rows), done)
+
+    def run_batch_now(self, model: str, stage: int, size: int, rows: Any) -> tuple[Any, float]:
+        """One batched stage, synchronously (profiling batch times)."""
+        from daris_ros.runtime.backends.cuda_graphs import stack_rows
+
+        return self._run(model, stage, stack_rows(rows))
+
     def run_now(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
         return self._run(model, stage, x)
 

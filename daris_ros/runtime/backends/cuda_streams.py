@@ -263,6 +263,37 @@ class CudaStreamsBackend:
         self._pending.append(launch)
         self._wake.set()
 
+    def submit_batch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows,
+                     done: StageDone) -> None:
+        """Run one batched stage on (context, stream) (:meth:`launch_batch`: the graph of ``size`` when one was
+        captured); ``done`` gets the output, row i for job i, from the poll thread."""
+        if self._closed:
+            raise BackendError("backend is closed")
+        caller = torch.cuda.current_stream(self.torch_device)
+        try:
+            target = self.streams[context][stream]
+            if caller != target:
+                target.wait_stream(caller)  # frames preprocessed on the caller's stream
+            launch = self.launch_batch(context, stream, model, stage, size, rows)
+        except BaseException as exc:  # noqa: BLE001 - reported through done, like a failed stage
+            launch = StageLaunch(context, stream, None, None, None, error=exc)  # type: ignore[arg-type]
+        finally:
+            torch.cuda.set_stream(caller)
+        launch.done = done
+        self._pending.append(launch)
+        self._wake.set()
+
+    def run_batch_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
+        """One batched stage on context 0, stream 0, synchronously (profiling batch times)."""
+        caller = torch.cuda.current_stream(self.torch_device)
+        self.streams[0][0].wait_stream(caller)
+        try:
+            launch = self.launch_batch(0, 0, model, stage, size, rows)
+        finally:
+            torch.cuda.set_stream(caller)
+        launch.end.synchronize()
+        return launch.output, self.finish(launch)
+
     def run_now(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
         caller = torch.cuda.current_stream(self.torch_device)
         self.streams[0][0].wait_stream(caller)

@@ -1,0 +1,136 @@
+"""The engine's batched path (``batching: true``) on the cpu backend: real models, real worker threads.
+
+Jobs of tasks that share a model are run as batched stages; each job's result must equal what the same
+frame gives unbatched, batches must really form (more than one job per batch), every admitted job is
+reported once, and reduced precision / channels-last models run through the same path."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from daris_ros.runtime.driver import drain
+from daris_ros.runtime.engine import Engine, JobResult
+from daris_ros.settings import SchedulerSettings, TaskSettings
+
+
+def _tasks(model: str, n: int, size: int, **kw: object) -> tuple[TaskSettings, ...]:
+    return tuple(TaskSettings(f"t{i}", f"/cam{i}", "HP" if i == 0 else "LP", 1.0, 1.0, model,
+                              input_size=(size, size), **kw) for i in range(n))  # type: ignore[arg-type]
+
+
+def _engine(tasks: tuple[TaskSettings, ...], **kw: object) -> tuple[Engine, list[JobResult]]:
+    s = SchedulerSettings(policy="STR", n_contexts=1, n_streams=1, profile_runs=1, tasks=tasks,
+                          **kw)  # type: ignore[arg-type]
+    results: list[JobResult] = []
+    lock = threading.Lock()
+
+    def on_result(r: JobResult) -> None:
+        with lock:
+            results.append(r)
+
+    torch.manual_seed(0)  # the same random weights in every engine of a test
+    e = Engine(s, on_result=on_result)
+    e.load_models()
+    e.profile()
+    e.start()
+    return e, results
+
+
+def _frames(n: int, size: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _release_all(e: Engine, frames: list[np.ndarray]) -> None:
+    for i, f in enumerate(frames):
+        assert e.release(f"t{i}", f, receive_time=time.monotonic()).admitted
+
+
+def _run(model: str, n: int, size: int, batching: bool, **kw: object) -> tuple[Engine, list[JobResult]]:
+    e, results = _engine(_tasks(model, n, size, **kw), batching=batching, batch_sizes=(1, 2, 4, 8),
+                         batch_lp_admit_margin=0.0)
+    try:
+        frames = _frames(n, size)
+        for _ in range(2):  # two rounds: the second one queues behind a running batch
+            _release_all(e, frames)
+        drain(e, 30.0)
+    finally:
+        e.close()
+    return e, results
+
+
+@pytest.mark.parametrize(("model", "size"), [("resnet18", 32), ("unet", 32)])
+def test_each_job_of_a_batch_gets_its_unbatched_result(model: str, size: int) -> None:
+    n = 6
+    eb, batched = _run(model, n, size, batching=True)
+    _, single = _run(model, n, size, batching=False)
+    stats = eb.scheduler.batch_stats()
+    assert stats.batches < stats.jobs, f"no batch formed: {stats}"
+    assert max(stats.by_size) > 1
+    assert len(batched) == len(single) == 2 * n
+    assert not [r.error for r in batched if r.error]
+    by_key = {(r.task, r.job_id): r for r in single}
+    for r in batched:
+        ref = by_key[(r.task, r.job_id)]
+        if model == "unet":
+            assert r.segmentation is not None and ref.segmentation is not None
+            h, w, ids, frac = r.segmentation
+            assert (h, w) == (size, size) == ref.segmentation[:2]
+            assert ids == ref.segmentation[2]
+            assert frac == pytest.approx(ref.segmentation[3], abs=2e-3)  # a pixel or two may tie differently
+        else:
+            assert r.class_ids == ref.class_ids
+            assert r.scores == pytest.approx(ref.scores, rel=1e-4, abs=1e-6)
+        assert len(r.stages) == 4 and [s.stage for s in r.stages] == [0, 1, 2, 3]
+
+
+def test_tasks_of_different_models_or_precisions_never_share_a_batch() -> None:
+    tasks = (*_tasks("resnet18", 3, 32),
+             TaskSettings("bf", "/bf", "LP", 1.0, 1.0, "resnet18", input_size=(32, 32), precision="bf16",
+                          channels_last=True),
+             TaskSettings("bf2", "/bf2", "LP", 1.0, 1.0, "resnet18", input_size=(32, 32), precision="bf16",
+                          channels_last=True))
+    e, results = _engine(tasks, batching=True, batch_sizes=(1, 2, 4), batch_lp_admit_margin=0.0)
+    try:
+        frames = _frames(5, 32)
+        for _ in range(3):
+            for t, f in zip(tasks, frames, strict=True):
+                assert e.release(t.name, f, receive_time=time.monotonic()).admitted
+        drain(e, 30.0)
+    finally:
+        e.close()
+    assert set(e.models) == {"resnet18@32x32:", "resnet18@32x32/bf16-cl:"}
+    assert e.models["resnet18@32x32/bf16-cl:"].input_dtype == torch.bfloat16
+    assert len(results) == 15 and not [r.error for r in results if r.error]
+    batch_times = e.scheduler.batch_times()
+    assert {m for m, _, _ in batch_times} == set(e.models)  # both keys ran, as separate batch keys
+    for r in results:  # bf16 jobs still report valid probabilities
+        assert len(r.class_ids) == 5 and all(0.0 <= p <= 1.0 for p in r.scores)
+
+
+def test_a_killed_worker_loses_its_batch_which_runs_again_once() -> None:
+    e, results = _engine(_tasks("resnet18", 4, 32), batching=True, batch_sizes=(1, 2, 4),
+                         batch_lp_admit_margin=0.0, worker_stage_timeout=0.5)
+    try:
+        frames = _frames(4, 32)
+        _release_all(e, frames)
+        deadline = time.monotonic() + 5.0
+        while not e.backend.inject_fault("kill", 0, 0):  # the kill must hit a batch in flight
+            assert time.monotonic() < deadline, "no batch in flight to kill"
+            _release_all(e, frames)
+        drain(e, 30.0)
+    finally:
+        e.close()
+    recs = list(e.faults.records)
+    assert [(r.reason, r.outcome) for r in recs] == [("died", "retried")]
+    assert e.faults.stages_retried == 1 and e.faults.jobs_failed == 0
+    stats = e.scheduler.task_stats()
+    for name in ("t0", "t1", "t2", "t3"):  # every admitted job reported once, none with an error
+        ids = [r.job_id for r in results if r.task == name]
+        assert len(ids) == len(set(ids)) == stats[name].admitted == stats[name].completed
+    assert not [r.error for r in results if r.error]
