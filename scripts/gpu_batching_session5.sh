@@ -21,6 +21,7 @@ bench() {  # bench TAG LIMIT_S ARGS...
   timeout "$limit" "${B[@]}" --batch-tag "$tag" "$@" >> "$OUT/all.log" 2>&1
   echo "$tag: rc $? at $(($(date +%s) - T0)) s"
 }
+mkdir -p "$OUT/bench"
 for step in "$@"; do
   case $step in
     unet_paper_rep*)
@@ -36,6 +37,22 @@ for step in "$@"; do
     rep4)
       bench "$step" 100 --batch-models resnet18 --model-modes resnet18=batch-fp16-cl-3s-m0.5-ahead2-max192,batch-fp16-cl-3s-m0.5-ahead2-max192-pad0 \
         --model-sizes "$RS" --upper-sizes 128,256,512,1024 --baseline-seconds 2 ;;
+    tests_engine)  # the engine's batched path on the GPU, and the batched-stage tests it builds on
+      { echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+        timeout 300 python3 -m pytest -m gpu test/gpu/test_gpu_engine_batching.py test/gpu/test_gpu_batching.py \
+          -p no:cacheprovider -v -rs -s 2>&1; } > "$OUT/bench/gpu_tests_engine_batching.txt"
+      echo "$step: rc $? at $(($(date +%s) - T0)) s" ;;
+    engine_resnet18_*)  # engine_resnet18_<tasks>: the node's own path under load, batch-1 vs batched
+      n=${step#engine_resnet18_}
+      timeout 150 python3 -m daris_ros.bench.engine_load --tasks "$n" --rate 30 --precision fp16 --channels-last \
+        --streams 3 --seconds 5 --out "$OUT/bench/engine_resnet18_$n" >> "$OUT/all.log" 2>&1
+      echo "$step: rc $? at $(($(date +%s) - T0)) s" ;;
+    engine_unet_*)
+      n=${step#engine_unet_}
+      timeout 150 python3 -m daris_ros.bench.engine_load --model unet --tasks "$n" --rate 24 --precision fp16 \
+        --channels-last --streams 2 --sizes 1,2,4,8,12,16,24,32 --pad-limit 0 --lp-margin 0.5 --seconds 5 \
+        --out "$OUT/bench/engine_unet_$n" >> "$OUT/all.log" 2>&1
+      echo "$step: rc $? at $(($(date +%s) - T0)) s" ;;
     *) echo "unknown step $step" ;;
   esac
 done

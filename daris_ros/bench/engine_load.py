@@ -1,0 +1,133 @@
+"""Load on the scheduler node's own path: the :class:`~daris_ros.runtime.engine.Engine` (release with preprocessing,
+the core under its lock, backend submit, completion callback, post-processing), without DDS.
+
+``n_tasks`` camera tasks of one model at ``rate`` Hz (1 in 3 HP), released together every period by
+:class:`~daris_ros.runtime.driver.PeriodicDriver` (a hardware-triggered camera rig), on one frame size. Each
+configuration runs batch-1 and batched (``batching: true``) in the same call; JPS counts the jobs that finished
+inside the window, DMR = missed / finished. Writes ``engine_load.json`` and ``engine_load.md`` to ``--out``.
+
+    python -m daris_ros.bench.engine_load --tasks 150 --rate 30 --precision fp16 --channels-last --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
+    import torch
+
+    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.engine import Engine, JobResult
+    from daris_ros.settings import SchedulerSettings, TaskSettings
+
+    period = 1.0 / args.rate
+    tasks = tuple(TaskSettings(f"t{i}", f"/cam{i}", "HP" if i % 3 == 0 else "LP", period, period, args.model,
+                               precision=args.precision, channels_last=args.channels_last)
+                  for i in range(args.tasks))
+    s = SchedulerSettings(policy="STR", backend=args.backend, device=args.device, n_contexts=1,
+                          n_streams=args.streams, profile_runs=3, tasks=tasks, batching=batching,
+                          batch_sizes=tuple(int(v) for v in args.sizes.split(",")), batch_pad_limit=args.pad_limit,
+                          batch_lp_admit_margin=args.lp_margin)
+    done: list[JobResult] = []
+    lock = threading.Lock()
+
+    def on_result(r: JobResult) -> None:
+        with lock:
+            done.append(r)
+
+    torch.manual_seed(0)
+    e = Engine(s, on_result=on_result)
+    try:
+        t_start = time.perf_counter()
+        e.load_models()
+        e.profile()
+        e.start()
+        setup = time.perf_counter() - t_start
+        frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+        driver = PeriodicDriver(e, {t.name: period for t in tasks}, frame, keep_releases=False)
+        t0 = time.monotonic()
+        with driver:
+            time.sleep(args.seconds)
+        t1 = time.monotonic()
+        drain(e, 30.0)
+        with e.locked():
+            stats = e.scheduler.task_stats()
+            bstats = e.scheduler.batch_stats() if batching else None
+    finally:
+        e.close()
+    warm = t0 + args.warmup
+    window = [r for r in done if warm <= r.finish_time <= t1]
+    out: dict[str, Any] = {"batching": batching, "setup_s": round(setup, 1),
+                           "jps": round(len(window) / (t1 - warm), 1),
+                           "released": sum(v.released for v in stats.values()),
+                           "admitted": sum(v.admitted for v in stats.values())}
+    for prio in ("HP", "LP"):
+        rs = [r for r in done if r.priority == prio]
+        out[f"{prio.lower()}_dmr"] = round(sum(not r.met for r in rs) / len(rs), 5) if rs else None
+        resp = sorted(r.response_time for r in rs)
+        out[f"{prio.lower()}_p99_ms"] = round(resp[int(0.99 * (len(resp) - 1))] * 1e3, 2) if resp else None
+    if bstats is not None:
+        out.update(batches=bstats.batches, mean_batch=round(bstats.mean_batch, 1), padding=round(bstats.padding, 4),
+                   by_size=dict(sorted(bstats.by_size.items())))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="daris-engine-load", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--tasks", type=int, default=150)
+    p.add_argument("--rate", type=float, default=30.0, help="Hz per task (deadline = period)")
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--warmup", type=float, default=1.0, help="seconds at the start of the window not counted")
+    p.add_argument("--backend", default="str")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--streams", type=int, default=3)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--sizes", default="1,2,4,8,16,32,64,128")
+    p.add_argument("--pad-limit", type=float, default=0.1)
+    p.add_argument("--lp-margin", type=float, default=0.3)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--out", default="docs/benchmarks/engine")
+    args = p.parse_args(argv)
+    if not 0 <= args.warmup < args.seconds:
+        p.error("--warmup must be within [0, --seconds)")
+    import torch
+
+    rows = [run_once(args, batching) for batching in (False, True)]
+    env = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    cmd = "python -m daris_ros.bench.engine_load " + " ".join(argv if argv is not None else sys.argv[1:])
+    doc = {"command": cmd, **env, "config": {k: v for k, v in vars(args).items() if k != "out"},
+           "offered_jps": args.tasks * args.rate, "runs": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine_load.json").write_text(json.dumps(doc, indent=2) + "\n")
+    lines = [f"# Engine load ({env['date']}, {env['device']}, torch {env['torch']})", "", f"```\n{cmd}\n```", "",
+             f"{args.tasks} tasks of {args.model} ({args.precision}{', channels-last' if args.channels_last else ''}) "
+             f"at {args.rate:g} Hz released together, offered {args.tasks * args.rate:,.0f} JPS; {args.backend} "
+             f"STR 1x{args.streams}.", "",
+             "| batching | JPS | HP DMR | LP DMR | HP p99 ms | LP p99 ms | admitted / released | mean batch |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['jps']:,.0f} | {r['hp_dmr']} | {r['lp_dmr']} | "
+                     f"{r['hp_p99_ms']} | {r['lp_p99_ms']} | {r['admitted']} / {r['released']} | "
+                     f"{r.get('mean_batch', 1)} |")
+    (out / "engine_load.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
