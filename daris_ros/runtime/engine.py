@@ -551,14 +551,10 @@ class Engine(EngineBatching):
             scoped = self._context_scoped()
             failed: list[_Attempt] = []
             with self._lock:
-                att = self._attempts.get((context, stream))
-                if token is not None and (att is None or att.token != token):
+                taken = self._take_lost_attempt(context, stream, reason, token, detected)
+                if taken is None:
                     return None
-                if reason == "died" and self.backend.worker_alive(context, stream):
-                    return None
-                self._attempts.pop((context, stream), None)  # its result, if it ever comes, is stale now
-                died_at = getattr(self.backend, "worker_died_at", None)
-                rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
+                att, rec = taken
                 if att is not None:
                     rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
                 dispatches: list[StageDispatch] = []

@@ -202,6 +202,21 @@ class EngineBatching:
             self._finish(outcome, run)  # type: ignore[attr-defined]
 
     # -- worker faults -------------------------------------------------------------------------------------
+    def _take_lost_attempt(self, context: int, stream: int, reason: str, token: int | None, detected: float
+                           ) -> tuple[Any, FaultRecord] | None:
+        """(Under the core lock.) The attempt in flight on (context, stream), taken off the books so that a late
+        result is stale, and the fault's new record; None when the fault was handled already (another token, or
+        a "died" worker alive again)."""
+        att = self._attempts.get((context, stream))
+        if token is not None and (att is None or att.token != token):
+            return None
+        if reason == "died" and self.backend.worker_alive(context, stream):
+            return None
+        self._attempts.pop((context, stream), None)  # its result, if it ever comes, is stale now
+        died_at = getattr(self.backend, "worker_died_at", None)
+        rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
+        return att, rec
+
     def _on_batch_worker_fault(self, context: int, stream: int, reason: str, token: int | None) -> FaultRecord | None:
         """:meth:`Engine.on_worker_fault` with batching: the batch in flight is run again once on the replacement
         worker (same context and stream); a second loss fails its jobs."""
@@ -210,14 +225,10 @@ class EngineBatching:
                 return None
             detected = self._clock()
             with self._lock:
-                att = self._attempts.get((context, stream))
-                if token is not None and (att is None or att.token != token):
+                taken = self._take_lost_attempt(context, stream, reason, token, detected)
+                if taken is None:
                     return None
-                if reason == "died" and self.backend.worker_alive(context, stream):
-                    return None
-                self._attempts.pop((context, stream), None)  # its result, if it ever comes, is stale now
-                died_at = getattr(self.backend, "worker_died_at", None)
-                rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
+                att, rec = taken
                 if att is not None:
                     job = att.d.jobs[0]
                     rec.task, rec.job_id, rec.stage = job.task, job.job_id, att.d.stage

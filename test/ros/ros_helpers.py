@@ -25,6 +25,17 @@ def start_scheduler(install_prefix: Path, params: Path, *, args: Sequence[str] =
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def stop_scheduler(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """SIGINT the scheduler (killed after ``timeout`` s); returns its output."""
+    proc.send_signal(2)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out or ""
+
+
 def mono8_cameras(node: Node, topics: Sequence[str], period: float, size: int = 32) -> None:
     """Publish a black ``size`` x ``size`` mono8 frame, stamped now, on every topic each ``period`` s
     (sensor-data QoS)."""

@@ -4,19 +4,14 @@ its results on its own topic, and the node's /diagnostics report the batches it 
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from ros_helpers import Spinner, rgb8_cameras, start_scheduler, stop_scheduler
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -47,60 +42,36 @@ class _Harness(Node):
         self.results: dict[str, list] = {c: [] for c in CAMS}
         self.diagnostics: list[DiagnosticArray] = []
         self.stats: list = []
-        self.pubs = {c: self.create_publisher(Image, f"/eb/{c}/image_raw", qos_profile_sensor_data) for c in CAMS}
         for c in CAMS:
             self.create_subscription(InferenceResult, f"/daris/{c}/result", lambda m, c=c: self.results[c].append(m),
                                      100)
         self.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
         self.create_subscription(SchedulerStats, "/daris/stats", self.stats.append, 50)
-        self.publishing = False
-        self.create_timer(0.05, self._tick)
-        self._n = 0
-
-    def _tick(self) -> None:
-        if not self.publishing:
-            return
-        self._n += 1
-        for i, pub in enumerate(self.pubs.values()):
-            m = Image(height=32, width=32, encoding="rgb8", step=32 * 3)
-            m.header.stamp = self.get_clock().now().to_msg()
-            m.data = np.full((32, 32, 3), (self._n + 40 * i) % 256, np.uint8).tobytes()
-            pub.publish(m)
 
 
 @pytest.fixture(scope="module")
 def run(install_prefix, tmp_path_factory):
     params = tmp_path_factory.mktemp("e2e_batching") / "params.yaml"
     params.write_text(PARAMS)
-    exe = install_prefix / "lib" / "daris_ros" / "scheduler_node"
-    proc = subprocess.Popen([str(exe), "--ros-args", "--params-file", str(params)], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_scheduler(install_prefix, params)
     rclpy.init()
     node = _Harness()
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    spinner = Spinner(node)
+    out = ""
     try:
         t0 = time.monotonic()
         while not node.stats:
             assert proc.poll() is None, f"scheduler exited early:\n{proc.stdout.read()}"
             assert time.monotonic() - t0 < 120, "scheduler not ready within 120 s"
             time.sleep(0.2)
-        node.publishing = True
-        time.sleep(4.0)
-        node.publishing = False
-        time.sleep(1.5)
+        published = rgb8_cameras(node, [f"/eb/{c}/image_raw" for c in CAMS], 0.05, 32, 32)
+        time.sleep(5.0)
+        assert min(published.values()) > 20, published
         yield node, proc
     finally:
-        proc.send_signal(2)
-        try:
-            out, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        Path(tmp_path_factory.getbasetemp() / "scheduler_batching.log").write_text(out or "")
-        ex.shutdown()
+        out = stop_scheduler(proc)
+        Path(tmp_path_factory.getbasetemp() / "scheduler_batching.log").write_text(out)
+        spinner.stop()
         node.destroy_node()
         rclpy.shutdown()
     assert proc.returncode == 0, f"scheduler exit code {proc.returncode} on SIGINT:\n{out}"
