@@ -584,14 +584,7 @@ class Engine(EngineBatching):
                 self.faults.jobs_failed += 1
                 self._complete_unrun(a.d, WorkerFault(f"WorkerFault: stage {a.d.stage} lost twice (worker c{context} "
                                                       f"{reason})"), a.retries, rec)
-            try:
-                self.backend.restart_worker(context, stream)
-            except Exception:
-                if run_att is not None:  # keep the lost stage: the next successful restart retries it
-                    with self._lock:
-                        self._attempts.setdefault((context, stream), att)
-                raise
-            rec.replaced = self._clock()
+            rec.replaced = self._restart_worker(context, stream, att if run_att is not None else None)
             if scoped:
                 with self._lock:
                     rec.moved_back = self.scheduler.context_up(context, rec.replaced)

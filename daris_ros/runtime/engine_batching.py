@@ -217,6 +217,18 @@ class EngineBatching:
         rec = self.faults.open(context, stream, reason, detected, died_at(context, stream) if died_at else None)
         return att, rec
 
+    def _restart_worker(self, context: int, stream: int, keep: Any) -> float:
+        """Replace the worker of (context, stream); returns when the replacement serves. If that fails, the lost
+        attempt ``keep`` stays on the books, so the next successful restart retries it."""
+        try:
+            self.backend.restart_worker(context, stream)
+        except Exception:
+            if keep is not None:
+                with self._lock:
+                    self._attempts.setdefault((context, stream), keep)
+            raise
+        return self._clock()
+
     def _on_batch_worker_fault(self, context: int, stream: int, reason: str, token: int | None) -> FaultRecord | None:
         """:meth:`Engine.on_worker_fault` with batching: the batch in flight is run again once on the replacement
         worker (same context and stream); a second loss fails its jobs."""
@@ -232,14 +244,7 @@ class EngineBatching:
                 if att is not None:
                     job = att.d.jobs[0]
                     rec.task, rec.job_id, rec.stage = job.task, job.job_id, att.d.stage
-            try:
-                self.backend.restart_worker(context, stream)
-            except Exception:
-                if att is not None:  # keep the lost batch: the next successful restart retries it
-                    with self._lock:
-                        self._attempts.setdefault((context, stream), att)
-                raise
-            rec.replaced = self._clock()
+            rec.replaced = self._restart_worker(context, stream, att)
             if att is None:
                 rec.recovered, rec.outcome = rec.replaced, "idle"
             elif att.retries < MAX_STAGE_RETRIES:
