@@ -544,10 +544,12 @@ class Engine(EngineBatching):
         other contexts meanwhile. With batching see :meth:`_on_batch_worker_fault`."""
         if self.settings.batching:
             return self._on_batch_worker_fault(context, stream, reason, token)
+        # detected when the watchdog reported it: a fault of another worker may hold the lock for seconds (its
+        # replacement starting), which is handling delay, not detection delay
+        detected = self._clock()
         with self._fault_lock:
             if self._closed:
                 return None
-            detected = self._clock()
             scoped = self._context_scoped()
             failed: list[_Attempt] = []
             with self._lock:

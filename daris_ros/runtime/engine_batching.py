@@ -232,10 +232,12 @@ class EngineBatching:
     def _on_batch_worker_fault(self, context: int, stream: int, reason: str, token: int | None) -> FaultRecord | None:
         """:meth:`Engine.on_worker_fault` with batching: the batch in flight is run again once on the replacement
         worker (same context and stream); a second loss fails its jobs."""
+        # detected when the watchdog reported it: a fault of another worker may hold the lock for seconds (its
+        # replacement starting), which is handling delay, not detection delay
+        detected = self._clock()
         with self._fault_lock:
             if self._closed:
                 return None
-            detected = self._clock()
             with self._lock:
                 taken = self._take_lost_attempt(context, stream, reason, token, detected)
                 if taken is None:
