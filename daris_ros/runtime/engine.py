@@ -532,8 +532,8 @@ class Engine(EngineBatching):
     def _attempts_in_flight(self) -> list[tuple[int, int, int, float]]:
         return [(c, s, a.token, a.submitted) for (c, s), a in list(self._attempts.items())]
 
-    def on_worker_fault(self, context: int, stream: int, reason: str, token: int | None = None
-                        ) -> FaultRecord | None:
+    def on_worker_fault(self, context: int, stream: int, reason: str, token: int | None = None,
+                        detected: float | None = None) -> FaultRecord | None:
         """Replace the worker of (context, stream) and retry its stage in flight once (a second loss fails
         the job: its result carries the error and is not met). Idempotent: returns None when the fault
         was handled already (the worker is alive again, or the hung stage finished meanwhile).
@@ -543,16 +543,17 @@ class Engine(EngineBatching):
         (Scheduler.context_down) until the replacement serves, so they and the context's tasks run on the
         other contexts meanwhile. With batching see :meth:`_on_batch_worker_fault`."""
         if self.settings.batching:
-            return self._on_batch_worker_fault(context, stream, reason, token)
-        # detected when the watchdog reported it: a fault of another worker may hold the lock for seconds (its
-        # replacement starting), which is handling delay, not detection delay
-        detected = self._clock()
+            return self._on_batch_worker_fault(context, stream, reason, token, detected)
+        # ``detected``: the watchdog's poll that found it. Another worker's fault may hold the lock for seconds (its
+        # replacement starting): that is handling delay, not detection delay
+        detected = self._clock() if detected is None else detected
         with self._fault_lock:
             if self._closed:
                 return None
             scoped = self._context_scoped()
             failed: list[_Attempt] = []
             with self._lock:
+                now = self._clock()  # the core's events go forward in time (detected may be seconds old)
                 taken = self._take_lost_attempt(context, stream, reason, token, detected)
                 if taken is None:
                     return None
@@ -569,18 +570,18 @@ class Engine(EngineBatching):
                         if run is None:
                             continue
                         if a.retries < MAX_STAGE_RETRIES:  # queued again: it follows its job to a serving context
-                            self.scheduler.abort(a.d, detected)
+                            self.scheduler.abort(a.d, now)
                             run.retry[a.d.stage] = (a.retries + 1, rec)
                             self.faults.stages_retried += 1
                             rec.outcome = "retried"
                         else:
                             failed.append(a)
-                    rec.moved = self.scheduler.context_down(context, detected)
-                    dispatches = self.scheduler.dispatch(detected)  # the re-queued and queued stages, elsewhere
+                    rec.moved = self.scheduler.context_down(context, now)
+                    dispatches = self.scheduler.dispatch(now)  # the re-queued and queued stages, elsewhere
                     run_att = None
                 else:
                     run_att = self._running.get((att.d.job.task, att.d.job.job_id)) if att is not None else None
-            self._submit(dispatches, detected)
+            self._submit(dispatches, now)
             for a in failed:
                 rec.outcome = rec.outcome or "failed"
                 self.faults.jobs_failed += 1

@@ -229,12 +229,13 @@ class EngineBatching:
             raise
         return self._clock()
 
-    def _on_batch_worker_fault(self, context: int, stream: int, reason: str, token: int | None) -> FaultRecord | None:
+    def _on_batch_worker_fault(self, context: int, stream: int, reason: str, token: int | None,
+                               detected: float | None = None) -> FaultRecord | None:
         """:meth:`Engine.on_worker_fault` with batching: the batch in flight is run again once on the replacement
         worker (same context and stream); a second loss fails its jobs."""
-        # detected when the watchdog reported it: a fault of another worker may hold the lock for seconds (its
-        # replacement starting), which is handling delay, not detection delay
-        detected = self._clock()
+        # ``detected``: the watchdog's poll that found it. Another worker's fault may hold the lock for seconds (its
+        # replacement starting): that is handling delay, not detection delay
+        detected = self._clock() if detected is None else detected
         with self._fault_lock:
             if self._closed:
                 return None

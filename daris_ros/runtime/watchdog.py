@@ -110,13 +110,14 @@ class Watchdog:
     """Polls the backend's workers and the stages in flight; reports faults to ``on_fault``.
 
     ``in_flight()`` returns ``(context, stream, token, submitted)`` of every stage in flight;
-    ``on_fault(context, stream, reason, token)`` handles one fault (``token`` is None for a dead worker,
-    the attempt's token for a hung stage, so a stage that finished meanwhile is not retried).
+    ``on_fault(context, stream, reason, token, detected)`` handles one fault (``token`` is None for a dead worker,
+    the attempt's token for a hung stage, so a stage that finished meanwhile is not retried; ``detected`` is the
+    poll's time).
     """
 
     def __init__(self, streams: Iterable[tuple[int, int]], alive: Callable[[int, int], bool],
                  in_flight: Callable[[], list[tuple[int, int, int, float]]],
-                 on_fault: Callable[[int, int, str, int | None], object], *, stage_timeout: float,
+                 on_fault: Callable[[int, int, str, int | None, float], object], *, stage_timeout: float,
                  period: float = 0.01, clock: Callable[[], float] = time.monotonic) -> None:
         self._streams = list(streams)
         self._alive = alive
@@ -137,15 +138,16 @@ class Watchdog:
             self._thread.join(timeout=2.0)
 
     def check(self) -> None:
-        """One poll (also callable directly, e.g. from tests)."""
-        for c, s in self._streams:
-            if not self._alive(c, s):
-                self._on_fault(c, s, "died", None)
+        """One poll (also callable directly, e.g. from tests). Every fault of the poll is found, and timed,
+        before the first is handled: handling one (a replacement starting) can take seconds."""
+        now = self._clock()
+        faults: list[tuple[int, int, str, int | None]] = [(c, s, "died", None) for c, s in self._streams
+                                                         if not self._alive(c, s)]
         if self._timeout > 0:
-            now = self._clock()
-            for c, s, token, submitted in self._in_flight():
-                if now - submitted > self._timeout:
-                    self._on_fault(c, s, "hung", token)
+            faults += [(c, s, "hung", token) for c, s, token, submitted in self._in_flight()
+                       if now - submitted > self._timeout]
+        for c, s, reason, token in faults:
+            self._on_fault(c, s, reason, token, now)
 
     def _main(self) -> None:
         last_log = -1e9
