@@ -127,34 +127,72 @@ class Watchdog:
         self._period = period
         self._clock = clock
         self._stop = threading.Event()
+        # detection (polling) and handling run in two threads: handling one fault (a replacement starting) can
+        # take seconds, and a worker that dies meanwhile is still detected, and timed, at once
         self._thread = threading.Thread(target=self._main, name="daris-watchdog", daemon=True)
+        self._handler = threading.Thread(target=self._handle_loop, name="daris-watchdog-recovery", daemon=True)
+        self._faults: deque[tuple[int, int, str, int | None, float]] = deque()
+        self._queued: set[tuple[int, int]] = set()  # (context, stream) with a fault waiting or being handled
+        self._qlock = threading.Lock()
+        self._wake = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
+        self._handler.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
+        self._wake.set()
+        for t in (self._thread, self._handler):
+            if t.is_alive() and t is not threading.current_thread():
+                t.join(timeout=2.0)
+
+    def _find(self) -> list[tuple[int, int, str, int | None, float]]:
+        """The faults one poll sees: dead workers, and stages in flight longer than the stage timeout."""
+        now = self._clock()
+        faults: list[tuple[int, int, str, int | None, float]] = [
+            (c, s, "died", None, now) for c, s in self._streams if not self._alive(c, s)]
+        if self._timeout > 0:
+            faults += [(c, s, "hung", token, now) for c, s, token, submitted in self._in_flight()
+                       if now - submitted > self._timeout]
+        return faults
 
     def check(self) -> None:
-        """One poll (also callable directly, e.g. from tests). Every fault of the poll is found, and timed,
-        before the first is handled: handling one (a replacement starting) can take seconds."""
-        now = self._clock()
-        faults: list[tuple[int, int, str, int | None]] = [(c, s, "died", None) for c, s in self._streams
-                                                         if not self._alive(c, s)]
-        if self._timeout > 0:
-            faults += [(c, s, "hung", token) for c, s, token, submitted in self._in_flight()
-                       if now - submitted > self._timeout]
-        for c, s, reason, token in faults:
-            self._on_fault(c, s, reason, token, now)
+        """One poll, its faults handled in this thread (callable directly, e.g. from tests). Every fault of the
+        poll is found and timed before the first is handled."""
+        for fault in self._find():
+            self._on_fault(*fault)
 
     def _main(self) -> None:
-        last_log = -1e9
         while not self._stop.wait(self._period):
             try:
-                self.check()
+                found = self._find()
+            except Exception:  # noqa: BLE001 - a backend query failing must not stop the watchdog
+                log.exception("worker watchdog: poll failed")
+                continue
+            with self._qlock:
+                for fault in found:
+                    if fault[:2] not in self._queued:  # a dead worker is seen at every poll until replaced
+                        self._queued.add(fault[:2])
+                        self._faults.append(fault)
+                        self._wake.set()
+
+    def _handle_loop(self) -> None:
+        last_log = -1e9
+        while not self._stop.is_set():
+            with self._qlock:
+                fault = self._faults.popleft() if self._faults else None
+                if fault is None:
+                    self._wake.clear()
+            if fault is None:
+                self._wake.wait(0.1)
+                continue
+            try:
+                self._on_fault(*fault)
             except Exception:  # noqa: BLE001 - the watchdog must outlive any single failed recovery
                 if self._clock() - last_log > 5.0:  # a restart failing at every poll: log every 5 s
                     last_log = self._clock()
                     log.exception("worker watchdog: recovery failed (retrying)")
+            finally:
+                with self._qlock:
+                    self._queued.discard(fault[:2])  # seen again at the next poll if it still stands
