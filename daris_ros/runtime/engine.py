@@ -174,6 +174,7 @@ class Engine(EngineBatching):
         self._fault_lock = threading.Lock()
         self._watchdog: Watchdog | None = None
         self._batch_afet: dict[tuple[str, int, int], float] = {}  # (model key, stage, size) -> profiled seconds
+        self._converted: set[str] = set()  # model keys in reduced precision or channels-last (inputs converted)
 
     @staticmethod
     def _create_backend(settings: SchedulerSettings) -> Backend:
@@ -207,6 +208,7 @@ class Engine(EngineBatching):
         model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size)
         if t.precision != "fp32" or t.channels_last:
             apply_precision(model, t.precision, t.channels_last)  # records input_dtype / memory_format
+            self._converted.add(self._model_key(t))
         return model.merged() if self.settings.no_staging else model
 
     def profile(self) -> dict[str, tuple[float, ...]]:
@@ -305,12 +307,11 @@ class Engine(EngineBatching):
 
     def _model_input(self, key: str, x: Any) -> Any:
         """A preprocessed fp32 NCHW frame in the dtype and memory format of the model of ``key``."""
-        model = self.models[key]
-        if getattr(model, "input_dtype", None) is None:
+        if key not in self._converted:  # fp32 NCHW: nothing to do (the common, hot path)
             return x
         from daris_ros.runtime.models.precision import model_input
 
-        return model_input(model, x)
+        return model_input(self.models[key], x)
 
     # -- online phase --------------------------------------------------------------------------------
     def release(self, task: str, frame: np.ndarray, *, receive_time: float, meta: Any = None

@@ -247,21 +247,15 @@ class CudaStreamsBackend:
         return dt
 
     def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
-        # stage 0's input was made on the caller's stream (preprocessing)
-        self._enqueue(context, stream, stage == 0, lambda: self.launch(context, stream, model, stage, x), done)
-
-    def _enqueue(self, context: int, stream: int, wait_caller: bool, launch_fn: Any, done: StageDone) -> None:
-        """Run ``launch_fn`` (a launch on (context, stream)) after the stream waits for the caller's stream
-        (``wait_caller``); the poll thread calls ``done`` when it finishes. A launch that raises is reported
-        through ``done``, like a failed stage."""
+        # (kept free of per-call closures: the hot path of batch-1 stages; submit_batch is its batched twin)
         if self._closed:
             raise BackendError("backend is closed")
         caller = torch.cuda.current_stream(self.torch_device)
         try:
             target = self.streams[context][stream]
-            if wait_caller and caller != target:
-                target.wait_stream(caller)
-            launch = launch_fn()
+            if stage == 0 and caller != target:
+                target.wait_stream(caller)  # the input was made on the caller's stream (preprocessing)
+            launch = self.launch(context, stream, model, stage, x)
         except BaseException as exc:  # noqa: BLE001 - reported through done, like a failed stage
             launch = StageLaunch(context, stream, None, None, None, error=exc)  # type: ignore[arg-type]
         finally:
@@ -274,9 +268,21 @@ class CudaStreamsBackend:
                      done: StageDone) -> None:
         """Run one batched stage on (context, stream) (:meth:`launch_batch`: the graph of ``size`` when one was
         captured); ``done`` gets the output, row i for job i, from the poll thread."""
-        # frames (row sources of a first stage) were preprocessed on the caller's stream
-        self._enqueue(context, stream, True, lambda: self.launch_batch(context, stream, model, stage, size, rows),
-                      done)
+        if self._closed:
+            raise BackendError("backend is closed")
+        caller = torch.cuda.current_stream(self.torch_device)
+        try:
+            target = self.streams[context][stream]
+            if caller != target:
+                target.wait_stream(caller)  # frames (rows of a first stage) were preprocessed on the caller's stream
+            launch = self.launch_batch(context, stream, model, stage, size, rows)
+        except BaseException as exc:  # noqa: BLE001 - reported through done, like a failed stage
+            launch = StageLaunch(context, stream, None, None, None, error=exc)  # type: ignore[arg-type]
+        finally:
+            torch.cuda.set_stream(caller)
+        launch.done = done
+        self._pending.append(launch)
+        self._wake.set()
 
     def run_batch_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
         """One batched stage on context 0, stream 0, synchronously (profiling batch times)."""
