@@ -40,3 +40,8 @@ class Backend(Protocol):
 # Optional, detected with getattr: ``memory_by_context() -> daris_ros.runtime.memory.ContextMemory`` (memory
 # per context for the stats), ``worker_scope`` ("stream" or "context": what one dead worker takes down),
 # and the worker-fault hooks of daris_ros.runtime.watchdog.
+# Cross-task batching (``batching: true``; runtime/engine_batching.py), on cpu, str and green:
+# ``submit_batch(context, stream, model, stage, size, rows, done)`` runs one batched stage for the jobs' rows
+# (``(source, row)`` each, see backends/cuda_graphs.Rows; ``done`` gets the batch output, row i for job i),
+# ``run_batch_now(model, stage, size, rows) -> (output, exec_time)`` the same synchronously (profiling), and on
+# GPU backends ``capture_batches(sizes, models)`` the CUDA graphs per batch size.
