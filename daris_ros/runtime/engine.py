@@ -477,9 +477,7 @@ class Engine(EngineBatching):
             self._memory = None
         self._replace_settings((*self.settings.tasks, task))
         if new_model and self.settings.batching:
-            capture = getattr(self.backend, "capture_batches", None)
-            if callable(capture) and self.settings.cuda_graphs:
-                capture(tuple(self.settings.batch_sizes), [key])
+            self._prepare_batching([key])
         self.profile()  # (with batching, also the batch times of a new model)
         with self._lock:
             self.scheduler.add_task(to_task_spec(task, self.afet[key], key))

@@ -76,13 +76,13 @@ class EngineBatching:
 
     # -- start-up ------------------------------------------------------------------------------------------
     def _prepare_batching(self, keys: list[str]) -> None:
-        """Check the backend, capture the batch-size graphs of ``keys`` (str/green) and profile batch times."""
+        """Check the backend and capture the batch-size graphs of ``keys`` (str/green). Their batch times are
+        profiled with the AFET (``Engine.profile``)."""
         if not supports_batching(self.backend):
             raise ValueError(f"parameter 'batching': backend {self.backend.name!r} cannot run batched stages")
         capture = getattr(self.backend, "capture_batches", None)
         if callable(capture) and self.settings.cuda_graphs:
             capture(tuple(self.settings.batch_sizes), keys)
-        self._profile_batches(keys)
 
     def _profile_batches(self, keys: list[str]) -> None:
         """Isolated batch times per (model key, stage, size): the mean of ``profile_runs`` runs after a warm-up,
@@ -129,13 +129,14 @@ class EngineBatching:
             if all(run.error for run in runs):  # every job failed already: complete the batch without running it
                 self._complete_batch_unrun(d, WorkerFault(f"stage not run: {runs[0].error}"))
             else:
-                self._submit_batch_attempt(d, now)
+                self._submit_batch_attempt(d, now, runs=runs)
 
     def _submit_batch_attempt(self, d: BatchDispatch, now: float, retries: int = 0,
-                              fault: FaultRecord | None = None) -> None:
+                              fault: FaultRecord | None = None, runs: list[Any] | None = None) -> None:
         from daris_ros.runtime.engine import _Attempt
 
-        runs = [self._running[(job.task, job.job_id)] for job in d.jobs]
+        if runs is None:  # (a retry after a worker fault)
+            runs = [self._running[(job.task, job.job_id)] for job in d.jobs]
         healthy = next((run for run in runs if not run.error), runs[0])
         # a failed job's input may be of an earlier stage: it rides along on a healthy member's row
         rows = [(run.x, run.row) if not run.error else (healthy.x, healthy.row) for run in runs]
