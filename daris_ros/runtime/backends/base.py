@@ -1,47 +1,147 @@
-"""The one small interface between the engine and an execution backend (cpu, str, mps, green).
+"""The one protocol between the engine and an execution backend (cpu, str, green, mps).
 
-A backend owns N_c contexts of N_s streams each. Each stream runs one stage at a time, in submission
-order; ``submit`` never blocks. When a stage finishes the backend calls ``done(output, exec_time,
-error)`` from its own thread, with the measured execution time of that stage in seconds (CUDA events
-on a GPU, a monotonic clock on the CPU). Nothing here knows about ROS.
+A backend owns N_c contexts of N_s streams each. Each stream runs what is launched on it in launch order.
+The engine's loop (one thread) drives it with two calls:
+
+* :meth:`Backend.launch` enqueues ONE dispatch: stage ``stage`` of ``model`` for 1..n jobs, whose inputs are
+  ``rows`` (``(source, row)`` each: row ``row`` of ``source``, a batch-major tensor or tuple of tensors, see
+  :data:`Rows`), on (context, stream). It never blocks and returns a ticket. Batch-1 is ``len(rows) == 1``.
+* :meth:`Backend.poll` returns what finished since the last call, as :class:`Finished` records (ticket, the
+  batch output with row i for ``rows[i]``, the measured execution time of that dispatch in seconds: CUDA events
+  on a GPU, a monotonic clock around the stage on the CPU, and the error if it failed).
+
+Backends whose completions arrive on threads of their own (``cpu``, ``mps``) call the ``notify`` callback given
+to :meth:`Backend.set_notify` after each completion, so an idle engine loop wakes at once; in-process GPU
+backends (``str``, ``green``) are polled by the loop while launches are in flight (``polled = True``).
+
+Optional capabilities are declared by type (subclass the mixin), never probed with ``getattr``:
+:class:`WorkerFaults` (worker liveness, replacement and fault injection: the watchdog), :class:`MemoryStats`
+(memory per context), :class:`RuntimeModels` (a model added while running), :class:`BatchGraphs` (CUDA graphs
+captured per batch size), :class:`SmCounts` (SMs per context), :class:`HostFrames` (raw frames preprocessed by
+the worker). Nothing here knows about ROS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Rows = Sequence[tuple[Any, int]]
+"""A dispatch's inputs: ``(source, row)`` per job, row ``row`` of ``source`` (batch-major tensor or tuple)."""
+
 
 StageDone = Callable[[Any, float, BaseException | None], None]
+"""(transition) the callback of the old ``submit`` API, removed once every backend implements launch/poll."""
 
 
 class BackendError(RuntimeError):
     """A backend cannot start or run (no device, MPS unavailable, unsupported feature...)."""
 
 
-class Backend(Protocol):
-    name: str
-    device: str
-    n_contexts: int
-    n_streams: int
+@dataclass(slots=True)
+class Finished:
+    """One launched dispatch that finished (or failed)."""
 
+    ticket: int
+    output: Any  # batch-major: row i is the output for rows[i] of the launch (None on error)
+    exec_time: float  # seconds the dispatch ran (0.0 on error)
+    error: BaseException | None = None
+
+
+class Backend(abc.ABC):
+    """N_c x N_s streams; ``launch`` a dispatch, ``poll`` what finished."""
+
+    name: str = ""
+    device: str = "cpu"
+    n_contexts: int = 1
+    n_streams: int = 1
+    #: True: completions are found by calling :meth:`poll` (the loop polls while launches are in flight);
+    #: False: the backend calls ``notify`` from its own thread after each completion.
+    polled: bool = False
+    #: The device's SM count and the rounding of eq. 9 (8 for green contexts on Hopper).
+    n_sm_max: int = 132
+    sm_granularity: int = 2
+
+    @abc.abstractmethod
     def start(self, models: Mapping[str, Any]) -> None:
         """Make every model resident in every context (so that migration costs no load time)."""
 
-    def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
-        """Run stage ``stage`` of ``model`` on input ``x`` in (context, stream); call ``done`` when finished."""
+    @abc.abstractmethod
+    def launch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows) -> int:
+        """Enqueue stage ``stage`` of ``model`` for ``rows`` on (context, stream); returns a ticket at once.
 
-    def run_now(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
-        """Run one stage synchronously on context 0 (profiling); returns (output, exec_time)."""
+        ``size`` is the captured batch size to run at (rows past ``len(rows)`` are padding; a backend without
+        graphs runs ``len(rows)``). A failure to launch is reported by :meth:`poll` like a failed stage."""
 
+    @abc.abstractmethod
+    def poll(self) -> list[Finished]:
+        """The dispatches that finished since the last call (per stream in launch order); never blocks."""
+
+    def set_notify(self, notify: Callable[[], None] | None) -> None:  # noqa: B027 - optional hook
+        """``notify()`` is called after each completion from the backend's own thread (if it has one)."""
+
+    @abc.abstractmethod
+    def run_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
+        """Run one dispatch synchronously on context 0, stream 0 (profiling); returns (output, exec_time)."""
+
+    @abc.abstractmethod
     def close(self) -> None:
-        """Stop workers and release the device; idempotent."""
+        """Stop workers and release the device; idempotent. Launches in flight are discarded."""
 
 
-# Optional, detected with getattr: ``memory_by_context() -> daris_ros.runtime.memory.ContextMemory`` (memory
-# per context for the stats), ``worker_scope`` ("stream" or "context": what one dead worker takes down),
-# and the worker-fault hooks of daris_ros.runtime.watchdog.
-# Cross-task batching (``batching: true``; runtime/engine_batching.py), on cpu, str and green:
-# ``submit_batch(context, stream, model, stage, size, rows, done)`` runs one batched stage for the jobs' rows
-# (``(source, row)`` each, see backends/cuda_graphs.Rows; ``done`` gets the batch output, row i for job i),
-# ``run_batch_now(model, stage, size, rows) -> (output, exec_time)`` the same synchronously (profiling), and on
-# GPU backends ``capture_batches(sizes, models)`` the CUDA graphs per batch size.
+# ---------------------------------------------------------------------------------------------------------
+# Optional capabilities: a backend that has one subclasses its mixin; the engine tests ``isinstance``.
+
+
+class WorkerFaults(abc.ABC):
+    """Workers that can die or hang and be replaced (daris_ros.runtime.watchdog)."""
+
+    #: What one dead worker takes down: ``"stream"`` (one per (context, stream)) or ``"context"``.
+    worker_scope: str = "stream"
+
+    @abc.abstractmethod
+    def worker_alive(self, context: int, stream: int) -> bool:
+        """Whether the worker serving (context, stream) runs."""
+
+    @abc.abstractmethod
+    def restart_worker(self, context: int, stream: int) -> None:
+        """Replace the worker of (context, stream); its launches in flight are lost (never reported)."""
+
+    @abc.abstractmethod
+    def inject_fault(self, kind: str, context: int, stream: int, seconds: float = 0.0, wait_busy: float = 1.0,
+                     times: int = 1) -> bool:
+        """Test hook: ``kill`` or ``hang`` the worker; returns whether a stage was in flight."""
+
+
+class MemoryStats(abc.ABC):
+    @abc.abstractmethod
+    def memory_by_context(self) -> Any:
+        """A :class:`daris_ros.runtime.memory.ContextMemory` (bytes per context and where they come from)."""
+
+
+class RuntimeModels(abc.ABC):
+    @abc.abstractmethod
+    def add_model(self, name: str, model: Any) -> None:
+        """Make one more model resident in every context while running (a task added at run time)."""
+
+
+class BatchGraphs(abc.ABC):
+    @abc.abstractmethod
+    def capture_batches(self, sizes: tuple[int, ...], models: list[str] | None = None) -> float:
+        """Capture a CUDA graph per (model, stage, batch size, context, stream); returns the seconds it took."""
+
+
+class SmCounts(abc.ABC):
+    @abc.abstractmethod
+    def sm_counts(self) -> list[int]:
+        """SMs per context (as the hardware partition gives them)."""
+
+
+class HostFrames(abc.ABC):
+    """Workers that preprocess raw HxWx3 uint8 frames themselves (the frame travels instead of a tensor)."""
+
+    @abc.abstractmethod
+    def accepts_frame(self, height: int, width: int) -> bool:
+        """Whether a raw frame of this size can be handed over as is."""
