@@ -101,6 +101,8 @@ class SchedulerSettings:
     batch_pad_limit: float = 0.1  # BatchingConfig.pad_limit
     batch_lp_admit_margin: float = 0.3  # BatchingConfig.lp_admit_margin (0: off, eq. 12 alone)
     batch_min_size: int = 1  # BatchingConfig.min_size
+    launch_ahead: int = 0  # SchedulerConfig.launch_ahead: dispatches a stream may hold queued behind its running one
+    ahead_lead: float = 0.001  # SchedulerConfig.ahead_lead (s): how early before a stream frees the next is formed
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -212,10 +214,14 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         batch_pad_limit=float(raw.get("batch_pad_limit", 0.1)),
         batch_lp_admit_margin=float(raw.get("batch_lp_admit_margin", 0.3)),
         batch_min_size=int(raw.get("batch_min_size", 1)),
+        launch_ahead=int(raw.get("launch_ahead", 0)),
+        ahead_lead=float(raw.get("ahead_lead", 0.001)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
     _require(s.backend in BACKENDS, "backend", f"{s.backend!r} is not one of {', '.join(BACKENDS)}")
+    _require(0 <= s.launch_ahead <= 8, "launch_ahead", f"{s.launch_ahead} is not allowed: 0..8")
+    _require(0.0 <= s.ahead_lead <= 1.0, "ahead_lead", f"{s.ahead_lead} s is not allowed: 0..1 s")
     _require(s.n_contexts >= 1, "n_contexts", f"{s.n_contexts} is not allowed: must be >= 1")
     _require(s.n_streams >= 1, "n_streams", f"{s.n_streams} is not allowed: must be >= 1")
     if s.policy == "STR":

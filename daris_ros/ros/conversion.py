@@ -20,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from daris_ros.runtime.frames import FrameError
+
+__all__ = ["FrameError", "check_stamp", "compressed_to_rgb", "decode_jpeg_on", "decode_jpegs_on", "image_to_rgb",
+           "is_jpeg", "validate_compressed", "validate_image"]
+
 # encoding -> (channels, dtype, channel order to reach RGB)
 _ENCODINGS: dict[str, tuple[int, str, tuple[int, ...] | None]] = {
     "rgb8": (3, "u1", (0, 1, 2)),
@@ -48,14 +53,6 @@ def _load_cv_bridge() -> Any:
 
 _CV_BRIDGE = _load_cv_bridge()
 USING_CV_BRIDGE = _CV_BRIDGE is not None
-
-
-class FrameError(ValueError):
-    """A frame that cannot be converted; ``reason`` is a short counter key."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def validate_image(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
@@ -90,7 +87,7 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     itemsize = 2 if kind == "u2" else 1
     row = w * channels * itemsize
     data = msg.data
-    if _CV_BRIDGE is not None and itemsize == 1:
+    if _CV_BRIDGE is not None and itemsize == 1 and not isinstance(data, memoryview):
         # validated above, so cv_bridge only ever sees well-formed frames
         return np.ascontiguousarray(_CV_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
     buf = np.frombuffer(data if not isinstance(data, list) else bytes(data), dtype=np.uint8)
@@ -101,6 +98,8 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         img8 = (mono >> 8).astype(np.uint8)
         return np.repeat(img8[:, :, None], 3, axis=2)
     px = rows.reshape(h, w, channels)
+    if order == (0, 1, 2) and channels == 3:
+        return px  # rgb8: a view of the message (read-only); preprocessing copies it once, to the device
     if order is None:
         return np.repeat(px, 3, axis=2)
     return np.ascontiguousarray(px[:, :, list(order)])
@@ -205,3 +204,28 @@ def check_stamp(sec: int, nanosec: int, now_ns: int, future_tolerance: float, pa
     if past_tolerance > 0 and -ahead > past_tolerance:
         raise FrameError("stamp_past", f"header.stamp is {-ahead:.3f} s behind the node's clock "
                                        f"(tolerance {past_tolerance:g} s)")
+
+
+def is_jpeg(data: Any) -> bool:
+    return bytes(data[:3]) == _JPEG_SOI
+
+
+def decode_jpegs_on(datas: list[Any], device: str) -> list[Any]:
+    """Several JPEGs -> HxWx3 RGB uint8 torch tensors on ``device``, decoded in one batched call
+    (``torchvision.io.decode_jpeg`` with a list: nvJPEG's batched decoder on CUDA). A JPEG the batch cannot decode
+    is decoded alone, so one corrupt frame fails only itself (its entry is a :class:`FrameError`)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    try:
+        chws = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+        return [chw.permute(1, 2, 0) for chw in chws]
+    except RuntimeError:
+        out: list[Any] = []
+        for t in tensors:
+            try:
+                out.append(decode_jpeg(t, mode=ImageReadMode.RGB, device=device).permute(1, 2, 0))
+            except RuntimeError as exc:
+                out.append(FrameError("corrupt_compressed", f"cannot decode jpeg image on {device}: {exc}"))
+        return out

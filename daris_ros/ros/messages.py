@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -53,24 +53,6 @@ def result_msg(r: JobResult, header: Header, to_ros: ToRosTime) -> InferenceResu
     return m
 
 
-@dataclass(slots=True)
-class TaskInputCounters:
-    """Per-task input-side counters kept by the node (the core never sees these frames)."""
-
-    frames: int = 0
-    superseded: int = 0
-    stale: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    frame_id_changes: int = 0  # good frames whose frame_id differs from the previous good frame's
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
-    def drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
-
 def _nz(x: float) -> float:
     return 0.0 if x is None or math.isnan(x) else float(x)
 
@@ -105,6 +87,13 @@ class TaskRow:
     pending: int = 0  # 1 while the newest good frame waits for a release
     frame_id_changes: int = 0
     drop_reasons: tuple[tuple[str, int], ...] = ()  # (reason, count), sorted by reason
+    releases_skipped: int = 0  # release instants passed over because the engine ran late (backlog)
+    frame_age_last: float = 0.0  # release time - image stamp of the latest release
+    frame_age_mean: float = 0.0
+    frame_age_max: float = 0.0
+    frame_age_over_period: int = 0  # releases whose frame was older than the period
+    intake_lag_mean: float = 0.0  # arrival - image stamp (transport and executor delay)
+    intake_lag_max: float = 0.0
 
 
 def task_stats_msg(row: TaskRow) -> TaskStats:
@@ -124,6 +113,10 @@ def task_stats_msg(row: TaskRow) -> TaskStats:
     m.frame_id_changes = row.frame_id_changes
     m.drop_reasons = [r for r, _ in row.drop_reasons]
     m.drop_counts = [n for _, n in row.drop_reasons]
+    m.releases_skipped = row.releases_skipped
+    m.frame_age_last, m.frame_age_mean, m.frame_age_max = row.frame_age_last, row.frame_age_mean, row.frame_age_max
+    m.frame_age_over_period = row.frame_age_over_period
+    m.intake_lag_mean, m.intake_lag_max = row.intake_lag_mean, row.intake_lag_max
     return m
 
 
@@ -212,9 +205,12 @@ class DiagnosticThresholds:
     stale_warn_periods: int = 1
 
 
-def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInputCounters,
-                    period_delta: Mapping[str, int], th: DiagnosticThresholds) -> DiagnosticStatus:
-    """One DiagnosticStatus per task. ``period_delta`` holds counter increases since the last report."""
+def task_diagnostic(node: str, hardware_id: str, row: TaskRow, period_delta: Mapping[str, int],
+                    th: DiagnosticThresholds) -> DiagnosticStatus:
+    """One DiagnosticStatus per task. ``period_delta`` holds counter increases since the last report.
+
+    A silent camera ("stale: no new frame") is told apart from a node that cannot keep up: releases the engine
+    passed over because it ran late, and frames older than a period when a release took them."""
     problems: list[tuple[int, str]] = []
     if row.priority == "HP" and row.missed > 0:
         problems.append((DiagnosticStatus.ERROR, f"{row.missed} HP deadline misses"))
@@ -227,6 +223,14 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInp
         problems.append((DiagnosticStatus.WARN, "stale: no new frame on " + row.topic))
     elif stale >= th.stale_warn_periods:
         problems.append((DiagnosticStatus.WARN, f"{stale} stale periods"))
+    skipped = period_delta.get("releases_skipped", 0)
+    if skipped > 0:
+        problems.append((DiagnosticStatus.WARN, f"{skipped} releases skipped: the node cannot keep up (backlog)"))
+    old = period_delta.get("frame_age_over_period", 0)
+    if old > 0:
+        problems.append((DiagnosticStatus.WARN, f"{old} frames older than the period at release (last age "
+                                                f"{row.frame_age_last * 1e3:.1f} ms, max {row.frame_age_max * 1e3:.1f} "
+                                                f"ms, intake lag max {row.intake_lag_max * 1e3:.1f} ms)"))
     rejected, released = period_delta.get("rejected", 0), period_delta.get("released", 0)
     if rejected > 0 and rejected / max(released, 1) > th.rejection_rate_warn:
         problems.append((DiagnosticStatus.WARN, f"{rejected} of {released} jobs rejected"))
@@ -249,7 +253,10 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, counters: TaskInp
         _kv("miss_rate", row.miss_rate), _kv("stale", row.stale), _kv("dropped", row.dropped),
         _kv("pending", row.pending), _kv("frame_id_changes", row.frame_id_changes),
         _kv("jps", row.jps), _kv("response_p99_ms", _nz(row.p99) * 1e3), _kv("mret_ms", _nz(row.mret) * 1e3),
-    ] + [_kv(f"dropped.{reason}", n) for reason, n in sorted(counters.dropped.items())]
+        _kv("releases_skipped", row.releases_skipped), _kv("frame_age_ms", row.frame_age_last * 1e3),
+        _kv("frame_age_max_ms", row.frame_age_max * 1e3), _kv("frame_age_over_period", row.frame_age_over_period),
+        _kv("intake_lag_mean_ms", row.intake_lag_mean * 1e3), _kv("intake_lag_max_ms", row.intake_lag_max * 1e3),
+    ] + [_kv(f"dropped.{reason}", n) for reason, n in row.drop_reasons]
     return st
 
 

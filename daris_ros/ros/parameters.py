@@ -97,6 +97,12 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "deadline (0: off).", float_range=(0.0, 100.0)),
     ParamSpec("batch_min_size", 1, "batching: a stage is late when it cannot meet its virtual deadline even in a "
               "batch of this size; late stages yield to stages that still can.", int_range=(1, 1024)),
+    ParamSpec("launch_ahead", 0, "Beyond the paper: how many dispatches a busy stream may hold queued behind the "
+              "one it runs (0: a stage is dispatched only to an idle stream). The next dispatch is formed ahead_lead "
+              "before the stream's predicted free time and checked against deadlines from then, so the device "
+              "starts it without waiting for the host to see the completion.", int_range=(0, 8)),
+    ParamSpec("ahead_lead", 0.001, "launch_ahead: how many seconds before a stream's predicted free time its next "
+              "dispatch is formed.", float_range=(0.0, 1.0)),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "

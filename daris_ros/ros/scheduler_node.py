@@ -1,17 +1,18 @@
 """The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out.
 
 Start-up order: read and validate parameters -> load models (resident in every context) -> profile the
-initial AFET -> offline phase (Algorithm 1) -> subscribe to cameras and start the release timers.
+initial AFET -> offline phase (Algorithm 1) -> start the engine's loop -> subscribe to the cameras.
 
-Each task keeps only the latest good frame of its camera. Every frame is checked the moment it arrives
-(CDR decoding, header and sizes, compressed signature/header/end marker, stamp): a malformed one is
-counted per task and reason and dropped, and never replaces the last good frame. A good frame whose
-frame_id differs from the previous good frame's is processed and counted (``frame_id_changes``). At each
-release (a timer at the task's period) the node converts the latest good frame's pixels and hands them
-to the engine, which runs the DARIS online phase; a decoding error found then is counted as a drop too.
-A period with no new frame is counted as stale, not inferred twice. Per task, always:
-``frames == released + superseded + dropped + pending`` (pending: 1 while the newest good frame waits for
-a release).
+The node is a thin adapter around :class:`~daris_ros.runtime.engine.Engine`, which owns the policy core, the
+backend and the release clock in one thread. A camera subscription (``raw=True``) only reads the frame's header
+fields (:func:`~daris_ros.ros.cdr_frames.parse_frame`: stamp, frame_id, sizes, encoding or format; no pixel is
+decoded or copied on the executor thread), checks them, and puts the frame in the engine's inbox, which keeps the
+newest frame per camera. A malformed frame is counted per task and reason and dropped. The engine releases every
+task at its period from its own clock, decodes the frames of a release burst together (nvJPEG on str/green) and
+preprocesses them as a batch; a decoding error found then is counted as a drop too. A period with no new frame is
+counted as stale. Per task, always: ``frames == released + superseded + dropped + pending``. Results are handed out
+by the engine and published by a publisher thread of the node; statistics come from snapshots the engine takes in
+its loop.
 
 SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0. Exit
 code 2: an invalid parameter; 3: the backend cannot run (BackendError) or the GPU ran out of memory while
@@ -20,6 +21,7 @@ starting; in every case the engine and its workers are closed first (no half-sta
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import signal
@@ -38,24 +40,16 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from daris_ros.msg import InferenceResult, SchedulerStats
-from daris_ros.ros.conversion import (
-    FrameError,
-    check_stamp,
-    compressed_to_rgb,
-    image_to_rgb,
-    validate_compressed,
-    validate_image,
-)
+from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
+from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
 from daris_ros.ros.messages import (
     ContextRow,
     DiagnosticThresholds,
-    TaskInputCounters,
     TaskRow,
     context_stats_msg,
     diagnostic_array,
@@ -68,8 +62,10 @@ from daris_ros.ros.messages import (
 )
 from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
 from daris_ros.runtime.backends import BackendError
+from daris_ros.runtime.backends.base import SmCounts
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
 from daris_ros.runtime.memory import is_cuda_oom
+from daris_ros.runtime.snapshot import EngineSnapshot
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
 
 
@@ -87,16 +83,9 @@ class _TaskState:
     settings: TaskSettings
     publisher: Any
     msg_type: Any = Image
-    counters: TaskInputCounters = field(default_factory=TaskInputCounters)
-    frame_id: str | None = None  # of the last good frame
-    latest: Any = None
-    latest_receive: float = 0.0
-    latest_seq: int = 0
-    released_seq: int = 0
     last_report: dict[str, int] = field(default_factory=dict)
     last_completed: int = 0
     subscription: Any = None
-    timer: Any = None
 
 
 class SchedulerNode(Node):
@@ -133,6 +122,9 @@ class SchedulerNode(Node):
         self._last_stats_time = time.monotonic()
         self._stamp_tolerance = (s.stamp_future_tolerance, s.stamp_past_tolerance)
         self._last_worker_faults = 0
+        self._results: collections.deque[JobResult] = collections.deque()
+        self._results_ready = threading.Event()
+        self._publishing = True
         self._load_and_profile(s)
 
         self._phase = "subscribing"
@@ -140,9 +132,14 @@ class SchedulerNode(Node):
         self._pending: set[str] = set()  # added to task_names, waiting for valid tasks.<name>.* values
         self._stats_pub = self.create_publisher(SchedulerStats, "daris/stats", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        # Subscribe last: models are loaded and profiled, so the first release can run at once.
         for t in s.tasks:
             self._start_task(t)
+        self._publisher_thread = threading.Thread(target=self._publish_results, name="daris-results", daemon=True)
+        self._publisher_thread.start()
+        # Subscribe last: models are loaded and profiled, so the first release can run at once.
+        self.engine.start()
+        for t in s.tasks:
+            self._subscribe(t)
         self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
@@ -153,7 +150,11 @@ class SchedulerNode(Node):
 
     def _load_and_profile(self, s: Any) -> None:
         self._phase = "loading"  # (creating the backend included: devices, MPS daemon, worker processes)
-        self.engine = Engine(s, on_result=self._on_result)
+        # JPEG on the GPU where the backend runs in this process on one (str, green); else Pillow on the host
+        device = "cpu"
+        if s.gpu_decode and s.backend in ("str", "green"):
+            device = "cuda" if s.device in ("", "cpu") else s.device
+        self.engine = Engine(s, on_result=self._on_result, decoder=RosFrameDecoder(s.max_pixels, device))
         self.get_logger().info(
             f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
             f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
@@ -164,106 +165,71 @@ class SchedulerNode(Node):
         afet = self.engine.profile()
         self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
         self._phase = "starting"
-        self.engine.start()
-        dev = str(getattr(self.engine.backend, "device", "cpu"))
-        # JPEG on the GPU where the backend runs in this process on one (str, green); else Pillow on the host
-        self._decode_device = dev if s.gpu_decode and dev.startswith("cuda") else "cpu"
 
     def _start_task(self, t: TaskSettings) -> None:
-        """Result publisher, camera subscription and release timer of one task."""
+        """Result publisher of one task (its camera subscription follows once the engine runs)."""
         msg_type = CompressedImage if t.input_type == "compressed" else Image
+        self._tasks[t.name] = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic,
+                                                                                     10), msg_type=msg_type)
+
+    def _subscribe(self, t: TaskSettings) -> None:
         qos = QoSProfile(
             depth=t.qos_depth, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE,
             reliability=ReliabilityPolicy.RELIABLE if t.qos_reliability == "reliable"
             else ReliabilityPolicy.BEST_EFFORT)
-        st = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic, 10),
-                        msg_type=msg_type)
-        self._tasks[t.name] = st
-        # raw: the CDR bytes are decoded in _on_frame, so a frame the middleware cannot decode is counted too
-        st.subscription = self.create_subscription(msg_type, t.topic, lambda m, n=t.name: self._on_frame(n, m), qos,
+        st = self._tasks[t.name]
+        compressed = t.input_type == "compressed"
+        # raw: only the header fields are read here (parse_frame); the engine decodes the pixels at release
+        st.subscription = self.create_subscription(st.msg_type, t.topic,
+                                                   lambda m, n=t.name, c=compressed: self._on_frame(n, c, m), qos,
                                                    raw=True)
-        st.timer = self.create_timer(t.period, lambda n=t.name: self._release(n))
 
     def _stop_task(self, name: str) -> None:
         st = self._tasks.pop(name)
-        self.destroy_timer(st.timer)
-        self.destroy_subscription(st.subscription)
+        if st.subscription is not None:
+            self.destroy_subscription(st.subscription)
         self.destroy_publisher(st.publisher)
 
     # -- inputs -----------------------------------------------------------------------------------------
-    def _on_frame(self, task: str, raw: bytes) -> None:
-        """Every received frame: counted, checked at once (cheap checks, no pixel decoded), kept if good."""
+    def _on_frame(self, task: str, compressed: bool, raw: bytes) -> None:
+        """Every received frame: its header read and checked (no pixel decoded), then into the engine's inbox."""
         st = self._tasks.get(task)
         if st is None:
             return
-        st.counters.frames += 1
+        receive = time.monotonic()
         try:
-            msg = self._checked_frame(st, raw)
+            frame = self._checked_frame(compressed, raw)
         except FrameError as exc:
             self._drop(st, exc.reason, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - whatever a frame holds, the node keeps running
             self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
             return
-        frame_id = msg.header.frame_id
-        if st.frame_id is not None and frame_id != st.frame_id:
-            st.counters.frame_id_changes += 1
-            self.get_logger().warning(f"task {task}: frame_id changed from {st.frame_id!r} to {frame_id!r} on "
-                                      f"{st.settings.topic} (frame processed)", throttle_duration_sec=5.0)
-        st.frame_id = frame_id
-        if st.latest_seq > st.released_seq:
-            st.counters.superseded += 1  # the previous good frame was never taken by a release
-        st.latest = msg
-        st.latest_receive = time.monotonic()
-        st.latest_seq += 1
+        h = frame.header
+        # the node's clock against the engine's monotonic clock, read together at arrival: result times are
+        # anchored here (under use_sim_time, the /clock time), and the image stamp mapped onto the engine's clock
+        now_ns = self.get_clock().now().nanoseconds
+        offset_ns = now_ns - round(receive * 1e9)
+        stamp = (h.sec * 1_000_000_000 + h.nanosec - offset_ns) * 1e-9
+        frame_id = h.frame_id
+        self.engine.offer(task, frame, receive_time=receive, stamp=stamp,
+                          meta=(Header(stamp=Time(sec=h.sec, nanosec=h.nanosec), frame_id=frame_id), offset_ns),
+                          frame_id=frame_id)
 
-    def _checked_frame(self, st: _TaskState, raw: bytes) -> Any:
-        try:
-            msg = deserialize_message(raw, st.msg_type)
-        except Exception as exc:  # noqa: BLE001 - rclpy raises RMWError (and others) for bad CDR
-            raise FrameError("undecodable", f"cannot decode the message: {exc}") from exc
-        if st.settings.input_type == "compressed":
-            validate_compressed(msg, self.settings.max_pixels)
+    def _checked_frame(self, compressed: bool, raw: bytes) -> RawFrame:
+        frame = parse_frame(raw, compressed)
+        if compressed:
+            validate_compressed(frame, self.settings.max_pixels)
         else:
-            validate_image(msg, self.settings.max_pixels)
+            validate_image(frame, self.settings.max_pixels)
         future, past = self._stamp_tolerance
-        check_stamp(msg.header.stamp.sec, msg.header.stamp.nanosec, self.get_clock().now().nanoseconds,
-                    future, past)
-        return msg
+        check_stamp(frame.header.sec, frame.header.nanosec, self.get_clock().now().nanoseconds, future, past)
+        return frame
 
     def _drop(self, st: _TaskState, reason: str, why: str) -> None:
-        st.counters.drop(reason)
+        self.engine.inbox.drop(st.settings.name, reason)
         self.get_logger().warning(f"task {st.settings.name}: dropped a frame from {st.settings.topic} ({reason}): "
                                   f"{why}", throttle_duration_sec=5.0)
-
-    def _release(self, task: str) -> None:
-        st = self._tasks.get(task)
-        if st is None:
-            return
-        if st.latest_seq == st.released_seq:
-            st.counters.stale += 1
-            return
-        st.released_seq = st.latest_seq
-        msg = st.latest
-        st.latest = None  # the frame is handed on (or dropped): do not keep its pixels
-        try:
-            if st.settings.input_type == "compressed":
-                frame = compressed_to_rgb(msg, self.settings.max_pixels, self._decode_device)
-            else:
-                frame = image_to_rgb(msg, self.settings.max_pixels)
-        except FrameError as exc:
-            self._drop(st, exc.reason, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001
-            self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
-            return
-        try:
-            # the node's clock against the engine's monotonic clock, read together at release: result times
-            # are anchored here, so under use_sim_time the release time is the /clock time of the release
-            offset_ns = self.get_clock().now().nanoseconds - round(time.monotonic() * 1e9)
-            self.engine.release(task, frame, receive_time=st.latest_receive, meta=(msg.header, offset_ns))
-        except Exception as exc:  # noqa: BLE001 - counted and reported; the node keeps running
-            self._drop(st, "release_error", f"{type(exc).__name__}: {exc}")
 
     # -- outputs ----------------------------------------------------------------------------------------
     @staticmethod
@@ -277,105 +243,118 @@ class SchedulerNode(Node):
         return convert
 
     def _on_result(self, r: JobResult) -> None:
-        st = self._tasks.get(r.task)
-        if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
-            return
-        try:
-            header, offset_ns = r.meta
-            st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns)))
-        except Exception:
-            if self.context.ok():
-                raise
+        """Called by the engine's loop: hand the result to the publisher thread."""
+        self._results.append(r)
+        self._results_ready.set()
 
-    def task_rows(self) -> list[TaskRow]:
+    def _publish_results(self) -> None:
+        results = self._results
+        while self._publishing:
+            self._results_ready.wait(0.1)
+            self._results_ready.clear()
+            while results:
+                r = results.popleft()
+                st = self._tasks.get(r.task)
+                if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
+                    continue
+                try:
+                    header, offset_ns = r.meta
+                    st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns)))
+                except Exception:  # noqa: BLE001 - a result that cannot be published must not stop the others
+                    if self.context.ok():
+                        self.get_logger().error(f"task {r.task}: publishing result {r.job_id} failed",
+                                                throttle_duration_sec=5.0)
+
+    def task_rows(self, snap: EngineSnapshot) -> list[TaskRow]:
         """Current figures per task; JPS over the time since the previous call."""
         now = time.monotonic()
         dt = max(now - self._last_stats_time, 1e-9)
         self._last_stats_time = now
-        sched = self.engine.scheduler
         rows = []
-        with self.engine.locked():
-            stats = sched.task_stats()
-            for name, st in self._tasks.items():
-                ts = stats[name]
-                jps = (ts.completed - st.last_completed) / dt
-                st.last_completed = ts.completed
-                t = st.settings
-                rows.append(TaskRow(
-                    task=name, topic=t.topic, model=t.model, priority=t.priority,
-                    context=sched.context_of(name), period=t.period, deadline=t.deadline,
-                    frames=st.counters.frames, superseded=st.counters.superseded,
-                    released=ts.released, admitted=ts.admitted, rejected=ts.rejected,
-                    completed=ts.completed, missed=ts.missed, stale=st.counters.stale,
-                    dropped=st.counters.dropped_total, migrations=ts.migrations, jps=jps,
-                    miss_rate=ts.dmr, p50=ts.p50, p99=ts.p99, max=ts.max_response, mret=sched.mret(name),
-                    pending=int(st.latest_seq > st.released_seq), frame_id_changes=st.counters.frame_id_changes,
-                    drop_reasons=tuple(sorted(st.counters.dropped.items()))))
-            pstats = {p.name: {"p50": ps.p50, "p99": ps.p99, "max": ps.max_response}
-                      for p, ps in sched.priority_stats().items()}
-        self._pstats = pstats
+        for name, st in self._tasks.items():
+            ts = snap.tasks.get(name)
+            intake = snap.intake.get(name)
+            if ts is None or intake is None:
+                continue
+            counters, pending = intake
+            jps = (ts.completed - st.last_completed) / dt
+            st.last_completed = ts.completed
+            t = st.settings
+            rows.append(TaskRow(
+                task=name, topic=t.topic, model=t.model, priority=t.priority,
+                context=snap.context_of.get(name, 0), period=t.period, deadline=t.deadline,
+                frames=counters.frames, superseded=counters.superseded,
+                released=ts.released, admitted=ts.admitted, rejected=ts.rejected,
+                completed=ts.completed, missed=ts.missed, stale=counters.stale,
+                dropped=counters.dropped_total, migrations=ts.migrations, jps=jps,
+                miss_rate=ts.dmr, p50=ts.p50, p99=ts.p99, max=ts.max_response, mret=snap.mret.get(name, 0.0),
+                pending=pending, frame_id_changes=counters.frame_id_changes,
+                drop_reasons=tuple(sorted(counters.dropped.items())), releases_skipped=counters.releases_skipped,
+                frame_age_last=counters.age_last, frame_age_mean=counters.age_mean, frame_age_max=counters.age_max,
+                frame_age_over_period=counters.age_over_period, intake_lag_mean=counters.lag_mean,
+                intake_lag_max=counters.lag_max))
+        self._pstats = {p.name: {"p50": ps.p50, "p99": ps.p99, "max": ps.max_response}
+                        for p, ps in snap.priorities.items()}
         return rows
 
-    def _info(self) -> dict[str, object]:
+    def _info(self, snap: EngineSnapshot) -> dict[str, object]:
         s = self.settings
-        sched = self.engine.scheduler
-        with self.engine.locked():
-            queued = [sched.queue_length(k) for k in range(sched.layout.n_contexts)]
-            outstanding = sched.outstanding_stages()
-            reprobes = sched.reprobes()
         mem = self.engine.memory()
-        down = sorted(sched.contexts_down)
+        loop = snap.loop
         return {"policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
                 "n_streams": s.n_streams, "oversubscription": s.oversubscription,
-                "sm_per_context": sched.sm_per_context(),
+                "sm_per_context": snap.sm_per_context,
                 "uptime": time.monotonic() - self._started,
                 # bounded-queue evidence: jobs admitted and unfinished, stages queued (per context) or running
-                "in_flight_jobs": self.engine.in_flight(), "outstanding_stages": outstanding,
-                "queued_stages": ",".join(str(q) for q in queued),
-                "contexts_down": ",".join(str(k) for k in down) or "none",
+                "in_flight_jobs": snap.in_flight_jobs, "outstanding_stages": snap.outstanding_stages,
+                "queued_stages": ",".join(str(q) for q in snap.queued),
+                "contexts_down": ",".join(str(k) for k in sorted(snap.contexts_down)) or "none",
                 # tasks that forgot stale MRETs after reprobe_after rejections in a row, and how often
-                "reprobes": ",".join(f"{t}:{n}" for t, n in sorted(reprobes.items())) or "none",
+                "reprobes": ",".join(f"{t}:{n}" for t, n in sorted(snap.reprobes.items())) or "none",
                 **({"mps_daemon_restarts": self.engine.backend.daemon_restarts}
                    if hasattr(self.engine.backend, "daemon_restarts") else {}),
                 "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
                 "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
-                **(self._batch_info() if s.batching else {}),
+                # the engine loop's own cost: thread CPU time per release (decode, admission, preprocessing,
+                # dispatch, launch, completion and post-processing included)
+                "engine_releases": loop.releases, "engine_host_us_per_release": round(loop.host_us_per_release, 1),
+                **(self._batch_info(snap) if s.batching else {}),
                 **self.engine.faults.summary()}
 
-    def _batch_info(self) -> dict[str, object]:
+    @staticmethod
+    def _batch_info(snap: EngineSnapshot) -> dict[str, object]:
         """Cross-task batching since start: batches run, jobs per batch, padded share of the batch slots, and
         batches per size."""
-        with self.engine.locked():
-            bs = self.engine.scheduler.batch_stats()
+        bs = snap.batch
         return {"batches": bs.batches, "mean_batch": round(bs.mean_batch, 2), "batch_padding": round(bs.padding, 4),
                 "batches_by_size": ",".join(f"{k}:{v}" for k, v in sorted(bs.by_size.items())) or "none"}
 
-    def context_rows(self) -> list[ContextRow]:
+    def context_rows(self, snap: EngineSnapshot) -> list[ContextRow]:
         """Per context: state, placement, utilization (eqs. 4, 5, 7), queue and memory."""
-        sched = self.engine.scheduler
         mem = self.engine.memory()
-        sms = getattr(self.engine.backend, "sm_counts", None)
-        sm = list(sms()) if callable(sms) else []
-        with self.engine.locked():
-            n_c = sched.layout.n_contexts
-            down = sched.contexts_down
-            names: dict[int, list[str]] = {k: [] for k in range(n_c)}
-            for name in self._tasks:
-                names[sched.context_of(name)].append(name)
-            rows = []
-            for k in range(n_c):
-                u = sched.utilization(k)
-                rows.append(ContextRow(context=k, up=k not in down, sm_count=sm[k] if k < len(sm) else 0,
-                                       task_names=tuple(names[k]), hp=u.hp, lp=u.lp, active_lp=u.active_lp,
-                                       queued=sched.queue_length(k),
-                                       memory_bytes=mem.bytes[k] if k < len(mem.bytes) else 0))
+        backend = self.engine.backend
+        sm = backend.sm_counts() if isinstance(backend, SmCounts) else []
+        n_c = len(snap.utilization)
+        names: dict[int, list[str]] = {k: [] for k in range(n_c)}
+        for name in self._tasks:
+            if name in snap.context_of:
+                names[snap.context_of[name]].append(name)
+        rows = []
+        for k, u in enumerate(snap.utilization):
+            rows.append(ContextRow(context=k, up=k not in snap.contexts_down, sm_count=sm[k] if k < len(sm) else 0,
+                                   task_names=tuple(names[k]), hp=u.hp, lp=u.lp, active_lp=u.active_lp,
+                                   queued=snap.queued[k], memory_bytes=mem.bytes[k] if k < len(mem.bytes) else 0))
         return rows
 
     def _publish_stats(self) -> None:
+        if not self.engine.running:
+            self.get_logger().error("the engine's loop stopped: no more results", throttle_duration_sec=5.0)
+            return
         self.engine.refresh_unmeasured_afet()
-        rows = self.task_rows()
+        snap = self.engine.snapshot()
+        rows = self.task_rows(snap)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
-        info = self._info()
+        info = self._info(snap)
         node = self.get_fully_qualified_name()
         prios = []
         for prio in ("HP", "LP"):
@@ -384,18 +363,18 @@ class SchedulerNode(Node):
         mem = self.engine.memory()
         models = {self.engine.model_label(k): v for k, v in self.engine.model_bytes.items()}
         self._stats_pub.publish(scheduler_stats_msg(header, node, info, [task_stats_msg(r) for r in rows], prios,
-                                                    [context_stats_msg(c) for c in self.context_rows()],
+                                                    [context_stats_msg(c) for c in self.context_rows(snap)],
                                                     mem.source, mem.shared, models))
         statuses = []
         for r in rows:
             st = self._tasks[r.task]
             now_counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected,
                           "dropped": r.dropped, "frame_id_changes": r.frame_id_changes,
+                          "releases_skipped": r.releases_skipped, "frame_age_over_period": r.frame_age_over_period,
                           **{f"dropped.{k}": v for k, v in r.drop_reasons}}
             delta = {k: v - st.last_report.get(k, 0) for k, v in now_counts.items()}
             st.last_report = now_counts
-            statuses.append(task_diagnostic(node, self.settings.device, r, st.counters, delta,
-                                            self._thresholds))
+            statuses.append(task_diagnostic(node, self.settings.device, r, delta, self._thresholds))
         faults = self.engine.faults.worker_faults
         statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses,
                                                 new_worker_faults=faults - self._last_worker_faults))
@@ -459,8 +438,7 @@ class SchedulerNode(Node):
         changed_tasks: set[str] = set()
         for p in params:
             if p.name == "mret_window":
-                with self.engine.locked():
-                    self.engine.scheduler.set_mret_window(int(p.value))
+                self.engine.set_mret_window(int(p.value))
             elif p.name == "stats_period":
                 self.destroy_timer(self._stats_timer)
                 self._stats_timer = self.create_timer(float(p.value), self._publish_stats)
@@ -496,12 +474,8 @@ class SchedulerNode(Node):
             self._set_quietly(f"tasks.{name}.rate", 0.0)
         t = validate_task(name, values)
         st = self._tasks[name]
-        old = st.settings
-        self.engine.update_task(t)
+        self.engine.update_task(t)  # (a new period: the engine's release clock follows)
         st.settings = t
-        if t.period != old.period:
-            self.destroy_timer(st.timer)
-            st.timer = self.create_timer(t.period, lambda n=name: self._release(n))
         self.get_logger().info(f"task {name}: {t.priority}, period {t.period:g} s ({t.rate:g} Hz), "
                                f"deadline {t.deadline:g} s")
 
@@ -538,9 +512,11 @@ class SchedulerNode(Node):
         self.engine.add_task(t)
         self._pending.discard(name)
         self._start_task(t)
+        self._subscribe(t)
         self.get_logger().info(f"task {name} started: {t.priority} {t.rate:g} Hz {t.model} <- {t.topic}")
 
     def destroy_node(self) -> None:
+        self._publishing = False
         engine = getattr(self, "engine", None)  # absent when start-up failed before it was built
         if engine is not None:
             engine.close()

@@ -1,56 +1,35 @@
-"""Release jobs of an engine at their tasks' periods from a thread: what the node's release timers do,
-for tests, GPU runs and tools that drive an :class:`~daris_ros.runtime.engine.Engine` without ROS."""
+"""Synthetic cameras for an :class:`~daris_ros.runtime.engine.Engine` without ROS (tests, GPU runs, engine-load).
+
+The engine releases every task from its own clock; :class:`SyntheticCameras` only gives each task a frame that
+every release takes again (a camera that always has a new frame), for as long as it is active.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 
+class SyntheticCameras:
+    """While active (a context manager), every release of each task in ``tasks`` runs on ``frame``."""
 
-class PeriodicDriver:
-    """Releases each task of ``periods`` (name -> seconds) every period, on ``frame``, until stopped.
-
-    Periods are multiples of the shortest one (rounded); all tasks release at t = 0. Use as a context
-    manager; ``releases`` lists ``(task, job_id, time)`` of every release (``keep_releases=False``: not kept,
-    for long runs that measure memory)."""
-
-    def __init__(self, engine: Any, periods: Mapping[str, float], frame: np.ndarray, *,
-                 keep_releases: bool = True) -> None:
-        if not periods:
-            raise ValueError("no tasks to release")
+    def __init__(self, engine: Any, tasks: Iterable[str], frame: Any) -> None:
         self.engine = engine
+        self.tasks = list(tasks)
+        if not self.tasks:
+            raise ValueError("no tasks to feed")
         self.frame = frame
-        self.tick = min(periods.values())
-        self.every = {name: max(1, round(p / self.tick)) for name, p in periods.items()}
-        self.releases: list[tuple[str, int, float]] = []
-        self._keep = keep_releases
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="daris-driver", daemon=True)
-
-    def _run(self) -> None:
-        t0, k = time.monotonic(), 0
-        while not self._stop.is_set():
-            for name, every in self.every.items():
-                if k % every == 0:
-                    d = self.engine.release(name, self.frame, receive_time=time.monotonic())
-                    if self._keep:
-                        self.releases.append((name, d.job_id, time.monotonic()))
-            k += 1
-            time.sleep(max(0.0, t0 + k * self.tick - time.monotonic()))
 
     def start(self) -> None:
-        self._thread.start()
+        for name in self.tasks:
+            self.engine.set_frame(name, self.frame)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        for name in self.tasks:
+            self.engine.inbox.clear(name)
 
-    def __enter__(self) -> PeriodicDriver:
+    def __enter__(self) -> SyntheticCameras:
         self.start()
         return self
 

@@ -1,135 +1,68 @@
-"""The engine: drives the DARIS policy core with real stage executions on a backend.
+"""The engine: the one path by which work reaches the device (the node, the demo, the bench and engine-load all
+drive it).
 
-Event loop (the same events the simulator feeds the core):
+One thread, the loop, owns the DARIS policy core and the backend's launch/poll protocol::
 
-* ``release(task, frame)``: preprocess the frame, ask the core to admit the job (eqs. 11-12, migration),
-  then dispatch ready stages onto idle streams;
-* a backend worker finishes a stage -> ``core.complete`` (MRET update, next stage enqueued with its
-  virtual deadline) -> dispatch again; after the last stage, post-process and hand a
-  :class:`JobResult` to ``on_result``.
+    frame in (any thread)  -> inbox (newest per camera)
+    release instants (the engine's clock, every task)  -> take the frames of the burst -> decode + preprocess them
+        as a batch -> core.release (admission eqs. 11-12, migration)
+    core.dispatch (1..n jobs per dispatch, launch-ahead)  -> backend.launch (never blocks)
+    backend.poll  -> core.complete (MRET eq. 1, next stage with its virtual deadline eq. 8)
+    finished jobs  -> batched post-processing -> on_result(JobResult)
 
-The core is not thread-safe; one lock guards it. Backend work runs outside the lock. Nothing here knows
-about ROS: the node, the demo and the bench all use this class.
+Every other thread talks to the loop through commands (:meth:`Engine.call`): task changes, statistics snapshots,
+worker faults found by the watchdog. No lock guards the core: only the loop touches it. Start-up (model loading,
+AFET profiling, the offline phase) runs in the caller's thread before the loop starts. Nothing here knows about
+ROS.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-import itertools
 import logging
 import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from daris_ros.core import (
+    BatchingConfig,
+    Dispatch,
+    JobOutcome,
     Policy,
     Priority,
-    ReleaseDecision,
     Scheduler,
     SchedulerConfig,
-    StageDispatch,
     TaskSpec,
     effective_layout,
 )
 from daris_ros.runtime.backends import Backend, create_backend
-from daris_ros.runtime.engine_batching import EngineBatching, batching_config
+from daris_ros.runtime.backends.base import BatchGraphs, HostFrames, MemoryStats, RuntimeModels, WorkerFaults
+from daris_ros.runtime.frames import ArrayDecoder, FrameDecoder, FrameError
+from daris_ros.runtime.inbox import FrameInbox, FrameItem
 from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
-from daris_ros.runtime.watchdog import (
-    MAX_STAGE_RETRIES,
-    FaultLog,
-    FaultRecord,
-    Watchdog,
-    WorkerFault,
-    supports_recovery,
-)
+from daris_ros.runtime.release_clock import ReleaseClock
+from daris_ros.runtime.results import JobResult, StageTrace, classify_rows, segment_rows
+from daris_ros.runtime.snapshot import EngineSnapshot, LoopStats
+from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES, FaultLog, FaultRecord, Watchdog
 from daris_ros.settings import SchedulerSettings, TaskSettings
+
+__all__ = ["Engine", "JobResult", "StageTrace", "summarize_afet", "to_scheduler_config", "to_task_spec"]
 
 log = logging.getLogger("daris_ros.engine")
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 #: Response times kept per task and priority for the p50/p99/max statistics (bounded memory on long runs).
 RESPONSE_WINDOW = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class StageTrace:
-    """One executed stage: where, when (engine clock, seconds) and how long."""
-
-    stage: int
-    context: int
-    stream: int
-    level: int
-    start: float
-    finish: float
-    exec_time: float
-    virtual_deadline: float
-
-
-@dataclass(slots=True)
-class JobResult:
-    """A finished job, with every time on the engine's clock (seconds)."""
-
-    task: str
-    job_id: int
-    priority: str
-    model: str
-    class_ids: list[int]
-    scores: list[float]
-    segmentation: tuple[int, int, list[int], list[float]] | None
-    receive_time: float
-    release_time: float
-    start_time: float
-    finish_time: float
-    deadline: float
-    response_time: float
-    exec_time: float
-    met: bool
-    context: int
-    stream: int
-    meta: Any = None
-    error: str = ""
-    mret: float = 0.0
-    stages: list[StageTrace] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Running:
-    task: TaskSettings
-    receive_time: float
-    meta: Any
-    x: Any
-    exec_time: float = 0.0
-    context: int = 0
-    stream: int = 0
-    error: str = ""
-    mret: float = 0.0
-    stages: list[StageTrace] = field(default_factory=list)
-    dispatched: dict[int, float] = field(default_factory=dict)
-    row: int = 0  # batching: the job's row of ``x`` (the output of the batch that ran its previous stage)
-    retry: dict[int, tuple[int, FaultRecord]] = field(default_factory=dict)  # stage -> (retries, its fault)
-
-
-@dataclass(slots=True)
-class _Attempt:
-    """A stage submitted to (context, stream); ``token`` tells its completion from a lost attempt's."""
-
-    d: StageDispatch
-    token: int
-    submitted: float
-    retries: int = 0
-    fault: FaultRecord | None = None  # set on a retry: completing it ends the recovery
-
-
-@dataclass(slots=True)
-class EngineCounters:
-    stage_errors: int = 0
-    dispatches: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+#: How long the loop sleeps between polls of a polled backend (str, green) while launches are in flight.
+POLL_INTERVAL = 50e-6
 
 
 def to_task_spec(task: TaskSettings, afet: tuple[float, ...], model_key: str = "") -> TaskSpec:
@@ -139,42 +72,98 @@ def to_task_spec(task: TaskSettings, afet: tuple[float, ...], model_key: str = "
                     n_stages=len(afet), afet=afet, model=model_key or task.model)
 
 
+def batching_config(s: SchedulerSettings) -> BatchingConfig | None:
+    """The core's :class:`BatchingConfig` from the ``batch_*`` parameters (None: batching off)."""
+    if not s.batching:
+        return None
+    return BatchingConfig(sizes=tuple(s.batch_sizes), pad_limit=s.batch_pad_limit,
+                          lp_admit_margin=s.batch_lp_admit_margin or None, min_size=s.batch_min_size)
+
+
 def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularity: int = 2) -> SchedulerConfig:
     return SchedulerConfig(
         policy=Policy(s.policy), n_contexts=s.n_contexts, n_streams=s.n_streams,
         oversubscription=s.oversubscription, n_sm_max=n_sm_max, sm_granularity=sm_granularity,
         mret_window=s.mret_window, hp_admission=s.hp_admission, reprobe_after=s.reprobe_after,
-        no_staging=s.no_staging,
-        no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed, batching=batching_config(s),
+        no_staging=s.no_staging, no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed,
+        batching=batching_config(s), launch_ahead=s.launch_ahead, ahead_lead=s.ahead_lead,
     )
 
 
-class Engine(EngineBatching):
-    """Owns the models, the backend and the policy core of one scheduler node (batched path: EngineBatching)."""
+@dataclass(slots=True, eq=False)
+class _JobRun:
+    """A job between its release and its result: where its next input is, and what it has done so far."""
+
+    task: TaskSettings
+    item: FrameItem
+    source: Any = None  # the stage input: row ``row`` of ``source`` (a frame batch, or a dispatch's output)
+    row: int = 0
+    exec_time: float = 0.0
+    error: str = ""
+    mret: float = 0.0
+    stages: list[StageTrace] = field(default_factory=list)
+    retries: dict[int, int] = field(default_factory=dict)  # stage -> times it was lost with its worker
+    fault: FaultRecord | None = None  # set while a lost stage is retried: completing it ends the recovery
+
+
+@dataclass(slots=True)
+class _Launch:
+    """A dispatch launched on (context, stream), identified by the backend's ticket."""
+
+    dispatch: Dispatch
+    launched: float
+    retries: int = 0
+    fault: FaultRecord | None = None
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    stage_errors: int = 0
+    dispatches: int = 0
+    launched_jobs: int = 0
+    results: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """Owns the models, the backend, the policy core and the loop of one scheduler node."""
 
     def __init__(self, settings: SchedulerSettings, *, on_result: Callable[[JobResult], None],
-                 backend: Backend | None = None, clock: Clock = time.monotonic) -> None:
+                 backend: Backend | None = None, clock: Clock = time.monotonic,
+                 decoder: FrameDecoder | None = None) -> None:
         self.settings = settings
         self._on_result = on_result
         self._clock = clock
-        self.backend = backend or self._create_backend(settings)
+        self.backend: Backend = backend or self._create_backend(settings)
+        self.decoder: FrameDecoder = decoder or ArrayDecoder()
+        self.inbox = FrameInbox()
         self.models: dict[str, Any] = {}
         self.model_bytes: dict[str, int] = {}  # parameters + buffers per model key (daris_ros.runtime.memory)
-        self._memory: tuple[float, ContextMemory] | None = None
         self.afet: dict[str, tuple[float, ...]] = {}
-        self.scheduler: Scheduler | None = None
         self.counters = EngineCounters()
-        self._lock = threading.Lock()
-        self._running: dict[tuple[str, int], _Running] = {}
-        self._closed = False
-        # worker faults (daris_ros.runtime.watchdog): the stage in flight per (context, stream)
         self.faults = FaultLog()
-        self._attempts: dict[tuple[int, int], _Attempt] = {}
-        self._tokens = itertools.count(1)
-        self._fault_lock = threading.Lock()
-        self._watchdog: Watchdog | None = None
-        self._batch_afet: dict[tuple[str, int, int], float] = {}  # (model key, stage, size) -> profiled seconds
+        self._memory: tuple[float, ContextMemory] | None = None
+        self._core: Scheduler | None = None
         self._converted: set[str] = set()  # model keys in reduced precision or channels-last (inputs converted)
+        self._batch_afet: dict[tuple[str, int, int], float] = {}  # (model key, stage, size) -> profiled seconds
+        self._task: dict[str, TaskSettings] = {t.name: t for t in settings.tasks}
+        self._key: dict[str, str] = {t.name: self._model_key(t) for t in settings.tasks}
+        # loop state (touched by the loop thread only)
+        self._jobs: dict[Any, _JobRun] = {}  # Job (hashed by identity) -> its run
+        self._launches: dict[int, _Launch] = {}  # ticket -> launch
+        self._lanes: dict[tuple[int, int], collections.deque[int]] = {}  # (context, stream) -> tickets, in order
+        self._heads: dict[tuple[int, int], tuple[int, float]] = {}  # (c, s) -> (running ticket, since); watchdog
+        self._releases: ReleaseClock | None = None
+        self._commands: collections.deque[Callable[[], None]] = collections.deque()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._stopped = threading.Event()
+        self._watchdog: Watchdog | None = None
+        self._loop_stats = LoopStats()
+        self._streams: dict[str, Any] = {}  # CUDA streams of the loop (prep, post) on a GPU backend
+        self._staging: Any = None
+        self._direct_frames = isinstance(self.backend, HostFrames)
 
     @staticmethod
     def _create_backend(settings: SchedulerSettings) -> Backend:
@@ -187,7 +176,7 @@ class Engine(EngineBatching):
                               mps_spares=None if settings.mps_spares < 0 else settings.mps_spares,
                               mps_frame_pixels=settings.mps_frame_pixels)
 
-    # -- start-up: load models, profile, build the scheduler --------------------------------------------
+    # ===================================================================================== start-up (caller thread)
     def load_models(self) -> None:
         """Build every model named by a task (each once, in its precision and memory format) and make it resident
         in every context; with batching, capture the batch-size graphs (str, green)."""
@@ -199,7 +188,7 @@ class Engine(EngineBatching):
             self.model_bytes[key] = model_bytes(self.models[key])
         self.backend.start(self.models)
         if self.settings.batching:
-            self._prepare_batching(list(self.models))
+            self._capture_batches(list(self.models))
 
     def _build_model(self, t: TaskSettings) -> Any:
         from daris_ros.runtime.models import build_staged_model
@@ -211,6 +200,17 @@ class Engine(EngineBatching):
             self._converted.add(self._model_key(t))
         return model.merged() if self.settings.no_staging else model
 
+    def _capture_batches(self, keys: list[str]) -> None:
+        if isinstance(self.backend, BatchGraphs) and self.settings.cuda_graphs:
+            self.backend.capture_batches(tuple(self.settings.batch_sizes), keys)
+
+    def _first_input(self, t: TaskSettings) -> Any:
+        """A preprocessed black frame of ``t``'s model (stage 0's input), as a batch of one."""
+        from daris_ros.runtime.preprocess import preprocess
+
+        frame = np.zeros((t.input_size[0], t.input_size[1], 3), dtype=np.uint8)
+        return self._model_input(self._model_key(t), preprocess(frame, t.input_size, device=self.backend.device))
+
     def profile(self) -> dict[str, tuple[float, ...]]:
         """AFET per model stage (paper IV-A1), the initial estimate that MRET replaces online.
 
@@ -218,10 +218,9 @@ class Engine(EngineBatching):
         (context, stream) runs random stages of random models (:func:`~daris_ros.runtime.profiling.full_load_afet`);
         ``isolated``: nothing else runs; ``auto``: full load on a CUDA device, isolated on the CPU. Mean of
         ``profile_runs`` runs after one warm-up. With ``afet_cache`` set, values are read from and written to that
-        JSON file, keyed by device, torch, backend, layout, graphs, mode and model.
+        JSON file. With batching, the batch times per (model, stage, size) too.
         """
-        from daris_ros.runtime.preprocess import preprocess
-        from daris_ros.runtime.profiling import AfetCache, full_load_afet
+        from daris_ros.runtime.profiling import AfetCache, full_load_afet, isolated_afet
 
         mode = self.afet_mode()
         cache = AfetCache(self.settings.afet_cache or None)
@@ -234,16 +233,17 @@ class Engine(EngineBatching):
             if cached is not None and len(cached) == self.models[key].num_stages:
                 self.afet[key] = cached
                 continue
-            frame = np.zeros((t.input_size[0], t.input_size[1], 3), dtype=np.uint8)
-            todo[key] = x0 = self._model_input(key, preprocess(frame, t.input_size, device=self.backend.device))
-            x = x0
-            for i in range(self.models[key].num_stages):  # one unmeasured run on context 0 (warm-up)
-                x, _ = self.backend.run_now(key, i, x)
+            todo[key] = x0 = self._first_input(t)
+            rows: list[tuple[Any, int]] = [(x0, 0)]
+            for j in range(self.models[key].num_stages):  # one unmeasured run on context 0 (warm-up)
+                y, _ = self.backend.run_now(key, j, 1, rows)
+                rows = [(y, 0)]
         n_stages = {key: self.models[key].num_stages for key in todo}
         if mode == "full_load" and todo:
             measured = full_load_afet(self.backend, todo, n_stages, runs=self.settings.profile_runs, warmup=1)
         else:
-            measured = {key: self._isolated_afet(key, x0) for key, x0 in todo.items()}
+            measured = {key: isolated_afet(self.backend, key, x0, n_stages[key], self.settings.profile_runs)
+                        for key, x0 in todo.items()}
         for key, afet in measured.items():
             self.afet[key] = afet
             cache.put(self.afet_cache_key(key, mode), afet)
@@ -252,11 +252,25 @@ class Engine(EngineBatching):
                                    if (k, 0, 1) not in self._batch_afet])
         return dict(self.afet)
 
+    def _profile_batches(self, keys: list[str]) -> None:
+        """Isolated batch times per (model key, stage, size): the mean of ``profile_runs`` runs after a warm-up,
+        the initial estimate of the batch-time MRET (``Scheduler(batch_afet=...)``)."""
+        from daris_ros.runtime.profiling import batch_times
+
+        for key in keys:
+            t = next(t for t in self.settings.tasks if self._model_key(t) == key)
+            self._batch_afet.update(batch_times(self.backend, key, self._first_input(t), self.models[key].num_stages,
+                                                tuple(self.settings.batch_sizes), self.settings.profile_runs))
+        log.info("batch times (ms) at sizes %s: %s", list(self.settings.batch_sizes), "; ".join(
+            f"{k.split(':', 1)[0]}: " + ", ".join(
+                f"{s}: {sum(self._batch_afet[(k, j, s)] for j in range(self.models[k].num_stages)) * 1e3:.1f}"
+                for s in self.settings.batch_sizes) for k in keys))
+
     def afet_mode(self) -> str:
         """``full_load`` or ``isolated``: ``afet_profile`` with ``auto`` resolved by the device."""
         mode = self.settings.afet_profile
         if mode == "auto":
-            mode = "full_load" if str(self.settings.device).startswith("cuda") else "isolated"
+            mode = "full_load" if str(self.backend.device).startswith("cuda") else "isolated"
         return mode
 
     def afet_cache_key(self, model_key: str, mode: str) -> str:
@@ -264,39 +278,37 @@ class Engine(EngineBatching):
 
         from daris_ros.runtime.profiling import cache_key
 
-        device = str(self.settings.device)
+        device = str(self.backend.device)
         if device.startswith("cuda"):
             device = torch.cuda.get_device_name(torch.device(device))
         b = self.backend
         return cache_key(device, self.settings.backend, f"{b.n_contexts}x{b.n_streams}", self.settings.oversubscription,
                          self.settings.cuda_graphs, model_key, mode)
 
-    def _isolated_afet(self, key: str, x0: Any) -> tuple[float, ...]:
-        times = [0.0] * self.models[key].num_stages
-        for _ in range(self.settings.profile_runs):
-            x = x0
-            for i in range(len(times)):
-                x, dt = self.backend.run_now(key, i, x)
-                times[i] += dt
-        return tuple(max(v / self.settings.profile_runs, 1e-6) for v in times)
-
-    def start(self) -> None:
-        """Offline phase: build the core (Algorithm 1 runs in its constructor)."""
+    def start(self, *, origin: float | None = None) -> None:
+        """Offline phase (Algorithm 1 runs in the core's constructor), then start the loop: the first releases
+        of every task come at ``origin`` (default: now)."""
         specs = [to_task_spec(t, self.afet[self._model_key(t)], self._model_key(t)) for t in self.settings.tasks]
-        # GPU backends know the device's SM count and their rounding (8 for green contexts on Hopper)
-        n_sm = int(getattr(self.backend, "n_sm_max", 132))
-        gran = int(getattr(self.backend, "sm_granularity", 2))
-        # response_window bounds the per-task response-time history the stats percentiles are taken over
-        self.scheduler = Scheduler(to_scheduler_config(self.settings, n_sm_max=n_sm, sm_granularity=gran), specs,
-                                   response_window=RESPONSE_WINDOW,
-                                   batch_afet=self._batch_estimate if self.settings.batching else None)
-        if supports_recovery(self.backend) and self._watchdog is None:
-            b = self.backend
+        b = self.backend
+        self._core = Scheduler(to_scheduler_config(self.settings, n_sm_max=b.n_sm_max, sm_granularity=b.sm_granularity),
+                               specs, response_window=RESPONSE_WINDOW,
+                               batch_afet=self._batch_estimate if self.settings.batching else None)
+        self._releases = ReleaseClock(self._clock() if origin is None else origin)
+        for t in self.settings.tasks:
+            self._releases.add(t.name, t.period)
+            self.inbox.add_task(t.name)
+        b.set_notify(self._wake.set)
+        if isinstance(b, WorkerFaults) and self._watchdog is None:
             self._watchdog = Watchdog(
                 [(c, s) for c in range(b.n_contexts) for s in range(b.n_streams)], b.worker_alive,
                 self._attempts_in_flight, self.on_worker_fault,
-                stage_timeout=float(getattr(self.settings, "worker_stage_timeout", 0.0)), clock=self._clock)
+                stage_timeout=float(self.settings.worker_stage_timeout), clock=self._clock)
             self._watchdog.start()
+        self._thread = threading.Thread(target=self._run, name="daris-engine", daemon=True)
+        self._thread.start()
+
+    def _batch_estimate(self, model: str, stage: int, size: int) -> float | None:
+        return self._batch_afet.get((model, stage, size))
 
     def _model_key(self, t: TaskSettings) -> str:
         """What tasks share: one resident model (and, with batching, one batch) per key."""
@@ -306,319 +318,554 @@ class Engine(EngineBatching):
         return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}{fmt}:{t.weights}"
 
     def _model_input(self, key: str, x: Any) -> Any:
-        """A preprocessed fp32 NCHW frame in the dtype and memory format of the model of ``key``."""
+        """A preprocessed fp32 NCHW batch in the dtype and memory format of the model of ``key``."""
         if key not in self._converted:  # fp32 NCHW: nothing to do (the common, hot path)
             return x
         from daris_ros.runtime.models.precision import model_input
 
         return model_input(self.models[key], x)
 
-    # -- online phase --------------------------------------------------------------------------------
-    def release(self, task: str, frame: np.ndarray, *, receive_time: float, meta: Any = None
-                ) -> ReleaseDecision:
-        """Release one job of ``task`` on ``frame`` (HxWx3 RGB uint8)."""
-        import torch
+    # ===================================================================================== frames in (any thread)
+    def offer(self, task: str, payload: Any, *, receive_time: float | None = None, stamp: float | None = None,
+              meta: Any = None, frame_id: str | None = None) -> None:
+        """A new frame of ``task`` (its newest: a frame no release took yet is superseded). ``stamp`` is the image
+        stamp on the engine's clock (for the frame age), ``meta`` comes back in the job's result."""
+        self.inbox.offer(task, FrameItem(payload, self._clock() if receive_time is None else receive_time, stamp,
+                                         meta), frame_id=frame_id)
 
-        from daris_ros.runtime.preprocess import preprocess
+    def set_frame(self, task: str, payload: Any, meta: Any = None) -> None:
+        """A frame every release of ``task`` takes again (synthetic cameras: the bench, engine-load, tests)."""
+        self.inbox.offer(task, FrameItem(payload, self._clock(), None, meta), sticky=True)
 
-        assert self.scheduler is not None, "start() first"
-        now = self._clock()  # the release instant: preprocessing is part of the job
-        t = self.settings.task(task)
-        accepts = getattr(self.backend, "accepts_frame", None)
-        if (accepts is not None and isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3
-                and frame.dtype == np.uint8 and accepts(frame.shape[0], frame.shape[1])):
-            x = torch.from_numpy(np.ascontiguousarray(frame))  # the worker resizes and normalises it (mps)
-        else:
-            x = self._model_input(self._model_key(t), preprocess(frame, t.input_size, device=self.backend.device))
-        batching = self.settings.batching
-        with self._lock:
-            decision = self.scheduler.release(task, now)
+    # ===================================================================================== the loop (its thread)
+    def _run(self) -> None:
+        try:
+            self._prepare_loop_thread()
+            self._loop()
+        except BaseException:  # noqa: BLE001 - the loop must say why it stopped
+            log.exception("engine loop failed")
+            raise
+        finally:
+            self._stopped.set()
+
+    def _prepare_loop_thread(self) -> None:
+        dev = str(self.backend.device)
+        if dev.startswith("cuda"):
+            import torch
+
+            from daris_ros.runtime.preprocess import PinnedStaging
+
+            torch.cuda.set_device(torch.device(dev))
+            self._streams = {"prep": torch.cuda.Stream(dev), "post": torch.cuda.Stream(dev)}
+            torch.cuda.set_stream(self._streams["prep"])  # frames are uploaded and preprocessed here
+            self._staging = PinnedStaging(torch.device(dev))
+
+    def _loop(self) -> None:
+        core = self._core
+        releases = self._releases
+        assert core is not None and releases is not None
+        backend = self.backend
+        poll = backend.poll
+        polled = backend.polled
+        clock = self._clock
+        wake = self._wake
+        commands = self._commands
+        stats = self._loop_stats
+        due: list[tuple[str, float, int]] = []
+        cpu_clock = time.thread_time
+        while not self._closed:
+            wake.clear()
+            now = clock()
+            c0 = cpu_clock()
+            while commands:
+                commands.popleft()()
+            if now >= releases.next_time():
+                due.clear()
+                releases.due(now, due)
+                n = self._release_burst(due, now)
+                c1 = cpu_clock()
+                stats.release_cpu += c1 - c0
+                stats.releases += n
+                c0 = c1
+            finished = poll()
+            if finished:
+                self._complete(finished, clock())
+            dispatches = core.dispatch(now if not finished else clock())
+            if dispatches:
+                self._launch(dispatches)
+            stats.iterations += 1
+            stats.busy_cpu += cpu_clock() - c0
+            # sleep until the next release, the core's next wake-up, a completion (notify) or a command
+            timeout = releases.next_time() - clock()
+            wakeup = core.next_wakeup()
+            if wakeup is not None and wakeup - now < timeout:
+                timeout = wakeup - now
+            if polled and self._launches and timeout > POLL_INTERVAL:
+                timeout = POLL_INTERVAL
+            if timeout > 0 and not commands:
+                wake.wait(timeout)
+
+    # -- releases -----------------------------------------------------------------------------------------------
+    def _release_burst(self, due: list[tuple[str, float, int]], now: float) -> int:
+        """Take the frames of every release in ``due``, decode them together, ask the core to admit each job and
+        preprocess the admitted ones per model as one batch. Returns the number of releases."""
+        inbox = self.inbox
+        taken: list[tuple[str, float, FrameItem]] = []
+        for task, at, skipped in due:
+            if skipped:
+                inbox.skipped(task, skipped)
+            item = inbox.take(task)
+            if item is not None:
+                taken.append((task, at, item))
+        if not taken:
+            return 0
+        tasks = [self._task[name] for name, _, _ in taken]
+        try:
+            frames = self.decoder.decode(tasks, [item.payload for _, _, item in taken])
+        except Exception as exc:  # noqa: BLE001 - a decoder failure drops the burst's frames, the loop lives on
+            frames = [FrameError("decode_error", f"{type(exc).__name__}: {exc}")] * len(taken)
+        core = self._core
+        assert core is not None
+        by_key: dict[str, list[tuple[_JobRun, Any]]] = {}
+        for (name, at, item), t, frame in zip(taken, tasks, frames, strict=True):
+            if isinstance(frame, BaseException):
+                reason = frame.reason if isinstance(frame, FrameError) else "invalid"
+                inbox.drop(name, reason, at_release=True)
+                log.warning("task %s: dropped a frame from %s at release (%s): %s", name, t.topic, reason, frame)
+                continue
+            decision = core.release(name, at)
+            inbox.released(name, at, item.stamp, t.period)
             if decision.admitted and decision.job is not None:
-                self._running[(task, decision.job.job_id)] = _Running(t, receive_time, meta, x,
-                                                                      mret=self.scheduler.mret(task))
-            if batching:
-                batches = self.scheduler.dispatch_batches(now)
-            else:
-                dispatches = self.scheduler.dispatch(now)
-        if batching:
-            self._submit_batches(batches, now)
-        else:
-            self._submit(dispatches, now)
-        return decision
+                run = _JobRun(t, item, mret=core.mret(name))
+                self._jobs[decision.job] = run
+                by_key.setdefault(self._key[name], []).append((run, frame))
+        for key, members in by_key.items():
+            self._prepare_inputs(key, members)
+        return len(taken)
 
-    def _submit(self, dispatches: list[StageDispatch], now: float) -> None:
-        if self._closed:
+    def _prepare_inputs(self, key: str, members: list[tuple[_JobRun, Any]]) -> None:
+        """Stage-0 inputs of one model's jobs of a burst: row i of one preprocessed batch (or, on a backend whose
+        workers preprocess, the raw frame as a batch of one)."""
+        from daris_ros.runtime.preprocess import preprocess_batch
+
+        t = members[0][0].task
+        if self._direct_frames:
+            import torch
+
+            backend = self.backend
+            assert isinstance(backend, HostFrames)
+            for run, frame in members:
+                if isinstance(frame, np.ndarray) and backend.accepts_frame(frame.shape[0], frame.shape[1]):
+                    run.source, run.row = torch.from_numpy(np.ascontiguousarray(frame)).unsqueeze(0), 0
+                    continue
+                run.source = self._model_input(key, preprocess_batch([frame], t.input_size,
+                                                                     device=self.backend.device))
             return
+        try:
+            batch = preprocess_batch([f for _, f in members], t.input_size, device=self.backend.device,
+                                     staging=self._staging)
+            batch = self._model_input(key, batch)
+        except Exception as exc:  # noqa: BLE001 - a frame the preprocessing refuses fails its job, not the loop
+            for run, _ in members:
+                run.error = f"preprocessing failed: {type(exc).__name__}: {exc}"
+            return
+        for i, (run, _) in enumerate(members):
+            run.source, run.row = batch, i
+
+    # -- launches -----------------------------------------------------------------------------------------------
+    def _launch(self, dispatches: list[Dispatch]) -> None:
+        jobs = self._jobs
+        launches = self._launches
+        lanes = self._lanes
+        heads = self._heads
+        launch = self.backend.launch
+        counters = self.counters
+        now = self._clock()
         for d in dispatches:
-            run = self._running[(d.job.task, d.job.job_id)]
-            run.context, run.stream = d.context, d.stream
-            run.dispatched[d.stage] = now
-            self.counters.dispatches += 1
-            retries, fault = run.retry.pop(d.stage, (0, None))  # a stage re-queued after its worker died
-            if run.error:  # the job failed already: its remaining stages are completed at once, not run
-                self._complete_unrun(d, WorkerFault(f"stage not run: {run.error}"))
-            else:
-                self._submit_attempt(d, run, now, retries, fault)
+            runs = [jobs[job] for job in d.jobs]
+            good = [r for r in runs if not r.error and r.source is not None]
+            retries = max((r.retries.get(d.stage, 0) for r in runs), default=0)
+            fault = next((r.fault for r in runs if r.fault is not None), None)
+            if not good:  # every job failed already: its remaining stages complete at once, not run
+                self._complete_unrun(d)
+                continue
+            filler = good[0]
+            rows = [(r.source, r.row) if (not r.error and r.source is not None) else (filler.source, filler.row)
+                    for r in runs]
+            ticket = launch(d.context, d.stream, d.model, d.stage, d.size, rows)
+            launches[ticket] = _Launch(d, now, retries, fault)
+            lane_key = (d.context, d.stream)
+            lane = lanes.get(lane_key)
+            if lane is None:
+                lane = lanes[lane_key] = collections.deque()
+            if not lane:
+                heads[lane_key] = (ticket, now)
+            lane.append(ticket)
+            counters.dispatches += 1
+            counters.launched_jobs += len(d.jobs)
 
-    def _submit_attempt(self, d: StageDispatch, run: _Running, now: float, retries: int = 0,
-                        fault: FaultRecord | None = None) -> None:
-        token = next(self._tokens)
-        self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)  # before submit
-        self.backend.submit(d.context, d.stream, self._model_key(run.task), d.stage, run.x,
-                            lambda y, dt, err, d=d, token=token: self._stage_done(d, y, dt, err, token))
-
-    def _complete_unrun(self, d: StageDispatch, error: WorkerFault, retries: int = 0,
-                        fault: FaultRecord | None = None) -> None:
-        """Complete ``d`` without running it (its job fails), with its MRET as the execution time."""
-        now = self._clock()
-        with self._lock:
-            known = d.job.task in {t.name for t in self.scheduler.tasks()}
-            est = self.scheduler.stage_mrets(d.job.task)[d.stage] if known else 0.0
-        token = next(self._tokens)
-        self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)
-        self._stage_done(d, None, est, error, token)
-
-    def _stage_done(self, d: StageDispatch, y: Any, exec_time: float, error: BaseException | None,
-                    token: int | None = None) -> None:
-        key = (d.job.task, d.job.job_id)
-        now = self._clock()
-        if self._closed:
-            return
-        with self._lock:
-            att = self._attempts.get((d.context, d.stream))
-            if token is not None:
-                if att is None or att.token != token:  # a replaced worker's late result
-                    self.faults.stale_completions += 1
-                    return
-                if getattr(error, "in_flight_loss", False):
-                    return  # lost with its worker: the watchdog finds the attempt and retries it (on_worker_fault)
-                del self._attempts[(d.context, d.stream)]
-                if att.fault is not None:
-                    att.fault.recovered = now
-            run = self._running[key]
-            if isinstance(error, WorkerFault):
-                run.error = run.error or str(error)  # exec_time is the stage's MRET: the estimate is not skewed
-            elif error is not None:
+    # -- completions ----------------------------------------------------------------------------------------------
+    def _complete(self, finished: list[Any], now: float) -> None:
+        core = self._core
+        assert core is not None
+        launches = self._launches
+        jobs = self._jobs
+        outcomes: list[JobOutcome] = []
+        for f in finished:
+            entry = launches.pop(f.ticket, None)
+            if entry is None:  # a lost launch's late result (its stage was retried), or one discarded at a fault
+                self.faults.stale_completions += 1
+                continue
+            d = entry.dispatch
+            self._pop_lane(d.context, d.stream, f.ticket, now)
+            n = len(d.jobs)
+            if f.error is not None:
                 self.counters.stage_errors += 1
-                run.error = run.error or f"{type(error).__name__}: {error}"
-                log.error("task %s job %d stage %d failed: %s", d.job.task, d.job.job_id, d.stage, run.error)
-            else:
-                run.x = y
-                run.exec_time += exec_time
-            run.stages.append(StageTrace(d.stage, d.context, d.stream, d.level, run.dispatched.get(d.stage, now),
-                                         now, exec_time, d.virtual_deadline))
-            outcome = self.scheduler.complete(d, now, exec_time if error is None or isinstance(error, WorkerFault)
-                                              else None)
-            if outcome is not None:
-                del self._running[key]
-            dispatches = self.scheduler.dispatch(now)
-        self._submit(dispatches, now)
-        if outcome is not None:
-            self._finish(outcome, run)
+                message = f"{type(f.error).__name__}: {f.error}"
+                log.error("%s stage %d (%d job(s)) failed: %s", d.model, d.stage, n, message)
+            for i, job in enumerate(d.jobs):
+                run = jobs[job]
+                if f.error is not None:
+                    run.error = run.error or message
+                elif not run.error:
+                    run.source, run.row = f.output, i
+                    run.exec_time += f.exec_time
+                run.stages.append(StageTrace(d.stage, d.context, d.stream, d.levels[i], d.start, now, f.exec_time,
+                                             d.virtual_deadline, n))
+                if run.fault is not None and entry.fault is run.fault:
+                    run.fault = None
+            if entry.fault is not None and entry.fault.recovered is None:
+                entry.fault.recovered = now
+            outcomes += core.complete(d, now, f.exec_time if f.error is None else None)
+        if outcomes:
+            self._finish(outcomes)
 
-    def _finish(self, outcome: Any, run: _Running) -> None:
-        from daris_ros.runtime.models import postprocess_classification, postprocess_segmentation
+    def _pop_lane(self, context: int, stream: int, ticket: int, now: float) -> None:
+        lane_key = (context, stream)
+        lane = self._lanes[lane_key]
+        if lane and lane[0] == ticket:
+            lane.popleft()
+        else:
+            lane.remove(ticket)
+        if lane:
+            self._heads[lane_key] = (lane[0], now)
+        else:
+            self._heads.pop(lane_key, None)
 
-        job = outcome.job
-        model = self.models[self._model_key(run.task)]
+    def _complete_unrun(self, d: Dispatch) -> None:
+        """Complete ``d`` without running it (its jobs failed already), with its stages' MRET as the time."""
+        core = self._core
+        assert core is not None
+        now = self._clock()
+        est = max(d.predicted_finish - d.start, 0.0)
+        for i, job in enumerate(d.jobs):
+            self._jobs[job].stages.append(StageTrace(d.stage, d.context, d.stream, d.levels[i], d.start, now, 0.0,
+                                                     d.virtual_deadline, len(d.jobs)))
+        outcomes = core.complete(d, now, est)
+        if outcomes:
+            self._finish(outcomes)
+
+    def _finish(self, outcomes: list[JobOutcome]) -> None:
+        """Post-process the finished jobs (grouped by the output they are rows of) and hand out their results."""
+        groups: dict[int, list[tuple[JobOutcome, _JobRun]]] = {}
+        jobs = self._jobs
+        for o in outcomes:
+            run = jobs.pop(o.job)
+            groups.setdefault(id(run.source) if not run.error else 0, []).append((o, run))
+        post = self._streams.get("post")
+        for gid, members in groups.items():
+            payloads: list[Any] = [None] * len(members)
+            if gid:
+                run0 = members[0][1]
+                model = self.models[self._key[run0.task.name]]
+                rows = [run.row for _, run in members]
+                try:
+                    if post is not None:
+                        import torch
+
+                        with torch.cuda.stream(post):
+                            payloads = self._postprocess(model.kind, run0.source, rows)
+                    else:
+                        payloads = self._postprocess(model.kind, run0.source, rows)
+                except Exception as exc:  # noqa: BLE001 - a failing post-processing fails these jobs only
+                    for _, run in members:
+                        run.error = f"post-processing failed: {type(exc).__name__}: {exc}"
+            for (o, run), payload in zip(members, payloads, strict=True):
+                self._deliver(o, run, payload)
+
+    def _postprocess(self, kind: str, output: Any, rows: list[int]) -> list[Any]:
+        if kind == "segmentation":
+            return list(segment_rows(output, rows))
+        return list(classify_rows(output, rows, self.settings.top_k))
+
+    def _deliver(self, o: JobOutcome, run: _JobRun, payload: Any) -> None:
+        job = o.job
         class_ids: list[int] = []
         scores: list[float] = []
         seg = None
-        if not run.error:
-            if model.kind == "segmentation":
-                seg = postprocess_segmentation(run.x)
+        if payload is not None and not run.error:
+            if len(payload) == 4:
+                seg = payload
             else:
-                class_ids, scores = postprocess_classification(run.x, k=self.settings.top_k)
+                class_ids, scores = payload
+        last = run.stages[-1] if run.stages else None
         result = JobResult(
             task=job.task, job_id=job.job_id, priority=run.task.priority, model=run.task.model,
-            class_ids=class_ids, scores=scores, segmentation=seg, receive_time=run.receive_time,
+            class_ids=class_ids, scores=scores, segmentation=seg, receive_time=run.item.receive_time,
             release_time=job.release, start_time=job.start if job.start is not None else job.release,
-            finish_time=outcome.finish, deadline=job.abs_deadline, response_time=outcome.response_time,
-            exec_time=run.exec_time, met=outcome.met and not run.error, context=run.context,
-            stream=run.stream, meta=run.meta, error=run.error, mret=run.mret, stages=run.stages,
-        )
+            finish_time=o.finish, deadline=job.abs_deadline, response_time=o.response_time,
+            exec_time=run.exec_time, met=o.met and not run.error,
+            context=last.context if last else job.context, stream=last.stream if last else 0,
+            meta=run.item.meta, error=run.error, mret=run.mret, stages=run.stages, stamp=run.item.stamp)
+        run.source = None
+        self.counters.results += 1
         try:
             self._on_result(result)
-        except Exception:  # noqa: BLE001 - a failing consumer must not kill a backend worker
+        except Exception:  # noqa: BLE001 - a failing consumer must not stop the loop
             log.exception("result callback failed for %s job %d", job.task, job.job_id)
 
-    # -- introspection and live changes --------------------------------------------------------------
-    def locked(self) -> threading.Lock:
-        """The lock that guards the core; hold it while reading the scheduler's statistics."""
-        return self._lock
+    # ===================================================================================== commands (any thread)
+    def call(self, fn: Callable[[Scheduler], T], timeout: float = 30.0) -> T:
+        """Run ``fn(core)`` in the loop thread between two events and return its result (its exception is
+        raised here). Before :meth:`start` and after :meth:`close` it runs in the caller's thread."""
+        core = self._core
+        if core is None:
+            raise RuntimeError("start() first")
+        if self._thread is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
+            return fn(core)
+        future: Future[T] = Future()
+
+        def command() -> None:
+            try:
+                future.set_result(fn(core))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
+
+        self._commands.append(command)
+        self._wake.set()
+        return future.result(timeout)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The policy core, for reading at start-up or in :meth:`call` (only the loop may use it while it runs)."""
+        if self._core is None:
+            raise RuntimeError("start() first")
+        return self._core
+
+    def snapshot(self) -> EngineSnapshot:
+        """Everything the statistics need, read in the loop thread at one instant."""
+        def read(core: Scheduler) -> EngineSnapshot:
+            n_c = core.layout.n_contexts
+            names = list(self._task)
+            return EngineSnapshot(
+                time=self._clock(), tasks=core.task_stats(), priorities=core.priority_stats(),
+                context_of={n: core.context_of(n) for n in names}, mret={n: core.mret(n) for n in names},
+                utilization=[core.utilization(k) for k in range(n_c)],
+                queued=[core.queue_length(k) for k in range(n_c)], contexts_down=core.contexts_down,
+                outstanding_stages=core.outstanding_stages(), in_flight_jobs=len(self._jobs),
+                reprobes=core.reprobes(), batch=core.batch_stats(), sm_per_context=core.sm_per_context(),
+                intake=self.inbox.snapshot(), loop=dataclasses.replace(self._loop_stats),
+                counters=dataclasses.replace(self.counters))
+        return self.call(read)
 
     def in_flight(self) -> int:
-        with self._lock:
-            return len(self._running)
+        """Jobs admitted and not finished."""
+        return self.call(lambda _core: len(self._jobs))
 
     def update_task(self, task: TaskSettings) -> None:
         """Apply a changed rate/period, deadline or priority of an existing task (jobs already released keep
         theirs). Model, input size and weights cannot change at run time."""
-        old = self.settings.task(task.name)
+        old = self._task[task.name]
         if self._model_key(old) != self._model_key(task):
             raise ValueError(f"task {task.name}: model, input_size and weights cannot change at run time")
-        with self._lock:
-            self.scheduler.update_task(task.name, period=task.period, deadline=task.deadline,
-                                       priority=Priority.HP if task.priority == "HP" else Priority.LP)
+
+        def apply(core: Scheduler) -> None:
+            core.update_task(task.name, period=task.period, deadline=task.deadline,
+                             priority=Priority.HP if task.priority == "HP" else Priority.LP)
+            if task.period != old.period:
+                assert self._releases is not None
+                self._releases.set_period(task.name, task.period, self._clock())
+            self._task[task.name] = task
             self._replace_settings(tuple(task if t.name == task.name else t for t in self.settings.tasks))
+        self.call(apply)
 
     def add_task(self, task: TaskSettings) -> None:
-        """Add a task at run time: its model is built and profiled if no task uses it yet (this blocks)."""
+        """Add a task at run time: its model is built and profiled (in the caller's thread) if no task uses it
+        yet, then the loop adds it to the core and releases it from its next period on."""
         key = self._model_key(task)
-        new_model = key not in self.models
-        if new_model:
-            model = self._build_model(task)
-            add = getattr(self.backend, "add_model", None)
-            if add is None:
+        if key not in self.models:
+            if not isinstance(self.backend, RuntimeModels):
                 raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
-            add(key, model)
+            model = self._build_model(task)
+            self.backend.add_model(key, model)
             self.models[key] = model
             self.model_bytes[key] = model_bytes(model)
             self._memory = None
+            if self.settings.batching:
+                self._capture_batches([key])
         self._replace_settings((*self.settings.tasks, task))
-        if new_model and self.settings.batching:
-            self._prepare_batching([key])
         self.profile()  # (with batching, also the batch times of a new model)
-        with self._lock:
-            self.scheduler.add_task(to_task_spec(task, self.afet[key], key))
+
+        def apply(core: Scheduler) -> None:
+            self._task[task.name] = task
+            self._key[task.name] = key
+            self.inbox.add_task(task.name)
+            core.add_task(to_task_spec(task, self.afet[key], key))
+            assert self._releases is not None
+            self._releases.add(task.name, task.period, self._clock() + task.period)
+        self.call(apply)
 
     def remove_task(self, name: str) -> None:
         """Remove a task; its jobs in flight still finish and are reported."""
-        with self._lock:
-            self.scheduler.remove_task(name)
+        def apply(core: Scheduler) -> None:
+            core.remove_task(name)
+            assert self._releases is not None
+            self._releases.remove(name)
+            self.inbox.remove_task(name)
             self._replace_settings(tuple(t for t in self.settings.tasks if t.name != name))
+        self.call(apply)
+
+    def set_mret_window(self, ws: int) -> None:
+        self.call(lambda core: core.set_mret_window(ws))
 
     def refresh_unmeasured_afet(self) -> int:
         """Give tasks that never ran the MRET their model's stages have in tasks that did.
 
         The start-up AFET can be far too pessimistic (profiled alone, or under a CPU/GPU spike); an LP task
         rejected on it never runs, so its own MRET (eq. 1) never replaces it. Tasks sharing a model key
-        (model, input size, weights) run the same stages, so the per-stage *median* of their measured MRETs
-        is the better estimate: an average full-load time, as AFET is (section IV-A1). (The maximum, used
-        before, made every task that had not run yet the most pessimistic of its model: under overload such
-        LP tasks never passed eq. 12 again, 13 of 24 in docs/reliability/overload_cpu_10min.json.)
-        Returns how many tasks were refreshed. O(tasks); call it at stats time.
+        run the same stages, so the per-stage *median* of their measured MRETs is the better estimate: an average
+        full-load time, as AFET is (section IV-A1). Returns how many tasks were refreshed. O(tasks).
         """
-        refreshed = 0
-        with self._lock:
-            sched = self.scheduler
+        def refresh(core: Scheduler) -> int:
+            refreshed = 0
             groups: dict[str, list[str]] = {}
-            for t in self.settings.tasks:
-                groups.setdefault(self._model_key(t), []).append(t.name)
+            for name in self._task:
+                groups.setdefault(self._key[name], []).append(name)
             for names in groups.values():
                 samples: dict[int, list[float]] = {}
                 for n in names:
-                    for j, (m, ok) in enumerate(zip(sched.stage_mrets(n), sched.measured_stages(n), strict=True)):
+                    for j, (m, ok) in enumerate(zip(core.stage_mrets(n), core.measured_stages(n), strict=True)):
                         if ok:
                             samples.setdefault(j, []).append(m)
                 if not samples:
                     continue
                 measured = {j: statistics.median(v) for j, v in samples.items()}
                 for n in names:
-                    flags = sched.measured_stages(n)
-                    if all(flags):
+                    if all(core.measured_stages(n)):
                         continue
-                    current = sched.stage_mrets(n)
-                    afet = tuple(measured.get(j, current[j]) for j in range(len(current)))
-                    sched.refresh_afet(n, afet)
+                    current = core.stage_mrets(n)
+                    core.refresh_afet(n, tuple(measured.get(j, current[j]) for j in range(len(current))))
                     refreshed += 1
-        return refreshed
+            return refreshed
+        return self.call(refresh)
 
     def _replace_settings(self, tasks: tuple[TaskSettings, ...]) -> None:
         self.settings = dataclasses.replace(self.settings, tasks=tasks)
 
-    # -- worker faults (detected by daris_ros.runtime.watchdog) ------------------------------------------
+    # ===================================================================================== worker faults
     def _attempts_in_flight(self) -> list[tuple[int, int, int, float]]:
-        return [(c, s, a.token, a.submitted) for (c, s), a in list(self._attempts.items())]
+        """(context, stream, ticket, running since) of the launch each stream runs now (the watchdog's view)."""
+        return [(c, s, ticket, since) for (c, s), (ticket, since) in list(self._heads.items())]
+
+    def _context_scoped(self) -> bool:
+        """Whether a dead worker takes its whole context down: a worker process per context (``mps``:
+        ``worker_scope == "context"``), or one stream per context. The core then moves the context's tasks and
+        queued stages to the other contexts until the replacement serves (Scheduler.context_down)."""
+        b = self.backend
+        return (isinstance(b, WorkerFaults) and b.worker_scope == "context") or b.n_streams == 1
 
     def on_worker_fault(self, context: int, stream: int, reason: str, token: int | None = None,
                         detected: float | None = None) -> FaultRecord | None:
-        """Replace the worker of (context, stream) and retry its stage in flight once (a second loss fails
-        the job: its result carries the error and is not met). Idempotent: returns None when the fault
-        was handled already (the worker is alive again, or the hung stage finished meanwhile).
-
-        When the worker was its context's only one (:meth:`_context_scoped`), every stage in flight in that
-        context is lost with it: they are re-queued (Scheduler.abort) and the context is down in the core
-        (Scheduler.context_down) until the replacement serves, so they and the context's tasks run on the
-        other contexts meanwhile. With batching see :meth:`_on_batch_worker_fault`."""
-        if self.settings.batching:
-            return self._on_batch_worker_fault(context, stream, reason, token, detected)
-        # ``detected``: the watchdog's poll that found it. Another worker's fault may hold the lock for seconds (its
-        # replacement starting): that is handling delay, not detection delay
+        """Handle a dead or hung worker (called by the watchdog's recovery thread): the loop takes the launches
+        lost with it back into the core (Scheduler.abort: re-queued with their levels and virtual deadlines, once;
+        a second loss fails their jobs) and, when the worker served its whole context, marks the context down
+        (Scheduler.context_down) so its tasks and queued stages run elsewhere; then the worker is replaced here
+        (this can take seconds) and the loop brings the context back (Scheduler.context_up). Returns None when
+        the fault was handled already (a hung launch that finished meanwhile)."""
         detected = self._clock() if detected is None else detected
-        with self._fault_lock:
-            if self._closed:
-                return None
-            scoped = self._context_scoped()
-            failed: list[_Attempt] = []
-            with self._lock:
-                now = self._clock()  # the core's events go forward in time (detected may be seconds old)
-                taken = self._take_lost_attempt(context, stream, reason, token, detected)
-                if taken is None:
-                    return None
-                att, rec = taken
-                if att is not None:
-                    rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
-                dispatches: list[StageDispatch] = []
-                if scoped:  # the context cannot serve until the replacement does
-                    lost = [att] if att is not None else []
-                    lost += [self._attempts.pop((context, s)) for s in range(int(getattr(self.backend, "n_streams", 1)))
-                             if s != stream and (context, s) in self._attempts]
-                    for a in lost:
-                        run = self._running.get((a.d.job.task, a.d.job.job_id))
-                        if run is None:
-                            continue
-                        if a.retries < MAX_STAGE_RETRIES:  # queued again: it follows its job to a serving context
-                            self.scheduler.abort(a.d, now)
-                            run.retry[a.d.stage] = (a.retries + 1, rec)
-                            self.faults.stages_retried += 1
-                            rec.outcome = "retried"
-                        else:
-                            failed.append(a)
-                    rec.moved = self.scheduler.context_down(context, now)
-                    dispatches = self.scheduler.dispatch(now)  # the re-queued and queued stages, elsewhere
-                    run_att = None
-                else:
-                    run_att = self._running.get((att.d.job.task, att.d.job.job_id)) if att is not None else None
-            self._submit(dispatches, now)
-            for a in failed:
-                rec.outcome = rec.outcome or "failed"
-                self.faults.jobs_failed += 1
-                self._complete_unrun(a.d, WorkerFault(f"WorkerFault: stage {a.d.stage} lost twice (worker c{context} "
-                                                      f"{reason})"), a.retries, rec)
-            rec.replaced = self._restart_worker(context, stream, att if run_att is not None else None)
-            if scoped:
-                with self._lock:
-                    rec.moved_back = self.scheduler.context_up(context, rec.replaced)
-                    dispatches = self.scheduler.dispatch(rec.replaced)
-                self._submit(dispatches, rec.replaced)
-                if not rec.outcome:
-                    rec.recovered, rec.outcome = rec.replaced, "idle"
-            elif att is None or run_att is None:
-                rec.recovered, rec.outcome = rec.replaced, "idle"
-            elif att.retries < MAX_STAGE_RETRIES:
-                rec.outcome = "retried"
-                self.faults.stages_retried += 1
-                self._submit_attempt(att.d, run_att, rec.replaced, att.retries + 1, rec)
-            else:
-                rec.outcome = "failed"
-                self.faults.jobs_failed += 1
-                self._complete_unrun(att.d, WorkerFault(f"WorkerFault: stage {att.d.stage} lost twice (worker "
-                                                        f"c{context}s{stream} {reason})"), att.retries, rec)
+        if self._closed:
+            return None
+        rec = self.call(lambda core: self._take_lost(core, context, stream, reason, token, detected))
+        if rec is None:
+            return None
+        assert isinstance(self.backend, WorkerFaults)
+        self.backend.restart_worker(context, stream)
+        rec.replaced = self._clock()
+        if self._closed:
+            return rec
+        self.call(lambda core: self._worker_back(core, context, rec))
         log.warning("worker c%ds%d %s: replaced in %.1f ms, stage in flight %s%s", context, stream, reason,
                     (rec.replaced - detected) * 1e3, rec.outcome,
                     f"; tasks moved meanwhile: {rec.moved}" if rec.moved else "")
         return rec
 
+    def _take_lost(self, core: Scheduler, context: int, stream: int, reason: str, token: int | None,
+                   detected: float) -> FaultRecord | None:
+        if token is not None and token not in self._launches:
+            return None  # the hung launch finished meanwhile
+        scoped = self._context_scoped()
+        if scoped:
+            lost = [t for (c, _s), lane in self._lanes.items() if c == context for t in lane]
+        elif token is not None:
+            lost = [token]
+        else:
+            lane = self._lanes.get((context, stream))
+            lost = [lane[0]] if lane else []
+        backend = self.backend
+        assert isinstance(backend, WorkerFaults)
+        died = backend.worker_died_at(context, stream)
+        rec = self.faults.open(context, stream, reason, detected, died)
+        now = self._clock()
+        failed: list[Dispatch] = []
+        for ticket in lost:
+            entry = self._launches.pop(ticket)
+            d = entry.dispatch
+            self._pop_lane(d.context, d.stream, ticket, now)
+            if not rec.task:
+                rec.task, rec.job_id, rec.stage = d.job.task, d.job.job_id, d.stage
+            if entry.retries < MAX_STAGE_RETRIES:
+                core.abort(d, now)  # queued again: it follows its job to a context that serves
+                for job in d.jobs:
+                    run = self._jobs[job]
+                    run.retries[d.stage] = entry.retries + 1
+                    run.fault = rec
+                self.faults.stages_retried += 1
+                rec.outcome = "retried"
+            else:
+                failed.append(d)
+        if scoped:
+            rec.moved = core.context_down(context, now)
+        for d in failed:
+            rec.outcome = rec.outcome or "failed"
+            self.faults.jobs_failed += len(d.jobs)
+            for job in d.jobs:
+                run = self._jobs[job]
+                run.error = run.error or (f"WorkerFault: stage {d.stage} lost twice (worker c{context}s{stream} "
+                                          f"{reason})")
+            self._complete_unrun(d)
+        if not lost:
+            rec.outcome = "idle"
+        dispatches = core.dispatch(now)  # the re-queued stages, on a stream that serves
+        if dispatches:
+            self._launch(dispatches)
+        return rec
+
+    def _worker_back(self, core: Scheduler, context: int, rec: FaultRecord) -> None:
+        assert rec.replaced is not None
+        if self._context_scoped():
+            rec.moved_back = core.context_up(context, self._clock())
+        if rec.outcome == "idle":
+            rec.recovered = rec.replaced
+
+    # ===================================================================================== the rest
     def memory(self, max_age: float = 2.0) -> ContextMemory:
-        """Memory per context (the backend's ``memory_by_context``, else the resident model bytes), at
-        most ``max_age`` seconds old (asking MPS workers costs a control round trip each)."""
+        """Memory per context (the backend's ``memory_by_context``, else the resident model bytes), at most
+        ``max_age`` seconds old (asking MPS workers costs a control round trip each)."""
         now = self._clock()
         if self._memory is not None and now - self._memory[0] < max_age:
             return self._memory[1]
-        fn = getattr(self.backend, "memory_by_context", None)
-        if callable(fn):
-            mem = fn()
+        if isinstance(self.backend, MemoryStats):
+            mem = self.backend.memory_by_context()
         else:  # cpu threads: one process, every model once
             mem = ContextMemory((sum(self.model_bytes.values()),) * self.backend.n_contexts, SOURCE_MODELS, True)
         self._memory = (now, mem)
@@ -629,19 +876,22 @@ class Engine(EngineBatching):
         """``resnet18@224x224`` from a model key (the weights path left out)."""
         return key.split(":", 1)[0]
 
-    def _context_scoped(self) -> bool:
-        """Whether a dead worker takes its whole context down: a worker process per context (``mps``:
-        ``worker_scope == "context"``), or one stream per context. The core then moves the context's tasks
-        and queued stages to the other contexts until the replacement serves (Scheduler.context_down)."""
-        b = self.backend
-        return getattr(b, "worker_scope", "stream") == "context" or int(getattr(b, "n_streams", 1)) == 1
-
-    def close(self) -> None:
-        """Stop dispatching, then stop the backend (in-flight stages finish and are discarded)."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the loop (jobs in flight are discarded), the watchdog and the backend; idempotent."""
+        if self._closed:
+            return
         self._closed = True
+        self._wake.set()
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
         self.backend.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the loop thread runs (False before start, after close, or if it failed)."""
+        return self._thread is not None and self._thread.is_alive()
 
 
 def summarize_afet(afet: Mapping[str, tuple[float, ...]]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,3 +81,80 @@ def preprocess(
     x = (x - mean_t) / std_t
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=memory_format)
+
+
+class PinnedStaging:
+    """Reused page-locked host buffers for uploading bursts of frames (one buffer per shape, grown as needed).
+
+    A buffer is reused only after the copy out of it finished (an event per buffer), so an asynchronous upload
+    never reads pixels the next burst is writing."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._buffers: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.cuda.Event | None]]] = {}
+
+    def upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        """Stack equal-shape HxWxC uint8 frames into a pinned buffer and copy it to the device asynchronously
+        (on the current stream); returns the NxHxWxC device tensor."""
+        shape = (len(frames), *frames[0].shape)
+        pool = self._buffers.setdefault(tuple(shape[1:]), [])
+        host = None
+        for i, (buf, ev) in enumerate(pool):
+            if buf.shape[0] >= shape[0] and (ev is None or ev.query()):
+                host = buf
+                del pool[i]
+                break
+        if host is None:
+            host = torch.empty((max(shape[0], 4), *shape[1:]), dtype=torch.uint8, pin_memory=True)
+        view = host.numpy()[: shape[0]]
+        for i, frame in enumerate(frames):
+            view[i] = frame
+        out = host[: shape[0]].to(self._device, non_blocking=True)
+        ev = torch.cuda.Event()
+        ev.record()
+        pool.append((host, ev))
+        return out
+
+
+def preprocess_batch(
+    frames: Sequence[torch.Tensor | np.ndarray],
+    input_size: tuple[int, int],
+    *,
+    device: torch.device | str = "cpu",
+    staging: PinnedStaging | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Several HxWx3 RGB uint8 frames -> Nx3xH'xW' float32, normalised, on ``device``: the same arithmetic as
+    :func:`preprocess`, run once for every group of frames of one size (one upload, one resize, one normalise).
+
+    On a CUDA device with ``staging``, numpy frames of one size are stacked into a pinned buffer and uploaded
+    asynchronously. Row i of the result is frame i."""
+    dev = torch.device(device)
+    out_h, out_w = (int(v) for v in input_size)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, f in enumerate(frames):
+        groups.setdefault((type(f).__name__, tuple(f.shape), str(getattr(f, "device", "cpu"))), []).append(i)
+    if len(groups) == 1 and len(frames) == 1:
+        return preprocess(frames[0], input_size, device=dev, mean=mean, std=std)
+    result = torch.empty((len(frames), 3, out_h, out_w), dtype=torch.float32, device=dev)
+    mean_t, std_t = _stats(tuple(float(v) for v in mean), tuple(float(v) for v in std), dev)
+    for idx in groups.values():
+        members = [frames[i] for i in idx]
+        first = members[0]
+        if first.ndim != 3 or first.shape[-1] != 3:  # grey or odd shapes: one at a time
+            for i in idx:
+                result[i] = preprocess(frames[i], input_size, device=dev, mean=mean, std=std)[0]
+            continue
+        if isinstance(first, np.ndarray) and dev.type == "cuda" and staging is not None:
+            img = staging.upload(members)  # type: ignore[arg-type]
+        else:
+            img = torch.stack([_as_uint8_tensor(m) for m in members]).to(dev)
+        x = img.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        if (x.shape[2], x.shape[3]) != (out_h, out_w):
+            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=False)
+        x = (x - mean_t) / std_t
+        if len(idx) == len(frames):
+            return x.contiguous()
+        result[torch.tensor(idx, device=dev)] = x
+    return result

@@ -2,21 +2,22 @@
 
 The Average Full-Load Execution Time of a model's stages: the target model runs its stages in one
 stream (context 0, stream 0) while every other stream of the backend keeps running random stages of
-random models. It is a pessimistic initial estimate that MRET (eq. 1-2) replaces online. Works with any
-backend that has the lean ``launch``/``finish`` API (``str``, ``green``).
+random models. It is a pessimistic initial estimate that MRET (eq. 1-2) replaces online. Works with every
+backend, through the launch/poll protocol (daris_ros/runtime/backends/base.py).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from daris_ros.runtime.backends.base import Backend, Finished
 
 
 def cache_key(device_name: str, backend: str, layout: str, oversubscription: float, graphs: bool, model_key: str,
@@ -25,13 +26,6 @@ def cache_key(device_name: str, backend: str, layout: str, oversubscription: flo
     and model."""
     return (f"{device_name}|torch {torch.__version__}|{backend}|{layout}|OS {oversubscription:g}"
             f"|graphs {int(graphs)}|" + (f"{mode}|" if mode else "") + model_key)
-
-
-def afet_key(backend: Any, model_key: str) -> str:
-    """The cache key of a GPU backend's full-load AFET (:func:`profile_afet`)."""
-    return cache_key(torch.cuda.get_device_name(backend.torch_device), backend.name,
-                     f"{backend.n_contexts}x{backend.n_streams}", backend.oversubscription, backend.cuda_graphs,
-                     model_key)
 
 
 class AfetCache:
@@ -57,126 +51,99 @@ class AfetCache:
             self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
 
 
-def _feed(backend: Any, bg: dict[tuple[int, int], Any], others: list[tuple[int, int]], rng: random.Random,
-          examples: Mapping[str, list[Any]]) -> None:
-    """Keep every background stream busy with a random stage of a random model."""
-    keys = list(examples)
-    for cs in others:
-        launch = bg.get(cs)
-        if launch is not None and not launch.ready():
-            continue
-        if launch is not None:
-            backend.finish(launch)
-        m = rng.choice(keys)
-        j = rng.randrange(len(examples[m]))
-        bg[cs] = backend.launch(cs[0], cs[1], m, j, examples[m][j])
+def isolated_afet(backend: Backend, key: str, x0: Any, n_stages: int, runs: int) -> tuple[float, ...]:
+    """Per-stage mean of ``runs`` isolated runs on context 0, stream 0 (``run_now``)."""
+    times = [0.0] * n_stages
+    for _ in range(runs):
+        rows: list[tuple[Any, int]] = [(x0, 0)]
+        for j in range(n_stages):
+            y, dt = backend.run_now(key, j, 1, rows)
+            times[j] += dt
+            rows = [(y, 0)]
+    return tuple(max(v / runs, 1e-6) for v in times)
 
 
-def profile_afet(backend: Any, model_keys: list[str], *, runs: int = 20, warmup: int = 3, seed: int = 0,
-                 cache: AfetCache | None = None) -> dict[str, tuple[float, ...]]:
-    """AFET per model key: the target in (0, 0), random stages of random models on every other stream."""
-    rng = random.Random(seed)
-    examples = {k: backend.example_inputs(backend.models[k]) for k in backend.models}
-    others = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams) if (c, s) != (0, 0)]
-    out: dict[str, tuple[float, ...]] = {}
-    for key in model_keys:
-        cached = cache.get(afet_key(backend, key)) if cache else None
-        if cached:
-            out[key] = cached
-            continue
-        n_stages = backend.models[key].num_stages
-        sums = [0.0] * n_stages
-        bg: dict[tuple[int, int], Any] = {}
-
-        for run in range(warmup + runs):
-            x = examples[key][0]
+def batch_times(backend: Backend, key: str, x0: Any, n_stages: int, sizes: tuple[int, ...], runs: int
+                ) -> dict[tuple[str, int, int], float]:
+    """Isolated batch times ``{(key, stage, size): seconds}``: every stage at every size, the mean of ``runs`` runs
+    after one warm-up (``run_now``)."""
+    out: dict[tuple[str, int, int], float] = {}
+    for size in sizes:
+        totals = [0.0] * n_stages
+        for run in range(runs + 1):
+            rows: list[tuple[Any, int]] = [(x0, 0)] * size
             for j in range(n_stages):
-                _feed(backend, bg, others, rng, examples)
-                launch = backend.launch(0, 0, key, j, x)
-                while not launch.ready():
-                    _feed(backend, bg, others, rng, examples)
-                    time.sleep(0)
-                dt = backend.finish(launch)
-                x = launch.output
-                if run >= warmup:
-                    sums[j] += dt
-        torch.cuda.synchronize(backend.torch_device)
-        for launch in bg.values():
-            backend.finish(launch)
-        out[key] = tuple(max(v / runs, 1e-6) for v in sums)
-        if cache:
-            cache.put(afet_key(backend, key), out[key])
-    torch.cuda.set_stream(torch.cuda.default_stream(backend.torch_device))
+                y, dt = backend.run_now(key, j, size, rows)
+                if run:  # the first run warms up
+                    totals[j] += dt
+                rows = [(y, i) for i in range(size)]
+        for j, total in enumerate(totals):
+            out[(key, j, size)] = max(total / max(runs, 1), 1e-6)
     return out
 
 
-def full_load_afet(backend: Any, first_inputs: Mapping[str, Any], n_stages: Mapping[str, int], *, runs: int = 5,
+def full_load_afet(backend: Backend, first_inputs: Mapping[str, Any], n_stages: Mapping[str, int], *, runs: int = 5,
                    warmup: int = 1, seed: int = 0, timeout: float = 60.0) -> dict[str, tuple[float, ...]]:
-    """Section IV-A1 through the generic backend interface (``submit``: every backend, worker processes
-    included): AFET per model key, the target's stages run one after another on (0, 0) while every other
-    (context, stream) keeps running jobs of random models, stage after stage.
+    """Section IV-A1 through the backend protocol (``launch``/``poll``; every backend): AFET per model key, the
+    target's stages run one after another on (0, 0) while every other (context, stream) keeps running jobs of
+    random models, stage after stage.
 
-    ``first_inputs[key]`` is an input of stage 0 of model ``key`` that any context accepts (a preprocessed
-    frame); a later stage gets the output of the previous one on the same (context, stream), since a worker
-    process's outputs live in that worker. ``runs`` measured runs after ``warmup`` unmeasured ones; each stage
-    time is the backend's ``exec_time``. Raises :class:`TimeoutError` when a stage does not come back within
-    ``timeout`` s and re-raises a stage's error.
+    ``first_inputs[key]`` is a stage-0 input of model ``key`` (a preprocessed frame, a batch of one); a later stage
+    gets the output of the previous one. ``runs`` measured runs after ``warmup`` unmeasured ones; each stage time
+    is the backend's measured execution time. Raises :class:`TimeoutError` when a stage does not come back within
+    ``timeout`` s and re-raises a stage's error. Runs before the engine's loop starts (it polls the backend).
     """
     rng = random.Random(seed)
     keys = list(first_inputs)
     others = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams) if (c, s) != (0, 0)]
-    lock = threading.Lock()
-    # per background stream: (model, next stage, its input), set by the completion of the previous stage
+    # per background stream: the ticket running there and (model, stage, its output) once it finished
+    running: dict[int, tuple[tuple[int, int], str, int]] = {}
     nxt: dict[tuple[int, int], tuple[str, int, Any]] = {}
     idle = set(others)
-    errors: list[BaseException] = []
+    done: dict[int, Finished] = {}
 
-    def background_done(cs: tuple[int, int], model: str, j: int) -> Any:
-        def done(y: Any, _dt: float, err: BaseException | None) -> None:
-            with lock:
-                if err is not None:
-                    errors.append(err)
-                elif j + 1 < n_stages[model]:
-                    nxt[cs] = (model, j + 1, y)
-                idle.add(cs)
-        return done
+    def absorb(records: list[Finished]) -> None:
+        for f in records:
+            bg = running.pop(f.ticket, None)
+            if bg is None:
+                done[f.ticket] = f
+                continue
+            cs, model, j = bg
+            if f.error is not None:
+                raise f.error
+            if j + 1 < n_stages[model]:
+                nxt[cs] = (model, j + 1, f.output)
+            idle.add(cs)
 
     def feed() -> None:
-        with lock:
-            free = sorted(idle)
-            idle.clear()
-            work = [(cs, nxt.pop(cs, None)) for cs in free]
-        for cs, job in work:
+        for cs in sorted(idle):
+            job = nxt.pop(cs, None)
             if job is None:
                 m = rng.choice(keys)
                 job = (m, 0, first_inputs[m])
             m, j, x = job
-            backend.submit(cs[0], cs[1], m, j, x, background_done(cs, m, j))
+            running[backend.launch(cs[0], cs[1], m, j, 1, [(x, 0)])] = (cs, m, j)
+        idle.clear()
 
     def target(key: str, j: int, x: Any) -> tuple[Any, float]:
-        ev = threading.Event()
-        box: list[Any] = []
-
-        def done(y: Any, dt: float, err: BaseException | None) -> None:
-            box.extend((y, dt, err))
-            ev.set()
-
-        backend.submit(0, 0, key, j, x, done)
+        ticket = backend.launch(0, 0, key, j, 1, [(x, 0)])
         t_end = time.monotonic() + timeout
-        while not ev.wait(0.0005):
+        while ticket not in done:
             feed()
+            absorb(backend.poll())
             if time.monotonic() > t_end:
                 raise TimeoutError(f"AFET profiling: stage {j} of {key} did not finish within {timeout:g} s")
-        if box[2] is not None:
-            raise box[2]
-        return box[0], box[1]
+            time.sleep(0.0002)
+        f = done.pop(ticket)
+        if f.error is not None:
+            raise f.error
+        return f.output, f.exec_time
 
     out: dict[str, tuple[float, ...]] = {}
     try:
         for key in keys:
             sums = [0.0] * n_stages[key]
             for run in range(warmup + runs):
-                feed()
                 x = first_inputs[key]
                 for j in range(n_stages[key]):
                     x, dt = target(key, j, x)
@@ -185,11 +152,7 @@ def full_load_afet(backend: Any, first_inputs: Mapping[str, Any], n_stages: Mapp
             out[key] = tuple(max(v / runs, 1e-6) for v in sums)
     finally:  # let the background stages drain before the caller goes on
         t_end = time.monotonic() + timeout
-        while time.monotonic() < t_end:
-            with lock:
-                if len(idle) == len(others):
-                    break
-            time.sleep(0.001)
-    if errors:
-        raise errors[0]
+        while running and time.monotonic() < t_end:
+            absorb(backend.poll())
+            time.sleep(0.0005)
     return out

@@ -109,6 +109,11 @@ class WorkerFaults(abc.ABC):
     def restart_worker(self, context: int, stream: int) -> None:
         """Replace the worker of (context, stream); its launches in flight are lost (never reported)."""
 
+    def worker_died_at(self, context: int, stream: int) -> float | None:
+        """When the worker of (context, stream) died (``time.monotonic``), if the backend saw it: the detection
+        latency is measured from it."""
+        return None
+
     @abc.abstractmethod
     def inject_fault(self, kind: str, context: int, stream: int, seconds: float = 0.0, wait_busy: float = 1.0,
                      times: int = 1) -> bool:

@@ -15,18 +15,28 @@ start ``seconds`` later; ``hang`` makes its current or next stage take ``seconds
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from daris_ros.runtime.backends.base import BackendError, StageDone
+from daris_ros.runtime.backends.base import (
+    Backend,
+    BackendError,
+    Finished,
+    Rows,
+    RuntimeModels,
+    WorkerFaults,
+)
+from daris_ros.runtime.backends.cuda_graphs import stack_rows
 
 log = logging.getLogger("daris_ros.backends.cpu")
 
@@ -38,7 +48,7 @@ FAULT_KINDS = ("kill", "hang")
 
 @dataclass(frozen=True, slots=True)
 class ScheduledFault:
-    """``kind`` on worker (context, stream), ``at`` seconds after the first submitted stage."""
+    """``kind`` on worker (context, stream), ``at`` seconds after the first launched stage."""
 
     kind: str
     context: int
@@ -49,7 +59,7 @@ class ScheduledFault:
 
 def parse_fault_schedule(spec: str) -> list[ScheduledFault]:
     """``kind:context:stream:at[:seconds]`` entries separated by ``;`` or ``,``, e.g.
-    ``kill:0:0:3.0;hang:1:0:6.0:2.5`` (times in seconds after the first submitted stage)."""
+    ``kill:0:0:3.0;hang:1:0:6.0:2.5`` (times in seconds after the first launched stage)."""
     out = []
     for entry in spec.replace(",", ";").split(";"):
         entry = entry.strip()
@@ -84,9 +94,12 @@ class _Slot:
     abandoned: list[threading.Thread] = field(default_factory=list)
 
 
-class CpuBackend:
+class CpuBackend(Backend, WorkerFaults, RuntimeModels):
+    """Worker threads, one per (context, stream); completions are queued and handed out by :meth:`poll`."""
+
     name = "cpu"
     worker_scope = "stream"  # one thread per (context, stream): a dead thread leaves its context's others
+    polled = False  # workers notify the engine loop after each completion
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cpu") -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -99,8 +112,11 @@ class CpuBackend:
         self._closed = False
         self._restart_lock = threading.Lock()
         self._schedule: list[ScheduledFault] = []
-        self._first_submit = threading.Event()
+        self._first_launch = threading.Event()
         self._stop_injector = threading.Event()
+        self._tickets = itertools.count(1)
+        self._finished: collections.deque[Finished] = collections.deque()
+        self._notify: Callable[[], None] | None = None
 
     def start(self, models: Mapping[str, Any]) -> None:
         n_workers = self.n_contexts * self.n_streams
@@ -129,37 +145,42 @@ class CpuBackend:
         """Make one more model resident (run-time task addition)."""
         self._models[name] = model.to(self.device).eval()
 
-    def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
-        if self._closed:  # shutting down: a worker finishing a stage may still dispatch the next one; close()
-            return  # discards stages in flight anyway, and raising here would only print a worker traceback
-        if not self._first_submit.is_set():
-            self._first_submit.set()
+    def set_notify(self, notify: Callable[[], None] | None) -> None:
+        self._notify = notify
+
+    def launch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows) -> int:
+        """Queue the dispatch for the worker of (context, stream). No graphs here: it runs at ``len(rows)``
+        (``size``, the captured size of GPU backends, is not padded to)."""
+        ticket = next(self._tickets)
+        if self._closed:  # shutting down: nothing runs any more, and nothing is reported
+            return ticket
+        if not self._first_launch.is_set():
+            self._first_launch.set()
         with self._restart_lock:  # never into the queue of a worker being replaced
-            self._slots[context][stream].queue.put((model, stage, x, done))
+            self._slots[context][stream].queue.put((ticket, model, stage, rows))
+        return ticket
 
-    def submit_batch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Any,
-                     done: StageDone) -> None:
-        """Run stage ``stage`` of ``model`` once for the stacked ``rows`` (``(source, row)`` per job, see
-        ``cuda_graphs.Rows``); ``done`` gets the batch output, row i for job i. No graphs here: the batch runs
-        at ``len(rows)``, ``size`` (the captured size on GPU backends) is not padded to."""
-        from daris_ros.runtime.backends.cuda_graphs import stack_rows
+    def poll(self) -> list[Finished]:
+        out: list[Finished] = []
+        finished = self._finished
+        while finished:
+            out.append(finished.popleft())
+        return out
 
-        self.submit(context, stream, model, stage, stack_rows(rows), done)
+    def _report(self, record: Finished) -> None:
+        self._finished.append(record)
+        notify = self._notify
+        if notify is not None:
+            notify()
 
-    def run_batch_now(self, model: str, stage: int, size: int, rows: Any) -> tuple[Any, float]:
-        """One batched stage, synchronously (profiling batch times)."""
-        from daris_ros.runtime.backends.cuda_graphs import stack_rows
+    def run_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
+        return self._run(model, stage, rows)
 
-        return self._run(model, stage, stack_rows(rows))
-
-    def run_now(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
-        return self._run(model, stage, x)
-
-    def _run(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
+    def _run(self, model: str, stage: int, rows: Rows) -> tuple[Any, float]:
         m = self._models[model]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            y = m.run_stage(stage, x)
+            y = m.run_stage(stage, stack_rows(rows))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)
         return y, time.perf_counter() - t0
@@ -171,24 +192,24 @@ class CpuBackend:
                 return
             if item is _KILL or slot.kill:
                 break  # killed while idle: an item taken here is lost with the worker
-            model, stage, x, done = item
+            ticket, model, stage, rows = item
             slot.busy = True
             try:
-                y, dt = self._run(model, stage, x)
+                y, dt = self._run(model, stage, rows)
             except Exception as exc:  # noqa: BLE001 - reported to the engine, the worker lives on
                 slot.busy = False
-                done(None, 0.0, exc)
+                self._report(Finished(ticket, None, 0.0, exc))
                 continue
             if slot.hang_times > 0:
                 slot.hang_times -= 1
                 time.sleep(slot.hang)
             if slot.generation != generation:  # replaced while hung: the stage was retried elsewhere, and
-                done(y, dt, None)  # the engine ignores this late result
+                self._report(Finished(ticket, y, dt))  # the engine ignores this late result
                 return
             slot.busy = False
             if slot.kill:
                 break  # killed mid-stage: the result is lost
-            done(y, dt, None)
+            self._report(Finished(ticket, y, dt))
         slot.kill = False
         slot.died_at = time.monotonic()
         log.warning("cpu worker %s killed (fault injection)", threading.current_thread().name)
@@ -253,7 +274,7 @@ class CpuBackend:
         return busy
 
     def _injector(self) -> None:
-        self._first_submit.wait()
+        self._first_launch.wait()
         t0 = time.monotonic()
         for f in self._schedule:
             if self._stop_injector.wait(max(0.0, t0 + f.at - time.monotonic())):
@@ -266,7 +287,7 @@ class CpuBackend:
             return
         self._closed = True
         self._stop_injector.set()
-        self._first_submit.set()
+        self._first_launch.set()
         with self._restart_lock:
             for row in self._slots:
                 for slot in row:

@@ -131,6 +131,14 @@ def gather_rows(rows: Rows, dst: Sequence[torch.Tensor]) -> None:
                       out=out)
 
 
+def row_input(row: tuple[Any, int]) -> Any:
+    """One job's input as a batch of one: row ``row`` of ``source`` (a view, no copy)."""
+    src, r = row
+    if isinstance(src, torch.Tensor):
+        return src if src.shape[0] == 1 else src.narrow(0, r, 1)
+    return tuple(t if t.shape[0] == 1 else t.narrow(0, r, 1) for t in src)
+
+
 def take_rows(x: Any, n: int) -> Any:
     """A copy of the first ``n`` rows of a stage output (tensor or tuple), allocated on the current stream."""
     if isinstance(x, torch.Tensor):

@@ -6,14 +6,10 @@ static input, replays the graph and clones the static output on that stream, bet
 whose elapsed time is the stage's execution time (fed to MRET by the engine). With ``cuda_graphs=False``
 the stage runs eagerly on the stream.
 
-Two ways to drive it:
-
-* the :class:`~daris_ros.runtime.backends.base.Backend` protocol (``submit(..., done)``): the launch
-  happens at once in the caller's thread (it never blocks) and one completion thread polls the CUDA
-  events and calls ``done``; the engine's completion handler then launches the next stages from that
-  same thread, so a stage costs no thread hand-off;
-* the lean API for a single-threaded driver (the bench): ``launch`` returns a :class:`StageLaunch`,
-  the driver polls ``ready()`` and reads ``finish()`` itself.
+The engine's loop (one thread) drives it through the protocol of
+:mod:`~daris_ros.runtime.backends.base`: ``launch`` enqueues a dispatch (1..n rows) on its stream and returns a
+ticket at once; ``poll`` queries the end events of the launches in flight and returns the finished ones with
+their CUDA-event execution times. No thread of its own: a stage costs no thread hand-off.
 
 There is no SM partitioning here: contexts are groups of streams (the STR policy uses one). The
 ``green`` backend (:mod:`.green`) reuses all of this with streams of green contexts.
@@ -22,8 +18,8 @@ There is no SM partitioning here: contexts are groups of streams (the STR policy
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,8 +27,16 @@ from typing import Any
 
 import torch
 
-from daris_ros.runtime.backends.base import BackendError, StageDone
-from daris_ros.runtime.backends.cuda_graphs import Rows, StageGraph, clone_io, stack_rows, take_rows
+from daris_ros.runtime.backends.base import (
+    Backend,
+    BackendError,
+    BatchGraphs,
+    Finished,
+    MemoryStats,
+    Rows,
+    RuntimeModels,
+)
+from daris_ros.runtime.backends.cuda_graphs import StageGraph, clone_io, row_input, stack_rows, take_rows
 from daris_ros.runtime.memory import SOURCE_PROCESS, ContextMemory, cuda_reserved
 
 log = logging.getLogger("daris_ros.backends")
@@ -56,29 +60,23 @@ def resolve_cuda_device(device: str) -> torch.device:
 
 @dataclass(slots=True)
 class StageLaunch:
-    """One stage in flight on (context, stream)."""
+    """One dispatch in flight on (context, stream): its output and the two CUDA events around it."""
 
-    context: int
-    stream: int
+    ticket: int
     output: Any
-    start: torch.cuda.Event
-    end: torch.cuda.Event
-    done: StageDone | None = None
+    start: torch.cuda.Event | None
+    end: torch.cuda.Event | None
     error: BaseException | None = None
-    timed: bool = True  # False: the start event was not recorded
 
     def ready(self) -> bool:
-        return self.error is not None or self.end.query()
-
-    def exec_time(self) -> float:
-        """Seconds between the two events (valid once ``ready()``; 0.0 for an untimed launch)."""
-        return self.start.elapsed_time(self.end) * 1e-3 if self.timed else 0.0
+        return self.error is not None or self.end.query()  # type: ignore[union-attr]
 
 
-class CudaStreamsBackend:
+class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
     """In-process GPU backend over a matrix of CUDA streams (``str``); base of ``green``."""
 
     name = "str"
+    polled = True  # the engine loop queries the CUDA events while launches are in flight
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
                  oversubscription: float = 1.0) -> None:
@@ -102,9 +100,8 @@ class CudaStreamsBackend:
         self._pools: dict[tuple[int, int], Any] = {}
         self.capture_seconds = 0.0
         self._free_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-        self._pending: collections.deque[StageLaunch] = collections.deque()
-        self._wake = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._in_flight: collections.deque[StageLaunch] = collections.deque()  # in launch order
+        self._tickets = itertools.count(1)
         self._closed = False
         self._started = False
 
@@ -131,9 +128,17 @@ class CudaStreamsBackend:
             self._capture_all()
             self.capture_seconds = time.perf_counter() - t0
             log.info("%s: captured %d CUDA graphs in %.1f s", self.name, len(self.graphs), self.capture_seconds)
-        self._poller = threading.Thread(target=self._poll_loop, name=f"daris-{self.name}-poll", daemon=True)
-        self._poller.start()
         self._started = True
+
+    def add_model(self, name: str, model: Any) -> None:
+        """Make one more model resident while running (its per-stage graphs captured too)."""
+        model = model.to(self.torch_device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.models[name] = model
+        if self.cuda_graphs:
+            self._capture_model(name, model)
+            torch.cuda.synchronize(self.torch_device)
 
     def example_inputs(self, model: Any, batch: int = 1) -> list[Any]:
         """Per stage, an example input (batch ``batch``) obtained by running the stages eagerly once.
@@ -152,14 +157,17 @@ class CudaStreamsBackend:
 
     def _capture_all(self) -> None:
         for name, model in self.models.items():
-            examples = self.example_inputs(model)
-            for c in range(self.n_contexts):
-                for s in range(self.n_streams):
-                    pool = self._pool(c, s)  # one pool per stream: its graphs never overlap
-                    cap = self._capture_stream(c, s)
-                    for j in range(model.num_stages):
-                        self.graphs[(name, j, c, s)] = StageGraph(model.stages[j], examples[j], cap, pool=pool)
+            self._capture_model(name, model)
         torch.cuda.synchronize(self.torch_device)
+
+    def _capture_model(self, name: str, model: Any) -> None:
+        examples = self.example_inputs(model)
+        for c in range(self.n_contexts):
+            for s in range(self.n_streams):
+                pool = self._pool(c, s)  # one pool per stream: its graphs never overlap
+                cap = self._capture_stream(c, s)
+                for j in range(model.num_stages):
+                    self.graphs[(name, j, c, s)] = StageGraph(model.stages[j], examples[j], cap, pool=pool)
 
     def _pool(self, context: int, stream: int) -> Any:
         pool = self._pools.get((context, stream))
@@ -196,140 +204,78 @@ class CudaStreamsBackend:
         except IndexError:
             return torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
-    def launch(self, context: int, stream: int, model: str, stage: int, x: Any, timed: bool = True) -> StageLaunch:
-        """Enqueue one stage on (context, stream) and return at once. Leaves that stream current.
+    def launch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows) -> int:
+        """Enqueue one dispatch on (context, stream) between two CUDA events and return at once.
 
-        ``x`` must be ready for any stream (the output of an earlier finished launch, or synchronised);
-        :meth:`submit` makes the stream wait for the caller's stream first. ``timed=False`` records only the
-        completion event (no start event, ``exec_time`` 0): for drivers that time stages on the host.
-        """
-        s = self.streams[context][stream]
-        torch.cuda.set_stream(s)
-        start, end = self._events()
-        if timed:
-            start.record(s)
-        g = self.graphs.get((model, stage, context, stream)) if self.cuda_graphs else None
-        if g is not None and (stage > 0 or g.fits(x)):  # later stages get what earlier graphs made
-            y = clone_io(g.launch(x))
+        ``rows[i] = (source, row)`` is job i's input (a frame batch, or the output of an earlier launch; the
+        target stream first waits for the caller's stream, where frames are preprocessed). With a graph of
+        ``size`` the rows are gathered into its static input (rows past ``len(rows)`` are padding); one row
+        without a batch graph replays the stage's batch-1 graph; otherwise the stage runs eagerly. The output
+        (row i for job i) is a copy: it is the caller's."""
+        ticket = next(self._tickets)
+        try:
+            output, start, end = self._enqueue(context, stream, model, stage, size, rows)
+        except BaseException as exc:  # noqa: BLE001 - reported through poll, like a failed stage
+            self._in_flight.append(StageLaunch(ticket, None, None, None, error=exc))
         else:
-            with torch.inference_mode():
-                y = self.models[model].run_stage(stage, x)
-        end.record(s)
-        return StageLaunch(context, stream, y, start, end, timed=timed)
+            self._in_flight.append(StageLaunch(ticket, output, start, end))
+        return ticket
 
-    def launch_batch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows,
-                     timed: bool = True) -> StageLaunch:
-        """Enqueue one batched stage on (context, stream) and return at once. Leaves that stream current.
-
-        ``rows[i] = (source, row)`` is job i's input: row ``row`` of ``source`` (a tensor or tuple of tensors,
-        batch-major: a frame, or the output of an earlier finished launch). With a graph of ``size`` the rows
-        are gathered into its static input (rows past ``len(rows)`` are padding), else the stage runs eagerly
-        on the stacked rows. ``output`` holds the jobs' results, row i for job i (a copy: it is the caller's).
-        """
-        s = self.streams[context][stream]
-        torch.cuda.set_stream(s)
-        start, end = self._events()
-        if timed:
-            start.record(s)
-        g = self.batch_graphs.get((model, stage, size, context, stream)) if self.cuda_graphs else None
-        if g is not None:
-            y = take_rows(g.launch_rows(rows), len(rows))
-        else:
-            with torch.inference_mode():
-                y = self.models[model].run_stage(stage, stack_rows(rows))
-        end.record(s)
-        return StageLaunch(context, stream, y, start, end, timed=timed)
-
-    def finish(self, launch: StageLaunch) -> float:
-        """The execution time of a ready launch; recycles its events."""
-        dt = launch.exec_time()
-        self._free_events.append((launch.start, launch.end))
-        return dt
-
-    def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
-        # (kept free of per-call closures: the hot path of batch-1 stages; submit_batch is its batched twin)
+    def _enqueue(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows
+                 ) -> tuple[Any, torch.cuda.Event, torch.cuda.Event]:
         if self._closed:
             raise BackendError("backend is closed")
+        target = self.streams[context][stream]
         caller = torch.cuda.current_stream(self.torch_device)
+        if caller != target:
+            target.wait_stream(caller)
+        torch.cuda.set_stream(target)
         try:
-            target = self.streams[context][stream]
-            if stage == 0 and caller != target:
-                target.wait_stream(caller)  # the input was made on the caller's stream (preprocessing)
-            launch = self.launch(context, stream, model, stage, x)
-        except BaseException as exc:  # noqa: BLE001 - reported through done, like a failed stage
-            launch = StageLaunch(context, stream, None, None, None, error=exc)  # type: ignore[arg-type]
+            start, end = self._events()
+            start.record(target)
+            n = len(rows)
+            g = self.batch_graphs.get((model, stage, size, context, stream)) if self.cuda_graphs else None
+            if g is not None:
+                y = take_rows(g.launch_rows(rows), n)
+            elif n == 1 and self.cuda_graphs and (g1 := self.graphs.get((model, stage, context, stream))) is not None \
+                    and g1.fits(x1 := row_input(rows[0])):
+                y = clone_io(g1.launch(x1))
+            else:
+                with torch.inference_mode():
+                    y = self.models[model].run_stage(stage, stack_rows(rows))
+            end.record(target)
         finally:
             torch.cuda.set_stream(caller)
-        launch.done = done
-        self._pending.append(launch)
-        self._wake.set()
+        return y, start, end
 
-    def submit_batch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows,
-                     done: StageDone) -> None:
-        """Run one batched stage on (context, stream) (:meth:`launch_batch`: the graph of ``size`` when one was
-        captured); ``done`` gets the output, row i for job i, from the poll thread."""
-        if self._closed:
-            raise BackendError("backend is closed")
-        caller = torch.cuda.current_stream(self.torch_device)
-        try:
-            target = self.streams[context][stream]
-            if caller != target:
-                target.wait_stream(caller)  # frames (rows of a first stage) were preprocessed on the caller's stream
-            launch = self.launch_batch(context, stream, model, stage, size, rows)
-        except BaseException as exc:  # noqa: BLE001 - reported through done, like a failed stage
-            launch = StageLaunch(context, stream, None, None, None, error=exc)  # type: ignore[arg-type]
-        finally:
-            torch.cuda.set_stream(caller)
-        launch.done = done
-        self._pending.append(launch)
-        self._wake.set()
+    def poll(self) -> list[Finished]:
+        """The launches whose end event has completed, in launch order per stream (a launch behind an unfinished
+        one on another stream is reported as soon as it is done)."""
+        in_flight = self._in_flight
+        if not in_flight:
+            return []
+        out: list[Finished] = []
+        still: collections.deque[StageLaunch] = collections.deque()
+        free = self._free_events
+        for launch in in_flight:
+            if launch.error is not None:
+                out.append(Finished(launch.ticket, None, 0.0, launch.error))
+            elif launch.end.query():  # type: ignore[union-attr]
+                out.append(Finished(launch.ticket, launch.output,
+                                    launch.start.elapsed_time(launch.end) * 1e-3))  # type: ignore[union-attr]
+                free.append((launch.start, launch.end))  # type: ignore[arg-type]
+            else:
+                still.append(launch)
+        self._in_flight = still
+        return out
 
-    def run_batch_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
-        """One batched stage on context 0, stream 0, synchronously (profiling batch times)."""
-        caller = torch.cuda.current_stream(self.torch_device)
-        self.streams[0][0].wait_stream(caller)
-        try:
-            launch = self.launch_batch(0, 0, model, stage, size, rows)
-        finally:
-            torch.cuda.set_stream(caller)
-        launch.end.synchronize()
-        return launch.output, self.finish(launch)
-
-    def run_now(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
-        caller = torch.cuda.current_stream(self.torch_device)
-        self.streams[0][0].wait_stream(caller)
-        try:
-            launch = self.launch(0, 0, model, stage, x)
-        finally:
-            torch.cuda.set_stream(caller)
-        launch.end.synchronize()
-        return launch.output, self.finish(launch)
-
-    def _poll_loop(self) -> None:
-        inflight: list[StageLaunch] = []
-        pending = self._pending
-        while not self._closed:
-            while pending:
-                inflight.append(pending.popleft())
-            if not inflight:
-                self._wake.wait(0.05)
-                self._wake.clear()
-                continue
-            still: list[StageLaunch] = []
-            for launch in inflight:
-                if not launch.ready():
-                    still.append(launch)
-                    continue
-                try:
-                    if launch.error is not None:
-                        launch.done(None, 0.0, launch.error)
-                    else:
-                        launch.done(launch.output, self.finish(launch), None)
-                except Exception:  # noqa: BLE001 - a failing consumer must not stop completions
-                    log.exception("stage completion callback failed")
-            inflight = still
-            if inflight and not pending:
-                time.sleep(0)  # let other threads (releases) take the GIL
+    def run_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
+        """One dispatch on context 0, stream 0, synchronously (profiling)."""
+        y, start, end = self._enqueue(0, 0, model, stage, size, rows)
+        end.synchronize()
+        dt = start.elapsed_time(end) * 1e-3
+        self._free_events.append((start, end))
+        return y, dt
 
     def memory_by_context(self) -> ContextMemory:
         """The node process's reserved device memory: every context shares its allocator."""
@@ -339,9 +285,7 @@ class CudaStreamsBackend:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
-        if self._poller is not None:
-            self._poller.join(timeout=5.0)
+        self._in_flight.clear()
         if self._started:
             torch.cuda.synchronize(self.torch_device)
         self.graphs.clear()

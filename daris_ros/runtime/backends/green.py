@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from daris_ros.runtime.backends.base import BackendError
+from daris_ros.runtime.backends.base import BackendError, SmCounts
 from daris_ros.runtime.backends.cuda_streams import AnyStream, CudaStreamsBackend
 from daris_ros.runtime.backends.sm_partitions import SmPlan, plan_sm_partitions
 
@@ -110,7 +110,7 @@ class GreenContexts:
         self.raw_streams, self.contexts = [], []
 
 
-class GreenBackend(CudaStreamsBackend):
+class GreenBackend(CudaStreamsBackend, SmCounts):
     """``green``: the ``str`` machinery on streams of green contexts (SM-partitioned contexts)."""
 
     name = "green"
