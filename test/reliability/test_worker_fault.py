@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from daris_ros.runtime.driver import PeriodicDriver, drain
+from daris_ros.runtime.driver import SyntheticCameras, drain
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES
 from daris_ros.settings import SchedulerSettings, TaskSettings
@@ -46,9 +46,9 @@ def _engine(stage_timeout: float = 0.3, *, policy: str = "MPS", n_contexts: int 
     return e, results
 
 
-def _driver(e: Engine) -> PeriodicDriver:
-    """hp every HP_PERIOD, lp every LP_PERIOD (what the node's release timers do)."""
-    return PeriodicDriver(e, {"hp": HP_PERIOD, "lp": LP_PERIOD}, np.zeros((24, 32, 3), np.uint8))
+def _driver(e: Engine) -> SyntheticCameras:
+    """Cameras that always have a frame: the engine releases hp every HP_PERIOD, lp every LP_PERIOD."""
+    return SyntheticCameras(e, ["hp", "lp"], np.zeros((24, 32, 3), np.uint8))
 
 
 def _drain(e: Engine, timeout: float = 5.0) -> None:
@@ -56,8 +56,7 @@ def _drain(e: Engine, timeout: float = 5.0) -> None:
 
 
 def _hp_context(e: Engine) -> int:
-    with e.locked():
-        return e.scheduler.context_of("hp")
+    return e.call(lambda core: core.context_of("hp"))
 
 
 def test_killed_worker_replaced_stage_retried_no_hp_miss_after():
@@ -95,7 +94,8 @@ def test_killed_worker_replaced_stage_retried_no_hp_miss_after():
 
 
 def test_hung_worker_replaced_late_result_ignored_and_second_loss_fails_the_job():
-    # one context of two streams: a stage lost with its worker is retried on that worker's replacement
+    # one context of two streams: a stage lost with its worker is queued again in the core and runs on whichever
+    # stream of the context is free first (the other one, or the hung worker's replacement)
     e, results = _engine(stage_timeout=0.3, policy="STR", n_contexts=1, n_streams=2)
     try:
         with _driver(e):
@@ -103,21 +103,23 @@ def test_hung_worker_replaced_late_result_ignored_and_second_loss_fails_the_job(
             c = _hp_context(e)
             assert e.backend.inject_fault("hang", c, 0, seconds=1.0)  # one stage hangs for 1 s
             time.sleep(2.0)
-            # an input that hangs any worker: the stage hangs, and hangs again on the replacement
-            assert e.backend.inject_fault("hang", c, 0, seconds=0.8, times=MAX_STAGE_RETRIES + 1)
-            time.sleep(2.5)
+            first = list(e.faults.records)
+            # an input that hangs any worker: every stream hangs on its next stages, so a lost stage is lost again
+            for s in (0, 1):
+                e.backend.inject_fault("hang", c, s, seconds=0.8, times=MAX_STAGE_RETRIES + 1, wait_busy=0.0)
+            time.sleep(3.0)
         _drain(e)
     finally:
         e.close()
+    assert [(r.reason, r.outcome) for r in first] == [("hung", "retried")]
+    assert first[0].recovery_ms is not None and first[0].recovery_ms < 1000
     recs = list(e.faults.records)
-    assert [(r.reason, r.outcome) for r in recs] == [("hung", "retried"), ("hung", "retried"), ("hung", "failed")]
-    assert recs[0].recovery_ms is not None and recs[0].recovery_ms < 1000
-    assert recs[1].recovered is None  # its retry hung too: that is the third record, which fails the job
-    assert (recs[1].task, recs[1].job_id, recs[1].stage) == (recs[2].task, recs[2].job_id, recs[2].stage)
-    assert e.faults.stale_completions == 3  # the hung threads delivered late: ignored
+    assert {r.reason for r in recs} == {"hung"} and {r.outcome for r in recs} <= {"retried", "failed"}
+    assert e.faults.stale_completions >= 1  # the hung threads delivered late: ignored
     failed = [r for r in results if r.error]
-    assert len(failed) == 1 and not failed[0].met and "lost twice" in failed[0].error, failed
-    assert (failed[0].task, failed[0].job_id) == (recs[2].task, recs[2].job_id)
+    assert failed and all(not r.met and "lost twice" in r.error for r in failed), failed
+    assert {(r.task, r.job_id) for r in failed} == {(r.task, r.job_id) for r in recs if r.outcome == "failed"}
+    assert e.faults.jobs_failed == len(failed)
     stats = e.scheduler.task_stats()
     for task in ("hp", "lp"):
         ids = [r.job_id for r in results if r.task == task]
@@ -150,18 +152,15 @@ def test_context_down_while_a_slow_replacement_starts_hp_reassigned_lp_migrates(
     try:
         with _driver(e):
             time.sleep(1.0)
-            with e.locked():
-                c_hp, c_lp = e.scheduler.context_of("hp"), e.scheduler.context_of("lp")
+            c_hp, c_lp = e.call(lambda core: (core.context_of("hp"), core.context_of("lp")))
             assert c_hp != c_lp  # Algorithm 1 puts them on different contexts
             assert e.backend.inject_fault("kill", c_hp, 0, seconds=1.5)
             time.sleep(0.5)
-            with e.locked():
-                assert e.scheduler.context_of("hp") == c_lp and e.scheduler.contexts_down == {c_hp}
+            assert e.call(lambda core: (core.context_of("hp"), core.contexts_down)) == (c_lp, {c_hp})
             time.sleep(2.0)  # replaced by now; then the LP task's context
             assert e.backend.inject_fault("kill", c_lp, 0, seconds=1.5, wait_busy=2.0)
             time.sleep(0.5)
-            with e.locked():
-                assert e.scheduler.context_of("lp") == c_hp and e.scheduler.contexts_down == {c_lp}
+            assert e.call(lambda core: (core.context_of("lp"), core.contexts_down)) == (c_hp, {c_lp})
             time.sleep(2.0)
         _drain(e)
     finally:
@@ -175,10 +174,9 @@ def test_context_down_while_a_slow_replacement_starts_hp_reassigned_lp_migrates(
         # the lost stage was re-run on the other context long before the replacement served
         assert r.recovery_ms is not None and r.recovery_ms < 1000, r.as_dict()
         assert r.recovered < r.replaced
-    with e.locked():
-        stats = e.scheduler.task_stats()
-        assert e.scheduler.contexts_down == frozenset()
-        assert (e.scheduler.context_of("hp"), e.scheduler.context_of("lp")) == (c_hp, c_lp)
+    stats = e.scheduler.task_stats()  # (the loop has stopped: the core is read directly)
+    assert e.scheduler.contexts_down == frozenset()
+    assert (e.scheduler.context_of("hp"), e.scheduler.context_of("lp")) == (c_hp, c_lp)
     assert stats["hp"].migrations == 2 and stats["lp"].migrations >= 2
     during = [r for r in results if r.task == "hp" and r1.detected < r.release_time < r1.replaced]
     assert len(during) >= 10 and {r.context for r in during} == {c_lp}  # HP ran on the other context

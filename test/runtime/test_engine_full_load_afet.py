@@ -1,4 +1,4 @@
-"""Initial AFET (paper IV-A1) in the Engine: full-load profiling through the generic ``submit`` interface
+"""Initial AFET (paper IV-A1) in the Engine: full-load profiling through the backend protocol (launch/poll)
 (the target's stages on context 0 / stream 0 while random stages keep every other stream busy), the
 isolated mode, and the AFET cache file (cpu backend, real models and worker threads)."""
 
@@ -24,33 +24,35 @@ def _settings(**kw: Any) -> SchedulerSettings:
 
 
 class _Recorder:
-    """Wraps a real backend's submit to record which (context, stream) ran what, and overlaps."""
+    """Wraps a real backend's launch/poll to record which (context, stream) ran what, and overlaps."""
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self.inner = backend.submit
+        self.inner_launch, self.inner_poll = backend.launch, backend.poll
         self.lock = threading.Lock()
-        self.running: set[tuple[int, int]] = set()
-        self.target_overlaps = 0  # target stages that found another stream busy when they were submitted
+        self.running: dict[int, tuple[int, int]] = {}  # ticket -> (context, stream)
+        self.target_overlaps = 0  # target stages that found another stream busy when they were launched
         self.targets = 0
         self.background = 0
-        backend.submit = self.submit
+        backend.launch, backend.poll = self.launch, self.poll
 
-    def submit(self, c: int, s: int, model: str, stage: int, x: Any, done: Any) -> None:
+    def launch(self, c: int, s: int, model: str, stage: int, size: int, rows: Any) -> int:
         with self.lock:
             if (c, s) == (0, 0):
                 self.targets += 1
                 self.target_overlaps += bool(self.running)
             else:
                 self.background += 1
-            self.running.add((c, s))
+            ticket = self.inner_launch(c, s, model, stage, size, rows)
+            self.running[ticket] = (c, s)
+        return ticket
 
-        def wrapped(y: Any, dt: float, err: BaseException | None) -> None:
-            with self.lock:
-                self.running.discard((c, s))
-            done(y, dt, err)
-
-        self.inner(c, s, model, stage, x, wrapped)
+    def poll(self) -> Any:
+        finished = self.inner_poll()
+        with self.lock:
+            for f in finished:
+                self.running.pop(f.ticket, None)
+        return finished
 
 
 def _profile(settings: SchedulerSettings, backend: Any = None) -> tuple[dict[str, tuple[float, ...]], _Recorder]:
