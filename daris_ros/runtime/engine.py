@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from daris_ros.core import (
+    Dispatch,
     Policy,
     Priority,
     ReleaseDecision,
     Scheduler,
     SchedulerConfig,
-    StageDispatch,
     TaskSpec,
     effective_layout,
 )
@@ -118,7 +118,7 @@ class _Running:
 class _Attempt:
     """A stage submitted to (context, stream); ``token`` tells its completion from a lost attempt's."""
 
-    d: StageDispatch
+    d: Dispatch
     token: int
     submitted: float
     retries: int = 0
@@ -336,17 +336,14 @@ class Engine(EngineBatching):
             if decision.admitted and decision.job is not None:
                 self._running[(task, decision.job.job_id)] = _Running(t, receive_time, meta, x,
                                                                       mret=self.scheduler.mret(task))
-            if batching:
-                batches = self.scheduler.dispatch_batches(now)
-            else:
-                dispatches = self.scheduler.dispatch(now)
+            dispatches = self.scheduler.dispatch(now)
         if batching:
-            self._submit_batches(batches, now)
+            self._submit_batches(dispatches, now)
         else:
             self._submit(dispatches, now)
         return decision
 
-    def _submit(self, dispatches: list[StageDispatch], now: float) -> None:
+    def _submit(self, dispatches: list[Dispatch], now: float) -> None:
         if self._closed:
             return
         for d in dispatches:
@@ -360,14 +357,14 @@ class Engine(EngineBatching):
             else:
                 self._submit_attempt(d, run, now, retries, fault)
 
-    def _submit_attempt(self, d: StageDispatch, run: _Running, now: float, retries: int = 0,
+    def _submit_attempt(self, d: Dispatch, run: _Running, now: float, retries: int = 0,
                         fault: FaultRecord | None = None) -> None:
         token = next(self._tokens)
         self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)  # before submit
         self.backend.submit(d.context, d.stream, self._model_key(run.task), d.stage, run.x,
                             lambda y, dt, err, d=d, token=token: self._stage_done(d, y, dt, err, token))
 
-    def _complete_unrun(self, d: StageDispatch, error: WorkerFault, retries: int = 0,
+    def _complete_unrun(self, d: Dispatch, error: WorkerFault, retries: int = 0,
                         fault: FaultRecord | None = None) -> None:
         """Complete ``d`` without running it (its job fails), with its MRET as the execution time."""
         now = self._clock()
@@ -378,7 +375,7 @@ class Engine(EngineBatching):
         self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)
         self._stage_done(d, None, est, error, token)
 
-    def _stage_done(self, d: StageDispatch, y: Any, exec_time: float, error: BaseException | None,
+    def _stage_done(self, d: Dispatch, y: Any, exec_time: float, error: BaseException | None,
                     token: int | None = None) -> None:
         key = (d.job.task, d.job.job_id)
         now = self._clock()
@@ -407,8 +404,9 @@ class Engine(EngineBatching):
                 run.exec_time += exec_time
             run.stages.append(StageTrace(d.stage, d.context, d.stream, d.level, run.dispatched.get(d.stage, now),
                                          now, exec_time, d.virtual_deadline))
-            outcome = self.scheduler.complete(d, now, exec_time if error is None or isinstance(error, WorkerFault)
-                                              else None)
+            outcomes = self.scheduler.complete(d, now, exec_time if error is None or isinstance(error, WorkerFault)
+                                               else None)
+            outcome = outcomes[0] if outcomes else None
             if outcome is not None:
                 del self._running[key]
             dispatches = self.scheduler.dispatch(now)
@@ -559,7 +557,7 @@ class Engine(EngineBatching):
                 att, rec = taken
                 if att is not None:
                     rec.task, rec.job_id, rec.stage = att.d.job.task, att.d.job.job_id, att.d.stage
-                dispatches: list[StageDispatch] = []
+                dispatches: list[Dispatch] = []
                 if scoped:  # the context cannot serve until the replacement does
                     lost = [att] if att is not None else []
                     lost += [self._attempts.pop((context, s)) for s in range(int(getattr(self.backend, "n_streams", 1)))

@@ -1,12 +1,12 @@
 """The engine's batched path (``batching: true``): cross-task stage batching with real executions.
 
-The policy core forms the batches (:meth:`~daris_ros.core.scheduler.Scheduler.dispatch_batches`, docs/policy.md
+The policy core forms the batches (:meth:`~daris_ros.core.scheduler.Scheduler.dispatch`, docs/policy.md
 "Cross-task stage batching"); this mixin runs them on the backend and reports them back:
 
 * a job's stage input is ``(source, row)``: row 0 of its preprocessed frame, or row i of the output of the batch
   that ran its previous stage, so a batch output is never split per job until the job finishes;
 * ``submit_batch`` gathers the rows (into the static input of the CUDA graph of that size on str/green, stacked
-  on cpu) and runs the stage once; ``complete_batch`` records the batch time (eq. 1 per model, stage and size)
+  on cpu) and runs the stage once; ``Scheduler.complete`` records the batch time (eq. 1 per model, stage and size)
   and advances every job;
 * batch times per (model, stage, size) are profiled at start-up (``run_batch_now``) as the initial estimates
   that the measured batch-time MRET replaces;
@@ -24,7 +24,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from daris_ros.core import BatchDispatch, BatchingConfig
+from daris_ros.core import BatchingConfig, Dispatch
 from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES, FaultLog, FaultRecord, WorkerFault
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class EngineBatching:
         return self._batch_afet.get((model, stage, size))
 
     # -- online phase --------------------------------------------------------------------------------------
-    def _submit_batches(self, dispatches: list[BatchDispatch], now: float) -> None:
+    def _submit_batches(self, dispatches: list[Dispatch], now: float) -> None:
         if self._closed:
             return
         for d in dispatches:
@@ -127,11 +127,11 @@ class EngineBatching:
                 run.dispatched[d.stage] = now
             self.counters.dispatches += 1
             if all(run.error for run in runs):  # every job failed already: complete the batch without running it
-                self._complete_batch_unrun(d, WorkerFault(f"stage not run: {runs[0].error}"))
+                self._finish_batch_unrun(d, WorkerFault(f"stage not run: {runs[0].error}"))
             else:
                 self._submit_batch_attempt(d, now, runs=runs)
 
-    def _submit_batch_attempt(self, d: BatchDispatch, now: float, retries: int = 0,
+    def _submit_batch_attempt(self, d: Dispatch, now: float, retries: int = 0,
                               fault: FaultRecord | None = None, runs: list[Any] | None = None) -> None:
         from daris_ros.runtime.engine import _Attempt
 
@@ -145,7 +145,7 @@ class EngineBatching:
         self.backend.submit_batch(d.context, d.stream, d.model, d.stage, d.size, rows,
                                   lambda y, dt, err, d=d, token=token: self._batch_done(d, y, dt, err, token))
 
-    def _complete_batch_unrun(self, d: BatchDispatch, error: WorkerFault, retries: int = 0,
+    def _finish_batch_unrun(self, d: Dispatch, error: WorkerFault, retries: int = 0,
                               fault: FaultRecord | None = None) -> None:
         """Complete ``d`` without running it (its jobs fail), with its batch-time MRET as the execution time."""
         from daris_ros.runtime.engine import _Attempt
@@ -157,7 +157,7 @@ class EngineBatching:
         self._attempts[(d.context, d.stream)] = _Attempt(d, token, now, retries, fault)  # type: ignore[arg-type]
         self._batch_done(d, None, est, error, token)
 
-    def _batch_done(self, d: BatchDispatch, y: Any, exec_time: float, error: BaseException | None,
+    def _batch_done(self, d: Dispatch, y: Any, exec_time: float, error: BaseException | None,
                     token: int | None = None) -> None:
         from daris_ros.runtime.engine import StageTrace
 
@@ -178,8 +178,8 @@ class EngineBatching:
                     att.fault.recovered = now
             if error is not None and not isinstance(error, WorkerFault):
                 self.counters.stage_errors += 1
-                log.error("batch of %d jobs (%s stage %d, size %d) failed: %s: %s", d.n_jobs, d.model, d.stage, d.size,
-                          type(error).__name__, error)
+                log.error("batch of %d jobs (%s stage %d, size %d) failed: %s: %s", len(d.jobs), d.model, d.stage,
+                          d.size, type(error).__name__, error)
             for r, job in enumerate(d.jobs):
                 run = self._running[(job.task, job.job_id)]
                 if isinstance(error, WorkerFault):
@@ -193,9 +193,9 @@ class EngineBatching:
                                              run.dispatched.get(d.stage, now), now, exec_time,
                                              min(d.virtual_deadline, job.abs_deadline)))
             measured = exec_time if error is None or isinstance(error, WorkerFault) else None
-            for outcome in self.scheduler.complete_batch(d, now, measured):  # type: ignore[union-attr]
+            for outcome in self.scheduler.complete(d, now, measured):  # type: ignore[union-attr]
                 finished.append((outcome, self._running.pop((outcome.job.task, outcome.job.job_id))))
-            dispatches = self.scheduler.dispatch_batches(now)  # type: ignore[union-attr]
+            dispatches = self.scheduler.dispatch(now)  # type: ignore[union-attr]
         self._submit_batches(dispatches, now)
         for outcome, run in finished:
             if not run.error:
@@ -257,8 +257,8 @@ class EngineBatching:
                 self._submit_batch_attempt(att.d, rec.replaced, att.retries + 1, rec)
             else:
                 rec.outcome = "failed"
-                self.faults.jobs_failed += att.d.n_jobs
-                self._complete_batch_unrun(att.d, WorkerFault(
+                self.faults.jobs_failed += len(att.d.jobs)
+                self._finish_batch_unrun(att.d, WorkerFault(
                     f"WorkerFault: batched stage {att.d.stage} lost twice (worker c{context}s{stream} {reason})"),
                     att.retries, rec)
         log.warning("worker c%ds%d %s: replaced in %.1f ms, batch in flight %s", context, stream, reason,

@@ -24,7 +24,7 @@ def test_unmeasured_task_takes_the_median_of_its_models_measured_mrets() -> None
             while True:
                 (d,) = sched.dispatch(now)
                 now += et
-                if sched.complete(d, now, et) is not None:
+                if sched.complete(d, now, et):
                     break
         assert sched.measured_stages("idle") == (False,) * 4
         assert e.refresh_unmeasured_afet() == 1  # only "idle" had stages never measured
