@@ -3,9 +3,9 @@ where the time goes: GPU busy fraction, CPU time per job (policy core vs launche
 
 The loop is :func:`daris_ros.bench.runner.run_daris`'s: one thread releases jobs at their periods (release
 time = the scheduled instant), asks the core to dispatch, launches on the backend without blocking, polls
-CUDA events and reports completions. With batching it calls ``dispatch_batches``/``complete_batch`` and
-``launch_batch``: a job's stage input is ``(source, row)``, its frame (row 0) or row i of the output of the
-batch that ran its previous stage, so a stage's output is never split per job.
+CUDA events and reports completions through the core's one API (``dispatch``/``complete``). With batching it
+launches with ``launch_batch``: a job's stage input is ``(source, row)``, its frame (row 0) or row i of the output
+of the batch that ran its previous stage, so a stage's output is never split per job.
 
 GPU busy: every launch is timed by two CUDA events; their offsets from a reference event give the
 intervals during which some stream ran a stage; busy = length of their union within the release window
@@ -95,8 +95,8 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     """
     batched = config.batching is not None
     host_time = mret_source == "host"
-    if batched and host_time and config.batching.launch_ahead:  # type: ignore[union-attr]
-        raise ValueError("launch-ahead needs --mret-source events: a batch queued behind another on its stream "
+    if host_time and config.launch_ahead:
+        raise ValueError("launch-ahead needs --mret-source events: a dispatch queued behind another on its stream "
                          "starts when that one ends, so launch-to-completion is not its run time")
     specs = [t.spec(afet[t.model]) for t in tasks]
     core = Scheduler(config, specs, batch_afet=batch_afet)
@@ -119,8 +119,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
     release_chunk = release_chunk if release_chunk > 0 else 1 << 62
     clock = time.thread_time
     launch_batch, launch_one, finish_fn = getattr(backend, "launch_batch", None), backend.launch, backend.finish
-    release, dispatch_b, complete_b = core.release, core.dispatch_batches, core.complete_batch
-    dispatch_1, complete_1, next_wakeup = core.dispatch, core.complete, core.next_wakeup
+    release, dispatch, complete, next_wakeup = core.release, core.dispatch, core.complete, core.next_wakeup
     gc.collect()
     gc.disable()  # no collector pauses inside the timed loop (a 50 ms pause is a burst of late releases)
     t0 = perf() + 0.05  # after the collection: the first releases are not already late
@@ -164,7 +163,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
                 if host_time:
                     dt = now - t_launch
                 if batched:
-                    outs = complete_b(d, now, dt)
+                    outs = complete(d, now, dt)
                     if now <= t_end:
                         in_window += len(outs)
                         if now >= t_steady:
@@ -178,7 +177,7 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
                             src[job] = (y, r)
                 else:
                     job = d.job
-                    if complete_1(d, now, dt) is None:
+                    if not complete(d, now, dt):
                         src[job] = launch.output
                         ready_at[job] = now
                     else:
@@ -187,19 +186,19 @@ def run_bench(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
                         in_steady += t_steady <= now <= t_end
                 worked = True
             pending = still
-        if batched and not worked:
+        if not worked:
             w = next_wakeup()
             worked = w is not None and now >= w
         if worked:
             if batched:
-                ds = dispatch_b(now)
+                ds = dispatch(now)
                 c1 = clock()
                 core_cpu += c1 - c0
                 for d in ds:
                     pending.append((launch_batch(d.context, d.stream, d.model, d.stage, d.size,
                                                  [src[job] for job in d.jobs]), d, now))
             else:
-                ds = dispatch_1(now)
+                ds = dispatch(now)
                 for d in ds:
                     job = d.job
                     p = prio_of[job.task]

@@ -53,7 +53,7 @@ class Mode:
     n_streams: int = 2
     lp_margin: float | None = 0.3
     margin_given: bool = False  # spelled in the name (``m0.5``): --lp-margin does not override it
-    ahead_ms: float | None = None  # launch-ahead lead (ms): one batch may wait queued behind a stream's running one
+    ahead_ms: float | None = None  # launch-ahead lead (ms): one dispatch may wait queued behind a stream's running one
     max_size: int | None = None  # only the captured sizes up to this one (``max<N>``)
     lp_max_ms: float | None = None  # LP-only batches' predicted run time cap (``lpmax<ms>``)
     pad_limit: float | None = None  # BatchingConfig.pad_limit (``pad<x>``; None: the core's default)
@@ -62,10 +62,11 @@ class Mode:
     def parse(cls, name: str) -> Mode:
         """A named mode, or one spelled from its parts: ``batch`` or ``b1``, then any of ``staged``, ``fp16`` /
         ``bf16``, ``cl`` (channels-last), ``<N>s`` (N streams), ``m<x>`` (LP admission margin x) and ``ahead<ms>``
-        (launch-ahead: a stream's next batch is formed and queued ``ms`` before its running one is predicted to
-        finish), ``max<N>`` (batch sizes up to N only), ``lpmax<ms>`` (LP-only batches predicted to run at most
-        ``ms``) and ``pad<x>`` (padding limit: a batch pads up to the next captured size only while the padding
-        is at most x of it, else it runs at the size below and the rest waits), joined by ``-``:
+        (launch-ahead, ``SchedulerConfig.launch_ahead``: a stream's next dispatch is formed and queued ``ms``
+        before its running one is predicted to finish; with batching on or off), ``max<N>`` (batch sizes up to N
+        only), ``lpmax<ms>`` (LP-only batches predicted to run at most ``ms``) and ``pad<x>`` (padding limit: a
+        batch pads up to the next captured size only while the padding is at most x of it, else it runs at the
+        size below and the rest waits), joined by ``-``:
         ``batch-fp16-cl-3s-m0.5-ahead1``."""
         if name in MODES:
             return MODES[name]
@@ -91,13 +92,13 @@ class Mode:
                 kw["max_size"] = int(part[3:])
             elif part.startswith("pad") and head == "batch" and _non_negative(part[3:]) and float(part[3:]) < 1:
                 kw["pad_limit"] = float(part[3:])
-            elif part.startswith("ahead") and head == "batch" and _non_negative(part[5:]):
+            elif part.startswith("ahead") and _non_negative(part[5:]):
                 kw["ahead_ms"] = float(part[5:])
             elif part.startswith("m") and _positive(part[1:]):
                 kw["lp_margin"], kw["margin_given"] = float(part[1:]), True
             else:
                 raise ValueError(f"batching mode {name!r}: unknown part {part!r} "
-                                 "(staged, fp16, bf16, cl, <N>s, m<margin>; with batch: ahead<ms>, max<N>, lpmax<ms>, "
+                                 "(staged, fp16, bf16, cl, <N>s, m<margin>, ahead<ms>; with batch: max<N>, lpmax<ms>, "
                                  "pad<x> with 0 <= x < 1)")
         return cls(name, **kw)
 
@@ -321,9 +322,8 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
         config = SchedulerConfig(
             policy=Policy.STR, n_streams=mode.n_streams, n_sm_max=backend.n_sm_max,
             sm_granularity=backend.sm_granularity, no_staging=not mode.staged,
+            launch_ahead=int(mode.ahead_ms is not None), ahead_lead=(mode.ahead_ms or 0.0) * 1e-3,
             batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size,
-                                    launch_ahead=int(mode.ahead_ms is not None),
-                                    ahead_lead=(mode.ahead_ms or 0.0) * 1e-3,
                                     lp_max_time=None if mode.lp_max_ms is None else mode.lp_max_ms * 1e-3,
                                     **({} if mode.pad_limit is None else {"pad_limit": mode.pad_limit}))
             if mode.batching else None)

@@ -96,7 +96,7 @@ def run_daris(backend: Any, config: SchedulerConfig, tasks: list[BenchTask], afe
                 if host_time:
                     dt = now - t_launch
                 key = (d.job.task, d.job.job_id)
-                if core.complete(d, now, dt) is None:
+                if not core.complete(d, now, dt):  # [] until the job's last stage
                     x_of[key] = launch.output
                 else:
                     del x_of[key]

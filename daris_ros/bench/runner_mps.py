@@ -85,7 +85,7 @@ def run_daris_mps(backend: Any, config: SchedulerConfig, tasks: list[BenchTask],
                 x_of.pop(key, None)
             else:
                 dt = now - t_launch if host_time else c.exec_time
-                if core.complete(d, now, dt) is None:
+                if not core.complete(d, now, dt):  # [] until the job's last stage
                     x_of[key] = c.output
                 else:
                     del x_of[key]

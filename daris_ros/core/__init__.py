@@ -22,7 +22,7 @@ from daris_ros.core.admission import (
     remaining_utilization_eq11,
 )
 from daris_ros.core.assignment import min_util_context, populate_contexts_alg1
-from daris_ros.core.batching import BatchDispatch, BatchingConfig, BatchStats
+from daris_ros.core.batching import BatchingConfig, BatchStats
 from daris_ros.core.deadlines import absolute_stage_deadlines, virtual_deadline_eq8
 from daris_ros.core.hyperparams import (
     Layout,
@@ -32,7 +32,7 @@ from daris_ros.core.hyperparams import (
     effective_layout,
     sm_per_context_eq9,
 )
-from daris_ros.core.job import Job, JobOutcome, ReleaseDecision, StageDispatch
+from daris_ros.core.job import Dispatch, Job, JobOutcome, ReleaseDecision
 from daris_ros.core.mret import MretTracker, mret_stage_eq1, mret_task_eq2
 from daris_ros.core.scheduler import AfetSource, Scheduler
 from daris_ros.core.stage_queue import LEVEL_NAMES, N_LEVELS, StageQueue, stage_level
@@ -55,11 +55,11 @@ __all__ = [
     "N_LEVELS",
     "AdmissionResult",
     "AfetSource",
-    "BatchDispatch",
     "BatchStats",
     "BatchingConfig",
     "ContextUtilization",
     "Counters",
+    "Dispatch",
     "Job",
     "JobOutcome",
     "Layout",
@@ -70,7 +70,6 @@ __all__ = [
     "ReleaseDecision",
     "Scheduler",
     "SchedulerConfig",
-    "StageDispatch",
     "StageQueue",
     "TaskLoad",
     "TaskSpec",

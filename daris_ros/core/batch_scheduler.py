@@ -1,8 +1,8 @@
 """The batched online phase of :class:`~daris_ros.core.scheduler.Scheduler` (cross-task stage batching).
 
-Used only when ``SchedulerConfig.batching`` is set; the driver then calls ``dispatch_batches`` and
-``complete_batch`` instead of ``dispatch`` and ``complete``. The rule (docs/policy.md, "Cross-task
-stage batching"), per idle stream of a context:
+Used only when ``SchedulerConfig.batching`` is set: ``Scheduler.dispatch`` and ``Scheduler.complete`` then
+come here (one API for both modes, docs/core_api.md). The rule (docs/policy.md, "Cross-task stage
+batching"), per idle stream of a context:
 
 1. Keys (model, stage) are visited in the order of their best queued stage (eight levels, then EDF),
    so the batch is led by the stage the unbatched scheduler would have dispatched.
@@ -20,6 +20,8 @@ stage batching"), per idle stream of a context:
 5. An LP-only batch smaller than ``lp_fill`` may wait until ``lp_slack`` after the earliest of its key's
    stages became ready, while no HP stage of the key waits and the deadline check still holds at that
    time (``next_wakeup``).
+6. Launch-ahead (``SchedulerConfig.launch_ahead``): a busy stream with room behind its running batch gets its
+   next batch near its predicted free time, formed and checked as if it started then.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from heapq import heappop as _heappop
 from heapq import heappush as _heappush
 from typing import TYPE_CHECKING, Any
 
-from daris_ros.core.batching import BatchDispatch, BatchingConfig, BatchQueue, BatchStats, BatchTimes, Raw
-from daris_ros.core.job import JobOutcome
+from daris_ros.core.batching import BatchingConfig, BatchQueue, BatchStats, BatchTimes, Raw
+from daris_ros.core.job import Dispatch, JobOutcome
 from daris_ros.core.task import Priority
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ _HP = Priority.HP
 
 
 class BatchingMixin:
-    """Batched ``dispatch_batches`` / ``complete_batch`` on the scheduler's own state."""
+    """The batched ``dispatch`` / ``complete`` on the scheduler's own state."""
 
     # set by Scheduler.__init__
     _batching: BatchingConfig | None
@@ -55,6 +57,7 @@ class BatchingMixin:
     _running: list[list[Any]]
     _lanes: list[list[list[Any]]]
     _tail: list[list[float]]
+    _ahead: int
     _ahead_at: float
     _queued: list[int]
     _ready: set[int]
@@ -62,24 +65,27 @@ class BatchingMixin:
     if TYPE_CHECKING:  # provided by Scheduler (this class is only ever its base)
         def _advance(self, e: Any, now: float, k: int) -> JobOutcome | None: ...
 
-        def _free_stream(self, d: Any, what: str = "stage") -> Any: ...
+        def _free_stream(self, d: Dispatch, now: float) -> Any: ...
+
+        def _ahead_stream(self, k: int, now: float) -> tuple[int, float, int] | None: ...
+
+        def _refresh_ahead(self) -> None: ...
 
         @staticmethod
-        def _exec_time(d: Any, now: float, exec_time: float | None) -> float: ...
+        def _exec_time(d: Dispatch, now: float, exec_time: float | None) -> float: ...
 
     # ------------------------------------------------------------------ dispatch
-    def dispatch_batches(self, now: float) -> list[BatchDispatch]:
-        """Start batched stages on idle streams (lowest stream index first), per context; with
-        ``launch_ahead``, then queue batches on busy streams whose predicted free time is near."""
+    def _batched_dispatch(self, now: float) -> list[Dispatch]:
+        """``dispatch`` with batching: start batched stages on idle streams (lowest stream index first), per
+        context; with ``launch_ahead``, then queue batches on busy streams whose predicted free time is near."""
         cfg = self._batching
-        if cfg is None:
-            raise RuntimeError("batching is off: use dispatch()")
+        assert cfg is not None
         ready = self._ready
         if self._held and now >= self._wake:
             ready.update(self._held)
             self._held.clear()
             self._wake = _INF
-        ahead = cfg.launch_ahead
+        ahead = self._ahead
         if ahead and now >= self._ahead_at:  # a busy stream's launch-ahead window opens with time, not an event
             queued = self._queued
             ready.update(k for k in range(len(queued)) if queued[k])
@@ -87,7 +93,7 @@ class BatchingMixin:
             return []
         contexts = sorted(ready)
         ready.clear()
-        out: list[BatchDispatch] = []
+        out: list[Dispatch] = []
         for k in contexts:
             idle = self._idle[k]
             q: BatchQueue[Any] = self._queues[k]
@@ -95,7 +101,7 @@ class BatchingMixin:
                 if idle:
                     stream, t_start, behind = idle[0], now, 0
                 elif ahead:
-                    picked = self._ahead_stream(k, now, ahead, cfg.ahead_lead)
+                    picked = self._ahead_stream(k, now)
                     if picked is None:
                         break
                     stream, t_start, behind = picked
@@ -113,34 +119,8 @@ class BatchingMixin:
                 taken, size, pred, minv = formed
                 out.append(self._start_batch(taken, size, pred, minv, k, stream, t_start, behind))
         if ahead and out:
-            self._refresh_ahead(ahead, cfg.ahead_lead)
+            self._refresh_ahead()
         return out
-
-    def _refresh_ahead(self, ahead: int, lead: float) -> None:
-        """Recompute the earliest time a busy stream with room behind its running batch opens for launch-ahead."""
-        at = _INF
-        for running, lanes, tails in zip(self._running, self._lanes, self._tail, strict=True):
-            for s, run in enumerate(running):
-                if run is not None and len(lanes[s]) < ahead:
-                    t = tails[s] - lead
-                    if t < at:
-                        at = t
-        self._ahead_at = at
-
-    def _ahead_stream(self, k: int, now: float, ahead: int, lead: float) -> tuple[int, float, int] | None:
-        """The busy stream of context k with room behind its running batch whose predicted free time is
-        earliest and at most ``lead`` away: (stream, that time, batches on it); None if there is none."""
-        best: tuple[int, float, int] | None = None
-        tails = self._tail[k]
-        lanes = self._lanes[k]
-        running = self._running[k]
-        for s, run in enumerate(running):
-            if run is None or len(lanes[s]) >= ahead:
-                continue
-            t = tails[s]
-            if t - lead <= now and (best is None or t < best[1]):
-                best = (s, t if t > now else now, 1 + len(lanes[s]))
-        return best
 
     def _form(self, cfg: BatchingConfig, q: BatchQueue[Any], key: Hashable, now: float, k: int, t0: float
               ) -> tuple[list[Raw], int, float, float] | None:
@@ -269,7 +249,7 @@ class BatchingMixin:
         return taken, size, pred, minv
 
     def _start_batch(self, taken: list[Raw], size: int, pred: float, minv: float, k: int, stream: int,
-                     now: float, behind: int = 0) -> BatchDispatch:
+                     now: float, behind: int = 0) -> Dispatch:
         """Place the batch on ``stream``: it runs now (``behind`` = 0), or is queued behind ``behind`` batches
         and starts at ``now`` = the predicted free time of the stream."""
         entries = [raw[6] for raw in taken]
@@ -289,8 +269,8 @@ class BatchingMixin:
             p = e.job.priority
             qd[p] += now - e.ready
             qc[p] += 1
-        bd = BatchDispatch(jobs, stage, k, stream, size, e0.state.bkeys[stage][0], tuple(r[0] for r in taken),
-                           minv, pred, e0.state.stage_map[stage], now, behind)
+        bd = Dispatch(jobs, stage, k, stream, size, e0.state.model, tuple(r[0] for r in taken), minv, pred,
+                      e0.state.stage_map[stage], now, behind)
         if behind:
             self._lanes[k][stream].append((bd, entries))
         else:
@@ -299,29 +279,25 @@ class BatchingMixin:
         return bd
 
     # ------------------------------------------------------------------ completion
-    def complete_batch(self, d: BatchDispatch, now: float, exec_time: float | None = None) -> list[JobOutcome]:
-        """Batch ``d`` finished at ``now`` after ``exec_time`` seconds (default ``now - d.start``).
+    def _batched_complete(self, d: Dispatch, now: float, exec_time: float | None) -> list[JobOutcome]:
+        """``complete`` with batching: batch ``d`` finished at ``now`` after ``exec_time`` seconds (default
+        ``now - d.start``).
 
         Records the batch time (eq. 1 per (model, stage, size)) and the shared per-job cost, then advances
         every job (next stage enqueued, or the job finished). Returns the outcomes of the finished jobs.
         """
-        if self._batching is None:
-            raise RuntimeError("batching is off: use complete()")
+        cfg = self._batching
+        assert cfg is not None
         k = d.context
         exec_time = self._exec_time(d, now, exec_time)
-        entries = self._free_stream(d, "batch")
-        nxt = self._running[k][d.stream]
-        if nxt is not None and nxt[0].start > now:
-            # launch_ahead: the batch queued behind d starts earlier than predicted, and so does the stream's tail
-            self._tail[k][d.stream] -= nxt[0].start - now
-        cfg = self._batching
-        if cfg.launch_ahead:
-            self._refresh_ahead(cfg.launch_ahead, cfg.ahead_lead)
+        entries = self._free_stream(d, now)
+        if self._ahead:
+            self._refresh_ahead()
         e0 = entries[0]
         key = e0.state.bkeys[d.stage]
         if self._btimes.record(key, d.size, exec_time):  # eq. 1 per (model, stage, size)
             # the model's per-job capacity cost (shared by its tasks; their u_i follow at their next release)
-            e0.state.mret.set_stage(d.stage, self._btimes.best_per_job(key, self._batching.sizes))
+            e0.state.mret.set_stage(d.stage, self._btimes.best_per_job(key, cfg.sizes))
         out: list[JobOutcome] = []
         advance = self._advance
         for e in entries:
@@ -333,31 +309,8 @@ class BatchingMixin:
         return out
 
     # ------------------------------------------------------------------ introspection
-    def next_wakeup(self) -> float | None:
-        """When ``dispatch_batches`` must be called next without another event: a waiting LP batch must be
-        dispatched, or (launch_ahead) a busy stream's window for queueing the next batch opens."""
-        wake = self._wake if self._held else None
-        cfg = self._batching
-        if cfg is not None and cfg.launch_ahead:
-            lead, ahead = cfg.ahead_lead, cfg.launch_ahead
-            for k, n in enumerate(self._queued):
-                if not n or self._idle[k]:
-                    continue
-                lanes, tails = self._lanes[k], self._tail[k]
-                for s, run in enumerate(self._running[k]):
-                    if run is not None and len(lanes[s]) < ahead:
-                        t = tails[s] - lead
-                        if wake is None or t < wake:
-                            wake = t
-        return wake
-
-    def batch_stats(self) -> BatchStats:
-        out = self._bstats.copy()
-        for p in Priority:
-            out.queue_delay[p.name] = self._qdelay[p]
-            out.queue_count[p.name] = self._qcount[p]
-        return out
-
     def batch_times(self) -> dict[tuple[str, int, int], float]:
-        """The batch-time MRET of every (model, stage, size) known so far."""
+        """The batch-time MRET of every (model, stage, size) known so far (empty with batching off)."""
+        if self._batching is None:
+            return {}
         return self._btimes.table()

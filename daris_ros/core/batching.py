@@ -4,7 +4,6 @@ Ready stages of different tasks that share a model and a stage index may run as 
 This module holds the pieces the scheduler uses when ``SchedulerConfig.batching`` is set:
 
 * :class:`BatchingConfig`: the captured batch sizes and the waiting rules;
-* :class:`BatchDispatch`: a batched stage placed on a stream (several jobs, one (model, stage));
 * :class:`BatchTimes`: eq. 1 per (model, stage, batch size): the max of the last ``ws`` measured
   times of batches of that size, the predicted run time of a batch;
 * :class:`SharedStageCost`: the per-job capacity cost of a (model, stage), shared by every task of
@@ -27,7 +26,6 @@ from heapq import heappop as _heappop
 from heapq import heappush as _heappush
 from typing import Any, Generic, TypeVar
 
-from daris_ros.core.job import Job
 from daris_ros.core.stage_queue import N_LEVELS
 
 T = TypeVar("T")
@@ -63,11 +61,8 @@ class BatchingConfig:
     running work (per-job costs) divided by N_s, plus the task's own cost, must stay within this
     fraction of D_i. Eq. 12 alone bounds the *active* LP utilization, which under batching lets the
     queue grow until LP response times approach D_i.
-    ``launch_ahead``: how many batches a stream may hold queued behind the one it runs (0 = a batch is
-    formed only for an idle stream). A queued batch is formed once ``now`` reaches the stream's predicted
-    free time (the predicted finish of its last batch) minus ``ahead_lead`` seconds, and is checked against
-    its members' deadlines as if it started at that predicted time. The GPU then starts it the moment the
-    stream frees, without waiting for the host to see the completion and form it (beyond the paper).
+    (Launch-ahead, a batch queued behind a busy stream's running one, is ``SchedulerConfig.launch_ahead``:
+    it works with batching on and off.)
     ``lp_max_time``: an LP-only batch's predicted run time stays within this many seconds (None = no cap). It
     bounds how long an HP stage released meanwhile waits for a stream (the blocking of non-preemptive
     execution); a batch with an HP stage is bounded by its members' deadlines only.
@@ -80,8 +75,6 @@ class BatchingConfig:
     lp_fill: int = 0
     lp_admit_margin: float | None = 0.3
     min_size: int = 1
-    launch_ahead: int = 0
-    ahead_lead: float = 0.001
     lp_max_time: float | None = None
 
     def __post_init__(self) -> None:
@@ -97,10 +90,6 @@ class BatchingConfig:
             raise ValueError(f"lp_fill must be >= 0, got {self.lp_fill!r}")
         if not 1 <= self.min_size <= sizes[-1]:
             raise ValueError(f"min_size must be in 1..{sizes[-1]}, got {self.min_size!r}")
-        if self.launch_ahead < 0:
-            raise ValueError(f"launch_ahead must be >= 0 batches, got {self.launch_ahead!r}")
-        if not math.isfinite(self.ahead_lead) or self.ahead_lead < 0:
-            raise ValueError(f"ahead_lead must be >= 0 seconds, got {self.ahead_lead!r}")
         if self.lp_max_time is not None and not (math.isfinite(self.lp_max_time) and self.lp_max_time > 0):
             raise ValueError(f"lp_max_time must be > 0 seconds or None, got {self.lp_max_time!r}")
         if self.lp_admit_margin is not None and not 0 < self.lp_admit_margin:
@@ -131,41 +120,6 @@ class BatchingConfig:
         """The largest captured size <= n (n >= 1)."""
         sizes = self.sizes
         return sizes[bisect.bisect_right(sizes, n) - 1]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchDispatch:
-    """A batched stage placed on a stream: stage ``stage`` of every job in ``jobs`` (same model key).
-
-    ``size`` is the captured batch size it runs at (>= ``len(jobs)``; the rest is padding).
-    ``levels[i]`` is the queue level job i came from. ``virtual_deadline`` is the earliest absolute
-    virtual deadline of the jobs that could still meet theirs alone (the one the size was checked
-    against; ``inf`` when every job was already late) and ``predicted_finish`` = ``start`` + the
-    batch-time MRET of (model, stage, size) at dispatch. ``start`` is the dispatch time, or, for a batch
-    queued behind another on its stream (``BatchingConfig.launch_ahead``), the predicted finish of that one;
-    ``behind`` is how many batches were on the stream before it (0: it starts now).
-    """
-
-    jobs: tuple[Job, ...]
-    stage: int
-    context: int
-    stream: int
-    size: int
-    model: str
-    levels: tuple[int, ...]
-    virtual_deadline: float
-    predicted_finish: float
-    model_stages: tuple[int, ...]
-    start: float
-    behind: int = 0
-
-    @property
-    def n_jobs(self) -> int:
-        return len(self.jobs)
-
-    @property
-    def is_last(self) -> bool:
-        return self.stage == self.jobs[0].n_stages - 1
 
 
 @dataclass(slots=True)
@@ -345,6 +299,11 @@ class SharedStageCost:
         self._total = sum(self._stage)
         return True
 
+    def forget(self) -> bool:
+        """Re-probing (``SchedulerConfig.reprobe_after``) keeps the shared cost: it belongs to every task of the
+        model, not to the starving one. Always False (nothing changed)."""
+        return False
+
     def record(self, j: int, et: float) -> bool:
         """Not used under batching (the scheduler calls :meth:`set_stage`); kept for the interface."""
         raise RuntimeError("a shared batching cost is set from the batch-time MRET, not recorded per job")
@@ -453,6 +412,14 @@ class BatchQueue(Generic[T]):
         raw = self._head(self._head_key())
         assert raw is not None
         return raw[0], raw[6]
+
+    def drain(self) -> list[tuple[int, T]]:
+        """Remove every entry (late ones included); return ``(level, item)`` of each in dequeue order."""
+        every = sorted((e for h in (*self._heaps.values(), *self._late.values()) for e in h), key=lambda e: e[:6])
+        self._heaps.clear()
+        self._late.clear()
+        self._n = 0
+        return [(e[0], e[6]) for e in every]
 
     def key_len(self, key: Hashable) -> int:
         return len(self._heaps.get(key, ())) + len(self._late.get(key, ()))

@@ -32,7 +32,15 @@ class Policy(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class SchedulerConfig:
-    """Scheduler hyperparameters and ablation switches (section VI-F)."""
+    """Scheduler hyperparameters and ablation switches (section VI-F).
+
+    Beyond the paper: ``reprobe_after`` (re-probing a starving task), ``batching`` (cross-task stage
+    batching) and ``launch_ahead`` / ``ahead_lead``: a busy stream with fewer than ``launch_ahead``
+    dispatches queued behind the one it runs takes its next dispatch once ``now`` reaches its predicted free
+    time (the predicted finish of its last dispatch) minus ``ahead_lead`` seconds; that dispatch is checked
+    against its virtual deadline(s) as if it started at that time (0 = a stage is dispatched only to an idle
+    stream, the paper's rule). It works with batching on and off (docs/policy.md).
+    """
 
     policy: Policy = Policy.MPS
     n_contexts: int = 1
@@ -48,6 +56,8 @@ class SchedulerConfig:
     no_prior: bool = False
     no_fixed: bool = False
     batching: BatchingConfig | None = None  # cross-task stage batching (opt-in; docs/policy.md)
+    launch_ahead: int = 0  # dispatches a busy stream may hold queued behind its running one (0: off)
+    ahead_lead: float = 0.001  # s before a busy stream's predicted free time that its next dispatch is formed
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", Policy.parse(self.policy))
@@ -58,6 +68,10 @@ class SchedulerConfig:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if not isinstance(self.reprobe_after, int) or isinstance(self.reprobe_after, bool) or self.reprobe_after < 0:
             raise ValueError(f"reprobe_after must be an int >= 0, got {self.reprobe_after!r}")
+        if not isinstance(self.launch_ahead, int) or isinstance(self.launch_ahead, bool) or self.launch_ahead < 0:
+            raise ValueError(f"launch_ahead must be an int >= 0 (dispatches), got {self.launch_ahead!r}")
+        if not math.isfinite(self.ahead_lead) or self.ahead_lead < 0:
+            raise ValueError(f"ahead_lead must be >= 0 seconds, got {self.ahead_lead!r}")
         if not math.isfinite(self.oversubscription) or self.oversubscription < 1.0:
             raise ValueError(f"oversubscription must be >= 1, got {self.oversubscription!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from daris_ros.core.task import Priority
 
@@ -31,27 +32,52 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
-class StageDispatch:
-    """A stage placed on a stream: run stage ``stage`` of ``job`` on (``context``, ``stream``).
+class Dispatch:
+    """One model stage placed on one stream for 1..n jobs: run stage ``stage`` of every job in ``jobs``
+    on (``context``, ``stream``). With batching off ``jobs`` holds one job; with batching on, the jobs of
+    one model key at the same stage (docs/policy.md, "Cross-task stage batching").
 
-    ``level`` is the queue level it came from (0 = highest, see docs/policy.md) and
-    ``virtual_deadline`` its absolute virtual deadline. ``model_stages`` lists the DNN stages this
-    dispatch covers: ``(stage,)`` normally, every stage of the model under ``no_staging``.
-    ``start`` is the ``now`` of the ``dispatch`` call that produced it.
+    ``size`` is the captured batch size it runs at (``>= len(jobs)``, the rows above are padding; 1 with
+    batching off). ``model`` is the model key (``TaskSpec.model``, else the task name). ``levels[i]`` is
+    the queue level job i came from (0 = highest, the eight levels of section IV-B2).
+    ``virtual_deadline`` is the absolute virtual deadline (eq. 8) the dispatch was checked against: with
+    batching off the job's stage deadline; with batching on the earliest one among the members that can
+    still meet theirs in this batch (``inf`` when every member was already late).
+    ``predicted_finish`` is ``start`` + the stage's MRET estimate (eq. 1; per batch size with batching).
+    ``model_stages`` lists the DNN stages this dispatch covers: ``(stage,)`` normally, every stage of the
+    model under ``no_staging``. ``start`` is the predicted start: the ``now`` of the ``dispatch`` call,
+    or, for a dispatch queued behind others on a busy stream (``SchedulerConfig.launch_ahead``), the
+    stream's predicted free time; ``behind`` is how many dispatches were on the stream before it (0: it
+    starts now).
     """
 
-    job: Job
+    jobs: tuple[Job, ...]
     stage: int
     context: int
     stream: int
-    level: int
+    size: int
+    model: str
+    levels: tuple[int, ...]
     virtual_deadline: float
-    model_stages: tuple[int, ...] = ()
-    start: float = 0.0
+    predicted_finish: float
+    model_stages: tuple[int, ...]
+    start: float
+    behind: int = 0
+
+    @property
+    def job(self) -> Job:
+        """The first (with batching off: the only) job."""
+        return self.jobs[0]
+
+    @property
+    def level(self) -> int:
+        """The queue level of the first (with batching off: the only) job."""
+        return self.levels[0]
 
     @property
     def is_last(self) -> bool:
-        return self.stage == self.job.n_stages - 1
+        """Whether ``stage`` is the last scheduling stage of the jobs (they finish with it)."""
+        return self.stage == self.jobs[0].n_stages - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +112,6 @@ class ReleaseDecision:
 # ``object.__setattr__`` once per field) and set the slots directly: same object, 2-3x faster. These
 # classes validate nothing in ``__init__``, so the result is identical to ``Cls(*args)``.
 _new = object.__new__
-_sd = tuple(
-    getattr(StageDispatch, f).__set__
-    for f in ("job", "stage", "context", "stream", "level", "virtual_deadline", "model_stages", "start")
-)
 _jo = tuple(getattr(JobOutcome, f).__set__ for f in ("job", "finish", "response_time", "met"))
 _rd = tuple(
     getattr(ReleaseDecision, f).__set__
@@ -97,21 +119,48 @@ _rd = tuple(
 )
 
 
-def new_stage_dispatch(
-    job: Job, stage: int, context: int, stream: int, level: int, vdl: float, model_stages: tuple[int, ...],
-    start: float,
-) -> StageDispatch:
-    o = _new(StageDispatch)
-    s0, s1, s2, s3, s4, s5, s6, s7 = _sd
-    s0(o, job)
-    s1(o, stage)
-    s2(o, context)
-    s3(o, stream)
-    s4(o, level)
-    s5(o, vdl)
-    s6(o, model_stages)
-    s7(o, start)
-    return o
+class _DispatchBuilder:
+    """:class:`Dispatch`'s slot layout without its frozen ``__setattr__``: :func:`new_dispatch` fills one with
+    plain slot stores and then makes it a ``Dispatch`` (``__class__`` assignment, which CPython allows between
+    classes with the same slots). A ``Dispatch`` built this way is the same object as ``Dispatch(*args)``; the
+    frozen ``__init__`` (one ``object.__setattr__`` per field) costs about twice as much, on the path that
+    runs once per stage."""
+
+    __slots__ = ("jobs", "stage", "context", "stream", "size", "model", "levels", "virtual_deadline",
+                 "predicted_finish", "model_stages", "start", "behind")
+
+    def __init__(
+        self, jobs: tuple[Job, ...], stage: int, context: int, stream: int, size: int, model: str,
+        levels: tuple[int, ...], virtual_deadline: float, predicted_finish: float, model_stages: tuple[int, ...],
+        start: float, behind: int,
+    ) -> None:
+        self.jobs = jobs
+        self.stage = stage
+        self.context = context
+        self.stream = stream
+        self.size = size
+        self.model = model
+        self.levels = levels
+        self.virtual_deadline = virtual_deadline
+        self.predicted_finish = predicted_finish
+        self.model_stages = model_stages
+        self.start = start
+        self.behind = behind
+
+
+if Dispatch.__slots__ != _DispatchBuilder.__slots__:  # (a changed field list must change both)
+    raise TypeError("Dispatch and _DispatchBuilder must have the same slots")
+
+
+def new_dispatch(
+    jobs: tuple[Job, ...], stage: int, context: int, stream: int, size: int, model: str, levels: tuple[int, ...],
+    virtual_deadline: float, predicted_finish: float, model_stages: tuple[int, ...], start: float, behind: int,
+) -> Dispatch:
+    """``Dispatch(...)`` with every field given, positionally, without the frozen ``__init__``."""
+    o: Any = _DispatchBuilder(jobs, stage, context, stream, size, model, levels, virtual_deadline,
+                              predicted_finish, model_stages, start, behind)
+    o.__class__ = Dispatch
+    return o  # type: ignore[no-any-return]
 
 
 def new_job_outcome(job: Job, finish: float, response_time: float, met: bool) -> JobOutcome:

@@ -1,10 +1,13 @@
 """The event-driven DARIS scheduler (docs/core_api.md): offline phase + online phase.
 
-The driver (simulator, GPU runtime, ROS node) owns the clock and calls::
+The driver (simulator, GPU runtime, ROS node) owns the clock and calls, with batching on or off::
 
     release(task, now)           -> ReleaseDecision     admission (eqs. 11-12) + migration
-    dispatch(now)                -> [StageDispatch]     idle streams take the head of the 8-level queue
-    complete(dispatch, now, et)  -> JobOutcome | None   MRET update (eq. 1), next stage, accounting
+    dispatch(now)                -> [Dispatch]          idle streams take the head of the 8-level queue
+                                                        (batching: a batch of one model stage)
+    complete(dispatch, now, et)  -> [JobOutcome]        MRET update (eq. 1), next stage, accounting
+    abort(dispatch, now)                                a dispatch that did not run: its stages re-queued
+    next_wakeup()                -> float | None        when to call dispatch without another event
 
 Every event is O(log queue) apart from a migration search, which is O(N_c). Utilization sums
 (eqs. 4-7) are kept incrementally in a :class:`UtilizationBook`.
@@ -45,13 +48,13 @@ from daris_ros.core.batching import BatchAfet, BatchQueue, BatchStats, BatchTime
 from daris_ros.core.deadlines import absolute_stage_deadlines
 from daris_ros.core.hyperparams import Layout, SchedulerConfig, effective_layout, sm_per_context_eq9
 from daris_ros.core.job import (
+    Dispatch,
     Job,
     JobOutcome,
     ReleaseDecision,
-    StageDispatch,
+    new_dispatch,
     new_job_outcome,
     new_release_decision,
-    new_stage_dispatch,
 )
 from daris_ros.core.mret import MretTracker
 from daris_ros.core.stage_queue import StageQueue, stage_level
@@ -89,6 +92,7 @@ class _TaskState:
     stage_map: tuple[tuple[int, ...], ...]
     active: dict[int, int] = field(default_factory=dict)  # context -> unfinished jobs there
     removed: bool = False
+    model: str = ""  # the model key: TaskSpec.model, else the task name (Dispatch.model; batching groups by it)
     bkeys: tuple[tuple[str, int], ...] = ()  # batching: the (model, stage) key of each stage
     home: int | None = None  # moved off a failed context: where it goes back to (context_up)
     rejected_in_row: int = 0  # releases rejected since the last admission (reprobe_after)
@@ -118,8 +122,9 @@ def _batch_key(e: _Entry) -> tuple[str, int]:
 class Scheduler(BatchingMixin):
     """DARIS policy core. See docs/core_api.md for the contract and docs/policy.md for the rules.
 
-    With ``config.batching`` set, ready stages of one (model, stage) run as batches: drive it with
-    :meth:`dispatch_batches` / :meth:`complete_batch` (docs/policy.md, "Cross-task stage batching").
+    One API with batching on and off: :meth:`dispatch` returns :class:`Dispatch` records (one job each with
+    batching off; with ``config.batching`` set, ready stages of one (model, stage) of several tasks run as one
+    batch, docs/policy.md "Cross-task stage batching"), and :meth:`complete` / :meth:`abort` take them back.
     """
 
     def __init__(
@@ -173,18 +178,21 @@ class Scheduler(BatchingMixin):
         else:
             self._queues = [BatchQueue(_batch_key) for _ in range(n_c)]
             self._btimes = BatchTimes(config.mret_window, batch_afet)
-            self._bstats = BatchStats()
             self._shared: dict[str, SharedStageCost] = {}
+        self._bstats = BatchStats()  # batching: batches formed, LP holds (batching off: derived, batch_stats)
         self._held: dict[int, float] = {}
         self._wake = float("inf")
-        self._qdelay = [0.0, 0.0]  # batching: queueing delay sum and count per priority (HP, LP)
+        self._qdelay = [0.0, 0.0]  # queueing delay (ready to dispatch start) sum and count per priority (HP, LP)
         self._qcount = [0, 0]
         self._idle: list[list[int]] = [list(range(n_s)) for _ in range(n_c)]
-        self._running: list[list[tuple[StageDispatch, _Entry] | None]] = [[None] * n_s for _ in range(n_c)]
-        # batching with launch_ahead: the batches queued behind the running one, per stream, and the predicted
-        # time each stream frees (the predicted finish of its last batch)
-        self._lanes: list[list[list[Any]]] = [[[] for _ in range(n_s)] for _ in range(n_c)]
+        # per stream: (the dispatch it runs, its entry: one _Entry with batching off, a list of them with batching)
+        self._running: list[list[tuple[Dispatch, Any] | None]] = [[None] * n_s for _ in range(n_c)]
+        # launch_ahead: the dispatches queued behind the running one, per stream, and the predicted time each
+        # stream frees (the predicted finish of its last dispatch)
+        self._lanes: list[list[list[tuple[Dispatch, Any]]]] = [[[] for _ in range(n_s)] for _ in range(n_c)]
         self._tail: list[list[float]] = [[0.0] * n_s for _ in range(n_c)]
+        self._ahead = config.launch_ahead
+        self._ahead_lead = config.ahead_lead
         self._ahead_at = float("inf")  # the earliest tail - ahead_lead of a busy stream with room (launch_ahead)
         self._backlog: list[float] = [0.0] * n_c
         self._outstanding: list[int] = [0] * n_c
@@ -221,10 +229,11 @@ class Scheduler(BatchingMixin):
             stage_map: tuple[tuple[int, ...], ...] = (tuple(range(spec.n_stages)),)
         else:
             stage_map = tuple((j,) for j in range(spec.n_stages))
+        model = spec.model or spec.name
         if self._batching is None:
             tracker: MretTracker | SharedStageCost = MretTracker(afet, self._ws)
-            return _TaskState(spec, context, tracker, task_utilization_eq3(tracker.total, spec.period), stage_map)
-        model = spec.model or spec.name
+            return _TaskState(spec, context, tracker, task_utilization_eq3(tracker.total, spec.period), stage_map,
+                              model=model)
         shared = self._shared.get(model)
         bkeys = tuple((model, j) for j in range(len(afet)))
         if shared is None or shared.n_stages != len(afet):
@@ -236,7 +245,7 @@ class Scheduler(BatchingMixin):
                 if cost != a:  # batch-time estimates were given (batch_afet)
                     shared.set_stage(j, cost)
         return _TaskState(spec, context, shared, task_utilization_eq3(shared.total, spec.period), stage_map,
-                          bkeys=bkeys)
+                          model=model, bkeys=bkeys)
 
     def _new_task_stats(self, spec: TaskSpec) -> TaskStats:
         return TaskStats(
@@ -381,17 +390,18 @@ class Scheduler(BatchingMixin):
         AFET again; the runtime may have refreshed that, Scheduler.refresh_afet), and an LP task's next
         release is admitted as a *probe* without eq. 12, so it is measured afresh even when its AFET is
         the inflated figure (a start-up profile under load): at most one job in ``reprobe_after + 1``
-        of a starving task. An HP task (rejected by HPA) only forgets: HPA stays in force for HP. Not under
-        batching (its per-job cost is shared by the model's tasks)."""
+        of a starving task. An HP task (rejected by HPA) only forgets: HPA stays in force for HP. Under
+        batching the probe is admitted the same way, but nothing is forgotten: the per-job cost is the
+        model's, shared by its tasks (``SharedStageCost.forget``)."""
         n = self._config.reprobe_after
-        if not n or self._batching is not None:
+        if not n:
             return
         st.rejected_in_row += 1
         if st.rejected_in_row >= n:
             st.rejected_in_row = 0
             self._reprobes[st.spec.name] = self._reprobes.get(st.spec.name, 0) + 1
             st.probe = st.spec.priority is Priority.LP
-            if isinstance(st.mret, MretTracker) and st.mret.forget():
+            if st.mret.forget():
                 self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
 
     def reprobes(self) -> dict[str, int]:
@@ -405,11 +415,21 @@ class Scheduler(BatchingMixin):
             return True
         return self._backlog[k] / n_s + st.mret.total <= margin * st.spec.relative_deadline
 
-    def dispatch(self, now: float) -> list[StageDispatch]:
-        """Start queued stages on idle streams (lowest stream index first), per context."""
+    def dispatch(self, now: float) -> list[Dispatch]:
+        """Start queued stages on idle streams (lowest stream index first), per context; with
+        ``launch_ahead``, then queue the next one behind a busy stream whose predicted free time is near.
+
+        Batching off: each idle stream takes the head of its context's eight-level queue (EDF inside), one
+        job per :class:`Dispatch`. Batching on: each takes a batch of one (model, stage) (BatchingMixin).
+        Call it after every release / complete / abort, and at :meth:`next_wakeup`.
+        """
         if self._batching is not None:
-            raise RuntimeError("batching is on: use dispatch_batches() and complete_batch()")
+            return self._batched_dispatch(now)
         ready = self._ready
+        ahead = self._ahead
+        queued = self._queued
+        if ahead and now >= self._ahead_at:  # a busy stream's launch-ahead window opens with time, not an event
+            ready.update(k for k in range(len(queued)) if queued[k])
         if not ready:
             return []
         if len(ready) == 1:
@@ -417,34 +437,111 @@ class Scheduler(BatchingMixin):
         else:
             contexts = sorted(ready)
             ready.clear()
-        out: list[StageDispatch] = []
-        queued = self._queued
+        out: list[Dispatch] = []
+        qdelay, qcount = self._qdelay, self._qcount
         for k in contexts:
-            idle = self._idle[k]
             n = queued[k]
-            if not n or not idle:
+            if not n:
                 continue
-            n = min(n, len(idle))
-            queued[k] -= n
-            pop = self._queues[k].pop
-            running = self._running[k]
-            while n:
-                n -= 1
-                stream = _heappop(idle)
-                level, e = pop()
-                job = e.job
-                stage = e.stage
-                if job.start is None:
-                    job.start = now
-                d = new_stage_dispatch(job, stage, k, stream, level, job.stage_deadlines[stage],
-                                       e.state.stage_map[stage], now)
-                running[stream] = (d, e)
-                out.append(d)
+            idle = self._idle[k]
+            if idle:
+                m = n if n < len(idle) else len(idle)
+                queued[k] = n - m
+                pop = self._queues[k].pop
+                running = self._running[k]
+                tails = self._tail[k]
+                while m:
+                    m -= 1
+                    stream = _heappop(idle)
+                    level, e = pop()
+                    job = e.job
+                    stage = e.stage
+                    st = e.state
+                    if job.start is None:
+                        job.start = now
+                    pred = now + st.mret.stage(stage)
+                    d = new_dispatch((job,), stage, k, stream, 1, st.model, (level,), job.stage_deadlines[stage],
+                                     pred, st.stage_map[stage], now, 0)
+                    running[stream] = (d, e)
+                    tails[stream] = pred
+                    p = job.priority
+                    qdelay[p] += now - e.ready
+                    qcount[p] += 1
+                    out.append(d)
+            if ahead and queued[k]:
+                self._queue_behind(k, now, out)
+        if ahead and out:
+            self._refresh_ahead()
         return out
 
-    def _free_stream(self, d: Any, what: str = "stage") -> Any:
-        """Free the stream running ``d`` (a stage, or a batch) and return what it ran; ValueError if it is
-        not running ``d``."""
+    def _queue_behind(self, k: int, now: float, out: list[Dispatch]) -> None:
+        """Launch-ahead with batching off: queue the head of context k's queue behind a busy stream of k whose
+        predicted free time is at most ``ahead_lead`` away (the earliest such stream), checked against the
+        stage's virtual deadline from that predicted start. Only the head is considered, so the paper's order
+        is kept: a head that would miss its virtual deadline behind the busy stream but could meet it on a
+        stream that frees now stays queued (for that stream), and nothing ranked lower overtakes it."""
+        q = self._queues[k]
+        queued = self._queued
+        while queued[k]:
+            picked = self._ahead_stream(k, now)
+            if picked is None:
+                return
+            stream, t_start, behind = picked
+            level, e = q.peek()
+            job = e.job
+            stage = e.stage
+            st = e.state
+            est = st.mret.stage(stage)
+            vdl = job.stage_deadlines[stage]
+            if t_start + est > vdl and now + est <= vdl:
+                return  # late only behind the busy stream
+            q.pop()
+            queued[k] -= 1
+            if job.start is None:
+                job.start = t_start
+            pred = t_start + est
+            d = new_dispatch((job,), stage, k, stream, 1, st.model, (level,), vdl, pred, st.stage_map[stage],
+                             t_start, behind)
+            self._lanes[k][stream].append((d, e))
+            self._tail[k][stream] = pred
+            p = job.priority
+            self._qdelay[p] += t_start - e.ready
+            self._qcount[p] += 1
+            out.append(d)
+
+    def _ahead_stream(self, k: int, now: float) -> tuple[int, float, int] | None:
+        """The busy stream of context k with room behind its running dispatch whose predicted free time is
+        earliest and at most ``ahead_lead`` away: (stream, that time (or ``now`` if overdue), dispatches on
+        it); None if there is none."""
+        best: tuple[int, float, int] | None = None
+        ahead, lead = self._ahead, self._ahead_lead
+        tails = self._tail[k]
+        lanes = self._lanes[k]
+        for s, run in enumerate(self._running[k]):
+            if run is None or len(lanes[s]) >= ahead:
+                continue
+            t = tails[s]
+            if t - lead <= now and (best is None or t < best[1]):
+                best = (s, t if t > now else now, 1 + len(lanes[s]))
+        return best
+
+    def _refresh_ahead(self) -> None:
+        """Recompute the earliest time a busy stream with room behind its running dispatch opens for
+        launch-ahead."""
+        at = _INF
+        ahead, lead = self._ahead, self._ahead_lead
+        for running, lanes, tails in zip(self._running, self._lanes, self._tail, strict=True):
+            for s, run in enumerate(running):
+                if run is not None and len(lanes[s]) < ahead:
+                    t = tails[s] - lead
+                    if t < at:
+                        at = t
+        self._ahead_at = at
+
+    def _free_stream(self, d: Dispatch, now: float) -> Any:
+        """Free the stream running ``d`` and return its entry (entries with batching); the next dispatch
+        queued behind it (launch_ahead) runs from ``now``, and the stream's predicted free time moves up by
+        as much as that one starts early. ValueError if the stream does not run ``d``."""
         k, s = d.context, d.stream
         try:
             running = self._running[k]
@@ -452,58 +549,90 @@ class Scheduler(BatchingMixin):
         except (IndexError, TypeError):
             raise ValueError(f"no stream ({k}, {s})") from None
         if run is None or run[0] is not d:
-            lane = self._lanes[k][s] if run is not None else ()
-            for i, queued in enumerate(lane):  # a batch queued behind the running one (launch_ahead)
-                if queued[0] is d:
-                    del lane[i]
-                    return queued[1]
-            raise ValueError(f"stream ({k}, {s}) is not running this {what}")
+            raise ValueError(f"stream ({k}, {s}) is not running this dispatch"
+                             + (" (it is queued behind another: complete a stream's dispatches in order)"
+                                if run is not None and any(x[0] is d for x in self._lanes[k][s]) else ""))
         lane = self._lanes[k][s]
-        if lane:  # launch_ahead: the next batch queued on the stream runs now
-            running[s] = lane.pop(0)
+        if lane:  # launch_ahead: the next dispatch queued on the stream runs now
+            nxt = lane.pop(0)
+            running[s] = nxt
+            early = nxt[0].start - now
+            if early > 0:
+                self._tail[k][s] -= early
         else:
             running[s] = None
             _heappush(self._idle[k], s)
         return run[1]
 
     @staticmethod
-    def _exec_time(d: Any, now: float, exec_time: float | None) -> float:
+    def _exec_time(d: Dispatch, now: float, exec_time: float | None) -> float:
         if exec_time is None:
             return max(0.0, now - d.start)
         if exec_time < 0:
             raise ValueError(f"exec_time must be >= 0, got {exec_time}")
         return exec_time
 
-    def complete(self, d: StageDispatch, now: float, exec_time: float | None = None) -> JobOutcome | None:
-        """Stage ``d`` finished at ``now`` after ``exec_time`` seconds (default: ``now - d.start``)."""
+    def complete(self, d: Dispatch, now: float, exec_time: float | None = None) -> list[JobOutcome]:
+        """Dispatch ``d`` finished at ``now`` after ``exec_time`` seconds (default: ``now - d.start``).
+
+        Frees its stream, records the execution time (eq. 1: per task with batching off, per (model, stage,
+        size) with batching), enqueues each job's next stage (raised when this one missed its virtual
+        deadline) and returns the outcomes of the jobs that finished: with batching off ``[]`` or one.
+        Report a stream's dispatches in order (launch_ahead queues several on one stream).
+        """
+        if self._batching is not None:
+            return self._batched_complete(d, now, exec_time)
         k = d.context
-        exec_time = self._exec_time(d, now, exec_time)
-        e = self._free_stream(d)
+        if exec_time is None or exec_time < 0:
+            exec_time = self._exec_time(d, now, exec_time)
+        e = self._free_stream(d, now)
+        if self._ahead:
+            self._refresh_ahead()
         if self._queued[k]:
             self._ready.add(k)
         st = e.state
         if not st.removed and st.mret.record(e.stage, exec_time):  # eq. 1
             self._set_u(st, task_utilization_eq3(st.mret.total, st.spec.period))
-        return self._advance(e, now, k)
+        outcome = self._advance(e, now, k)
+        return [] if outcome is None else [outcome]
 
-    def abort(self, d: StageDispatch, now: float) -> None:
-        """Stage ``d`` did not run (its worker died with it): free its stream and queue the stage again,
-        with its level and virtual deadline, in its job's context (another one after :meth:`context_down`).
-        Nothing is measured (MRET unchanged). Not in the paper: it is how a lost stage is retried."""
-        if self._batching is not None:
-            raise RuntimeError("abort is not supported with batching")
-        k = d.context
-        e = self._free_stream(d)
-        job = e.job
-        kq = job.context
-        if kq != k:
-            self._outstanding[k] -= 1
-            self._backlog[k] = self._backlog[k] - e.est if self._outstanding[k] else 0.0
-            self._outstanding[kq] += 1
-            self._backlog[kq] += e.est
-        self._queues[kq].push(e.level, job.stage_deadlines[e.stage], job.release, job.task, job.job_id, e)
-        self._queued[kq] += 1
-        self._ready.add(kq)
+    def abort(self, d: Dispatch, now: float) -> None:
+        """Dispatch ``d`` did not run (its worker died with it): take it off its stream (running, or queued
+        behind another with launch_ahead) and queue every job's stage again, with its level and virtual
+        deadline, in its job's context (another one after :meth:`context_down`). Nothing is measured (MRET
+        unchanged). Works with batching on and off. Not in the paper: it is how a lost stage is retried."""
+        k, s = d.context, d.stream
+        try:
+            run = self._running[k][s]
+        except (IndexError, TypeError):
+            raise ValueError(f"no stream ({k}, {s})") from None
+        if run is not None and run[0] is d:
+            entry = self._free_stream(d, now)
+        else:
+            lane = self._lanes[k][s]
+            for i, queued in enumerate(lane):
+                if queued[0] is d:
+                    del lane[i]
+                    entry = queued[1]
+                    self._tail[k][s] -= d.predicted_finish - d.start  # the dispatches after it move up
+                    break
+            else:
+                raise ValueError(f"stream ({k}, {s}) is not running this dispatch")
+        if self._ahead:
+            self._refresh_ahead()
+        entries: list[_Entry] | tuple[_Entry] = entry if self._batching is not None else (entry,)
+        outstanding, backlog = self._outstanding, self._backlog
+        for e in entries:
+            job = e.job
+            kq = job.context
+            if kq != k:  # the job was moved off k (context_down) while this ran: its stage goes where it is now
+                outstanding[k] -= 1
+                backlog[k] = backlog[k] - e.est if outstanding[k] else 0.0
+                outstanding[kq] += 1
+                backlog[kq] += e.est
+            self._queues[kq].push(e.level, job.stage_deadlines[e.stage], job.release, job.task, job.job_id, e)
+            self._queued[kq] += 1
+            self._ready.add(kq)
         if self._queued[k]:
             self._ready.add(k)
         del now  # (an event like the others; re-queueing does not depend on the time)
@@ -622,10 +751,11 @@ class Scheduler(BatchingMixin):
         context). Until :meth:`context_up`, no release, migration or new task goes to k.
 
         With a single context (or every other context down too) nothing can move: the work waits for
-        the replacement. Returns ``{task: new context}`` of the tasks moved.
+        the replacement. Returns ``{task: new context}`` of the tasks moved. Works with batching on and off
+        (with batching, an LP target must also pass the queue guard ``lp_admit_margin``, as at a release;
+        a batch running or queued behind another on k keeps its accounting there until ``complete`` or
+        ``abort``).
         """
-        if self._batching is not None:
-            raise RuntimeError("context_down is not supported with batching")
         n_c = self._layout.n_contexts
         if not 0 <= k < n_c:
             raise ValueError(f"no context {k} (there are {n_c})")
@@ -652,6 +782,8 @@ class Scheduler(BatchingMixin):
                     k, st.u, st.mret.total, now, n_s,
                     [book.hp(c) if c not in self._down else _INF for c in range(n_c)],
                     [book.active_lp(c) for c in range(n_c)], self._backlog)
+                if target is not None and self._batching is not None and not self._lp_margin_ok(st, target, n_s):
+                    target = None
                 if target is None:
                     target = min_util_context(totals)
             self._move_task(st, target)
@@ -660,9 +792,7 @@ class Scheduler(BatchingMixin):
             if st.home is None:
                 st.home = k
         # queued stages follow their job's task; a running stage's job moves too (its next stage goes there)
-        queue = self._queues[k]
-        while queue:
-            level, e = queue.pop()
+        for level, e in self._queues[k].drain():
             self._queued[k] -= 1
             self._outstanding[k] -= 1
             self._backlog[k] -= e.est
@@ -676,11 +806,19 @@ class Scheduler(BatchingMixin):
             self._ready.add(target)
         if not self._outstanding[k]:
             self._backlog[k] = 0.0
-        for running in self._running:  # (a job may run on another context and still belong to k)
-            for run in running:
-                if run is not None and run[0].job.context == k:
-                    self._move_job(run[0].job, run[1].state, self._job_target(run[1].state, k))
+        # (a job may run on another context and still belong to k)
+        for e in self._entries_on_streams():
+            if e.job.context == k:
+                self._move_job(e.job, e.state, self._job_target(e.state, k))
         return moves
+
+    def _entries_on_streams(self) -> list[_Entry]:
+        """The entries of every dispatch running or queued behind another (launch_ahead) on a stream."""
+        runs = [run for running in self._running for run in running if run is not None]
+        runs += [x for lanes in self._lanes for lane in lanes for x in lane]
+        if self._batching is None:
+            return [run[1] for run in runs]
+        return [e for run in runs for e in run[1]]
 
     def context_up(self, k: int, now: float) -> dict[str, int]:
         """Context ``k`` serves again: the tasks moved off it by :meth:`context_down` go back (their
@@ -836,11 +974,49 @@ class Scheduler(BatchingMixin):
         """``(level, job, stage)`` of every queued stage of ``context`` in dequeue order."""
         return [(level, e.job, e.stage) for level, e in self._queues[context].items()]
 
-    def running(self, context: int) -> list[StageDispatch]:
+    def running(self, context: int) -> list[Dispatch]:
+        """The dispatches running on the streams of ``context`` (not those queued behind them)."""
         return [r[0] for r in self._running[context] if r is not None]
+
+    def queued_behind(self, context: int) -> list[Dispatch]:
+        """The dispatches queued behind a running one on the streams of ``context`` (launch_ahead), per stream
+        in order."""
+        return [x[0] for lane in self._lanes[context] for x in lane]
 
     def idle_streams(self, context: int) -> int:
         return len(self._idle[context])
+
+    def next_wakeup(self) -> float | None:
+        """When :meth:`dispatch` must be called next without another event (None: not before one): a waiting
+        LP batch must be dispatched (batching, ``lp_slack``), or (``launch_ahead``) a busy stream's window for
+        queueing the next dispatch behind its running one opens while stages are queued in its context."""
+        wake = self._wake if self._held else None
+        ahead = self._ahead
+        if ahead:
+            lead = self._ahead_lead
+            for k, n in enumerate(self._queued):
+                if not n or self._idle[k]:
+                    continue
+                lanes, tails = self._lanes[k], self._tail[k]
+                for s, run in enumerate(self._running[k]):
+                    if run is not None and len(lanes[s]) < ahead:
+                        t = tails[s] - lead
+                        if wake is None or t < wake:
+                            wake = t
+        return wake
+
+    def batch_stats(self) -> BatchStats:
+        """Dispatches as batches: counts, sizes, padding, LP holds and the mean queueing delay per priority
+        (ready to dispatch start). With batching off every dispatch is a batch of 1."""
+        out = self._bstats.copy()
+        if self._batching is None:
+            n = sum(self._qcount)
+            out.batches = out.jobs = out.slots = n
+            out.by_size = {1: n} if n else {}
+        for p in Priority:
+            out.queue_delay[p.name] = self._qdelay[p]
+            out.queue_count[p.name] = self._qcount[p]
+        return out
 
     def outstanding_stages(self) -> int:
         """Stages queued or running, over all contexts."""

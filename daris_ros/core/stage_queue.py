@@ -107,6 +107,12 @@ class StageQueue(Generic[T]):
         entry = self._heap[0]
         return entry[0], entry[6]
 
+    def drain(self) -> list[tuple[int, T]]:
+        """Remove every entry; return ``(level, item)`` of each in dequeue order."""
+        entries = sorted(self._heap, key=lambda e: e[:6])
+        self._heap = []
+        return [(e[0], e[6]) for e in entries]
+
     def level_len(self, level: int) -> int:
         return sum(1 for e in self._heap if e[0] == level)
 

@@ -1,13 +1,15 @@
 """Deterministic discrete-event simulator driving :class:`daris_ros.core.Scheduler`.
 
 Events live in one heap keyed by ``(time, kind, seq)``: at equal times stage completions (kind 0)
-come before releases (kind 1), each in the order they were scheduled. All events of one time
-stamp are handled, then ``dispatch`` is called once and the execution times of the stages it
-started are drawn (after all of them are counted as running, so the stages started together see
-the same GPU state). Releases of task i happen at ``phase_i + k * T_i`` for every k with a time
-below ``duration``; afterwards the run drains, so every admitted job finishes. Randomness comes
-from ``random.Random`` instances seeded from the scenario seed only: the same seed gives the same
-result.
+come before releases (kind 1) and wake-ups (kind 2, ``Scheduler.next_wakeup``), each in the order they
+were scheduled. All events of one time stamp are handled, then ``dispatch`` is called once and the
+execution times of the dispatches it started are drawn (after all of them are counted as running, so
+the dispatches started together see the same GPU state). One loop serves batching on and off: a
+dispatch is one model stage for 1..n jobs. A dispatch queued behind another on its stream
+(``Dispatch.behind``, ``launch_ahead``) starts when that one completes, and its time is drawn then.
+Releases of task i happen at ``phase_i + k * T_i`` for every k with a time below ``duration``;
+afterwards the run drains, so every admitted job finishes. Randomness comes from ``random.Random``
+instances seeded from the scenario seed only: the same seed gives the same result.
 """
 
 from __future__ import annotations
@@ -16,24 +18,27 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from daris_ros.core import (
+    Dispatch,
     JobOutcome,
     Priority,
     PriorityStats,
     ReleaseDecision,
     Scheduler,
-    StageDispatch,
     TaskStats,
     effective_layout,
     sm_per_context_eq9,
 )
 from daris_ros.core.hyperparams import Layout
+from daris_ros.sim.batching import batch_afet_source, batch_factor
 from daris_ros.sim.exec_models import ExecTimeModel, Geometry, build_exec_model
 from daris_ros.sim.scenario import Scenario
 
 _COMPLETE = 0
 _RELEASE = 1
+_WAKE = 2
 
 
 @dataclass(slots=True)
@@ -66,7 +71,8 @@ class SimResult:
 
 
 Observer = Callable[[str, float, object], None]
-"""Optional hook ``observer(kind, now, payload)`` with kind 'release', 'dispatch' or 'complete'."""
+"""Optional hook ``observer(kind, now, payload)``: 'release' (ReleaseDecision), 'dispatch' (Dispatch) or
+'complete' ((Dispatch, [JobOutcome])), the outcomes of the jobs that finished with it."""
 
 
 class Simulation:
@@ -92,46 +98,44 @@ class Simulation:
         self.specs = scenario.task_specs(afet_of, seed=self.seed)
         batch_afet = None
         if cfg.batching is not None:  # cross-task batching: daris_ros/sim/batching.py
-            from daris_ros.sim.batching import batch_afet_source
-
             batch_afet = batch_afet_source(scenario.models, self.exec_model.full_load_estimate, cfg.no_staging)
         self.scheduler = Scheduler(cfg, self.specs, batch_afet=batch_afet)
         self._observer = observer
         self._ran = False
 
     def run(self) -> SimResult:
+        """The event loop: one path for batching on and off, driving the core only through ``release``,
+        ``dispatch``, ``complete`` and ``next_wakeup``."""
         if self._ran:
             raise RuntimeError("a Simulation runs once; make a new one")
         self._ran = True
-        if self.scenario.config.batching is not None:
-            return self._run_batched()
         sched = self.scheduler
-        model = self.exec_model
+        scenario = self.scenario
         observer = self._observer
-        horizon = self.scenario.duration
+        horizon = scenario.duration
+        no_staging = scenario.config.no_staging
         rng = random.Random(f"exec/{self.seed}")
-        # base time of every scheduling stage of every task (one summed stage under no_staging)
-        base_of: dict[str, tuple[float, ...]] = {}
-        for s in self.specs:
-            times = self.scenario.models[s.model].stage_times
-            base_of[s.name] = (sum(times),) if self.scenario.config.no_staging else times
+        # base time of a dispatch alone on the GPU, per (model, stage, size): the stage's time (summed under
+        # no_staging) times the model's batch factor (1 for a batch of 1)
+        base_of: dict[tuple[str, int, int], float] = {}
         names = [s.name for s in self.specs]
         periods = [s.period for s in self.specs]
         phases = [s.phase for s in self.specs]
-        n_c = self.geometry.n_contexts
-        in_ctx = [0] * n_c
+        in_ctx = [0] * self.geometry.n_contexts
+        # launch_ahead: dispatches queued behind the running one on a stream start when it completes
+        lanes: dict[tuple[int, int], list[Dispatch]] = {}
         total = 0
         seq = 0
-        heap: list[tuple] = []
+        heap: list[tuple[float, int, int, Any, Any]] = []
         for i, ph in enumerate(phases):
             if ph < horizon:
                 heap.append((ph, _RELEASE, seq, i, 0))
                 seq += 1
         heapq.heapify(heap)
         heappush, heappop = heapq.heappush, heapq.heappop
-        exec_time = model.exec_time
-        complete, release, dispatch = sched.complete, sched.release, sched.dispatch
-        complete_kind = _COMPLETE
+        exec_time = self.exec_model.exec_time
+        complete, release, dispatch, next_wakeup = sched.complete, sched.release, sched.dispatch, sched.next_wakeup
+        woken: set[float] = set()
         events = dispatches = completed_in_horizon = 0
         now = 0.0
         while heap:
@@ -139,16 +143,29 @@ class Simulation:
             while heap and heap[0][0] == now:
                 ev = heappop(heap)
                 events += 1
-                if ev[1] == complete_kind:
-                    d: StageDispatch = ev[3]
+                kind = ev[1]
+                if kind == _COMPLETE:
+                    d: Dispatch = ev[3]
                     in_ctx[d.context] -= 1
                     total -= 1
-                    outcome: JobOutcome | None = complete(d, now, ev[4])
-                    if outcome is not None and now <= horizon:
-                        completed_in_horizon += 1
+                    outcomes: list[JobOutcome] = complete(d, now, ev[4])
+                    if outcomes and now <= horizon:
+                        completed_in_horizon += len(outcomes)
                     if observer is not None:
-                        observer("complete", now, (d, outcome))
-                else:
+                        observer("complete", now, (d, outcomes))
+                    if lanes:
+                        lane = lanes.get((d.context, d.stream))
+                        if lane:  # the next dispatch on the stream starts now; its time is drawn now
+                            nd = lane.pop(0)
+                            if not lane:
+                                del lanes[(d.context, d.stream)]
+                            in_ctx[nd.context] += 1
+                            total += 1
+                            et = exec_time(self._base(base_of, nd, no_staging), in_ctx[nd.context], total, rng,
+                                           nd.size)
+                            heappush(heap, (now + et, _COMPLETE, seq, nd, et))
+                            seq += 1
+                elif kind == _RELEASE:
                     i, k = ev[3], ev[4]
                     decision: ReleaseDecision = release(names[i], now)
                     if observer is not None:
@@ -157,26 +174,36 @@ class Simulation:
                     if nxt < horizon:
                         heappush(heap, (nxt, _RELEASE, seq, i, k + 1))
                         seq += 1
+                else:
+                    woken.discard(now)
             started = dispatch(now)
+            wake = next_wakeup()
+            if wake is not None and wake > now and wake not in woken:
+                woken.add(wake)
+                heappush(heap, (wake, _WAKE, seq, None, None))
+                seq += 1
             if not started:
                 continue
-            n_started = len(started)
-            dispatches += n_started
-            total += n_started
-            if n_started == 1:
-                d = started[0]
-                in_ctx[d.context] += 1
-            else:
-                for d in started:
-                    in_ctx[d.context] += 1
+            dispatches += len(started)
+            running_now: list[Dispatch] = []
             for d in started:
-                et = exec_time(base_of[d.job.task][d.stage], in_ctx[d.context], total, rng)
+                if d.behind:  # queued behind another on its stream: it starts when that one completes
+                    lanes.setdefault((d.context, d.stream), []).append(d)
+                    if observer is not None:
+                        observer("dispatch", now, d)
+                else:
+                    running_now.append(d)
+                    in_ctx[d.context] += 1
+            total += len(running_now)
+            # every dispatch started at this instant counts as running before any time is drawn
+            for d in running_now:
+                et = exec_time(self._base(base_of, d, no_staging), in_ctx[d.context], total, rng, d.size)
                 heappush(heap, (now + et, _COMPLETE, seq, d, et))
                 seq += 1
                 if observer is not None:
                     observer("dispatch", now, d)
         return SimResult(
-            scenario=self.scenario.name,
+            scenario=scenario.name,
             seed=self.seed,
             duration=horizon,
             end_time=now,
@@ -190,26 +217,15 @@ class Simulation:
             dispatches=dispatches,
         )
 
-
-    def _run_batched(self) -> SimResult:
-        from daris_ros.sim.batching import run_batched
-
-        end, done, events, dispatches = run_batched(self)
-        sched = self.scheduler
-        return SimResult(
-            scenario=self.scenario.name,
-            seed=self.seed,
-            duration=self.scenario.duration,
-            end_time=end,
-            layout=sched.layout,
-            sm_per_context=sched.sm_per_context(),
-            n_tasks=len(self.specs),
-            task_stats=sched.task_stats(),
-            priority_stats=sched.priority_stats(),
-            completed_in_horizon=done,
-            events=events,
-            dispatches=dispatches,
-        )
+    def _base(self, memo: dict[tuple[str, int, int], float], d: Dispatch, no_staging: bool) -> float:
+        """Seconds ``d`` takes alone on the GPU: its model stage (all stages under no_staging) x the batch factor."""
+        key = (d.model, d.stage, d.size)
+        v = memo.get(key)
+        if v is None:
+            m = self.scenario.models[d.model]
+            t = sum(m.stage_times) if no_staging else m.stage_times[d.stage]
+            v = memo[key] = t * batch_factor(m.batch_factor, d.size)
+        return v
 
 
 def simulate(scenario: Scenario, seed: int | None = None, observer: Observer | None = None) -> SimResult:

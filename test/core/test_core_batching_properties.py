@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daris_ros.core import BatchDispatch, BatchingConfig, Policy, Priority, Scheduler, SchedulerConfig, TaskSpec
+from daris_ros.core import BatchingConfig, Dispatch, Policy, Priority, Scheduler, SchedulerConfig, TaskSpec
 
 
 @st.composite
@@ -32,14 +32,13 @@ def worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec], float]:
         lp_slack=draw(st.sampled_from([0.0, 0.0, 0.02, 0.1])),
         lp_fill=draw(st.sampled_from([0, 4, 16])),
         lp_admit_margin=draw(st.sampled_from([None, 0.3, 1.0])),
-        launch_ahead=draw(st.sampled_from([0, 0, 1, 2])),
-        ahead_lead=draw(st.sampled_from([0.0, 0.01, 0.1])),
     )
     cfg = SchedulerConfig(
         policy=policy, n_contexts=n_c, n_streams=draw(st.integers(1, 3)),
         oversubscription=float(draw(st.sampled_from([1, n_c]))), mret_window=draw(st.integers(1, 5)),
         hp_admission=draw(st.booleans()), no_staging=draw(st.booleans()), no_last=draw(st.booleans()),
         no_prior=draw(st.booleans()), no_fixed=draw(st.booleans()), batching=batching,
+        launch_ahead=draw(st.sampled_from([0, 0, 1, 2])), ahead_lead=draw(st.sampled_from([0.0, 0.01, 0.1])),
     )
     n = draw(st.integers(2, 10))
     tasks = []
@@ -65,10 +64,10 @@ actions = st.lists(
 )
 
 
-def check_dispatch(s: Scheduler, d: BatchDispatch, cfg: BatchingConfig, at_stage: dict[object, int],
+def check_dispatch(s: Scheduler, d: Dispatch, cfg: BatchingConfig, at_stage: dict[object, int],
                    busy: set[object]) -> None:
-    assert 1 <= d.n_jobs <= d.size and d.size in cfg.sizes
-    assert len({j.task for j in d.jobs if j.priority is not None}) <= d.n_jobs
+    assert 1 <= len(d.jobs) <= d.size and d.size in cfg.sizes
+    assert len({j.task for j in d.jobs if j.priority is not None}) <= len(d.jobs)
     keys = {(s.spec(j.task).model, d.stage) for j in d.jobs if j.task in {t.name for t in s.tasks()}}
     assert len(keys) <= 1, "a batch mixes models or stages"
     assert all(j.context == d.context for j in d.jobs)
@@ -82,7 +81,7 @@ def check_dispatch(s: Scheduler, d: BatchDispatch, cfg: BatchingConfig, at_stage
     if cfg.hp_fill_only and not s.config.no_fixed:
         n_hp = sum(j.priority is Priority.HP for j in d.jobs)
         if n_hp:
-            assert d.n_jobs <= cfg.size_for(n_hp)
+            assert len(d.jobs) <= cfg.size_for(n_hp)
 
 
 def check_waiting(s: Scheduler, now: float, cfg: BatchingConfig) -> None:
@@ -102,7 +101,7 @@ def test_batching_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float
     bcfg = cfg.batching
     assert bcfg is not None
     s = Scheduler(cfg, tasks, batch_afet=lambda m, j, size: 0.005 + per_job * size)
-    running: list[BatchDispatch] = []
+    running: list[Dispatch] = []
     at_stage: dict[object, int] = {}
     busy: set[object] = set()
     formed_at: dict[int, float] = {}
@@ -110,10 +109,10 @@ def test_batching_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float
     now = 0.0
 
     def step(now: float) -> None:
-        for d in s.dispatch_batches(now):
+        for d in s.dispatch(now):
             check_dispatch(s, d, bcfg, at_stage, busy)
             if d.behind:  # queued behind a busy stream: formed within the lead of when it is predicted to start
-                assert bcfg.launch_ahead and now <= d.start <= now + bcfg.ahead_lead + 1e-12
+                assert cfg.launch_ahead and now <= d.start <= now + cfg.ahead_lead + 1e-12
             else:
                 assert d.start == now
             formed_at[id(d)] = now
@@ -122,7 +121,7 @@ def test_batching_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float
         assert sum(len([r for r in running if r.context == k]) for k in range(s.layout.n_contexts)) == len(running)
         for k in range(s.layout.n_contexts):
             lanes = [[r for r in running if r.context == k and r.stream == x] for x in range(s.layout.n_streams)]
-            assert all(len(lane) <= 1 + bcfg.launch_ahead for lane in lanes)
+            assert all(len(lane) <= 1 + cfg.launch_ahead for lane in lanes)
             assert sum(1 for lane in lanes if lane) + s.idle_streams(k) == s.layout.n_streams
             # the batch a stream runs is its earliest; those queued behind it start at its predicted finish
             for lane in lanes:
@@ -145,20 +144,20 @@ def test_batching_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float
             d = heads[idx % len(heads)]
             running.remove(d)
             now = max(now, d.start)
-            outs = s.complete_batch(d, now, (d.predicted_finish - d.start) * factor)
+            outs = s.complete(d, now, (d.predicted_finish - d.start) * factor)
             for j in d.jobs:
                 busy.discard(j)
                 at_stage[j] = d.stage + 1
             finished += len(outs)
             assert all(o.job.n_stages == d.stage + 1 for o in outs)
-            assert len(outs) in (0, d.n_jobs)
+            assert len(outs) in (0, len(d.jobs))
         step(now)
     while running or s.outstanding_stages():
         wake = s.next_wakeup()
         if running:
             d = running.pop(0)
             now = max(now, d.start) + 0.001
-            outs = s.complete_batch(d, now)
+            outs = s.complete(d, now)
             for j in d.jobs:
                 busy.discard(j)
                 at_stage[j] = d.stage + 1

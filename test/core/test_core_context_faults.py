@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_core_properties import World, check_invariants, do_dispatch, worlds
 
-from daris_ros.core import BatchingConfig, Policy, Priority, Scheduler, SchedulerConfig, TaskSpec
+from daris_ros.core import Policy, Priority, Scheduler, SchedulerConfig, TaskSpec
 
 HP, LP = Priority.HP, Priority.LP
 
@@ -74,12 +74,12 @@ def test_queued_stages_move_with_level_and_deadline_running_stage_continues_else
     assert s.running(0) == [d_a]
     (d_b,) = s.dispatch(0.1)
     assert (d_b.job, d_b.context, d_b.virtual_deadline) == (b, 1, b.stage_deadlines[0])
-    assert s.complete(d_a, 1.0) is None
+    assert s.complete(d_a, 1.0) == []
     assert s.queue_length(2) == 1 and s.idle_streams(0) == 1
     (d_a1,) = [d for d in s.dispatch(1.0) if d.job is a]
     assert d_a1.context == 2 and d_a1.stage == 1
-    out = s.complete(d_a1, 2.0)
-    assert out is not None and out.met
+    (out,) = s.complete(d_a1, 2.0)
+    assert out.met
     for k in range(3):
         inc, ref = s.utilization(k), s.utilization_from_scratch(k)
         assert inc.active_hp == pytest.approx(ref.active_hp) and inc.active_lp == pytest.approx(ref.active_lp)
@@ -107,13 +107,10 @@ def test_single_context_keeps_its_work() -> None:
     assert d.job is job
 
 
-def test_bad_context_and_batching_are_errors() -> None:
+def test_bad_context_is_an_error() -> None:
     s = Scheduler(three_ctx(), tasks())
     with pytest.raises(ValueError, match="no context 3"):
         s.context_down(3, now=0.0)
-    b = Scheduler(three_ctx(batching=BatchingConfig()), tasks())
-    with pytest.raises(RuntimeError, match="batching"):
-        b.context_down(0, now=0.0)
 
 
 fault_actions = st.lists(
@@ -196,10 +193,10 @@ def test_abort_requeues_a_lost_stage_where_its_job_now_belongs() -> None:
     (d3,) = s.dispatch(0.3)
     assert d3.context == 2
     assert s.stage_mrets("h0") == (1.0, 1.0)  # nothing measured for the lost runs
-    with pytest.raises(ValueError, match="not running this stage"):
+    with pytest.raises(ValueError, match="not running this dispatch"):
         s.abort(d, 0.4)
     s.complete(d3, 0.5)
     (d4,) = s.dispatch(0.5)
-    out = s.complete(d4, 1.0)
-    assert out is not None and out.met and s.outstanding_stages() == 0
+    (out,) = s.complete(d4, 1.0)
+    assert out.met and s.outstanding_stages() == 0
     assert s.task_stats()["h0"].completed == 1

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daris_ros.core import (
+    Dispatch,
     Policy,
     Priority,
     Scheduler,
     SchedulerConfig,
-    StageDispatch,
     TaskSpec,
     stage_level,
 )
@@ -30,7 +30,7 @@ from daris_ros.core import (
 class World:
     sched: Scheduler
     cfg: SchedulerConfig
-    running: list[StageDispatch]
+    running: list[Dispatch]
     prev_finish: dict[tuple[str, int], float]
 
 
@@ -76,7 +76,7 @@ actions = st.lists(
 )
 
 
-def edf_key(d: StageDispatch) -> tuple:
+def edf_key(d: Dispatch) -> tuple:
     return (d.level, d.virtual_deadline, d.job.release, d.job.task, d.job.job_id)
 
 

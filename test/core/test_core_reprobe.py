@@ -16,7 +16,7 @@ def _run_job(s: Scheduler, task: str, now: float, et: float) -> float:
     while True:
         (d,) = s.dispatch(now)
         now += et
-        if s.complete(d, now, et) is not None:
+        if s.complete(d, now, et):
             return now
 
 

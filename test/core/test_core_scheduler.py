@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from daris_ros.core import (
+    Dispatch,
     JobOutcome,
     Policy,
     Priority,
     Scheduler,
     SchedulerConfig,
-    StageDispatch,
     TaskSpec,
 )
 
@@ -21,7 +21,7 @@ def one_ctx(**kw: object) -> SchedulerConfig:
     return SchedulerConfig(Policy.MPS, n_contexts=1, n_streams=1, **kw)  # type: ignore[arg-type]
 
 
-def run_stage(s: Scheduler, now: float) -> StageDispatch:
+def run_stage(s: Scheduler, now: float) -> Dispatch:
     ds = s.dispatch(now)
     assert len(ds) == 1
     return ds[0]
@@ -37,13 +37,15 @@ def test_single_job_walkthrough() -> None:
     assert job.stage_deadlines == (2.0, 8.0) and job.abs_deadline == 8.0 and job.start is None
     d0 = run_stage(s, 0.5)
     assert (d0.stage, d0.stream, d0.level, d0.virtual_deadline, d0.model_stages) == (0, 0, 3, 2.0, (0,))
+    assert d0 == Dispatch((job,), 0, 0, 0, 1, "a", (3,), 2.0, 1.5, (0,), 0.5, 0)  # one job, size 1, behind 0
+    assert d0.job is job and d0.predicted_finish == 0.5 + 1.0  # start + the stage's MRET (its AFET here)
     assert job.start == 0.5 and d0.start == 0.5
     assert s.dispatch(0.5) == []  # the only stream is busy
-    assert s.complete(d0, 1.5) is None  # et = 1.0 (now - start), on time for its virtual deadline 2
+    assert s.complete(d0, 1.5) == []  # et = 1.0 (now - start), on time for its virtual deadline 2
     d1 = run_stage(s, 1.5)
     assert (d1.stage, d1.level) == (1, 1)  # HP last stage
     out = s.complete(d1, 5.0, exec_time=3.5)
-    assert out == JobOutcome(job, 5.0, 5.0, True)
+    assert out == [JobOutcome(job, 5.0, 5.0, True)]
     assert s.stage_mrets("a") == (1.0, 3.5) and s.mret("a") == 4.5
     ts = s.task_stats()["a"]
     assert (ts.released, ts.admitted, ts.completed, ts.missed) == (1, 1, 1, 0)
@@ -61,7 +63,8 @@ def test_missed_virtual_deadline_raises_next_stage() -> None:
     s.complete(d, 7.0)  # meets 8
     d = run_stage(s, 7.0)
     assert d.level == 5  # LP last, not delayed
-    assert s.complete(d, 8.0).met  # type: ignore[union-attr]
+    (out,) = s.complete(d, 8.0)
+    assert out.met
 
 
 def test_last_and_delayed_is_the_top_level_of_its_class() -> None:
@@ -87,8 +90,8 @@ def test_late_job_keeps_running_and_counts_as_missed() -> None:
     s.release("a", 0.0)
     s.complete(run_stage(s, 0.0), 3.0)  # the whole deadline (2.0) has passed before stage 2
     d = run_stage(s, 3.0)  # still dispatched (soft real time)
-    out = s.complete(d, 3.5)
-    assert out is not None and not out.met and out.response_time == 3.5
+    (out,) = s.complete(d, 3.5)
+    assert not out.met and out.response_time == 3.5
     assert s.task_stats()["a"].missed == 1
     ps = s.priority_stats()[LP]
     assert (ps.admitted, ps.completed, ps.missed, ps.dmr) == (1, 1, 1, 1.0)
@@ -167,8 +170,8 @@ def test_lp_migrates_to_passing_context_and_old_job_stays() -> None:
     assert (r2.context, r2.migrated_from) == (0, 1)
     assert s.utilization(1).active_lp == 0.5  # the old job still counts where it runs
     assert s.utilization(0).active_lp == 0.5
-    out = s.complete(d, 0.6)
-    assert out is not None and out.job.context == 1
+    (out,) = s.complete(d, 0.6)
+    assert out.job.context == 1
     assert s.utilization(1).active_lp == 0.0
     assert s.task_stats()["l2"].migrations == 2 and s.priority_stats()[LP].migrations == 2
 
@@ -212,7 +215,7 @@ def test_no_staging_collapses_the_task_to_one_stage() -> None:
     assert r.job.stage_deadlines == (10.0,)
     d = run_stage(s, 0.0)
     assert d.model_stages == (0, 1, 2, 3) and d.level == 1 and d.is_last
-    assert s.complete(d, 6.0) is not None and s.mret("a") == 6.0
+    assert len(s.complete(d, 6.0)) == 1 and s.mret("a") == 6.0
 
 
 def test_ablation_levels_in_the_scheduler() -> None:
@@ -251,8 +254,8 @@ def test_add_remove_update_task() -> None:
     assert s.utilization(1).hp == 0.0 and s.utilization(1).active_hp == 0.0
     with pytest.raises(KeyError):
         s.release("b", 1.0)
-    out = s.complete(d, 0.1)  # a removed task's running stage still completes and is accounted
-    assert out is not None and out.met
+    (out,) = s.complete(d, 0.1)  # a removed task's running stage still completes and is accounted
+    assert out.met
     assert s.task_stats()["b"].completed == 1
     assert [t.name for t in s.tasks()] == ["a"]
 

@@ -77,14 +77,14 @@ def test_staged_batching_and_lp_slack_wake_ups() -> None:
     assert stats.holds > 0 and stats.mean_batch > 1.0
     # a first-stage LP-only batch smaller than lp_fill started only once its slack ran out (a wake-up)
     small = [(now, d) for now, d in seen
-             if d.stage == 0 and d.n_jobs < 4 and all(j.priority is Priority.LP for j in d.jobs)]
+             if d.stage == 0 and len(d.jobs) < 4 and all(j.priority is Priority.LP for j in d.jobs)]
     assert small
     for now, d in small:
         assert now >= min(j.release for j in d.jobs) + 0.004 - 1e-12
 
 
 def test_launch_ahead_in_the_simulator_queues_batches_behind_running_ones_and_keeps_deadlines() -> None:
-    over = short(0.5, **{"scheduler.batching.launch_ahead": 1, "scheduler.batching.ahead_lead": 0.0005})
+    over = short(0.5, **{"scheduler.launch_ahead": 1, "scheduler.ahead_lead": 0.0005})
     seen: list[tuple[float, object]] = []
     done: list[tuple[float, object]] = []
 

@@ -18,9 +18,11 @@ def test_mode_parts() -> None:
     assert Mode.parse("batch-cl").ahead_ms is None and Mode.parse("batch-ahead0").ahead_ms == 0.0
     assert Mode.parse("b1-staged") is MODES["b1-staged"]
     assert Mode.parse("b1-staged-fp16").n_streams == 8 and not Mode.parse("b1-fp16").batching
+    m = Mode.parse("b1-staged-ahead0.5")  # launch-ahead works with batching off too (SchedulerConfig.launch_ahead)
+    assert (m.batching, m.staged, m.ahead_ms) == (False, True, 0.5)
 
 
-@pytest.mark.parametrize("bad", ["batch-ahead", "batch-ahead-1", "b1-ahead1", "batch-4x", "x-fp16", "batch-m0",
+@pytest.mark.parametrize("bad", ["batch-ahead", "batch-ahead-1", "b1-ahead", "batch-4x", "x-fp16", "batch-m0",
                                  "batch-max0", "batch-lpmax0", "b1-max64", "batch-pad1",
                                  "batch-pad-0.1", "b1-pad0"])
 def test_bad_mode_names_say_which_part(bad: str) -> None:
