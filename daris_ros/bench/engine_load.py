@@ -1,10 +1,14 @@
-"""Load on the scheduler node's own path: the :class:`~daris_ros.runtime.engine.Engine` (release with preprocessing,
-the core under its lock, backend submit, completion callback, post-processing), without DDS.
+"""Load on the scheduler node's own path: the :class:`~daris_ros.runtime.engine.Engine` (its loop releases every
+task from its own clock, preprocesses the release burst as a batch, runs the core, launches on the backend, polls
+completions, post-processes), without DDS.
 
-``n_tasks`` camera tasks of one model at ``rate`` Hz (1 in 3 HP), released together every period by
-:class:`~daris_ros.runtime.driver.PeriodicDriver` (a hardware-triggered camera rig), on one frame size. Each
-configuration runs batch-1 and batched (``batching: true``) in the same call; JPS counts the jobs that finished
-inside the window, DMR = missed / finished. Writes ``engine_load.json`` and ``engine_load.md`` to ``--out``.
+``n_tasks`` camera tasks of one model at ``rate`` Hz (1 in 3 HP), released together every period (a
+hardware-triggered camera rig), each with its own frame (``--frames host``: a distinct HxWx3 uint8 numpy frame per
+camera, uploaded at every release, as a decoded camera image would be; ``device``: already on the GPU). Each
+configuration runs batch-1 and batched (``batching: true``) in the same call (``--modes``); JPS counts the jobs that
+finished inside the window, DMR = missed / finished, releases/s the engine's releases in the window, and the host
+CPU per release is the engine loop's thread CPU time over its releases. Writes ``engine_load.json`` and
+``engine_load.md`` to ``--out``.
 
     python -m daris_ros.bench.engine_load --tasks 150 --rate 30 --precision fp16 --channels-last --out DIR
 """
@@ -25,7 +29,7 @@ import numpy as np
 def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
     import torch
 
-    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.driver import drain
     from daris_ros.runtime.engine import Engine, JobResult
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
@@ -36,7 +40,8 @@ def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
     s = SchedulerSettings(policy="STR", backend=args.backend, device=args.device, n_contexts=1,
                           n_streams=args.streams, profile_runs=3, tasks=tasks, batching=batching,
                           batch_sizes=tuple(int(v) for v in args.sizes.split(",")), batch_pad_limit=args.pad_limit,
-                          batch_lp_admit_margin=args.lp_margin)
+                          batch_lp_admit_margin=args.lp_margin, launch_ahead=args.launch_ahead,
+                          ahead_lead=args.ahead_lead_ms * 1e-3)
     done: list[JobResult] = []
     lock = threading.Lock()
 
@@ -50,32 +55,48 @@ def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
         t_start = time.perf_counter()
         e.load_models()
         e.profile()
-        e.start()
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+        for i, t in enumerate(tasks):  # a distinct frame per camera
+            frame: Any = np.roll(base, i, axis=1)
+            if args.frames == "device":
+                frame = torch.from_numpy(frame).to(args.device)
+            e.set_frame(t.name, frame)
         setup = time.perf_counter() - t_start
-        frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
-        driver = PeriodicDriver(e, {t.name: period for t in tasks}, frame, keep_releases=False)
-        t0 = time.monotonic()
-        with driver:
-            time.sleep(args.seconds)
-        t1 = time.monotonic()
+        t0 = time.monotonic() + 0.05
+        e.start(origin=t0)
+        warm = t0 + args.warmup
+        time.sleep(max(0.0, warm - time.monotonic()))
+        snap0 = e.snapshot()
+        time.sleep(max(0.0, t0 + args.seconds - time.monotonic()))
+        snap1 = e.snapshot()
+        t1 = snap1.time
+        for t in tasks:
+            e.inbox.clear(t.name)
         drain(e, 30.0)
-        with e.locked():
-            stats = e.scheduler.task_stats()
-            bstats = e.scheduler.batch_stats() if batching else None
+        stats = e.scheduler.task_stats() if not e.running else e.call(lambda core: core.task_stats())
+        bstats = e.call(lambda core: core.batch_stats())
     finally:
         e.close()
-    warm = t0 + args.warmup
-    window = [r for r in done if warm <= r.finish_time <= t1]
+    window = [r for r in done if snap0.time <= r.finish_time <= t1]
+    span = t1 - snap0.time
+    loop0, loop1 = snap0.loop, snap1.loop
+    releases = loop1.releases - loop0.releases
     out: dict[str, Any] = {"batching": batching, "setup_s": round(setup, 1),
-                           "jps": round(len(window) / (t1 - warm), 1),
+                           "jps": round(len(window) / span, 1),
+                           "releases_per_s": round(releases / span, 1),
+                           "host_us_per_release": round((loop1.busy_cpu - loop0.busy_cpu) / max(releases, 1) * 1e6, 1),
+                           "loop_cpu_share": round((loop1.busy_cpu - loop0.busy_cpu) / span, 3),
                            "released": sum(v.released for v in stats.values()),
-                           "admitted": sum(v.admitted for v in stats.values())}
+                           "admitted": sum(v.admitted for v in stats.values()),
+                           "skipped_releases": sum(c.releases_skipped for c, _ in snap1.intake.values())}
     for prio in ("HP", "LP"):
         rs = [r for r in done if r.priority == prio]
+        out[f"{prio.lower()}_missed"] = sum(not r.met for r in rs)
         out[f"{prio.lower()}_dmr"] = round(sum(not r.met for r in rs) / len(rs), 5) if rs else None
         resp = sorted(r.response_time for r in rs)
         out[f"{prio.lower()}_p99_ms"] = round(resp[int(0.99 * (len(resp) - 1))] * 1e3, 2) if resp else None
-    if bstats is not None:
+    if batching:
         out.update(batches=bstats.batches, mean_batch=round(bstats.mean_batch, 1), padding=round(bstats.padding, 4),
                    by_size=dict(sorted(bstats.by_size.items())))
     return out
@@ -97,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1,2,4,8,16,32,64,128")
     p.add_argument("--pad-limit", type=float, default=0.1)
     p.add_argument("--lp-margin", type=float, default=0.3)
+    p.add_argument("--launch-ahead", type=int, default=1, help="dispatches a stream may hold behind its running one")
+    p.add_argument("--ahead-lead-ms", type=float, default=1.0)
+    p.add_argument("--frames", choices=("host", "device"), default="host",
+                   help="host: numpy frames uploaded at each release (a decoded camera image); device: on the GPU")
+    p.add_argument("--modes", default="off,on", help="batching off and/or on, in this order")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--out", default="docs/benchmarks/engine")
@@ -105,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--warmup must be within [0, --seconds)")
     import torch
 
-    rows = [run_once(args, batching) for batching in (False, True)]
+    rows = [run_once(args, mode == "on") for mode in args.modes.split(",")]
     env = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     cmd = "python -m daris_ros.bench.engine_load " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -117,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Engine load ({env['date']}, {env['device']}, torch {env['torch']})", "", f"```\n{cmd}\n```", "",
              f"{args.tasks} tasks of {args.model} ({args.precision}{', channels-last' if args.channels_last else ''}) "
              f"at {args.rate:g} Hz released together, offered {args.tasks * args.rate:,.0f} JPS; {args.backend} "
-             f"STR 1x{args.streams}.", "",
-             "| batching | JPS | HP DMR | LP DMR | HP p99 ms | LP p99 ms | admitted / released | mean batch |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"STR 1x{args.streams}, launch-ahead {args.launch_ahead}, {args.frames} frames {args.width}x{args.height}.",
+             "",
+             "| batching | releases/s | host us/release | JPS | HP missed (DMR) | LP DMR | HP p99 ms | LP p99 ms | "
+             "admitted / released | skipped | mean batch |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['jps']:,.0f} | {r['hp_dmr']} | {r['lp_dmr']} | "
-                     f"{r['hp_p99_ms']} | {r['lp_p99_ms']} | {r['admitted']} / {r['released']} | "
+        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['releases_per_s']:,.0f} | {r['host_us_per_release']} | "
+                     f"{r['jps']:,.0f} | {r['hp_missed']} ({r['hp_dmr']}) | {r['lp_dmr']} | {r['hp_p99_ms']} | "
+                     f"{r['lp_p99_ms']} | {r['admitted']} / {r['released']} | {r['skipped_releases']} | "
                      f"{r.get('mean_batch', 1)} |")
     (out / "engine_load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
