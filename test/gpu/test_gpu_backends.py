@@ -1,5 +1,5 @@
 """The str and green backends on the GPU: staged CUDA-graph outputs equal eager outputs, CUDA-event stage
-times, the submit/done path, and the engine end to end."""
+times, the launch/poll protocol across streams, and the engine end to end."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 
 from daris_ros.runtime.backends import create_backend
 from daris_ros.runtime.models import build_staged_model
+
+from gpu_helpers import run_sync
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -39,11 +41,9 @@ def test_staged_launches_equal_eager(backend: str, graphs: bool, model_name: str
                 torch.cuda.synchronize()
                 x, times = x0, []
                 for j in range(ref_model.num_stages):
-                    launch = b.launch(c, s, "m", j, x)
-                    launch.end.synchronize()
-                    times.append(b.finish(launch))
-                    x = launch.output
-                torch.cuda.set_stream(torch.cuda.default_stream())
+                    f = run_sync(b, c, s, "m", j, 1, [(x, 0)])
+                    times.append(f.exec_time)
+                    x = f.output
                 errs.append(_rel(x, ref))
                 exact += int(torch.equal(x, ref))
                 assert all(0 < t < 1.0 for t in times), times
@@ -57,28 +57,41 @@ def test_staged_launches_equal_eager(backend: str, graphs: bool, model_name: str
 
 
 @pytest.mark.parametrize("backend", ["str", "green"])
-def test_submit_done_path(backend: str) -> None:
+def test_launch_poll_on_every_stream_with_dispatches_queued_behind(backend: str) -> None:
+    """Every (context, stream) runs a whole job (4 stages launched back to back on its stream, each stage's input
+    the previous launch's output, no host wait in between): poll reports each stage with a CUDA-event time, in
+    launch order per stream, and the outputs equal the eager model's."""
+    torch.manual_seed(0)
     model = build_staged_model("resnet18")
     b = create_backend(backend, n_contexts=2, n_streams=2, device="cuda", oversubscription=2.0)
     b.start({"r": model})
-    done = threading.Event()
-    got: list[tuple[int, float]] = []
-
-    def step(j: int, x: object, c: int, s: int) -> None:
-        def cb(y: object, dt: float, err: BaseException | None) -> None:
-            assert err is None
-            got.append((j, dt))
-            if j + 1 < 4:
-                step(j + 1, y, c, s)
-            else:
-                done.set()
-        b.submit(c, s, "r", j, x, cb)
-
     try:
-        step(0, torch.randn(1, 3, 224, 224, device="cuda"), 1, 1)
-        assert done.wait(10.0)
-        assert [j for j, _ in got] == [0, 1, 2, 3]
-        assert all(dt > 0 for _, dt in got)
+        x0 = torch.randn(1, 3, 224, 224, device="cuda")
+        with torch.inference_mode():
+            ref = b.models["r"](x0)
+        order: dict[int, tuple[int, int, int]] = {}
+        for c in range(2):
+            for s in range(2):
+                x = x0
+                for j in range(4):  # queued behind each other on the stream: launch-ahead, 3 deep
+                    ticket = b.launch(c, s, "r", j, 1, [(x, 0)])
+                    order[ticket] = (c, s, j)
+                    x = b._in_flight[-1].output  # (the output is allocated at launch, filled when the stage ends)
+        got: list[tuple[int, int, int, float]] = []
+        outputs: dict[tuple[int, int], torch.Tensor] = {}
+        t_end = __import__("time").monotonic() + 10.0
+        while len(got) < 16:
+            for f in b.poll():
+                assert f.error is None and f.exec_time > 0
+                c, s, j = order[f.ticket]
+                got.append((c, s, j, f.exec_time))
+                if j == 3:
+                    outputs[(c, s)] = f.output
+            assert __import__("time").monotonic() < t_end
+        for c in range(2):
+            for s in range(2):
+                assert [j for cc, ss, j, _ in got if (cc, ss) == (c, s)] == [0, 1, 2, 3]
+                assert _rel(outputs[(c, s)], ref) < 1e-3
     finally:
         b.close()
 
@@ -109,10 +122,11 @@ def test_engine_end_to_end_on_gpu(backend: str, policy: str, nc: int, ns: int, o
         frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
         import time
 
-        for k in range(20):
-            for t in tasks:
-                eng.release(t.name, frame, receive_time=time.monotonic())
-            time.sleep(0.01 if k % 2 else 0.0)
+        for t in tasks:
+            eng.set_frame(t.name, frame)
+        time.sleep(0.5)  # 10 releases of each task at 20 Hz
+        for t in tasks:
+            eng.inbox.clear(t.name)
         deadline = time.monotonic() + 10
         while eng.in_flight() and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -4,12 +4,16 @@ fp16, channels-last)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
 from daris_ros.runtime.backends.cuda_graphs import gather_rows, row_runs, stack_rows, take_rows
 from daris_ros.runtime.models import build_staged_model
 from daris_ros.runtime.models.precision import apply_precision, model_input, output_difference
+
+from gpu_helpers import run_sync
 
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
@@ -116,12 +120,10 @@ def test_each_job_of_a_batch_gets_its_unbatched_output(backend: str, model_name:
         for j, batches in enumerate(PLAN):
             for k, jobs in enumerate(batches):
                 size = next(s for s in b.batch_sizes if s >= len(jobs))
-                launch = b.launch_batch(k % b.n_contexts, k % 2, "m", j, size, [where[i] for i in jobs])
-                launch.end.synchronize()
-                assert b.finish(launch) > 0
+                f = run_sync(b, k % b.n_contexts, k % 2, "m", j, size, [where[i] for i in jobs])
+                assert f.exec_time > 0
                 for r, i in enumerate(jobs):
-                    where[i] = (launch.output, r)
-        torch.cuda.set_stream(torch.cuda.default_stream())
+                    where[i] = (f.output, r)
         errs, exact = [], 0
         for i, (src, r) in enumerate(where):
             out = src[r:r + 1] if isinstance(src, torch.Tensor) else src[0][r:r + 1]
@@ -177,16 +179,23 @@ def test_batches_queued_back_to_back_on_one_stream_keep_their_own_outputs(no_tf3
         with torch.inference_mode():
             refs = [m.run_stage(0, f) for f in frames]
         torch.cuda.synchronize()
-        first = b.launch_batch(0, 0, "m", 0, 4, [(f, 0) for f in frames[:4]])
-        second = b.launch_batch(0, 0, "m", 0, 4, [(f, 0) for f in frames[4:]])  # queued behind, no sync
-        second.end.synchronize()
-        assert first.end.query()  # one stream: in order
-        torch.cuda.set_stream(torch.cuda.default_stream())
-        errs = [_rel(launch.output[r:r + 1], refs[4 * i + r]) for i, launch in enumerate((first, second))
+        t1 = b.launch(0, 0, "m", 0, 4, [(f, 0) for f in frames[:4]])
+        t2 = b.launch(0, 0, "m", 0, 4, [(f, 0) for f in frames[4:]])  # queued behind, no sync
+        done: dict[int, object] = {}
+        order: list[int] = []
+        t_end = time.monotonic() + 10.0
+        while len(done) < 2:
+            for fin in b.poll():
+                done[fin.ticket] = fin
+                order.append(fin.ticket)
+            assert time.monotonic() < t_end
+        assert order == [t1, t2]  # one stream: in order
+        first, second = done[t1], done[t2]
+        errs = [_rel(fin.output[r:r + 1], refs[4 * i + r]) for i, fin in enumerate((first, second))
                 for r in range(4)]
         crossed = _rel(first.output[0:1], refs[4])
         print(f"\nback-to-back batches on one stream: rel err max {max(errs):.2e}, another job's {crossed:.2e}")
         assert max(errs) < 1e-4 and crossed > 1e-2
-        assert b.finish(first) > 0 and b.finish(second) > 0
+        assert first.exec_time > 0 and second.exec_time > 0
     finally:
         b.close()

@@ -68,7 +68,7 @@ def _settings(period: float = 1 / 30, model: str = "resnet18", backend: str = "m
 @needs_mps
 @pytest.mark.usefixtures("mps_env")
 def test_mps_worker_sigkill_without_spare_context_down_keeps_hp(monkeypatch: pytest.MonkeyPatch) -> None:
-    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine
 
     monkeypatch.setenv("DARIS_MPS_SPARES", "0")  # the replacement is a fresh process: seconds
@@ -90,10 +90,9 @@ def test_mps_worker_sigkill_without_spare_context_down_keeps_hp(monkeypatch: pyt
         mem_before = eng.memory(max_age=0.0)
         b = eng.backend
         frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        with PeriodicDriver(eng, {"hp": period, "lp": period}, frame):
+        with SyntheticCameras(eng, ["hp", "lp"], frame):
             time.sleep(3.0)
-            with eng.locked():
-                c_hp, c_lp = eng.scheduler.context_of("hp"), eng.scheduler.context_of("lp")
+            c_hp, c_lp = eng.call(lambda core: (core.context_of("hp"), core.context_of("lp")))
             old = b.worker_pid(c_hp)
             t_kill = time.monotonic()
             os.kill(old, signal.SIGKILL)

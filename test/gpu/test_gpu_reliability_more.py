@@ -160,7 +160,7 @@ def test_mps_daemon_and_server_killed_mid_run_daemon_restarted_workers_replaced(
     worker processes that are MPS clients again (their SM count is eq. 9's); HP jobs released after the
     recovery all met; after close no daemon, server or worker process left."""
     from daris_ros.runtime.backends.mps import READY
-    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine
 
     pipe, logd = private_mps
@@ -192,10 +192,9 @@ def test_mps_daemon_and_server_killed_mid_run_daemon_restarted_workers_replaced(
         data["sm_per_context_eq9"] = b.sm_per_context
         data["sm_counts_before"] = b.sm_counts()
         frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        with PeriodicDriver(eng, {"hp": period, "lp": period}, frame):
+        with SyntheticCameras(eng, ["hp", "lp"], frame):
             time.sleep(3.0)
-            with eng.locked():
-                data["hp_context"] = eng.scheduler.context_of("hp")
+            data["hp_context"] = eng.call(lambda core: core.context_of("hp"))
             ours = _mps_pids(pipe)
             daemons = [p for p in ours if _exe(p) == CONTROL]
             servers = [p for p in ours if _exe(p) == SERVER]
@@ -488,7 +487,7 @@ def test_overload_300_percent_hp_no_miss_queues_bounded_memory_flat() -> None:
     every 50 ms sample; RSS growth after a 15 s warm-up < 64 MB and reserved device memory growth < 512 MB
     (a leaked frame, input or output per release or job would be GBs); both slopes stated."""
     from daris_ros.core import Priority
-    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
@@ -519,36 +518,32 @@ def test_overload_300_percent_hp_no_miss_queues_bounded_memory_flat() -> None:
         job_afet = {t.name: sum(afet[eng._model_key(t)]) for t in tasks}
         hp_u = sum(job_afet[n] * HP_RATE for n in HP_TASKS)
         lp_rate = (3.0 * N_P - hp_u) / sum(job_afet[n] for n in LP_TASKS)
-        # PeriodicDriver releases on a tick of the shortest period: HP every k ticks (never faster than its
-        # period), LP periods made multiples of the tick so that every task is released at its set rate
-        if lp_rate >= HP_RATE:
-            tick = 1.0 / lp_rate
-            hp_release, lp_period = tick * int(np.ceil(hp_period / tick - 1e-9)), tick
-        else:
-            tick = hp_period
-            hp_release, lp_period = hp_period, tick * max(1, int(1.0 / lp_rate / tick + 1e-9))
+        # the engine releases every task from its own clock at its period: HP at HP_RATE, LP at the rate that
+        # brings the offered load to 3 x N_p
+        lp_period, hp_release = 1.0 / lp_rate, hp_period
         for t in tasks:
             if t.priority == "LP":
                 eng.update_task(dataclasses.replace(t, period=lp_period, deadline=lp_period))
         frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)  # resized on the GPU
-        for _ in range(2):  # warm-up: every task once (preprocessing at each size, graphs, allocator)
-            for t in tasks:
-                eng.release(t.name, frame, receive_time=time.monotonic())
-            drain(eng, 30.0)
-        with eng.locked():
-            base = _counts(eng.scheduler.task_stats())
-        periods = {n: (hp_release if n in HP_TASKS else lp_period) for n in HP_TASKS + LP_TASKS}
+        with SyntheticCameras(eng, [t.name for t in tasks], frame):  # warm-up (preprocessing, graphs, allocator)
+            time.sleep(max(0.5, 2.5 * lp_period))
+        drain(eng, 30.0)
+        base = _counts(eng.call(lambda core: core.task_stats()))
         t0 = time.monotonic()
-        with PeriodicDriver(eng, periods, frame):
+        with SyntheticCameras(eng, [t.name for t in tasks], frame):
             next_mem = t0
             while (now := time.monotonic()) - t0 < OVERLOAD_S:
-                n_in_flight = eng.in_flight()
-                with eng.locked():
-                    sched = eng.scheduler
-                    queue_samples.append((now - t0, n_in_flight, sched.outstanding_stages(),
-                                          [sched.queue_length(c) for c in range(N_P)]))
-                    if now >= next_mem:
-                        stats = _counts(sched.task_stats())
+                want_stats = now >= next_mem
+
+                def sample(core: Any, now: float = now, want_stats: bool = want_stats) -> Any:
+                    return ((now - t0, eng.in_flight(), core.outstanding_stages(),
+                             [core.queue_length(c) for c in range(N_P)]),
+                            _counts(core.task_stats()) if want_stats else None)
+
+                row, counted = eng.call(sample)
+                queue_samples.append(row)
+                if counted is not None:
+                    stats = counted
                 if now >= next_mem:
                     rss = _rss_kb()
                     mem.append((now - t0, rss, torch.cuda.memory_reserved(dev), torch.cuda.memory_allocated(dev)))
@@ -557,11 +552,9 @@ def test_overload_300_percent_hp_no_miss_queues_bounded_memory_flat() -> None:
                 time.sleep(0.05)
             t_end = time.monotonic()
         drain(eng, 30.0)
-        with eng.locked():
-            final_stats = eng.scheduler.task_stats()
-            prio_stats = eng.scheduler.priority_stats()
-            final_mret = {t.name: eng.scheduler.mret(t.name) for t in tasks}
-            contexts = {t.name: eng.scheduler.context_of(t.name) for t in tasks}
+        final_stats, prio_stats, final_mret, contexts = eng.call(lambda core: (
+            core.task_stats(), core.priority_stats(), {t.name: core.mret(t.name) for t in tasks},
+            {t.name: core.context_of(t.name) for t in tasks}))
     finally:
         eng.close()
     duration = t_end - t0

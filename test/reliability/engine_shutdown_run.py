@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     signals = Signals()
     signals.install()
     from daris_ros.runtime.backends import BackendError
-    from daris_ros.runtime.driver import PeriodicDriver
+    from daris_ros.runtime.driver import SyntheticCameras
     from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
             t0 = time.monotonic()
-            with PeriodicDriver(eng, {t.name: t.period for t in tasks}, frame):
+            with SyntheticCameras(eng, [t.name for t in tasks], frame):
                 while signals.received is None and not (a.duration and time.monotonic() - t0 > a.duration):
                     time.sleep(0.02)
             with lock:

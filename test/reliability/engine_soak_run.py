@@ -1,6 +1,6 @@
 """Engine-level soak for docs/reliability (issue 8, item 6), for machines without ROS (the GPU test machine):
 the engine of the node with a backend (``cpu``, ``str``, ``green``, ``mps``), ``--hp`` HP and ``--lp`` LP
-tasks of one model released at their periods by :class:`daris_ros.runtime.driver.PeriodicDriver`, for
+tasks of one model released at their periods by :class:`daris_ros.runtime.driver.SyntheticCameras`, for
 ``--duration`` seconds. Every second: the process RSS, the device memory (per context, from the engine's
 ``memory()``; for ``mps`` the workers' reserved memory), the jobs in flight; per window of
 ``--window`` seconds: HP and LP miss rates. Least-squares slopes of RSS and device memory after
@@ -38,7 +38,7 @@ def _slope_per_min(ts: list[float], ys: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine, JobResult
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         eng.start()
         t_ready = time.monotonic()
         frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        with PeriodicDriver(eng, {t.name: t.period for t in tasks}, frame, keep_releases=False):
+        with SyntheticCameras(eng, [t.name for t in tasks], frame):
             t0 = time.monotonic()
             while (now := time.monotonic()) - t0 < a.duration:
                 mem = eng.memory(max_age=0.0)

@@ -217,7 +217,7 @@ def test_workers_whose_context_died_with_the_daemon_exit_and_are_replaced(
     with it: their stages fail and their probes too, so each worker exits with EXIT_CONTEXT_LOST (before: it
     lived on, failing every stage, and was never replaced); the engine detects both deaths, the backend starts
     the daemon again before the first replacement, both contexts serve again and HP meets its deadlines."""
-    from daris_ros.runtime.driver import PeriodicDriver, drain
+    from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine, JobResult
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
@@ -241,7 +241,7 @@ def test_workers_whose_context_died_with_the_daemon_exit_and_are_replaced(
     b = MpsBackend(n_contexts=2, n_streams=1, cpu_workers=True, spares=0)
     b.daemon = MpsDaemon(pipe, logd, control=fake_control, start_timeout=10.0)
     eng = Engine(s, on_result=on_result, backend=b)
-    driver = PeriodicDriver(eng, {t.name: period for t in tasks}, np.zeros((24, 32, 3), np.uint8))
+    driver = SyntheticCameras(eng, [t.name for t in tasks], np.zeros((24, 32, 3), np.uint8))
     try:
         eng.load_models()
         eng.profile()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from daris_ros.runtime.backends.mps import MpsBackend
-from daris_ros.runtime.driver import PeriodicDriver, drain
+from daris_ros.runtime.driver import SyntheticCameras, drain
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.settings import SchedulerSettings, TaskSettings
 
@@ -47,14 +47,13 @@ def test_sigkilled_worker_process_context_down_until_replaced(n_streams: int) ->
 
     backend = MpsBackend(n_contexts=2, n_streams=n_streams, cpu_workers=True, spares=0)
     eng = Engine(s, on_result=on_result, backend=backend)
-    driver = PeriodicDriver(eng, {t.name: PERIOD for t in tasks}, np.zeros((24, 32, 3), np.uint8))
+    driver = SyntheticCameras(eng, [t.name for t in tasks], np.zeros((24, 32, 3), np.uint8))
     try:
         eng.load_models()
         eng.profile()
         eng.start()
-        with eng.locked():
-            c_hp = eng.scheduler.context_of("hp")
-            lp_home = {t: eng.scheduler.context_of(t) for t in ("lp", "lp2")}
+        c_hp = eng.call(lambda core: core.context_of("hp"))
+        lp_home = eng.call(lambda core: {t: core.context_of(t) for t in ("lp", "lp2")})
         assert sorted(lp_home.values()) == [0, 1]  # Algorithm 1: HP first, then each LP to the least loaded context
         driver.start()
         time.sleep(1.5)
@@ -67,10 +66,10 @@ def test_sigkilled_worker_process_context_down_until_replaced(n_streams: int) ->
         time.sleep(2.0 if n_streams == 1 else 11.0)  # (2 streams: past the 10 s stage timeout: no stage hangs)
         driver.stop()
         drain(eng, 10.0)
-        with eng.locked():
-            stats = eng.scheduler.task_stats()
-            assert eng.scheduler.contexts_down == frozenset()
-            assert eng.scheduler.context_of("hp") == c_hp  # back home
+        stats, down, hp_context = eng.call(lambda core: (core.task_stats(), core.contexts_down,
+                                                         core.context_of("hp")))
+        assert down == frozenset()
+        assert hp_context == c_hp  # back home
     finally:
         driver.stop()
         eng.close()
