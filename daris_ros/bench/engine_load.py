@@ -143,14 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Engine load ({env['date']}, {env['device']}, torch {env['torch']})", "", f"```\n{cmd}\n```", "",
              f"{args.tasks} tasks of {args.model} ({args.precision}{', channels-last' if args.channels_last else ''}) "
              f"at {args.rate:g} Hz released together, offered {args.tasks * args.rate:,.0f} JPS; {args.backend} "
-             f"STR 1x{args.streams}, launch-ahead {args.launch_ahead}, {args.frames} frames {args.width}x{args.height}.",
+             f"STR 1x{args.streams}, launch-ahead {args.launch_ahead}, {args.frames} frames "
+             f"{args.width}x{args.height}.",
              "",
              "| batching | releases/s | host us/release | JPS | HP missed (DMR) | LP DMR | HP p99 ms | LP p99 ms | "
              "admitted / released | skipped | mean batch |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['releases_per_s']:,.0f} | {r['host_us_per_release']} | "
-                     f"{r['jps']:,.0f} | {r['hp_missed']} ({r['hp_dmr']}) | {r['lp_dmr']} | {r['hp_p99_ms']} | "
+        lines.append(f"| {'on' if r['batching'] else 'off'} | {r['releases_per_s']:,.0f} | "
+                     f"{r['host_us_per_release']} | {r['jps']:,.0f} | {r['hp_missed']} ({r['hp_dmr']}) | {r['lp_dmr']} | {r['hp_p99_ms']} | "
                      f"{r['lp_p99_ms']} | {r['admitted']} / {r['released']} | {r['skipped_releases']} | "
                      f"{r.get('mean_batch', 1)} |")
     (out / "engine_load.md").write_text("\n".join(lines) + "\n")

@@ -8,11 +8,10 @@ import threading
 import numpy as np
 import pytest
 import torch
+from gpu_helpers import run_sync
 
 from daris_ros.runtime.backends import create_backend
 from daris_ros.runtime.models import build_staged_model
-
-from gpu_helpers import run_sync
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 

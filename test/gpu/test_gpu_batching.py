@@ -8,12 +8,11 @@ import time
 
 import pytest
 import torch
+from gpu_helpers import run_sync
 
 from daris_ros.runtime.backends.cuda_graphs import gather_rows, row_runs, stack_rows, take_rows
 from daris_ros.runtime.models import build_staged_model
 from daris_ros.runtime.models.precision import apply_precision, model_input, output_difference
-
-from gpu_helpers import run_sync
 
 gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 

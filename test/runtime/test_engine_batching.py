@@ -17,7 +17,6 @@ from daris_ros.runtime.driver import drain
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.settings import SchedulerSettings, TaskSettings
 
-
 PERIOD = 1.0  # every task is released at the same instants (a rig), a period apart
 
 
