@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Session 6's device steps (issue 14, "One engine"): the GPU tests of the launch/poll backends and the engine loop,
+# then daris-engine-load on the engine. Each step's output lands in $OUT (the device tool brings it back).
+# Usage on the device machine, repo root: scripts/gpu_engine_session6.sh STEP... (BUDGET_S, default 540)
+set -u
+OUT=${OUT:-/tmp/out}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+T0=$(date +%s)
+BUDGET_S=${BUDGET_S:-540}
+left() { echo $((BUDGET_S - ($(date +%s) - T0))); }
+run() {  # run TAG LIMIT_S CMD...
+  local tag=$1 limit=$2
+  shift 2
+  [ "$(left)" -lt "$limit" ] && limit=$(left)
+  [ "$limit" -gt 20 ] || { echo "$tag: skipped, no time left"; return; }
+  echo "== $tag: $*" | tee -a "$OUT/$tag.txt"
+  timeout "$limit" "$@" >> "$OUT/$tag.txt" 2>&1
+  echo "$tag: rc $? at $(($(date +%s) - T0)) s" | tee -a "$OUT/$tag.txt"
+}
+EL=(python3 -m daris_ros.bench.engine_load --model resnet18 --precision fp16 --channels-last --backend str --streams 3
+    --sizes 1,2,4,8,16,32,48,64,96,128,160,192 --seconds 6 --warmup 2)
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/device.txt" 2>&1
+git rev-parse HEAD >> "$OUT/device.txt" 2>/dev/null
+for step in "$@"; do
+  case $step in
+    tests)  # launch/poll on str/green, batched stages, the engine loop on the GPU
+      run tests 240 python3 -m pytest -m gpu -q -rs -p no:cacheprovider test/gpu/test_gpu_backends.py \
+        test/gpu/test_gpu_batching.py test/gpu/test_gpu_engine_batching.py test/gpu/test_gpu_green.py \
+        test/gpu/test_gpu_jpeg.py ;;
+    el150)  # the node's path at 150 cameras (the session-5 figure to compare with)
+      run el150 150 "${EL[@]}" --tasks 150 --rate 30 --modes off,on --out "$OUT/el150" ;;
+    el_device)  # the rig at 21,000 offered releases/s, frames already on the GPU (decoded there, as nvJPEG does)
+      run el_device 120 "${EL[@]}" --tasks 700 --rate 30 --modes on --frames device --out "$OUT/el_device" ;;
+    el_host)  # the same rig with 640x480 rgb8 frames in host memory, uploaded at each release
+      run el_host 120 "${EL[@]}" --tasks 700 --rate 30 --modes on --frames host --out "$OUT/el_host" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
