@@ -42,7 +42,6 @@ of :mod:`.shm_channel`; this module is the backend: where each request goes, wha
 from __future__ import annotations
 
 import atexit
-import ctypes
 import itertools
 import logging
 import os
@@ -83,6 +82,7 @@ from daris_ros.runtime.backends.mps_protocol import (
     Completion,
     ExampleInput,
     PendingRequest,
+    WorkerLost,
     WorkerTensor,
 )
 from daris_ros.runtime.backends.mps_worker import serialize_model
@@ -94,16 +94,6 @@ __all__ = ["DEAD", "EXAMPLE_INPUT", "READY", "STARTING", "Completion", "ExampleI
            "WorkerTensor", "mps_thread_percentage"]
 
 FAULT_KINDS = ("kill", "hang")
-
-
-class WorkerLost(BackendError):
-    """The worker process of a context died (or was replaced) with this stage, or its input, in it.
-
-    ``in_flight_loss``: the stage itself was running or queued in the worker that died (its input may
-    still exist: the engine's watchdog retries it; never reported by ``poll``); False: its input was a
-    worker-resident output of a worker that is gone (nothing to retry)."""
-
-    in_flight_loss: bool = False
 
 
 class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames):
@@ -454,87 +444,8 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                 time.sleep(0.0001)  # the reader thread frees slots as completions arrive
 
     def _write(self, slot: WorkerSlot, p: PendingRequest) -> None:
-        """Encode ``p`` into ``slot``'s request ring (caller holds the context lock)."""
-        rec = proto.new_request(p.token, proto.OP_RUN, p.stream, self._model_index[p.model], p.stage, p.timed)
-        rec[proto.R_ROWS] = p.rows
-        if p.job is not None:
-            proto.set_job(rec, *p.job)
-        self._write_input(slot, p, rec)
-        self._write_output(slot, p, rec)
-        slot.pending[p.token] = p
-        p.t_sent = time.monotonic()
-        if not slot.post_request(rec):
-            del slot.pending[p.token]
-            self._free_slots(slot, p)
-            raise BackendError(f"mps: the request ring of context {slot.context} stays full")
-
-    def _write_input(self, slot: WorkerSlot, p: PendingRequest, rec: Any) -> None:
-        """Where the input comes from: a handle, the example input, or a slot the input is copied into."""
-        x = p.x
-        if isinstance(x, WorkerTensor):
-            if x.context != slot.context or x.generation != slot.generation:
-                raise WorkerLost(f"stage input {x} is not in the current worker of context {slot.context} "
-                                 f"(generation {slot.generation}): it was lost with a replaced worker")
-            rec[proto.R_IN_KIND] = proto.IN_HANDLE
-            rec[proto.R_IN_ID] = x.hid
-            return
-        if isinstance(x, ExampleInput):
-            rec[proto.R_IN_KIND] = proto.IN_EXAMPLE
-            return
-        import torch
-
-        if not isinstance(x, torch.Tensor):
-            raise BackendError(f"mps: a stage-0 input must be a tensor, got {type(x).__name__}")
-        if x.device.type != "cpu":
-            x = x.cpu()  # (the engine preprocesses on the host for this backend; this is a fallback copy)
-        if not x.is_contiguous():
-            x = x.contiguous()
-        frame = proto.is_frame(x)
-        if frame and (p.stage != 0 or p.job is not None):
-            raise BackendError("mps: a uint8 frame is only accepted as the input of stage 0 in stage mode")
-        nbytes = proto.tensor_bytes(x)
-        if nbytes > slot.layout.in_slot_bytes or x.dim() > proto.MAX_DIMS:
-            batch = f" (a batch of {p.rows} jobs; a slot holds one job's input)" if p.rows > 1 else ""
-            raise BackendError(f"mps: input {tuple(x.shape)} does not fit a frame slot "
-                               f"({slot.layout.in_slot_bytes} B){batch}")
-        proto.describe_tensor(rec, proto.R_TENSOR, x)
-        k = slot.free_in_slots.take()
-        if k is None:
-            raise BackendError(f"mps: no free input slot in context {slot.context} (more than "
-                               f"{slot.layout.in_slots} stage-0 inputs in flight)")
-        ctypes.memmove(slot.in_u8[k].data_ptr(), x.data_ptr(), nbytes)
-        p.in_slot = k
-        rec[proto.R_IN_KIND] = proto.IN_FRAME if frame else proto.IN_SLOT
-        rec[proto.R_IN_ID] = k
-
-    def _write_output(self, slot: WorkerSlot, p: PendingRequest, rec: Any) -> None:
-        """Where the output goes: a final stage's into an output slot, others stay in the worker (a handle)."""
-        out_kind = p.out_kind
-        if out_kind < 0:
-            out_kind = proto.OUT_SLOT if p.stage == self._n_stages[p.model] - 1 or p.job else proto.OUT_HANDLE
-        if p.job is not None:
-            pass  # a job's final output goes to an output slot the worker picks (rotating per stream)
-        elif out_kind == proto.OUT_SLOT:
-            k = slot.free_out_slots.take()
-            if k is None:
-                self._free_slots(slot, p)
-                raise BackendError(f"mps: no free output slot in context {slot.context}")
-            p.out_slot = k
-            rec[proto.R_OUT_ID] = k
-        elif out_kind == proto.OUT_HANDLE:
-            p.hid = next(slot.handle_ids)
-            rec[proto.R_OUT_ID] = p.hid
-        p.out_kind = out_kind
-        rec[proto.R_OUT_KIND] = out_kind
-
-    @staticmethod
-    def _free_slots(slot: WorkerSlot, p: PendingRequest) -> None:
-        if p.in_slot >= 0:
-            slot.free_in_slots.give(p.in_slot)
-            p.in_slot = -1
-        if p.out_slot >= 0:
-            slot.free_out_slots.give(p.out_slot)
-            p.out_slot = -1
+        """Write ``p`` to ``slot``'s worker (caller holds the context's lock)."""
+        proto.write_request(slot, p, self._model_index[p.model], self._n_stages[p.model] - 1)
 
     # -- completions ---------------------------------------------------------------------------------
     def _ensure_reader(self) -> None:
@@ -636,43 +547,11 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         return out
 
     def _drain(self, slot: WorkerSlot) -> list[Completion]:
-        """Decode ``slot``'s completion records (a final output is copied out of its slot)."""
-        out: list[Completion] = []
+        """Decode ``slot``'s completions (none once it is dead: its memory may be released already)."""
         with self._locks[slot.context]:
-            if slot.state == DEAD:  # (also: its memory may be released already)
-                return out
-            recs = slot.take_completions()
-            if not recs:
-                return out
-            t_recv = time.monotonic_ns()
-            for rec in recs:
-                if rec[proto.C_STATUS] == proto.STATUS_SLOT_FREE:  # a job's frame is on the GPU: its slot is free
-                    p = slot.pending.get(rec[proto.C_TOKEN])
-                    if p is not None and p.in_slot >= 0:
-                        slot.free_in_slots.give(p.in_slot)
-                        p.in_slot = -1
-                    continue
-                p = slot.pending.pop(rec[proto.C_TOKEN], None)
-                if p is None:
-                    continue
-                if p.in_slot >= 0:
-                    slot.free_in_slots.give(p.in_slot)
-                err: BaseException | None = None
-                y: Any = None
-                if rec[proto.C_STATUS] != proto.STATUS_OK:
-                    text = rec[-1] if len(rec) > ch.DONE_FIELDS else ""
-                    err = BackendError(f"mps worker c{slot.context}: {text}")
-                elif p.out_kind == proto.OUT_SLOT:
-                    y = proto.tensor_in_slot(slot.out_u8[rec[proto.C_OUT_ID]], rec, proto.C_TENSOR).clone()
-                elif p.out_kind == proto.OUT_HANDLE:
-                    y = WorkerTensor(slot.context, slot.generation, p.hid, p.rows)
-                if p.out_slot >= 0:
-                    slot.free_out_slots.give(p.out_slot)
-                times = proto.stage_times(rec) if p.job else ()
-                out.append(Completion(p.token, slot.context, p.stream, y, rec[proto.C_EXEC_NS] * 1e-9, err,
-                                      p.t_submit, rec[proto.C_T_PICK], rec[proto.C_T_LAUNCH], rec[proto.C_T_DONE],
-                                      t_recv, p.done, times))
-        return out
+            if slot.state == DEAD:
+                return []
+            return proto.read_completions(slot)
 
     def _on_death(self, slot: WorkerSlot) -> list[Completion]:
         """Mark ``slot`` dead and fail its stages in flight (WorkerLost, ``in_flight_loss``)."""

@@ -16,18 +16,25 @@ module gives their fields a meaning, for both sides (the scheduler process in :m
   all processes) and, for an output slot, the output's shape and dtype; an error carries its text.
 
 A tensor in a slot is described by ``ndim``, 4 dims and a dtype code in consecutive fields
-(:func:`describe_tensor` / :func:`tensor_in_slot`). :class:`PendingRequest` and :class:`Completion` are the
-scheduler side's records of a request in flight and of its decoded completion.
+(:func:`describe_tensor` / :func:`tensor_in_slot`). On the scheduler side, :class:`PendingRequest` is a
+request until its completion is read; :func:`write_request` encodes one into a worker's channel (its input
+copied into an input slot, an output slot or handle id reserved) and :func:`read_completions` decodes what
+the worker answered into :class:`Completion` records (slots given back, a final output copied out).
 """
 
 from __future__ import annotations
 
+import ctypes
+import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from daris_ros.runtime.backends.base import StageDone
+from daris_ros.runtime.backends.base import BackendError, StageDone
 from daris_ros.runtime.backends.shm_channel import DONE_FIELDS, REQ_FIELDS
+
+if TYPE_CHECKING:
+    from daris_ros.runtime.backends.mps_pool import WorkerSlot
 
 MAX_STAGES = 8  # stages of a job sent whole (OP_JOB)
 MAX_DIMS = 4  # dims of a tensor described in a record
@@ -79,6 +86,16 @@ _ZERO_COMPLETION = array("q", bytes(8 * DONE_FIELDS))
 
 
 # -- stage inputs on the scheduler side -------------------------------------------------------------------
+class WorkerLost(BackendError):
+    """The worker process of a context died (or was replaced) with this stage, or its input, in it.
+
+    ``in_flight_loss``: the stage itself was running or queued in the worker that died (its input may
+    still exist: the engine's watchdog retries it; never reported by ``poll``); False: its input was a
+    worker-resident output of a worker that is gone (nothing to retry)."""
+
+    in_flight_loss: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerTensor:
     """A stage output kept in the worker of ``context`` (generation ``generation``) under ``hid``; ``rows``
@@ -238,3 +255,136 @@ class Completion:
     t_recv: int = 0
     done: StageDone | None = field(default=None, repr=False)
     stage_times: tuple[float, ...] = ()  # a whole job (send_job): its stage times, seconds
+
+
+# -- the scheduler side: requests written into a worker's channel, completions read from it ---------------
+def write_request(slot: WorkerSlot, p: PendingRequest, model: int, last_stage: int) -> None:
+    """Encode ``p`` (``model``: its model's index, ``last_stage``: that model's last stage) into ``slot``'s
+    request ring and wake the worker: a host input is copied into an input slot, a final output gets an
+    output slot, any other output a handle id. The caller holds the context's lock. Raises BackendError
+    (:class:`WorkerLost`: the input died with a replaced worker); none of ``slot``'s slots is kept then."""
+    rec = new_request(p.token, OP_RUN, p.stream, model, p.stage, p.timed)
+    rec[R_ROWS] = p.rows
+    if p.job is not None:
+        set_job(rec, *p.job)
+    _write_input(slot, p, rec)
+    try:
+        _write_output(slot, p, rec, last_stage)
+    except BaseException:
+        free_slots(slot, p)
+        raise
+    slot.pending[p.token] = p
+    p.t_sent = time.monotonic()
+    if not slot.post_request(rec):
+        del slot.pending[p.token]
+        free_slots(slot, p)
+        raise BackendError(f"mps: the request ring of context {slot.context} stays full")
+
+
+def _write_input(slot: WorkerSlot, p: PendingRequest, rec: array) -> None:
+    """Where the input comes from: a handle, the example input, or a slot the input is copied into."""
+    x = p.x
+    if isinstance(x, WorkerTensor):
+        if x.context != slot.context or x.generation != slot.generation:
+            raise WorkerLost(f"stage input {x} is not in the current worker of context {slot.context} "
+                             f"(generation {slot.generation}): it was lost with a replaced worker")
+        rec[R_IN_KIND] = IN_HANDLE
+        rec[R_IN_ID] = x.hid
+        return
+    if isinstance(x, ExampleInput):
+        rec[R_IN_KIND] = IN_EXAMPLE
+        return
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise BackendError(f"mps: a stage-0 input must be a tensor, got {type(x).__name__}")
+    if x.device.type != "cpu":
+        x = x.cpu()  # (the engine preprocesses on the host for this backend; this is a fallback copy)
+    if not x.is_contiguous():
+        x = x.contiguous()
+    frame = is_frame(x)
+    if frame and (p.stage != 0 or p.job is not None):
+        raise BackendError("mps: a uint8 frame is only accepted as the input of stage 0 in stage mode")
+    nbytes = tensor_bytes(x)
+    if nbytes > slot.layout.in_slot_bytes or x.dim() > MAX_DIMS:
+        batch = f" (a batch of {p.rows} jobs; a slot holds one job's input)" if p.rows > 1 else ""
+        raise BackendError(f"mps: input {tuple(x.shape)} does not fit a frame slot "
+                           f"({slot.layout.in_slot_bytes} B){batch}")
+    describe_tensor(rec, R_TENSOR, x)
+    k = slot.free_in_slots.take()
+    if k is None:
+        raise BackendError(f"mps: no free input slot in context {slot.context} (more than "
+                           f"{slot.layout.in_slots} stage-0 inputs in flight)")
+    ctypes.memmove(slot.in_u8[k].data_ptr(), x.data_ptr(), nbytes)
+    p.in_slot = k
+    rec[R_IN_KIND] = IN_FRAME if frame else IN_SLOT
+    rec[R_IN_ID] = k
+
+
+def _write_output(slot: WorkerSlot, p: PendingRequest, rec: array, last_stage: int) -> None:
+    """Where the output goes: a final stage's into an output slot, others stay in the worker (a handle)."""
+    out_kind = p.out_kind
+    if out_kind < 0:
+        out_kind = OUT_SLOT if p.stage == last_stage or p.job else OUT_HANDLE
+    if p.job is not None:
+        pass  # a job's final output goes to an output slot the worker picks (rotating per stream)
+    elif out_kind == OUT_SLOT:
+        k = slot.free_out_slots.take()
+        if k is None:
+            raise BackendError(f"mps: no free output slot in context {slot.context}")
+        p.out_slot = k
+        rec[R_OUT_ID] = k
+    elif out_kind == OUT_HANDLE:
+        p.hid = next(slot.handle_ids)
+        rec[R_OUT_ID] = p.hid
+    p.out_kind = out_kind
+    rec[R_OUT_KIND] = out_kind
+
+
+def free_slots(slot: WorkerSlot, p: PendingRequest) -> None:
+    """Give back the input and output slots ``p`` holds in ``slot``."""
+    if p.in_slot >= 0:
+        slot.free_in_slots.give(p.in_slot)
+        p.in_slot = -1
+    if p.out_slot >= 0:
+        slot.free_out_slots.give(p.out_slot)
+        p.out_slot = -1
+
+
+def read_completions(slot: WorkerSlot) -> list[Completion]:
+    """Decode every completion ``slot``'s worker published: its request leaves ``slot.pending``, its slots
+    are given back, a final output is copied out of its output slot (the caller holds the context's lock,
+    and ``slot`` is not dead)."""
+    out: list[Completion] = []
+    recs = slot.take_completions()
+    if not recs:
+        return out
+    t_recv = time.monotonic_ns()
+    for rec in recs:
+        if rec[C_STATUS] == STATUS_SLOT_FREE:  # a job's frame is on the GPU: its slot is free
+            p = slot.pending.get(rec[C_TOKEN])
+            if p is not None and p.in_slot >= 0:
+                slot.free_in_slots.give(p.in_slot)
+                p.in_slot = -1
+            continue
+        p = slot.pending.pop(rec[C_TOKEN], None)
+        if p is None:
+            continue
+        if p.in_slot >= 0:
+            slot.free_in_slots.give(p.in_slot)
+        err: BaseException | None = None
+        y: Any = None
+        if rec[C_STATUS] != STATUS_OK:
+            text = rec[-1] if len(rec) > DONE_FIELDS else ""
+            err = BackendError(f"mps worker c{slot.context}: {text}")
+        elif p.out_kind == OUT_SLOT:
+            y = tensor_in_slot(slot.out_u8[rec[C_OUT_ID]], rec, C_TENSOR).clone()
+        elif p.out_kind == OUT_HANDLE:
+            y = WorkerTensor(slot.context, slot.generation, p.hid, p.rows)
+        if p.out_slot >= 0:
+            slot.free_out_slots.give(p.out_slot)
+        times = stage_times(rec) if p.job else ()
+        out.append(Completion(p.token, slot.context, p.stream, y, rec[C_EXEC_NS] * 1e-9, err,
+                              p.t_submit, rec[C_T_PICK], rec[C_T_LAUNCH], rec[C_T_DONE],
+                              t_recv, p.done, times))
+    return out

@@ -29,7 +29,6 @@ hangs leaves a stage in flight, which the engine's watchdog reports as hung: the
 
 from __future__ import annotations
 
-import heapq
 import io
 import os
 import random
@@ -47,6 +46,7 @@ from typing import Any, NoReturn
 
 from daris_ros.runtime.backends import mps_protocol as proto
 from daris_ros.runtime.backends import shm_channel as ch
+from daris_ros.runtime.backends.mps_worker_jobs import Job, JobQueue
 
 CTRL_CHECK_S = 0.005  # how often a busy worker looks at its control pipe
 #: Exit status of a worker whose CUDA context is unusable (see the module docstring).
@@ -85,30 +85,9 @@ class _Launch:
     exec_s: float = 0.0  # cpu mode
     timed: bool = True
     error: str = ""
-    job: _Job | None = None  # OP_JOB: the job this stage belongs to
+    job: Job | None = None  # OP_JOB: the job this stage belongs to
     stage: int = 0
     t0: int = 0  # monotonic_ns just before the launch (host stage time)
-
-
-@dataclass(slots=True, eq=False)
-class _Job:
-    """A whole job queued in this worker (OP_JOB): its stages are dispatched by the local stage queue."""
-
-    token: int
-    model: int
-    priority: int  # 0 HP, 1 LP (daris_ros.core.Priority)
-    n: int
-    release: float
-    deadlines: list[float]  # absolute virtual stage deadlines (monotonic seconds)
-    x: Any
-    out_kind: int
-    host_time: bool
-    flags: int
-    t_pick: int
-    ready: Any = None  # CUDA event: the input is on the GPU
-    host: Any = None  # the pinned host copy of the input, kept until stage 0 is done
-    times: list[int] = field(default_factory=list)
-    t_first: int = 0
 
 
 def serialize_model(model: Any) -> bytes:
@@ -177,13 +156,7 @@ class _Worker:
         self.completed = 0
         self._events: list[tuple[Any, Any]] = []
         self._pinned: list[int] = []
-        # worker-side stage queue (OP_JOB): the 8 levels + EDF of the core, over this worker's streams
-        from daris_ros.core.stage_queue import StageQueue, stage_level
-
-        self.lq: StageQueue[tuple[_Job, int]] = StageQueue()
-        self.stage_level = stage_level
-        self.idle = list(range(cfg.n_streams))
-        self.rot = [0] * cfg.n_streams
+        self.jobs = JobQueue(self)  # worker-side stage queue (OP_JOB)
 
     # -- start-up ------------------------------------------------------------------------------------
     def setup(self) -> dict[str, Any]:
@@ -208,8 +181,6 @@ class _Worker:
         if self.cuda:
             from daris_ros.runtime.backends.cuda_streams import CudaStreamsBackend
 
-            self.up = None  # upload stream of OP_JOB inputs (made after set_device)
-
             self.dev = torch.device(cfg.device)
             torch.cuda.set_device(self.dev)
             props = torch.cuda.get_device_properties(self.dev)
@@ -218,7 +189,7 @@ class _Worker:
             self.str = CudaStreamsBackend(n_contexts=1, n_streams=cfg.n_streams, device=cfg.device,
                                           cuda_graphs=cfg.cuda_graphs)
             self.str.start(models)
-            self.up = torch.cuda.Stream(self.dev)
+            self.jobs.upload_stream = torch.cuda.Stream(self.dev)
             info["graphs"] = len(self.str.graphs)
             info["capture_s"] = self.str.capture_seconds
             info["pinned"] = self._pin_slots()
@@ -420,7 +391,7 @@ class _Worker:
         t_pick = time.monotonic_ns()
         token = rec[proto.R_TOKEN]
         if rec[proto.R_OP] == proto.OP_JOB:
-            self._accept_job(rec, t_pick)
+            self.jobs.accept(rec, t_pick)
             return
         try:
             x = self._input(rec)
@@ -504,115 +475,16 @@ class _Worker:
                 la = q.popleft()
                 self.n_inflight -= 1
                 if la.job is not None:
-                    self._job_stage_done(la)
+                    self.jobs.stage_done(la)
                     local = True
                 else:
                     self._complete(la)
                     done_any = True
         if local:
-            self._dispatch_local()
+            self.jobs.dispatch()
         if done_any or local:
             self._wake_parent()
         return done_any or local
-
-    # -- worker-side stage queue (OP_JOB) --------------------------------------------------------------
-    def _accept_job(self, rec: list[int], t_pick: int) -> None:
-        """Queue a whole job: stage 0 enters the local 8-level queue; an input slot is uploaded at once."""
-        token = rec[proto.R_TOKEN]
-        try:
-            x = self._input(rec)
-            ev = host = None
-            if rec[proto.R_IN_KIND] == proto.IN_SLOT:
-                # the job may wait in the local queue: copy the frame out of its slot now (pinned host memory,
-                # ~10 us), give the slot back, and upload it on the side stream
-                torch = self.torch
-                if self.cuda:
-                    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
-                    host.copy_(x)
-                    self._post(token, proto.STATUS_SLOT_FREE)
-                    with torch.cuda.stream(self.up):
-                        x = host.to(self.dev, non_blocking=True)
-                        ev = torch.cuda.Event()
-                        ev.record(self.up)
-                else:
-                    x = x.clone()
-                    self._post(token, proto.STATUS_SLOT_FREE)
-            n = rec[proto.R_NSTAGES]
-            job = _Job(token, rec[proto.R_MODEL], rec[proto.R_PRIO], n, rec[proto.R_RELEASE] * 1e-9,
-                       proto.job_deadlines(rec), x, rec[proto.R_OUT_KIND],
-                       bool(rec[proto.R_HOST_TIME]), rec[proto.R_FLAGS], t_pick, ev, host)
-        except Exception as exc:  # noqa: BLE001 - reported as the job's error
-            self._post(token, proto.STATUS_ERROR, f"{type(exc).__name__}: {exc}")
-            self._wake_parent()
-            return
-        self._enqueue(job, 0, False)
-        self._dispatch_local()
-        self._wake_parent()  # (the slot-free notice)
-
-    def _enqueue(self, job: _Job, stage: int, delayed: bool) -> None:
-        f = job.flags
-        from daris_ros.core.task import Priority
-
-        level = self.stage_level(Priority(job.priority), stage == job.n - 1, delayed, no_last=bool(f & 1),
-                                 no_prior=bool(f & 2), no_fixed=bool(f & 4))
-        self.lq.push(level, job.deadlines[stage], job.release, "", job.token, (job, stage))
-
-    def _dispatch_local(self) -> None:
-        while self.idle and self.lq:
-            _, (job, j) = self.lq.pop()
-            s = heapq.heappop(self.idle)
-            last = j == job.n - 1
-            out_kind, out_id = proto.OUT_LOCAL, 0
-            if last and job.out_kind == proto.OUT_SLOT:
-                k = self.cfg.layout.out_slots // self.cfg.n_streams  # rotating output slots per stream
-                out_kind, out_id = proto.OUT_SLOT, s * k + self.rot[s] % k
-                self.rot[s] += 1
-            elif last:
-                out_kind = proto.OUT_DISCARD
-            t0 = time.monotonic_ns()
-            try:
-                if j == 0 and job.ready is not None:
-                    self.str.streams[0][s].wait_event(job.ready)
-                la = self._launch(s, job.model, j, job.x, out_kind, out_id, True, job.token, job.t_pick)
-            except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on (unless CUDA is gone)
-                heapq.heappush(self.idle, s)
-                self._post(job.token, proto.STATUS_ERROR, self._stage_failed(exc))
-                self._wake_parent()
-                continue
-            if j == 0:
-                job.t_first = t0
-            la.job, la.stage, la.t0 = job, j, t0
-            self.inflight[s].append(la)
-            self.n_inflight += 1
-
-    def _job_stage_done(self, la: _Launch) -> None:
-        job = la.job
-        assert job is not None
-        t_done = time.monotonic_ns()
-        if la.end is not None:
-            gpu_ns = int(la.start.elapsed_time(la.end) * 1e6)
-            self._events.append((la.start, la.end))
-        else:
-            gpu_ns = int(la.exec_s * 1e9)
-        job.times.append(t_done - la.t0 if job.host_time else gpu_ns)
-        job.host = None
-        heapq.heappush(self.idle, la.stream)
-        if la.stage < job.n - 1:
-            job.x = la.y
-            self._enqueue(job, la.stage + 1, t_done * 1e-9 > job.deadlines[la.stage])
-            return
-        rec = proto.new_completion(job.token)
-        rec[proto.C_EXEC_NS] = sum(job.times)
-        rec[proto.C_OUT_KIND] = la.out_kind
-        rec[proto.C_OUT_ID] = la.out_id
-        rec[proto.C_T_PICK] = job.t_pick
-        rec[proto.C_T_LAUNCH] = job.t_first
-        rec[proto.C_T_DONE] = t_done
-        proto.set_stage_times(rec, job.times)
-        if la.out_kind == proto.OUT_SLOT:
-            proto.describe_tensor(rec, proto.C_TENSOR, la.y)
-        self.completed += 1
-        self._push(rec)
 
     def _post(self, token: int, status: int, text: str = "") -> None:
         rec = proto.new_completion(token, status)
