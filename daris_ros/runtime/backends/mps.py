@@ -475,10 +475,10 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         launch lost with its worker is dropped), or, without a reader thread, to the next :meth:`collect`."""
         queued = False
         for c in comps:
-            if c.done is not None:
-                self._call(c.done, c.output, c.exec_time, c.error)
-            elif self._reader is None:
+            if self._reader is None:
                 self._lean_extra.append(c)
+            elif c.done is not None:
+                self._call(c.done, c.output, c.exec_time, c.error)
             elif not (isinstance(c.error, WorkerLost) and c.error.in_flight_loss):
                 self._finished.append(Finished(c.token, c.output, c.exec_time, c.error))
                 queued = True
