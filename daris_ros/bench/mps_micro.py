@@ -107,8 +107,8 @@ def mps_round_trip(b: Any, n_jobs: int, blocking: bool) -> dict[str, float]:
             recv_cpu = 0.0
             while not got:
                 c2 = time.thread_time()
-                got = b.poll(0.5 if blocking else 0.0)
-                recv_cpu = time.thread_time() - c2  # the poll that returned it (blocked time is not CPU time)
+                got = b.collect(0.5 if blocking else 0.0)
+                recv_cpu = time.thread_time() - c2  # the collect that returned it (blocked time is not CPU time)
             c = got[0]
             assert c.error is None, c.error
             x = c.output
@@ -141,7 +141,7 @@ def mps_job_round_trip(b: Any, n_jobs: int) -> dict[str, float]:
         c1 = time.thread_time()
         got: list = []
         while not got:
-            got = b.poll(0.5)
+            got = b.collect(0.5)
         c = got[0]
         assert c.error is None, c.error
         if job >= 20:
@@ -155,7 +155,7 @@ def mps_job_round_trip(b: Any, n_jobs: int) -> dict[str, float]:
 def h2d_from_slot(b: Any, n: int) -> dict[str, float]:
     """Stage 0's event time with the frame from the shared-memory slot vs the worker's resident input."""
     from daris_ros.runtime.backends.mps import EXAMPLE_INPUT
-    from daris_ros.runtime.backends.shm_channel import OUT_DISCARD
+    from daris_ros.runtime.backends.mps_protocol import OUT_DISCARD
 
     frame = torch.randn(1, 3, 224, 224)
     times: dict[str, list[float]] = {"slot": [], "resident": []}
@@ -164,7 +164,7 @@ def h2d_from_slot(b: Any, n: int) -> dict[str, float]:
         b.send(0, 0, "r", 0, frame if kind == "slot" else EXAMPLE_INPUT, out_kind=OUT_DISCARD)
         got: list = []
         while not got:
-            got = b.poll(0.5)
+            got = b.collect(0.5)
         if i >= 20:
             times[kind].append(got[0].exec_time * 1e6)
     slot, res = _med(times["slot"]), _med(times["resident"])

@@ -2,7 +2,7 @@
 
 The same loop as :func:`daris_ros.bench.runner.run_daris` (releases at their scheduled instants, the core
 decides every dispatch), but a stage launch is a request written to the context's worker, and the loop
-blocks on the workers' wake-up pipes (``MpsBackend.poll(timeout)``) instead of spinning on CUDA events:
+blocks on the workers' wake-up pipes (``MpsBackend.collect(timeout)``) instead of spinning on CUDA events:
 this process's CPU time is its real work per job. The workers' CPU time (they spin while their stages run)
 is reported separately, as is the per-stage round trip (request written -> completion read) minus the
 stage's GPU time.
@@ -58,10 +58,10 @@ def run_daris_mps(backend: Any, config: SchedulerConfig, tasks: list[BenchTask],
     lat_done: list[float] = []
     wcpu0 = backend.worker_cpu_seconds()
     cpu0 = clock()
-    send, poll = backend.send, backend.poll
+    send, collect = backend.send, backend.collect
     wait = 0.0
     while True:
-        comps = poll(wait)
+        comps = collect(wait)
         now = perf()
         if now >= t_end and (not pending or now >= t_end + drain):
             break
@@ -132,7 +132,7 @@ def run_daris_mps_local(backend: Any, config: SchedulerConfig, tasks: list[Bench
     job, no message between the stages of a job."""
     from daris_ros.bench.central import CentralAdmission
     from daris_ros.runtime.backends.mps import EXAMPLE_INPUT
-    from daris_ros.runtime.backends.shm_channel import OUT_DISCARD, OUT_SLOT
+    from daris_ros.runtime.backends.mps_protocol import OUT_DISCARD, OUT_SLOT
 
     host_time = mret_source == "host"
     central = CentralAdmission(config, [t.spec(afet[t.model]) for t in tasks])
@@ -158,10 +158,10 @@ def run_daris_mps_local(backend: Any, config: SchedulerConfig, tasks: list[Bench
     lat_done: list[float] = []
     wcpu0 = backend.worker_cpu_seconds()
     cpu0 = clock()
-    send_job, poll = backend.send_job, backend.poll
+    send_job, collect = backend.send_job, backend.collect
     wait = 0.0
     while True:
-        comps = poll(wait)
+        comps = collect(wait)
         now = perf()
         if now >= t_end and (not pending or now >= t_end + drain):
             break

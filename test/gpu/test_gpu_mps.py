@@ -8,7 +8,8 @@ own pipe directory, so they never touch a daemon of the machine.
 
 Without a GPU: a clear error when MPS is unavailable, the thread percentage of eq. 9, and the whole
 request/completion protocol (shared-memory rings and slots, worker-resident intermediates, SIGKILL
-detection and replacement) with CPU workers.
+detection and replacement) with CPU workers (the launch/poll protocol on CPU workers:
+test/runtime/test_mps_backend_protocol.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _chain(b: MpsBackend, c: int, s: int, key: str, x: torch.Tensor, n_stages: int) -> tuple[object, list[float]]:
-    """Run every stage of ``key`` on (c, s) through the lean API; returns the final output and stage times."""
+    """Run every stage of ``key`` on (c, s) through the lean API (send/collect); returns the final output and
+    stage times."""
     times = []
     for j in range(n_stages):
         b.send(c, s, key, j, x)
@@ -49,7 +51,7 @@ def _chain(b: MpsBackend, c: int, s: int, key: str, x: torch.Tensor, n_stages: i
         deadline = time.monotonic() + 60
         while not got:
             assert time.monotonic() < deadline, "no completion in 60 s"
-            got = b.poll(1.0)
+            got = b.collect(1.0)
         assert len(got) == 1 and got[0].error is None, got
         x = got[0].output
         times.append(got[0].exec_time)
@@ -66,7 +68,7 @@ def _job(b: MpsBackend, c: int, key: str, x: torch.Tensor, n_stages: int) -> obj
     deadline = time.monotonic() + 60
     while not got:
         assert time.monotonic() < deadline, "no completion in 60 s"
-        got = b.poll(1.0)
+        got = b.collect(1.0)
     assert len(got) == 1 and got[0].error is None, got
     return got[0]
 
@@ -89,7 +91,8 @@ def test_thread_percentage_gives_eq9_sm_count() -> None:
 
 @pytest.mark.slow
 def test_protocol_with_cpu_workers() -> None:
-    """Rings, slots, worker-resident intermediates, the submit path and SIGKILL recovery, on CPU workers."""
+    """Rings, slots, worker-resident intermediates, the worker-side job queue and SIGKILL recovery, through the
+    lean API on CPU workers."""
     torch.manual_seed(0)
     model = build_staged_model("resnet18", input_size=(32, 32))
     b = MpsBackend(n_contexts=2, n_streams=2, cpu_workers=True)
@@ -106,9 +109,9 @@ def test_protocol_with_cpu_workers() -> None:
         old = b.worker_pid(0)
         os.kill(old, signal.SIGKILL)
         b.send(0, 0, "r", 0, x0)
-        lost = b.poll(5.0)
+        lost = b.collect(5.0)
         while not b.workers[0].lost_handled:
-            lost += b.poll(0.1)
+            lost += b.collect(0.1)
         assert not b.worker_alive(0, 0) and b.worker_died_at(0, 0) is not None
         b.restart_worker(0, 0)
         assert b.worker_alive(0, 0) and b.worker_pid(0) != old
@@ -158,7 +161,7 @@ def test_workers_see_eq9_sms_and_daemon_stops(nc: int, ns: int, os_: float) -> N
 @needs_mps
 @needs_gpu
 @pytest.mark.usefixtures("private_daemon_dirs")
-def test_outputs_equal_eager_and_submit_path() -> None:
+def test_outputs_equal_eager_and_launch_poll_protocol() -> None:
     torch.manual_seed(0)
     models = {"r": build_staged_model("resnet18"), "u": build_staged_model("unet")}
     b = MpsBackend(n_contexts=2, n_streams=2, oversubscription=1.0, pipe_dir=PIPE, log_dir=LOG)
@@ -183,27 +186,33 @@ def test_outputs_equal_eager_and_submit_path() -> None:
         assert max(errs) < 1e-3
     finally:
         b.close()
-    # the Backend protocol (reader thread), on a fresh backend
+    # the Backend protocol (launch/poll, the reader thread wakes the caller through notify), on a fresh backend
+    x0 = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        ref = refs["r"](x0.cuda()).cpu()  # (before .cpu() below moves the same module back)
     b = MpsBackend(n_contexts=2, n_streams=1, oversubscription=2.0, pipe_dir=PIPE, log_dir=LOG)
     b.start({"r": models["r"].cpu()})
     try:
-        done = threading.Event()
-        got: list[tuple[int, float]] = []
-
-        def step(j: int, x: object) -> None:
-            def cb(y: object, dt: float, err: BaseException | None) -> None:
-                assert err is None, err
-                got.append((j, dt))
-                if j + 1 < 4:
-                    step(j + 1, y)
-                else:
-                    done.set()
-            b.submit(1, 0, "r", j, x, cb)
-
-        step(0, torch.randn(1, 3, 224, 224))
-        assert done.wait(30.0)
-        assert [j for j, _ in got] == [0, 1, 2, 3] and all(dt > 0 for _, dt in got)
-        y, dt = b.run_now("r", 0, torch.randn(1, 3, 224, 224))
+        woken = threading.Event()
+        b.set_notify(woken.set)
+        times = []
+        rows: list = [(x0, 0)]
+        for j in range(4):
+            ticket = b.launch(1, 0, "r", j, 1, rows)
+            got: list = []
+            deadline = time.monotonic() + 30
+            while not got:
+                assert time.monotonic() < deadline, "no completion in 30 s"
+                woken.wait(1.0)
+                woken.clear()
+                got = b.poll()
+            (f,) = got
+            assert f.ticket == ticket and f.error is None, f
+            times.append(f.exec_time)
+            rows = [(f.output, 0)]
+        assert all(0 < t < 1.0 for t in times), times
+        assert f.output.shape == ref.shape and _rel(f.output, ref) < 1e-3
+        y, dt = b.run_now("r", 0, 1, [(x0, 0)])
         assert isinstance(y, WorkerTensor) and dt > 0
     finally:
         b.close()
@@ -278,8 +287,8 @@ def test_engine_end_to_end_and_sigkill_recovery(spares: int, monkeypatch: pytest
         if spares:  # a new spare starts (CUDA init, model load, graph capture) while jobs run
             release(20, 0.01)
             drain(30)
-            if b._spare_thread is not None:
-                b._spare_thread.join(120)
+            if b.pool.spare_thread is not None:
+                b.pool.spare_thread.join(120)
         during = [r for r in results if r.release_time >= t_refill - 1e-3]
         t_after = release(20, 0.01)
         drain(30)

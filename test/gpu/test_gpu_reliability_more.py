@@ -159,7 +159,7 @@ def test_mps_daemon_and_server_killed_mid_run_daemon_restarted_workers_replaced(
     started again by the backend (``daemon_restarts``) before a replacement; both contexts served by new
     worker processes that are MPS clients again (their SM count is eq. 9's); HP jobs released after the
     recovery all met; after close no daemon, server or worker process left."""
-    from daris_ros.runtime.backends.mps import READY
+    from daris_ros.runtime.backends.mps_pool import READY
     from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine
 

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from daris_ros.runtime.backends import mps as mps_module
+from daris_ros.runtime.backends import mps_pool
 from daris_ros.runtime.backends.mps import MpsBackend
 from daris_ros.runtime.backends.mps_daemon import MpsDaemon, mps_processes
 from daris_ros.runtime.backends.mps_worker import EXIT_CONTEXT_LOST
@@ -119,9 +119,9 @@ def test_worker_replacement_after_the_daemon_died_restarts_it(fake_control: str,
         old = b.worker_pid(0)
         os.kill(old, signal.SIGKILL)  # ...and (as MPS clients do) a worker with it
         b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))
-        lost = b.poll(5.0)
+        lost = b.collect(5.0)
         while not b.workers[0].lost_handled:
-            lost += b.poll(0.1)
+            lost += b.collect(0.1)
         assert lost and all(c.error is not None for c in lost)
         b.restart_worker(0, 0)  # what the engine's watchdog calls
         assert b.daemon_restarts == 1 and b.daemon.running()
@@ -132,7 +132,7 @@ def test_worker_replacement_after_the_daemon_died_restarts_it(fake_control: str,
         t0 = time.monotonic()
         while not got:
             assert time.monotonic() - t0 < 30
-            got = b.poll(1.0)
+            got = b.collect(1.0)
         assert got[0].error is None
         b.restart_worker(1, 0)  # a live worker: nothing to do, and the daemon answers: no second restart
         assert b.daemon_restarts == 1
@@ -171,7 +171,7 @@ def test_a_signal_while_the_daemon_starts_still_stops_it(fake_control: str, tmp_
 
 
 # A stand-in for a CUDA context that dies with the MPS server (CPU workers have no CUDA context): the worker
-# entry below is started by the backend instead of mps_worker.worker_main (monkeypatched; spawned workers
+# entry below is started by the worker pool instead of mps_worker.worker_main (monkeypatched; spawned workers
 # import this module by name). While the file named by $DARIS_TEST_WORKER_STATE holds "stage", the stages
 # of a first-generation worker fail on their own (the context still works: a bad input); while it holds
 # "lost", they fail as an MPS client's do once its server is gone, and so does the worker's context probe.
@@ -224,7 +224,7 @@ def test_workers_whose_context_died_with_the_daemon_exit_and_are_replaced(
     state = tmp_path / "worker_state"
     state.write_text("")
     monkeypatch.setenv(STATE_ENV, str(state))
-    monkeypatch.setattr(mps_module, "worker_main", context_lost_worker_main)
+    monkeypatch.setattr(mps_pool, "worker_main", context_lost_worker_main)
     pipe, logd = str(tmp_path / "pipe"), str(tmp_path / "log")
     period, deadline = 0.1, 0.4  # (deadline: generous on the shared CI cores, as in test_worker_fault_process)
     tasks = tuple(TaskSettings(n, f"/{n}", p, period, deadline, "resnet18", input_size=(32, 32))
@@ -308,7 +308,7 @@ def test_a_replacement_that_fails_to_start_leaves_nothing_and_the_next_one_serve
 
     from daris_ros.runtime.backends.base import BackendError
 
-    monkeypatch.setattr(mps_module, "worker_main", failing_restart_worker_main)
+    monkeypatch.setattr(mps_pool, "worker_main", failing_restart_worker_main)
     b = MpsBackend(n_contexts=1, n_streams=1, cpu_workers=True, spares=0)
     try:
         b.start({"r": build_staged_model("resnet18", input_size=(32, 32))})
@@ -318,7 +318,7 @@ def test_a_replacement_that_fails_to_start_leaves_nothing_and_the_next_one_serve
         t0 = time.monotonic()
         while not b.workers[0].lost_handled:
             assert time.monotonic() - t0 < 10
-            b.poll(0.1)
+            b.collect(0.1)
         shm_before = {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
         with pytest.raises(BackendError, match="not ready"):
             b.restart_worker(0, 0)  # generation 1 fails to start
@@ -330,7 +330,7 @@ def test_a_replacement_that_fails_to_start_leaves_nothing_and_the_next_one_serve
         got: list = []
         while not got:
             assert time.monotonic() - t0 < 60
-            got = b.poll(1.0)
+            got = b.collect(1.0)
         assert got[0].error is None
     finally:
         b.close()

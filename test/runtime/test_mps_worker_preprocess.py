@@ -21,12 +21,12 @@ from daris_ros.settings import SchedulerSettings, TaskSettings
 pytestmark = [pytest.mark.slow]
 
 
-def _poll_one(b: MpsBackend) -> object:
+def _collect_one(b: MpsBackend) -> object:
     got: list = []
     t0 = time.monotonic()
     while not got:
         assert time.monotonic() - t0 < 30, "no completion in 30 s"
-        got = b.poll(1.0)
+        got = b.collect(1.0)
     assert len(got) == 1
     return got[0]
 
@@ -35,7 +35,7 @@ def _run_job(b: MpsBackend, x: torch.Tensor, n_stages: int) -> torch.Tensor:
     """Every stage on (0, 0); intermediates stay in the worker, the last output comes back."""
     for j in range(n_stages):
         b.send(0, 0, "r", j, x)
-        c = _poll_one(b)
+        c = _collect_one(b)
         assert c.error is None, c.error
         x = c.output
     return x.clone()

@@ -5,216 +5,102 @@ is a process (:mod:`.mps_worker`) started with ``CUDA_MPS_ACTIVE_THREAD_PERCENTA
 (``N_SM = ceil_even(OS * N_SM,max / N_c)``; MPS gives SMs in pairs, so ``sm_granularity = 2``). The
 in-process counterpart is ``green`` (green contexts); docs/gpu_runtime.md compares the two.
 
-* **Daemon.** :class:`~.mps_daemon.MpsDaemon` uses the control daemon running in the pipe directory
-  (``pipe_dir``, else ``DARIS_MPS_PIPE_DIRECTORY``, ``CUDA_MPS_PIPE_DIRECTORY``, ``/tmp/nvidia-mps``) or
-  starts one, and :meth:`MpsBackend.close` stops a daemon this backend started. No
-  ``nvidia-cuda-mps-control``, or a daemon that does not start, is a :class:`BackendError` saying so.
+The pieces: :mod:`.mps_pool` starts, replaces and stops the worker processes and supervises the MPS daemon
+(:mod:`.mps_daemon`); :mod:`.mps_protocol` is the request/completion format over the shared-memory channel
+of :mod:`.shm_channel`; this module is the backend: where each request goes, what came back, and faults.
+
 * **Models.** Every model is resident in every worker (migrating an LP task costs no load time); each
   worker captures a CUDA graph per (model, stage, stream), as ``str``/``green`` do.
 * **Data.** The scheduler process never touches CUDA (``device`` is ``"cpu"``: the engine preprocesses
-  on the host). A stage-0 input is copied once into a shared-memory slot that the worker has pinned; the
-  worker's graph copies it to the GPU straight from there. Intermediate outputs stay in the worker
-  (:class:`WorkerTensor` handles: a job stays in its context for all its stages); a final output comes
-  back through an output slot. Requests and completions travel through shared-memory rings
-  (:mod:`.shm_channel`), with one wake-up byte per message through a pipe.
-* **Two ways to drive it**, like ``str``: the :class:`~.base.Backend` protocol (``submit`` writes the
-  request at once; one reader thread blocks on the workers' wake-up pipes and calls ``done``), used by
-  the engine; or the lean single-threaded API (:meth:`MpsBackend.send` / :meth:`MpsBackend.poll`) used by
-  daris-bench. :meth:`MpsBackend.send_job` hands a whole job to its context's worker, whose own stage
-  queue (the core's 8 levels + EDF) dispatches the stages: no round trip between stages.
-* **Faults.** ``worker_alive``/``worker_died_at``/``restart_worker`` are the engine watchdog's hook
-  (:mod:`daris_ros.runtime.watchdog`). When a worker process dies (SIGKILL, crash) the reader thread sees
-  its sentinel, fails every stage in flight there with :class:`WorkerLost` (their jobs end with an error,
-  not met) and only then reports the worker dead; the watchdog calls ``restart_worker``, which starts a
-  replacement (or takes a ready spare, ``spares=1``) and returns once it serves. Stage-0 requests that
-  arrive meanwhile wait for it; a later stage of a job whose data was in the dead worker fails at once
-  (its input is gone). A worker reported hung is killed and replaced the same way if its oldest stage
-  has been in it for ``hang_after`` seconds (a stage that waited for a replacement only looks hung).
-  When the MPS daemon and server die, the workers' CUDA contexts die with the server: a worker then exits
-  (``mps_worker.EXIT_CONTEXT_LOST``) or hangs (killed as above), and before each replacement the daemon is
-  started again if it no longer answers (``daemon_restarts``).
+  on the host, or hands raw frames over: :meth:`MpsBackend.accepts_frame`). A stage-0 input is copied once
+  into a shared-memory slot that the worker has pinned; the worker's graph copies it to the GPU straight
+  from there. Intermediate outputs stay in the worker (:class:`~.mps_protocol.WorkerTensor` handles: a job
+  stays in its context for all its stages); a final output comes back through an output slot.
+* **The Backend protocol** (:class:`~.base.Backend`): :meth:`MpsBackend.launch` writes the request at once
+  and returns a ticket; one reader thread blocks on the workers' wake-up pipes, queues what finished for
+  :meth:`MpsBackend.poll` and calls the engine's ``notify`` (``polled = False``). ``rows`` of one job is
+  the normal case; several rows are stacked into one batch when they are host tensors that fit one input
+  slot together, or are one whole worker-resident batch output in order (the workers have no batch graphs:
+  settings refuse ``batching`` with ``mps``); anything else fails the launch with a BackendError.
+* **The lean API** used by daris-bench: :meth:`MpsBackend.send` / :meth:`MpsBackend.collect` (no reader
+  thread; :class:`~.mps_protocol.Completion` records with the worker's timestamps), and
+  :meth:`MpsBackend.send_job`, which hands a whole job to its context's worker, whose own stage queue (the
+  core's 8 levels + EDF) dispatches the stages: no round trip between stages.
+* **Faults** (:class:`~.base.WorkerFaults`, ``worker_scope = "context"``: one process serves all N_s
+  streams of its context). When a worker process dies (SIGKILL, crash) the reader thread sees its sentinel,
+  drops its launches in flight (never reported: the engine's watchdog retries them) and only then reports the
+  worker dead (``worker_alive``); the watchdog calls ``restart_worker``, which takes a replacement from the
+  pool (a ready spare, ``spares=1``, or a fresh process) and returns once it serves. Stage-0 requests that
+  arrive meanwhile wait for it; a later stage of a job whose data was in the dead worker fails at once (its
+  input is gone: reported by ``poll`` with :class:`WorkerLost`). A worker reported hung is killed and
+  replaced the same way if its oldest stage has been in it for ``hang_after`` seconds (a stage that waited
+  for a replacement only looks hung). When the MPS daemon and server die, the workers' CUDA contexts die
+  with the server: a worker then exits (``mps_worker.EXIT_CONTEXT_LOST``) or hangs (killed as above), and
+  the pool starts the daemon again before the next replacement (``daemon_restarts``).
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import itertools
 import logging
-import multiprocessing as mp
 import os
 import select
 import signal
 import threading
 import time
-from array import array
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
-from multiprocessing.shared_memory import SharedMemory
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from daris_ros.runtime.backends import mps_protocol as proto
 from daris_ros.runtime.backends import shm_channel as ch
-from daris_ros.runtime.backends.base import BackendError, StageDone
+from daris_ros.runtime.backends.base import (
+    Backend,
+    BackendError,
+    Finished,
+    HostFrames,
+    MemoryStats,
+    Rows,
+    RuntimeModels,
+    SmCounts,
+    StageDone,
+    WorkerFaults,
+)
 from daris_ros.runtime.backends.mps_daemon import MpsDaemon
-from daris_ros.runtime.backends.mps_worker import WorkerConfig, serialize_model, worker_main
-from daris_ros.runtime.memory import SOURCE_WORKER, ContextMemory, traceback_summary
+from daris_ros.runtime.backends.mps_pool import (
+    DEAD,
+    READY,
+    SPARE_GENERATION_BASE,
+    STARTING,
+    WorkerPool,
+    WorkerSlot,
+    mps_thread_percentage,
+)
+from daris_ros.runtime.backends.mps_protocol import (
+    EXAMPLE_INPUT,
+    Completion,
+    ExampleInput,
+    PendingRequest,
+    WorkerLost,
+    WorkerTensor,
+)
+from daris_ros.runtime.backends.mps_worker import serialize_model
+from daris_ros.runtime.memory import SOURCE_WORKER, ContextMemory
 
 log = logging.getLogger("daris_ros.backends.mps")
 
-STARTING, READY, DEAD = "starting", "ready", "dead"
-_ZERO_REQ = array("q", bytes(8 * ch.REQ_FIELDS))
+__all__ = ["DEAD", "EXAMPLE_INPUT", "READY", "STARTING", "Completion", "ExampleInput", "MpsBackend", "WorkerLost",
+           "WorkerTensor", "mps_thread_percentage"]
+
+FAULT_KINDS = ("kill", "hang")
 
 
-class WorkerLost(BackendError):
-    """The worker process of a context died (or was replaced) with this stage, or its input, in it.
-
-    ``in_flight_loss``: the stage itself was running or queued in the worker that died (its input may
-    still exist: the engine's watchdog retries it); False: its input was a worker-resident output of a
-    worker that is gone (nothing to retry)."""
-
-    in_flight_loss: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerTensor:
-    """A stage output kept in the worker of ``context`` (generation ``generation``) under ``hid``."""
-
-    context: int
-    generation: int
-    hid: int
-
-
-class ExampleInput:
-    """Marker input: the worker's own example input of the requested (model, stage), resident on the GPU
-    (nothing is transferred). Use the instance :data:`EXAMPLE_INPUT`."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "EXAMPLE_INPUT"
-
-
-EXAMPLE_INPUT = ExampleInput()
-
-
-@dataclass(slots=True)
-class Completion:
-    """One finished stage (lean API). Times are ``time.monotonic_ns`` (one clock for all processes)."""
-
-    token: int
-    context: int
-    stream: int
-    output: Any
-    exec_time: float
-    error: BaseException | None
-    t_submit: int
-    t_pick: int = 0
-    t_launch: int = 0
-    t_done: int = 0
-    t_recv: int = 0
-    done: StageDone | None = field(default=None, repr=False)
-    stage_times: tuple[float, ...] = ()  # a whole job (send_job): its stage times, seconds
-
-
-@dataclass(slots=True)
-class _Pending:
-    token: int
-    context: int
-    stream: int
-    model: str
-    stage: int
-    done: StageDone | None
-    t_submit: int
-    x: Any = None
-    out_kind: int = -1
-    timed: bool = True
-    in_slot: int = -1
-    out_slot: int = -1
-    hid: int = -1
-    job: tuple[int, int, tuple[int, ...], int, bool] | None = None  # send_job: prio, release, deadlines, flags, host
-    t_sent: float = 0.0  # time.monotonic() when written to the current worker
-
-
-@dataclass(eq=False)
-class _WorkerSlot:
-    """One worker process (one generation of one context) and the parent's ends of its channel."""
-
-    context: int
-    generation: int
-    process: Any
-    shm: SharedMemory
-    layout: ch.ChannelLayout
-    ctrl: Connection
-    req_w: Connection
-    done_r: Connection
-    state: str = STARTING
-    info: dict[str, Any] = field(default_factory=dict)
-    pending: dict[int, _Pending] = field(default_factory=dict)
-    died_at: float | None = None
-    lost_handled: bool = False
-    spawned_at: float = 0.0
-    ready_at: float = 0.0
-
-    def __post_init__(self) -> None:
-        import torch
-
-        self.req = ch.Ring(self.shm.buf, self.layout.req_offset, self.layout.ring_capacity, ch.REQ_FIELDS)
-        self.done = ch.Ring(self.shm.buf, self.layout.done_offset, self.layout.ring_capacity, ch.DONE_FIELDS,
-                            ch.DONE_TEXT)
-        lay = self.layout
-        self.in_u8 = [torch.frombuffer(self.shm.buf, dtype=torch.uint8, count=lay.in_slot_bytes,
-                                       offset=lay.in_slot(k)) for k in range(lay.in_slots)]
-        self.out_u8 = [torch.frombuffer(self.shm.buf, dtype=torch.uint8, count=lay.out_slot_bytes,
-                                        offset=lay.out_slot(k)) for k in range(lay.out_slots)]
-        self.in_pool = ch.SlotPool(lay.in_slots)
-        self.out_pool = ch.SlotPool(lay.out_slots)
-        self.hids = itertools.count(1)
-        self.req_fd = self.req_w.fileno()
-        self.done_fd = self.done_r.fileno()
-        os.set_blocking(self.req_fd, False)
-        os.set_blocking(self.done_fd, False)
-        self.ctrl_lock = threading.Lock()
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def release(self, unlink: bool = True) -> None:
-        """Close the parent's ends (the process must be gone)."""
-        for c in (self.ctrl, self.req_w, self.done_r):
-            try:
-                c.close()
-            except OSError:
-                pass
-        self.in_u8 = self.out_u8 = []
-        self.req.release()
-        self.done.release()
-        try:
-            self.shm.close()
-        except BufferError:
-            pass
-        if unlink:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
-
-
-def mps_thread_percentage(sm_count: int, n_sm_max: int) -> float:
-    """``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` for ``sm_count`` SMs: half an SM above the share, so that MPS
-    (which hands out SMs in pairs, rounding down: 25% of 132 gives 32) gives exactly ``sm_count``."""
-    return min(100.0, 100.0 * (sm_count + 0.5) / n_sm_max)
-
-
-class MpsBackend:
+class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames):
     """N_c MPS client processes x N_s streams (see the module docstring)."""
 
     name = "mps"
+    polled = False  # completions arrive on the reader thread, which calls notify
     worker_scope = "context"  # one worker process serves all N_s streams of its context
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
@@ -237,13 +123,12 @@ class MpsBackend:
         self.preprocess_in_worker = self.frame_pixels > 0
         self.device = "cpu"  # the scheduler process stays off the GPU: frames are preprocessed on the host
         self.start_timeout = start_timeout
-        self.spares = int(os.environ.get("DARIS_MPS_SPARES", "0")) if spares is None else spares
         self.hang_after = hang_after
+        self.torch_device: Any = None
         if cpu_workers:
             self.gpu_index = -1
             self.n_sm_max = 132
-            self.worker_device = "cpu"
-            self.torch_device: Any = None
+            worker_device = "cpu"
         else:
             import torch
 
@@ -258,44 +143,67 @@ class MpsBackend:
                 raise BackendError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
             # a device query: no CUDA context is created in this process
             self.n_sm_max = torch.cuda.get_device_properties(self.gpu_index).multi_processor_count
-            self.worker_device = f"cuda:{self.gpu_index}"
+            worker_device = f"cuda:{self.gpu_index}"
             self.torch_device = torch.device("cuda", self.gpu_index)
+        self.worker_device = worker_device
         try:
             self.sm_per_context = sm_per_context_eq9(oversubscription, self.n_sm_max, n_contexts, sm_granularity)
         except ValueError as exc:
             raise BackendError(f"mps: {exc}") from exc
         self.thread_percentage = mps_thread_percentage(self.sm_per_context, self.n_sm_max)
-        self.daemon: MpsDaemon | None = None if cpu_workers else MpsDaemon(pipe_dir, log_dir)
-        if self.daemon is not None:
-            self.daemon.executable()  # a missing nvidia-cuda-mps-control is reported before any work
+        daemon = None if cpu_workers else MpsDaemon(pipe_dir, log_dir)
+        if daemon is not None:
+            daemon.executable()  # a missing nvidia-cuda-mps-control is reported before any work
+        self.pool = WorkerPool(n_contexts=n_contexts, n_streams=n_streams, worker_device=worker_device,
+                               cuda_graphs=cuda_graphs, daemon=daemon, thread_percentage=self.thread_percentage,
+                               spares=int(os.environ.get("DARIS_MPS_SPARES", "0")) if spares is None else spares,
+                               start_timeout=start_timeout)
         self.models: dict[str, Any] = {}
-        self._model_index: dict[str, int] = {}
+        self._model_index: dict[str, int] = {}  # model key -> its index in the requests
         self._n_stages: dict[str, int] = {}
-        self._blobs: list[bytes] = []
         self._layout: ch.ChannelLayout | None = None
-        self.workers: list[_WorkerSlot] = []
-        self._spare_slots: deque[_WorkerSlot] = deque()
-        self._locks = [threading.Lock() for _ in range(n_contexts)]
-        self._backlog: list[list[_Pending]] = [[] for _ in range(n_contexts)]
-        self._generations = [0] * n_contexts
-        self._spare_gen = itertools.count(1_000_000)
+        self.workers: list[WorkerSlot] = []  # the serving worker of each context (swapped on replacement)
+        self._locks = [threading.Lock() for _ in range(n_contexts)]  # per context: its worker, ring and slots
+        self._backlog: list[list[PendingRequest]] = [[] for _ in range(n_contexts)]  # waiting for a replacement
         self._tokens = itertools.count(1)
         self._restart_lock = threading.Lock()
-        self._immediate: deque[tuple[StageDone, BaseException]] = deque()
-        self._lean_extra: list[Completion] = []
-        self._lean_died: list[_WorkerSlot] = []
-        self._check_alive_at = 0.0
+        # the reader thread (launch/submit/run_now) and what it hands out
         self._reader: threading.Thread | None = None
+        self._finished: deque[Finished] = deque()  # for poll()
+        self._notify: Callable[[], None] | None = None
+        self._immediate: deque[tuple[StageDone, BaseException]] = deque()  # (transition) submit's send errors
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._mp = mp.get_context("spawn")
+        # the lean API (no reader thread)
+        self._lean_extra: list[Completion] = []
+        self._lean_died: list[WorkerSlot] = []
+        self._check_alive_at = 0.0
         self._closed = False
         self._started = False
         self.faults: list[dict[str, Any]] = []  # one record per replaced worker (backend's own view)
-        self.daemon_restarts = 0  # the MPS daemon found dead and started again (_ensure_daemon)
-        self.daemon_restart_s: list[float] = []  # how long each of those restarts took (until it answered)
-        self._spare_thread: threading.Thread | None = None
+
+    # -- the pool's state, as the node and the tests read it ---------------------------------------------------
+    @property
+    def daemon(self) -> MpsDaemon | None:
+        return self.pool.daemon
+
+    @daemon.setter
+    def daemon(self, daemon: MpsDaemon | None) -> None:
+        self.pool.daemon = daemon
+
+    @property
+    def daemon_restarts(self) -> int:
+        """The MPS daemon found dead and started again before a replacement."""
+        return self.pool.daemon_restarts
+
+    @property
+    def daemon_restart_s(self) -> list[float]:
+        return self.pool.daemon_restart_s
+
+    @property
+    def spares(self) -> int:
+        return self.pool.spares
 
     # -- start-up ------------------------------------------------------------------------------------
     def _make_layout(self, models: Mapping[str, Any]) -> ch.ChannelLayout:
@@ -310,246 +218,208 @@ class MpsBackend:
         in_bytes = max(in_bytes, 3 * self.frame_pixels)  # a raw uint8 frame (worker-side preprocessing)
         return ch.ChannelLayout.make(self.n_streams, in_bytes, out_bytes)
 
+    def _register_model(self, key: str, model: Any, blob: bytes) -> None:
+        self.models[key] = model
+        self._model_index[key] = self.pool.add_model(key, blob)
+        self._n_stages[key] = model.num_stages
+
     def start(self, models: Mapping[str, Any]) -> None:
         if self._started:
             raise BackendError("mps: start() was called already")
         self._started = True
         atexit.register(self.close)
         for key, m in models.items():
-            self.models[key] = m
-            self._model_index[key] = len(self._blobs)
-            self._n_stages[key] = m.num_stages
-            self._blobs.append(serialize_model(m))
+            self._register_model(key, m, serialize_model(m))
         self._layout = self._make_layout(models)
-        if self.daemon is not None:
-            self.daemon.ensure()
         t0 = time.monotonic()
-        started: list[_WorkerSlot] = []
-        try:  # all workers start at once (import, CUDA/MPS init, model load, graph capture in parallel)
-            for c in range(self.n_contexts):
-                started.append(self._spawn(c, 0))
-            for _ in range(self.spares):
-                started.append(self._spawn(-1, next(self._spare_gen)))
-            for s in started:
-                self._await_ready(s, t0 + self.start_timeout)
-        except BaseException:
-            for s in started:
-                self._stop_slot(s, graceful=False)
-            self._stop_daemon()
-            raise
-        slots = started[:self.n_contexts]
-        self.workers = slots
-        self._spare_slots.extend(started[self.n_contexts:])
-        sms = [s.info.get("sm_count", 0) for s in slots]
+        self.workers = self.pool.start(self.n_contexts, self._layout)
+        sms = self.sm_counts()
         log.info("mps: %d workers x %d streams up in %.1f s, SMs per worker %s (eq. 9: %d, %.2f%% threads)",
                  self.n_contexts, self.n_streams, time.monotonic() - t0, sms, self.sm_per_context,
                  self.thread_percentage)
         if not self.cpu_workers and any(n != self.sm_per_context for n in sms):
             log.warning("mps: workers report %s SMs, eq. 9 asks for %d", sms, self.sm_per_context)
 
-    def _spawn(self, context: int, generation: int) -> _WorkerSlot:
-        assert self._layout is not None
-        lay = self._layout
-        shm = SharedMemory(create=True, size=lay.size)
-        env = {}
-        if self.daemon is not None:
-            env = {**self.daemon.env(), "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{self.thread_percentage:.4f}"}
-        cfg = WorkerConfig(context=context, generation=generation, n_streams=self.n_streams,
-                           device=self.worker_device, cuda_graphs=self.cuda_graphs, shm_name=shm.name, layout=lay,
-                           model_keys=tuple(self.models), model_blobs=tuple(self._blobs), env=env)
-        parent_ctrl, child_ctrl = self._mp.Pipe(duplex=True)
-        req_r, req_w = self._mp.Pipe(duplex=False)
-        done_r, done_w = self._mp.Pipe(duplex=False)
-        proc = self._mp.Process(target=worker_main, args=(cfg, child_ctrl, req_r, done_w), daemon=True,
-                                name=f"daris-mps-c{context}g{generation}")
-        try:
-            proc.start()
-        except BaseException:
-            for conn in (parent_ctrl, child_ctrl, req_r, req_w, done_r, done_w):
-                conn.close()
-            shm.close()
-            shm.unlink()
-            raise
-        finally:
-            for conn in (child_ctrl, req_r, done_w):
-                conn.close()
-        slot = _WorkerSlot(context, generation, proc, shm, lay, parent_ctrl, req_w, done_r)
-        slot.spawned_at = time.monotonic()
-        return slot
-
-    def _await_ready(self, slot: _WorkerSlot, deadline: float) -> None:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise BackendError(f"mps: worker c{slot.context} (pid {slot.pid}) did not become ready in "
-                                   f"{self.start_timeout:.0f} s{self._daemon_hint()}")
-            r, _, _ = select.select([slot.ctrl, slot.process.sentinel], [], [], min(left, 1.0))
-            if slot.ctrl in r:
-                try:
-                    msg = slot.ctrl.recv()
-                except (EOFError, OSError):
-                    msg = ("error", "the worker exited during start-up")
-                if msg[0] == "ready":
-                    slot.info = msg[1]
-                    slot.state = READY
-                    slot.ready_at = time.monotonic()
-                    return
-                raise BackendError(f"mps: worker c{slot.context} failed to start: {traceback_summary(msg[1])}\n"
-                                   f"{msg[1]}{self._daemon_hint()}")
-            if slot.process.sentinel in r and not slot.ctrl.poll():
-                raise BackendError(f"mps: worker c{slot.context} exited during start-up (exit code "
-                                   f"{slot.process.exitcode}){self._daemon_hint()}")
-
-    def _daemon_hint(self) -> str:
-        if self.daemon is None:
-            return ""
-        return (f"\n(MPS pipe directory {self.daemon.pipe_dir}; daemon log tail:\n{self.daemon.log_tail()})")
-
     def sm_counts(self) -> list[int]:
         """SMs per context as each worker's device properties report them (inside its MPS client)."""
         return [int(s.info.get("sm_count", 0)) for s in self.workers]
 
-    def add_model(self, key: str, model: Any) -> None:
-        """Make one more model resident in every worker (run-time task addition)."""
-        assert self._layout is not None
-        need = self._make_layout({key: model})
+    def add_model(self, name: str, model: Any) -> None:
+        """Make one more model resident in every worker and spare (run-time task addition)."""
+        assert self._layout is not None, "start() first"
+        need = self._make_layout({name: model})
         if need.in_slot_bytes > self._layout.in_slot_bytes or need.out_slot_bytes > self._layout.out_slot_bytes:
-            raise BackendError(f"mps: model {key!r} needs larger frame slots than the workers were started with; "
+            raise BackendError(f"mps: model {name!r} needs larger frame slots than the workers were started with; "
                                "restart the node with it in the task list")
         blob = serialize_model(model)
-        for s in self.workers + list(self._spare_slots):
-            reply = self._ctrl_call(s, ("add_model", key, blob), timeout=300.0)
+        for s in self.workers + list(self.pool.spare_slots):
+            reply = s.control(("add_model", name, blob), timeout=300.0)
             if reply[0] != "ok":
-                raise BackendError(f"mps: worker c{s.context} could not load {key!r}:\n{reply[1]}")
-        self.models[key] = model
-        self._model_index[key] = len(self._blobs)
-        self._n_stages[key] = model.num_stages
-        self._blobs.append(blob)
+                raise BackendError(f"mps: worker c{s.context} could not load {name!r}:\n{reply[1]}")
+        self._register_model(name, model, blob)
 
-    def _ctrl_call(self, slot: _WorkerSlot, msg: tuple, timeout: float = 60.0) -> tuple:
-        with slot.ctrl_lock:
-            slot.ctrl.send(msg)
-            if not slot.ctrl.poll(timeout):
-                raise BackendError(f"mps: worker c{slot.context} did not answer {msg[0]!r} in {timeout:.0f} s")
-            return slot.ctrl.recv()
+    def accepts_frame(self, height: int, width: int) -> bool:
+        """Whether a camera frame of this size goes to the worker as is (worker-side preprocessing)."""
+        return self.preprocess_in_worker and 0 < height * width <= self.frame_pixels
 
-    # -- sending stages ------------------------------------------------------------------------------
-    def _write(self, slot: _WorkerSlot, p: _Pending) -> None:
-        """Encode ``p`` into ``slot``'s request ring (caller holds the context lock)."""
-        rec = array("q", _ZERO_REQ)
-        rec[ch.R_TOKEN] = p.token
-        rec[ch.R_OP] = ch.OP_RUN
-        rec[ch.R_STREAM] = p.stream
-        rec[ch.R_MODEL] = self._model_index[p.model]
-        rec[ch.R_STAGE] = p.stage
-        rec[ch.R_TIMED] = int(p.timed)
-        if p.job is not None:
-            prio, release, deadlines, flags, host = p.job
-            rec[ch.R_OP] = ch.OP_JOB
-            rec[ch.R_PRIO] = prio
-            rec[ch.R_NSTAGES] = len(deadlines)
-            rec[ch.R_RELEASE] = release
-            for j, d in enumerate(deadlines):
-                rec[ch.R_DEADLINES + j] = d
-            rec[ch.R_FLAGS] = flags
-            rec[ch.R_HOST_TIME] = int(host)
-        x = p.x
-        if isinstance(x, WorkerTensor):
-            if x.context != slot.context or x.generation != slot.generation:
-                raise WorkerLost(f"stage input {x} is not in the current worker of context {slot.context} "
-                                 f"(generation {slot.generation}): it was lost with a replaced worker")
-            rec[ch.R_IN_KIND] = ch.IN_HANDLE
-            rec[ch.R_IN_ID] = x.hid
-        elif isinstance(x, ExampleInput):
-            rec[ch.R_IN_KIND] = ch.IN_EXAMPLE
-        else:
-            import torch
-
-            if not isinstance(x, torch.Tensor):
-                raise BackendError(f"mps: a stage-0 input must be a tensor, got {type(x).__name__}")
-            if x.device.type != "cpu":
-                x = x.cpu()  # (the engine preprocesses on the host for this backend; this is a fallback copy)
-            if not x.is_contiguous():
-                x = x.contiguous()
-            nbytes = x.numel() * x.element_size()
-            if nbytes > slot.layout.in_slot_bytes or x.dim() > 4:
-                raise BackendError(f"mps: input {tuple(x.shape)} does not fit a frame slot "
-                                   f"({slot.layout.in_slot_bytes} B)")
-            k = slot.in_pool.take()
-            if k is None:
-                raise BackendError(f"mps: no free input slot in context {slot.context} (more than "
-                                   f"{slot.layout.in_slots} stage-0 inputs in flight)")
-            ctypes.memmove(slot.in_u8[k].data_ptr(), x.data_ptr(), nbytes)
-            p.in_slot = k
-            frame = x.dtype == torch.uint8 and x.dim() == 3 and x.shape[-1] == 3
-            if frame and (p.stage != 0 or p.job is not None):
-                slot.in_pool.give(k)
-                p.in_slot = -1
-                raise BackendError("mps: a uint8 frame is only accepted as the input of stage 0 in stage mode")
-            rec[ch.R_IN_KIND] = ch.IN_FRAME if frame else ch.IN_SLOT
-            rec[ch.R_IN_ID] = k
-            rec[ch.R_NDIM] = x.dim()
-            for i, d in enumerate(x.shape):
-                rec[ch.R_DIMS + i] = d
-            rec[ch.R_DTYPE] = ch.DTYPES.index(str(x.dtype).removeprefix("torch."))
-        out_kind = p.out_kind
-        if out_kind < 0:
-            out_kind = ch.OUT_SLOT if p.stage == self._n_stages[p.model] - 1 or p.job else ch.OUT_HANDLE
-        if p.job is not None:
-            pass  # a job's final output goes to an output slot the worker picks (rotating per stream)
-        elif out_kind == ch.OUT_SLOT:
-            k = slot.out_pool.take()
-            if k is None:
-                if p.in_slot >= 0:
-                    slot.in_pool.give(p.in_slot)
-                    p.in_slot = -1
-                raise BackendError(f"mps: no free output slot in context {slot.context}")
-            p.out_slot = k
-            rec[ch.R_OUT_ID] = k
-        elif out_kind == ch.OUT_HANDLE:
-            p.hid = next(slot.hids)
-            rec[ch.R_OUT_ID] = p.hid
-        p.out_kind = out_kind
-        rec[ch.R_OUT_KIND] = out_kind
-        slot.pending[p.token] = p
-        p.t_sent = time.monotonic()
-        deadline = 0.0
-        while not slot.req.push(rec):
-            now = time.monotonic()
-            deadline = deadline or now + 2.0
-            if now > deadline or not slot.alive():
-                del slot.pending[p.token]
-                for pool, k in ((slot.in_pool, p.in_slot), (slot.out_pool, p.out_slot)):
-                    if k >= 0:
-                        pool.give(k)
-                raise BackendError(f"mps: the request ring of context {slot.context} stays full")
-            time.sleep(0.0001)
+    # -- the Backend protocol ------------------------------------------------------------------------
+    def launch(self, context: int, stream: int, model: str, stage: int, size: int, rows: Rows) -> int:
+        """Write stage ``stage`` of ``model`` for ``rows`` to the worker of ``context`` (``size`` is not used:
+        the workers have no batch graphs); returns its ticket at once. A launch that cannot be written (an
+        input lost with a replaced worker, rows that cannot be stacked, no free slot) is reported by
+        :meth:`poll` with its error."""
+        if self._closed:
+            raise BackendError("backend is closed")
+        self._ensure_reader()
+        token = next(self._tokens)
         try:
-            os.write(slot.req_fd, b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass  # the worker has wake-ups pending
-        except BrokenPipeError:
-            pass  # the worker died: its sentinel is reported by the reader
+            x, n_rows = self._rows_input(rows)
+            self._enqueue(PendingRequest(token, context, stream, model, stage, None, time.monotonic_ns(), x,
+                                         rows=n_rows))
+        except Exception as exc:  # noqa: BLE001 - reported through poll, as the protocol says
+            self._finished.append(Finished(token, None, 0.0, exc))
+            self._notify_engine()
+        return token
 
+    def poll(self) -> list[Finished]:
+        """What finished since the last call (the reader thread queued it); never blocks."""
+        out: list[Finished] = []
+        finished = self._finished
+        while finished:
+            out.append(finished.popleft())
+        return out
+
+    def set_notify(self, notify: Callable[[], None] | None) -> None:
+        """``notify()`` is called on the reader thread after completions were queued for :meth:`poll`."""
+        self._notify = notify
+
+    def run_now(self, model: str, stage: int, size: Any, rows: Rows | None = None) -> tuple[Any, float]:
+        """One dispatch on (0, 0), synchronously: (output, exec_time). (transition) ``run_now(model, stage, x)``,
+        the old engine's call, is accepted too (``rows`` None: ``size`` is the input)."""
+        if rows is None:  # (transition) the old run_now(model, stage, x)
+            x, n_rows = size, 1
+        else:
+            x, n_rows = self._rows_input(rows)
+        ev = threading.Event()
+        box: list[Any] = []
+
+        def done(y: Any, dt: float, err: BaseException | None) -> None:
+            box.extend((y, dt, err))
+            ev.set()
+
+        if self._closed:
+            raise BackendError("backend is closed")
+        self._ensure_reader()
+        self._enqueue(PendingRequest(next(self._tokens), 0, 0, model, stage, done, time.monotonic_ns(), x,
+                                     rows=n_rows))
+        if not ev.wait(60.0):
+            raise BackendError("mps: run_now got no answer from worker c0 in 60 s")
+        if box[2] is not None:
+            raise box[2]
+        return box[0], box[1]
+
+    def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
+        """(transition) The old callback API, until the engine uses launch/poll: ``done(output, exec_time,
+        error)`` is called on the reader thread; a stage lost with its worker gets :class:`WorkerLost` with
+        ``in_flight_loss`` set."""
+        if self._closed:
+            raise BackendError("backend is closed")
+        self._ensure_reader()
+        try:
+            self._enqueue(PendingRequest(next(self._tokens), context, stream, model, stage, done,
+                                         time.monotonic_ns(), x))
+        except BackendError as exc:
+            self._immediate.append((done, exc))
+            self._wake_reader()
+
+    def _rows_input(self, rows: Rows) -> tuple[Any, int]:
+        """The one input a request carries for ``rows``, and how many jobs (batch rows) are in it."""
+        n = len(rows)
+        if n == 0:
+            raise BackendError("mps: a launch needs at least one row")
+        src, row = rows[0]
+        if n == 1:
+            if isinstance(src, WorkerTensor):
+                if src.rows == 1 and row == 0:
+                    return src, 1
+                raise BackendError(f"mps: row {row} of the worker-resident batch {src} cannot go on alone (the "
+                                   "workers keep a batch output whole; the mps backend does not batch)")
+            if isinstance(src, ExampleInput) or proto.is_frame(src):  # (a frame is one job's, not batch-major)
+                return src, 1
+            return (src if row == 0 and src.shape[0] == 1 else src.narrow(0, row, 1)), 1
+        if isinstance(src, WorkerTensor):
+            if src.rows == n and all(s is src and r == i for i, (s, r) in enumerate(rows)):
+                return src, n
+            raise BackendError(f"mps: {n} rows cannot be batched from worker-resident outputs unless they are one "
+                               "whole batch output in order (the workers cannot gather rows of several outputs)")
+        import torch
+
+        if all(isinstance(s, torch.Tensor) and not proto.is_frame(s) for s, _ in rows):
+            from daris_ros.runtime.backends.cuda_graphs import stack_rows
+
+            return stack_rows(rows), n  # (one input slot must hold them all: checked when written)
+        raise BackendError(f"mps: {n} rows cannot be batched: only host tensors (or one whole worker-resident batch "
+                           "output) are stacked, never frames or the example input")
+
+    # -- the lean API (daris-bench) ------------------------------------------------------------------
     def send(self, context: int, stream: int, model: str, stage: int, x: Any, *, out_kind: int = -1,
              timed: bool = True, done: StageDone | None = None) -> int:
         """Lean API: enqueue one stage on (context, stream) and return its token at once.
 
         ``x``: a host tensor (stage 0; copied into a frame slot), a :class:`WorkerTensor` of this context
-        or an :class:`ExampleInput`. ``out_kind``: ``shm_channel.OUT_*`` (default: a final stage's output
+        or :data:`EXAMPLE_INPUT`. ``out_kind``: ``mps_protocol.OUT_*`` (default: a final stage's output
         comes back to this process, other outputs stay in the worker). A stage sent while the context's
         worker is being replaced waits for the replacement, unless its input was lost (WorkerLost).
         """
         if self._closed:
             raise BackendError("backend is closed")
         token = next(self._tokens)
-        p = _Pending(token, context, stream, model, stage, done, time.monotonic_ns(), x, out_kind, timed)
+        self._enqueue(PendingRequest(token, context, stream, model, stage, done, time.monotonic_ns(), x, out_kind,
+                                     timed))
+        return token
+
+    def send_job(self, context: int, model: str, x: Any, *, priority: int, release: float,
+                 deadlines: tuple[float, ...], host_time: bool = False, flags: int = 0,
+                 out_kind: int = proto.OUT_SLOT) -> int:
+        """Lean API, worker-side stage queue: hand a whole job to the worker of ``context``.
+
+        The worker queues its stages in its own 8-level EDF queue (``stage_level`` of the core, ``flags``:
+        bit 0 no_last, 1 no_prior, 2 no_fixed) and dispatches them on its idle streams; the only messages
+        are this request and the job's completion (with every stage's time: GPU events, or launch to
+        completion seen when ``host_time``). ``release``/``deadlines`` are absolute ``time.monotonic``
+        seconds (``time.perf_counter`` is the same clock on Linux). Stage mode (:meth:`send`) and job mode
+        must not run on one backend at the same time (they share the output slots).
+        """
+        if len(deadlines) > proto.MAX_STAGES:
+            raise BackendError(f"mps: a job of more than {proto.MAX_STAGES} stages cannot be sent whole")
+        if self._closed:
+            raise BackendError("backend is closed")
+        token = next(self._tokens)
+        p = PendingRequest(token, context, -1, model, 0, None, time.monotonic_ns(), x, out_kind, True,
+                           job=(int(priority), int(release * 1e9), tuple(int(d * 1e9) for d in deadlines), flags,
+                                host_time))
         self._enqueue(p)
         return token
 
-    def _enqueue(self, p: _Pending) -> None:
+    def collect(self, timeout: float = 0.0) -> list[Completion]:
+        """Lean API: the completions posted so far; with ``timeout`` > 0, waits up to that long for one.
+        Stages lost with a worker come back with :class:`WorkerLost`."""
+        if self._reader is not None:
+            raise BackendError("mps: collect() cannot be used once launch()/submit() started the reader thread")
+        died, self._lean_died = self._lean_died, []
+        out = self._collect(died)
+        if not out and timeout > 0:
+            self._wait(timeout)
+            out = self._collect(died)
+        for slot in died:
+            slot.lost_handled = True
+        return out
+
+    # -- requests ------------------------------------------------------------------------------------
+    def _enqueue(self, p: PendingRequest) -> None:
         """Write ``p`` to its context's worker, or keep it for the replacement of a dead worker. A stage-0
-        input waits (up to 2 s) for a free frame slot while all are in flight."""
+        input waits (up to 2 s) for a free frame slot while all are in flight (never with the engine: it has
+        one stage per stream in flight, and a worker has 4 N_s + 4 slots)."""
         host_input = not isinstance(p.x, (WorkerTensor, ExampleInput))
         deadline = 0.0
         while True:
@@ -560,7 +430,7 @@ class MpsBackend:
                         raise WorkerLost(f"stage input {p.x} was lost with the worker of context {p.context}")
                     self._backlog[p.context].append(p)
                     return
-                if not host_input or len(slot.in_pool):
+                if not host_input or len(slot.free_in_slots):
                     self._write(slot, p)
                     return
             now = time.monotonic()
@@ -568,64 +438,16 @@ class MpsBackend:
             if now > deadline:
                 raise BackendError(f"mps: no free input slot in context {p.context} for 2 s (more than "
                                    f"{slot.layout.in_slots} frames in flight)")
-            if self._reader is None:  # lean mode: collect here (what completes is handed out by the next poll)
+            if self._reader is None:  # lean mode: collect here (what completes is handed out by the next collect)
                 self._lean_extra.extend(self._collect(self._lean_died))
             else:
                 time.sleep(0.0001)  # the reader thread frees slots as completions arrive
 
-    def send_job(self, context: int, model: str, x: Any, *, priority: int, release: float,
-                 deadlines: tuple[float, ...], host_time: bool = False, flags: int = 0,
-                 out_kind: int = ch.OUT_SLOT) -> int:
-        """Lean API, worker-side stage queue: hand a whole job to the worker of ``context``.
+    def _write(self, slot: WorkerSlot, p: PendingRequest) -> None:
+        """Write ``p`` to ``slot``'s worker (caller holds the context's lock)."""
+        proto.write_request(slot, p, self._model_index[p.model], self._n_stages[p.model] - 1)
 
-        The worker queues its stages in its own 8-level EDF queue (``stage_level`` of the core, ``flags``:
-        bit 0 no_last, 1 no_prior, 2 no_fixed) and dispatches them on its idle streams; the only messages
-        are this request and the job's completion (with every stage's time: GPU events, or launch to
-        completion seen when ``host_time``). ``release``/``deadlines`` are absolute ``time.monotonic``
-        seconds (``time.perf_counter`` is the same clock on Linux). Stage mode (:meth:`send`) and job mode
-        must not run on one backend at the same time (they share the output slots).
-        """
-        if len(deadlines) > ch.MAX_STAGES:
-            raise BackendError(f"mps: a job of more than {ch.MAX_STAGES} stages cannot be sent whole")
-        if self._closed:
-            raise BackendError("backend is closed")
-        token = next(self._tokens)
-        p = _Pending(token, context, -1, model, 0, None, time.monotonic_ns(), x, out_kind, True,
-                     job=(int(priority), int(release * 1e9), tuple(int(d * 1e9) for d in deadlines), flags,
-                          host_time))
-        self._enqueue(p)
-        return token
-
-    # -- the Backend protocol ------------------------------------------------------------------------
-    def accepts_frame(self, height: int, width: int) -> bool:
-        """Whether a camera frame of this size goes to the worker as is (worker-side preprocessing)."""
-        return self.preprocess_in_worker and 0 < height * width <= self.frame_pixels
-
-    def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
-        if self._closed:
-            raise BackendError("backend is closed")
-        self._ensure_reader()
-        try:
-            self.send(context, stream, model, stage, x, done=done)
-        except BackendError as exc:
-            self._immediate.append((done, exc))
-            self._wake_reader()
-
-    def run_now(self, model: str, stage: int, x: Any) -> tuple[Any, float]:
-        ev = threading.Event()
-        box: list[Any] = []
-
-        def cb(y: Any, dt: float, err: BaseException | None) -> None:
-            box.extend((y, dt, err))
-            ev.set()
-
-        self.submit(0, 0, model, stage, x, cb)
-        if not ev.wait(60.0):
-            raise BackendError("mps: run_now got no answer from worker c0 in 60 s")
-        if box[2] is not None:
-            raise box[2]
-        return box[0], box[1]
-
+    # -- completions ---------------------------------------------------------------------------------
     def _ensure_reader(self) -> None:
         if self._reader is None:
             self._reader = threading.Thread(target=self._reader_loop, name="daris-mps-reader", daemon=True)
@@ -643,11 +465,34 @@ class MpsBackend:
             while self._immediate:
                 done, exc = self._immediate.popleft()
                 self._call(done, None, 0.0, exc)
-            died: list[_WorkerSlot] = []
-            for c in self._collect(died):
-                self._call(c.done, c.output, c.exec_time, c.error)
-            for slot in died:  # only now may the watchdog see it dead: its stages have been failed
+            died: list[WorkerSlot] = []
+            self._deliver(self._collect(died))
+            for slot in died:  # only now may the watchdog see it dead: its stages were failed or dropped
                 slot.lost_handled = True
+
+    def _deliver(self, comps: list[Completion]) -> None:
+        """Hand completions out: to their callback (run_now, transition submit), to :meth:`poll` (launch; a
+        launch lost with its worker is dropped), or, without a reader thread, to the next :meth:`collect`."""
+        queued = False
+        for c in comps:
+            if self._reader is None:
+                self._lean_extra.append(c)
+            elif c.done is not None:
+                self._call(c.done, c.output, c.exec_time, c.error)
+            elif not (isinstance(c.error, WorkerLost) and c.error.in_flight_loss):
+                self._finished.append(Finished(c.token, c.output, c.exec_time, c.error))
+                queued = True
+        if queued:
+            self._notify_engine()
+
+    def _notify_engine(self) -> None:
+        notify = self._notify
+        if notify is None:
+            return
+        try:
+            notify()
+        except Exception:  # noqa: BLE001 - a failing consumer must not stop completions
+            log.exception("mps: the notify callback failed")
 
     @staticmethod
     def _call(done: StageDone | None, y: Any, dt: float, err: BaseException | None) -> None:
@@ -658,7 +503,6 @@ class MpsBackend:
         except Exception:  # noqa: BLE001 - a failing consumer must not stop completions
             log.exception("stage completion callback failed")
 
-    # -- completions ---------------------------------------------------------------------------------
     def _wait(self, timeout: float) -> None:
         """Block until a worker posts a completion, a worker exits, or ``timeout`` passes."""
         fds: list[Any] = [self._wake_r]
@@ -680,7 +524,7 @@ class MpsBackend:
             else:
                 self._check_alive_at = 0.0  # a sentinel: a worker exited
 
-    def _collect(self, died: list[_WorkerSlot]) -> list[Completion]:
+    def _collect(self, died: list[WorkerSlot]) -> list[Completion]:
         """Every completion posted so far; dead workers' stages in flight come back as WorkerLost (and the
         dead workers are appended to ``died``: the caller sets ``lost_handled`` once it delivered them)."""
         out: list[Completion] = []
@@ -694,7 +538,7 @@ class MpsBackend:
         for slot in list(self.workers):
             if slot.state == DEAD:
                 continue
-            if slot.done.pending():
+            if slot.completions.pending():
                 out.extend(self._drain(slot))
             if check and slot.state == READY and not slot.alive():
                 out.extend(self._drain(slot))  # what it finished before dying
@@ -702,55 +546,15 @@ class MpsBackend:
                 died.append(slot)
         return out
 
-    def _drain(self, slot: _WorkerSlot) -> list[Completion]:
-        import torch
-
-        out = []
+    def _drain(self, slot: WorkerSlot) -> list[Completion]:
+        """Decode ``slot``'s completions (none once it is dead: its memory may be released already)."""
         with self._locks[slot.context]:
-            if slot.state == DEAD:  # (also: its memory may be released already)
-                return out
-            recs = slot.done.pop_all(text_if=ch.C_STATUS)
-            if not recs:
-                return out
-            t_recv = time.monotonic_ns()
-            for rec in recs:
-                if rec[ch.C_STATUS] == ch.STATUS_SLOT_FREE:  # a job's frame is on the GPU: its slot is free
-                    p = slot.pending.get(rec[ch.C_TOKEN])
-                    if p is not None and p.in_slot >= 0:
-                        slot.in_pool.give(p.in_slot)
-                        p.in_slot = -1
-                    continue
-                p = slot.pending.pop(rec[ch.C_TOKEN], None)
-                if p is None:
-                    continue
-                if p.in_slot >= 0:
-                    slot.in_pool.give(p.in_slot)
-                err: BaseException | None = None
-                y: Any = None
-                if rec[ch.C_STATUS] != ch.STATUS_OK:
-                    text = rec[-1] if len(rec) > ch.DONE_FIELDS else ""
-                    err = BackendError(f"mps worker c{slot.context}: {text}")
-                    if p.out_slot >= 0:
-                        slot.out_pool.give(p.out_slot)
-                elif p.out_kind == ch.OUT_SLOT:
-                    dtype = getattr(torch, ch.DTYPES[rec[ch.C_DTYPE]])
-                    shape = rec[ch.C_DIMS:ch.C_DIMS + rec[ch.C_NDIM]]
-                    n = 1
-                    for d in shape:
-                        n *= d
-                    y = slot.out_u8[rec[ch.C_OUT_ID]][:n * dtype.itemsize].view(dtype).view(shape).clone()
-                    if p.out_slot >= 0:
-                        slot.out_pool.give(p.out_slot)
-                elif p.out_kind == ch.OUT_HANDLE:
-                    y = WorkerTensor(slot.context, slot.generation, p.hid)
-                times = tuple(rec[ch.C_STAGE_NS + j] * 1e-9 for j in range(rec[ch.C_NSTAGES])) if p.job else ()
-                out.append(Completion(p.token, slot.context, p.stream, y, rec[ch.C_EXEC_NS] * 1e-9, err,
-                                      p.t_submit, rec[ch.C_T_PICK], rec[ch.C_T_LAUNCH], rec[ch.C_T_DONE], t_recv,
-                                      p.done, times))
-        return out
+            if slot.state == DEAD:
+                return []
+            return proto.read_completions(slot)
 
-    def _on_death(self, slot: _WorkerSlot) -> list[Completion]:
-        """Mark ``slot`` dead and fail its stages in flight (WorkerLost)."""
+    def _on_death(self, slot: WorkerSlot) -> list[Completion]:
+        """Mark ``slot`` dead and fail its stages in flight (WorkerLost, ``in_flight_loss``)."""
         with self._locks[slot.context]:
             if slot.state == DEAD:
                 return []
@@ -767,22 +571,9 @@ class MpsBackend:
         return [Completion(p.token, slot.context, p.stream, None, 0.0, err, p.t_submit, t_recv=now, done=p.done)
                 for p in lost]
 
-    def poll(self, timeout: float = 0.0) -> list[Completion]:
-        """Lean API: the completions posted so far; with ``timeout`` > 0, waits up to that long for one."""
-        if self._reader is not None:
-            raise BackendError("mps: poll() cannot be used once submit() started the reader thread")
-        died, self._lean_died = self._lean_died, []
-        out = self._collect(died)
-        if not out and timeout > 0:
-            self._wait(timeout)
-            out = self._collect(died)
-        for slot in died:
-            slot.lost_handled = True
-        return out
-
     # -- worker faults: the engine watchdog's hook -----------------------------------------------------
     def worker_alive(self, context: int, stream: int) -> bool:
-        """False once the worker of ``context`` died and its stages in flight were failed."""
+        """False once the worker of ``context`` died and its stages in flight were failed or dropped."""
         slot = self.workers[context]
         return not (slot.state == DEAD and slot.lost_handled)
 
@@ -816,20 +607,11 @@ class MpsBackend:
             elif old.state == STARTING:
                 return
             t_detect = time.monotonic()
-            self._ensure_daemon()
-            new = self._take_spare(context)
-            if new is None:
-                self._generations[context] += 1
-                new = self._spawn(context, self._generations[context])
-                try:
-                    self._await_ready(new, time.monotonic() + self.start_timeout)
-                except BaseException:  # e.g. a new MPS server not ready yet: the watchdog tries again
-                    self._stop_slot(new, graceful=False)  # (no process or shared memory of it is left)
-                    raise
+            new = self.pool.replacement(context)  # (raises when it cannot start: the watchdog tries again)
             with self._locks[context]:
                 self.workers[context] = new
                 backlog, self._backlog[context] = self._backlog[context], []
-                failed = []
+                failed: list[tuple[PendingRequest, BackendError]] = []
                 for p in backlog:
                     try:
                         self._write(new, p)
@@ -838,18 +620,17 @@ class MpsBackend:
             self._deliver([Completion(p.token, context, p.stream, None, 0.0, exc, p.t_submit, done=p.done)
                            for p, exc in failed])
             with self._locks[context]:
-                self._stop_slot(old, graceful=False)
+                self.pool.stop(old, graceful=False)
             rec = {"context": context, "old_pid": old.pid, "new_pid": new.pid, "died": old.died_at,
-                   "replacing": t_detect, "ready": time.monotonic(), "spare": new.generation >= 1_000_000,
+                   "replacing": t_detect, "ready": time.monotonic(), "spare": new.generation >= SPARE_GENERATION_BASE,
                    "replay": len(backlog)}
             self.faults.append(rec)
             log.warning("mps: worker c%d replaced (pid %s -> %s) in %.1f ms after its death%s", context, old.pid,
                         new.pid, (rec["ready"] - (old.died_at or t_detect)) * 1e3,
                         " (spare)" if rec["spare"] else "")
-            if self.spares and len(self._spare_slots) < self.spares:
-                self._refill_spares()
+            self.pool.refill_spares()
 
-    def _stuck(self, slot: _WorkerSlot) -> bool:
+    def _stuck(self, slot: WorkerSlot) -> bool:
         """Whether a live worker reported hung really is: its oldest stage has been in it ``hang_after`` s.
         (A stage that waited for a replacement worker looks hung to the engine, which counts from submit.)"""
         with self._locks[slot.context]:
@@ -861,67 +642,38 @@ class MpsBackend:
             return False
         return True
 
-    def _deliver(self, comps: list[Completion]) -> None:
-        """Hand completions made outside the reader (restart paths) to their callbacks, or to poll()."""
-        for c in comps:
-            if self._reader is not None:
-                self._call(c.done, c.output, c.exec_time, c.error)
-            else:
-                self._lean_extra.append(c)
+    def inject_fault(self, kind: str, context: int, stream: int, seconds: float = 0.0, wait_busy: float = 1.0,
+                     times: int = 1) -> bool:
+        """Test hook on the worker process of ``context`` (it serves every stream of it; ``times`` is not
+        used). Waits up to ``wait_busy`` s for a stage to be in flight there, then ``kill``: SIGKILL (the
+        replacement starts as for any death: ``seconds`` is not used); ``hang``: SIGSTOP, and SIGCONT after
+        ``seconds`` (0: stopped until the watchdog finds it hung and it is replaced). Returns whether a stage
+        was in flight."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r} (one of {', '.join(FAULT_KINDS)})")
+        slot = self.workers[context]
+        deadline = time.monotonic() + wait_busy
+        while not slot.pending and time.monotonic() < deadline and not self._closed:
+            time.sleep(0.0005)
+        busy = bool(slot.pending)
+        pid = slot.pid
+        if pid is None or not slot.alive():
+            return busy
+        if kind == "kill":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGSTOP)
+            if seconds > 0:
+                def resume() -> None:
+                    if slot.alive():
+                        try:
+                            os.kill(pid, signal.SIGCONT)
+                        except ProcessLookupError:
+                            pass
 
-    def _take_spare(self, context: int) -> _WorkerSlot | None:
-        while self._spare_slots:
-            s = self._spare_slots.popleft()
-            if s.alive():
-                s.context = context  # (a spare serves any context: all contexts have the same SM share)
-                try:
-                    self._check_spare(s)
-                except (BackendError, OSError, EOFError) as exc:  # e.g. a client of a daemon that died
-                    log.warning("mps: spare worker (pid %s) unusable: %s", s.pid, exc)
-                    self._stop_slot(s, graceful=False)
-                    continue
-                return s
-            self._stop_slot(s, graceful=False)
-        return None
-
-    def _ensure_daemon(self) -> None:
-        """Before a worker is replaced: the MPS control daemon must still answer. If it died (its server and
-        clients go with it), it is started again in the same pipe directory (and stopped at close), so the
-        replacement is an MPS client with its SM share again. Spares started under the old daemon are
-        dropped. ``daemon_restarts`` counts these."""
-        d = self.daemon
-        if d is None or d.running():
-            return
-        log.error("mps: the MPS control daemon of %s is gone; starting it again", d.pipe_dir)
-        self.daemon_restarts += 1
-        t0 = time.monotonic()
-        while self._spare_slots:
-            self._stop_slot(self._spare_slots.popleft(), graceful=False)
-        d.ensure()
-        self.daemon_restart_s.append(time.monotonic() - t0)
-
-    def _check_spare(self, slot: _WorkerSlot) -> None:
-        reply = self._ctrl_call(slot, ("ping",), timeout=10.0)
-        if reply[0] != "pong":
-            raise BackendError(f"mps: spare worker did not answer: {reply}")
-
-    def _refill_spares(self) -> None:
-        if self._spare_thread is not None and self._spare_thread.is_alive():
-            return
-
-        def run() -> None:
-            try:
-                s = self._spawn(-1, next(self._spare_gen))
-                self._await_ready(s, time.monotonic() + self.start_timeout)
-                if self._closed:
-                    self._stop_slot(s, graceful=True)
-                else:
-                    self._spare_slots.append(s)
-            except BackendError:
-                log.exception("mps: could not start a spare worker")
-
-        self._spare_thread = threading.Thread(target=run, name="daris-mps-spare", daemon=True)
-        self._spare_thread.start()
+                threading.Timer(seconds, resume).start()
+        log.warning("mps: injected %s on worker c%d (pid %s; stage in flight: %s)", kind, context, pid, busy)
+        return busy
 
     # -- AFET profiling in the workers (paper IV-A1) -------------------------------------------------
     def profile_afet(self, model_keys: list[str], *, runs: int = 20, warmup: int = 3, cache: Any = None
@@ -943,9 +695,9 @@ class MpsBackend:
         try:
             for s in self.workers:
                 streams = [k for k in range(self.n_streams) if (s.context, k) != (0, 0)]
-                self._ctrl_call(s, ("bg", streams))
+                s.control(("bg", streams))
             for key in todo:
-                reply = self._ctrl_call(self.workers[0], ("profile", self._model_index[key], runs, warmup), 600.0)
+                reply = self.workers[0].control(("profile", self._model_index[key], runs, warmup), 600.0)
                 if reply[0] != "profile":
                     raise BackendError(f"mps: profiling {key} failed:\n{reply[1]}")
                 out[key] = tuple(reply[1])
@@ -954,7 +706,7 @@ class MpsBackend:
         finally:
             for s in self.workers:
                 if s.state == READY:
-                    self._ctrl_call(s, ("bg", []))
+                    s.control(("bg", []))
         return out
 
     # -- statistics ----------------------------------------------------------------------------------
@@ -964,7 +716,7 @@ class MpsBackend:
         out = []
         for slot in list(self.workers):
             try:
-                reply = self._ctrl_call(slot, ("info",), timeout=0.5) if slot.state == READY else ("",)
+                reply = slot.control(("info",), timeout=0.5) if slot.state == READY else ("",)
             except (BackendError, OSError, EOFError):
                 reply = ("",)
             info = reply[1] if reply[0] == "info" else {}
@@ -985,24 +737,9 @@ class MpsBackend:
         return total
 
     # -- shutdown ------------------------------------------------------------------------------------
-    def _stop_slot(self, slot: _WorkerSlot, graceful: bool = True) -> None:
-        if graceful and slot.alive():
-            try:
-                slot.ctrl.send(("stop",))
-            except OSError:
-                pass
-            slot.process.join(5.0)
-        if slot.alive():
-            slot.process.kill()
-            slot.process.join(5.0)
-        slot.release()
-
-    def _stop_daemon(self) -> None:
-        if self.daemon is not None and self.daemon.started:
-            if not self.daemon.stop():
-                log.warning("mps: the MPS daemon this backend started did not stop")
-
     def close(self) -> None:
+        """Stop the reader, the workers and spares, then the daemon if started here; launches in flight are
+        discarded. Idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -1010,14 +747,9 @@ class MpsBackend:
         self._wake_reader()
         if self._reader is not None and self._reader is not threading.current_thread():
             self._reader.join(timeout=5.0)
-        if self._spare_thread is not None:
-            self._spare_thread.join(timeout=self.start_timeout)
-        for s in self.workers + list(self._spare_slots):
-            self._stop_slot(s, graceful=True)
-        self._spare_slots.clear()
+        self.pool.close(self.workers)
         for fd in (self._wake_r, self._wake_w):
             try:
                 os.close(fd)
             except OSError:
                 pass
-        self._stop_daemon()

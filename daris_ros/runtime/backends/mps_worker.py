@@ -1,6 +1,6 @@
 """The worker process of the ``mps`` backend: one MPS client process = one DARIS context with N_s streams.
 
-Started by :class:`~.mps.MpsBackend` with the ``spawn`` start method (never ``fork`` after CUDA init).
+Started by :class:`~.mps_pool.WorkerPool` with the ``spawn`` start method (never ``fork`` after CUDA init).
 :func:`worker_main` runs in the fresh interpreter and
 
 1. sets its environment (``CUDA_MPS_PIPE_DIRECTORY``, ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` from eq. 9)
@@ -11,7 +11,8 @@ Started by :class:`~.mps.MpsBackend` with the ``spawn`` start method (never ``fo
 3. pins its shared-memory slots (``cudaHostRegister``) so frames are copied to the GPU straight from
    them, asynchronously;
 4. reports ``ready`` (with the SM count the device reports inside this MPS client) and serves stage
-   requests from its request ring until told to stop or until the scheduler process goes away.
+   requests from its request ring until told to stop or until the scheduler process goes away (the
+   record format: :mod:`.mps_protocol`).
 
 A stage's output stays in the worker under a handle id unless it is a job's final output (copied into
 an output slot), so intermediate tensors never cross the process boundary. Completions carry the
@@ -28,7 +29,6 @@ hangs leaves a stage in flight, which the engine's watchdog reports as hung: the
 
 from __future__ import annotations
 
-import heapq
 import io
 import os
 import random
@@ -44,7 +44,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NoReturn
 
+from daris_ros.runtime.backends import mps_protocol as proto
 from daris_ros.runtime.backends import shm_channel as ch
+from daris_ros.runtime.backends.mps_worker_jobs import Job, JobQueue
 
 CTRL_CHECK_S = 0.005  # how often a busy worker looks at its control pipe
 #: Exit status of a worker whose CUDA context is unusable (see the module docstring).
@@ -83,30 +85,9 @@ class _Launch:
     exec_s: float = 0.0  # cpu mode
     timed: bool = True
     error: str = ""
-    job: _Job | None = None  # OP_JOB: the job this stage belongs to
+    job: Job | None = None  # OP_JOB: the job this stage belongs to
     stage: int = 0
     t0: int = 0  # monotonic_ns just before the launch (host stage time)
-
-
-@dataclass(slots=True, eq=False)
-class _Job:
-    """A whole job queued in this worker (OP_JOB): its stages are dispatched by the local stage queue."""
-
-    token: int
-    model: int
-    priority: int  # 0 HP, 1 LP (daris_ros.core.Priority)
-    n: int
-    release: float
-    deadlines: list[float]  # absolute virtual stage deadlines (monotonic seconds)
-    x: Any
-    out_kind: int
-    host_time: bool
-    flags: int
-    t_pick: int
-    ready: Any = None  # CUDA event: the input is on the GPU
-    host: Any = None  # the pinned host copy of the input, kept until stage 0 is done
-    times: list[int] = field(default_factory=list)
-    t_first: int = 0
 
 
 def serialize_model(model: Any) -> bytes:
@@ -175,13 +156,7 @@ class _Worker:
         self.completed = 0
         self._events: list[tuple[Any, Any]] = []
         self._pinned: list[int] = []
-        # worker-side stage queue (OP_JOB): the 8 levels + EDF of the core, over this worker's streams
-        from daris_ros.core.stage_queue import StageQueue, stage_level
-
-        self.lq: StageQueue[tuple[_Job, int]] = StageQueue()
-        self.stage_level = stage_level
-        self.idle = list(range(cfg.n_streams))
-        self.rot = [0] * cfg.n_streams
+        self.jobs = JobQueue(self)  # worker-side stage queue (OP_JOB)
 
     # -- start-up ------------------------------------------------------------------------------------
     def setup(self) -> dict[str, Any]:
@@ -206,8 +181,6 @@ class _Worker:
         if self.cuda:
             from daris_ros.runtime.backends.cuda_streams import CudaStreamsBackend
 
-            self.up = None  # upload stream of OP_JOB inputs (made after set_device)
-
             self.dev = torch.device(cfg.device)
             torch.cuda.set_device(self.dev)
             props = torch.cuda.get_device_properties(self.dev)
@@ -216,7 +189,7 @@ class _Worker:
             self.str = CudaStreamsBackend(n_contexts=1, n_streams=cfg.n_streams, device=cfg.device,
                                           cuda_graphs=cfg.cuda_graphs)
             self.str.start(models)
-            self.up = torch.cuda.Stream(self.dev)
+            self.jobs.upload_stream = torch.cuda.Stream(self.dev)
             info["graphs"] = len(self.str.graphs)
             info["capture_s"] = self.str.capture_seconds
             info["pinned"] = self._pin_slots()
@@ -391,27 +364,20 @@ class _Worker:
 
     # -- stages --------------------------------------------------------------------------------------
     def _input(self, rec: list[int]) -> Any:
-        kind, ident = rec[ch.R_IN_KIND], rec[ch.R_IN_ID]
-        if kind == ch.IN_HANDLE:
+        kind, ident = rec[proto.R_IN_KIND], rec[proto.R_IN_ID]
+        if kind == proto.IN_HANDLE:
             try:
                 return self.local.pop(ident)
             except KeyError:
                 raise RuntimeError(f"input handle {ident} is not in worker c{self.cfg.context}") from None
-        if kind == ch.IN_SLOT:
-            torch = self.torch
-            dtype = getattr(torch, ch.DTYPES[rec[ch.R_DTYPE]])
-            shape = rec[ch.R_DIMS:ch.R_DIMS + rec[ch.R_NDIM]]
-            n = 1
-            for d in shape:
-                n *= d
-            return self.in_u8[ident][:n * dtype.itemsize].view(dtype).view(shape)
-        if kind == ch.IN_EXAMPLE:
-            return self.examples[rec[ch.R_MODEL]][rec[ch.R_STAGE]]
-        if kind == ch.IN_FRAME:
-            if rec[ch.R_OP] == ch.OP_JOB:
+        if kind == proto.IN_SLOT:
+            return proto.tensor_in_slot(self.in_u8[ident], rec, proto.R_TENSOR)
+        if kind == proto.IN_EXAMPLE:
+            return self.examples[rec[proto.R_MODEL]][rec[proto.R_STAGE]]
+        if kind == proto.IN_FRAME:
+            if rec[proto.R_OP] == proto.OP_JOB:
                 raise ValueError("a raw frame is not accepted in job mode")
-            h, w = rec[ch.R_DIMS], rec[ch.R_DIMS + 1]
-            return _Frame(self.in_u8[ident][:h * w * 3].view(h, w, 3))
+            return _Frame(proto.tensor_in_slot(self.in_u8[ident], rec, proto.R_TENSOR))  # uint8 HxWx3
         raise ValueError(f"unknown input kind {kind}")
 
     def _preprocess(self, frame: _Frame, model: int) -> Any:
@@ -423,16 +389,17 @@ class _Worker:
 
     def _launch_request(self, rec: list[int]) -> None:
         t_pick = time.monotonic_ns()
-        token = rec[ch.R_TOKEN]
-        if rec[ch.R_OP] == ch.OP_JOB:
-            self._accept_job(rec, t_pick)
+        token = rec[proto.R_TOKEN]
+        if rec[proto.R_OP] == proto.OP_JOB:
+            self.jobs.accept(rec, t_pick)
             return
         try:
             x = self._input(rec)
-            la = self._launch(rec[ch.R_STREAM], rec[ch.R_MODEL], rec[ch.R_STAGE], x, rec[ch.R_OUT_KIND],
-                              rec[ch.R_OUT_ID], bool(rec[ch.R_TIMED]), token, t_pick)
+            la = self._launch(rec[proto.R_STREAM], rec[proto.R_MODEL], rec[proto.R_STAGE], x, rec[proto.R_OUT_KIND],
+                              rec[proto.R_OUT_ID], bool(rec[proto.R_TIMED]), token, t_pick,
+                              graph=rec[proto.R_ROWS] <= 1)
         except Exception as exc:  # noqa: BLE001 - reported as this stage's error (the worker exits if CUDA is gone)
-            la = _Launch(token, rec[ch.R_STREAM], None, None, ch.OUT_DISCARD, 0, t_pick, time.monotonic_ns(),
+            la = _Launch(token, rec[proto.R_STREAM], None, None, proto.OUT_DISCARD, 0, t_pick, time.monotonic_ns(),
                          error=self._stage_failed(exc))
             self._complete(la)
             self._wake_parent()
@@ -448,7 +415,9 @@ class _Worker:
             return ev(enable_timing=True), ev(enable_timing=True)
 
     def _launch(self, stream: int, model: int, stage: int, x: Any, out_kind: int, out_id: int, timed: bool,
-                token: int, t_pick: int) -> _Launch:
+                token: int, t_pick: int, graph: bool = True) -> _Launch:
+        """Launch one stage on ``stream``; ``graph``: its batch-1 CUDA graph may run it (False: a batch of
+        several jobs, run eagerly)."""
         torch = self.torch
         key = self.keys[model]
         if not self.cuda:
@@ -457,7 +426,7 @@ class _Worker:
             t0 = time.perf_counter()
             with torch.inference_mode():
                 y = self.models[model].run_stage(stage, x)
-                if out_kind == ch.OUT_SLOT:
+                if out_kind == proto.OUT_SLOT:
                     y = self._to_slot(y, out_id)
             la = _Launch(token, stream, y, None, out_kind, out_id, t_pick, exec_s=time.perf_counter() - t0)
             la.t_launch = time.monotonic_ns()
@@ -469,7 +438,7 @@ class _Worker:
         start, end = self._take_events()
         if timed:
             start.record(s)
-        g = self.str.graphs.get((key, stage, 0, stream)) if self.cfg.cuda_graphs else None
+        g = self.str.graphs.get((key, stage, 0, stream)) if self.cfg.cuda_graphs and graph else None
         if g is not None and (stage > 0 or g.fits(x)):
             from daris_ros.runtime.backends.cuda_graphs import clone_io
 
@@ -479,7 +448,7 @@ class _Worker:
                 x = x.to(self.dev, non_blocking=True)
             with torch.inference_mode():
                 y = self.models[model].run_stage(stage, x)
-        if out_kind == ch.OUT_SLOT:
+        if out_kind == proto.OUT_SLOT:
             y = self._to_slot(y, out_id)
         end.record(s)
         return _Launch(token, stream, y, x, out_kind, out_id, t_pick, time.monotonic_ns(), start, end, timed=timed)
@@ -489,7 +458,9 @@ class _Worker:
         torch = self.torch
         if not isinstance(y, torch.Tensor):
             raise TypeError("a final stage output must be one tensor to go back through shared memory")
-        nbytes = y.numel() * y.element_size()
+        nbytes = proto.tensor_bytes(y)
+        if y.dim() > proto.MAX_DIMS:
+            raise ValueError(f"final output {tuple(y.shape)} has more than {proto.MAX_DIMS} dims")
         if nbytes > self.cfg.layout.out_slot_bytes:
             raise ValueError(f"final output {tuple(y.shape)} ({nbytes} B) does not fit an output slot "
                              f"({self.cfg.layout.out_slot_bytes} B)")
@@ -504,129 +475,19 @@ class _Worker:
                 la = q.popleft()
                 self.n_inflight -= 1
                 if la.job is not None:
-                    self._job_stage_done(la)
+                    self.jobs.stage_done(la)
                     local = True
                 else:
                     self._complete(la)
                     done_any = True
         if local:
-            self._dispatch_local()
+            self.jobs.dispatch()
         if done_any or local:
             self._wake_parent()
         return done_any or local
 
-    # -- worker-side stage queue (OP_JOB) --------------------------------------------------------------
-    def _accept_job(self, rec: list[int], t_pick: int) -> None:
-        """Queue a whole job: stage 0 enters the local 8-level queue; an input slot is uploaded at once."""
-        token = rec[ch.R_TOKEN]
-        try:
-            x = self._input(rec)
-            ev = host = None
-            if rec[ch.R_IN_KIND] == ch.IN_SLOT:
-                # the job may wait in the local queue: copy the frame out of its slot now (pinned host memory,
-                # ~10 us), give the slot back, and upload it on the side stream
-                torch = self.torch
-                if self.cuda:
-                    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
-                    host.copy_(x)
-                    self._post(token, ch.STATUS_SLOT_FREE)
-                    with torch.cuda.stream(self.up):
-                        x = host.to(self.dev, non_blocking=True)
-                        ev = torch.cuda.Event()
-                        ev.record(self.up)
-                else:
-                    x = x.clone()
-                    self._post(token, ch.STATUS_SLOT_FREE)
-            n = rec[ch.R_NSTAGES]
-            job = _Job(token, rec[ch.R_MODEL], rec[ch.R_PRIO], n, rec[ch.R_RELEASE] * 1e-9,
-                       [rec[ch.R_DEADLINES + j] * 1e-9 for j in range(n)], x, rec[ch.R_OUT_KIND],
-                       bool(rec[ch.R_HOST_TIME]), rec[ch.R_FLAGS], t_pick, ev, host)
-        except Exception as exc:  # noqa: BLE001 - reported as the job's error
-            self._post(token, ch.STATUS_ERROR, f"{type(exc).__name__}: {exc}")
-            self._wake_parent()
-            return
-        self._enqueue(job, 0, False)
-        self._dispatch_local()
-        self._wake_parent()  # (the slot-free notice)
-
-    def _enqueue(self, job: _Job, stage: int, delayed: bool) -> None:
-        f = job.flags
-        from daris_ros.core.task import Priority
-
-        level = self.stage_level(Priority(job.priority), stage == job.n - 1, delayed, no_last=bool(f & 1),
-                                 no_prior=bool(f & 2), no_fixed=bool(f & 4))
-        self.lq.push(level, job.deadlines[stage], job.release, "", job.token, (job, stage))
-
-    def _dispatch_local(self) -> None:
-        while self.idle and self.lq:
-            _, (job, j) = self.lq.pop()
-            s = heapq.heappop(self.idle)
-            last = j == job.n - 1
-            out_kind, out_id = ch.OUT_LOCAL, 0
-            if last and job.out_kind == ch.OUT_SLOT:
-                k = self.cfg.layout.out_slots // self.cfg.n_streams  # rotating output slots per stream
-                out_kind, out_id = ch.OUT_SLOT, s * k + self.rot[s] % k
-                self.rot[s] += 1
-            elif last:
-                out_kind = ch.OUT_DISCARD
-            t0 = time.monotonic_ns()
-            try:
-                if j == 0 and job.ready is not None:
-                    self.str.streams[0][s].wait_event(job.ready)
-                la = self._launch(s, job.model, j, job.x, out_kind, out_id, True, job.token, job.t_pick)
-            except Exception as exc:  # noqa: BLE001 - the job fails, the worker lives on (unless CUDA is gone)
-                heapq.heappush(self.idle, s)
-                self._post(job.token, ch.STATUS_ERROR, self._stage_failed(exc))
-                self._wake_parent()
-                continue
-            if j == 0:
-                job.t_first = t0
-            la.job, la.stage, la.t0 = job, j, t0
-            self.inflight[s].append(la)
-            self.n_inflight += 1
-
-    def _job_stage_done(self, la: _Launch) -> None:
-        job = la.job
-        assert job is not None
-        t_done = time.monotonic_ns()
-        if la.end is not None:
-            gpu_ns = int(la.start.elapsed_time(la.end) * 1e6)
-            self._events.append((la.start, la.end))
-        else:
-            gpu_ns = int(la.exec_s * 1e9)
-        job.times.append(t_done - la.t0 if job.host_time else gpu_ns)
-        job.host = None
-        heapq.heappush(self.idle, la.stream)
-        if la.stage < job.n - 1:
-            job.x = la.y
-            self._enqueue(job, la.stage + 1, t_done * 1e-9 > job.deadlines[la.stage])
-            return
-        rec = array("q", bytes(8 * ch.DONE_FIELDS))
-        rec[ch.C_TOKEN] = job.token
-        rec[ch.C_EXEC_NS] = sum(job.times)
-        rec[ch.C_OUT_KIND] = la.out_kind
-        rec[ch.C_OUT_ID] = la.out_id
-        rec[ch.C_T_PICK] = job.t_pick
-        rec[ch.C_T_LAUNCH] = job.t_first
-        rec[ch.C_T_DONE] = t_done
-        rec[ch.C_NSTAGES] = job.n
-        for j, t in enumerate(job.times[:ch.MAX_STAGES]):
-            rec[ch.C_STAGE_NS + j] = t
-        if la.out_kind == ch.OUT_SLOT:
-            self._describe(rec, la.y)
-        self.completed += 1
-        self._push(rec)
-
-    def _describe(self, rec: array, y: Any) -> None:
-        rec[ch.C_NDIM] = y.dim()
-        for i, d in enumerate(y.shape[:4]):
-            rec[ch.C_DIMS + i] = d
-        rec[ch.C_DTYPE] = ch.DTYPES.index(str(y.dtype).removeprefix("torch."))
-
     def _post(self, token: int, status: int, text: str = "") -> None:
-        rec = array("q", bytes(8 * ch.DONE_FIELDS))
-        rec[ch.C_TOKEN] = token
-        rec[ch.C_STATUS] = status
+        rec = proto.new_completion(token, status)
         self._push(rec, text.encode("utf-8", "replace"))
 
     def _push(self, rec: array, text: bytes = b"") -> None:
@@ -645,22 +506,21 @@ class _Worker:
             exec_ns = int(la.exec_s * 1e9)
         if la.token < 0:  # background stage: nobody waits for it
             return
-        rec = array("q", bytes(8 * ch.DONE_FIELDS))
-        rec[ch.C_TOKEN] = la.token
-        rec[ch.C_EXEC_NS] = exec_ns
-        rec[ch.C_OUT_KIND] = la.out_kind
-        rec[ch.C_OUT_ID] = la.out_id
-        rec[ch.C_T_PICK] = la.t_pick
-        rec[ch.C_T_LAUNCH] = la.t_launch
-        rec[ch.C_T_DONE] = t_done
+        rec = proto.new_completion(la.token)
+        rec[proto.C_EXEC_NS] = exec_ns
+        rec[proto.C_OUT_KIND] = la.out_kind
+        rec[proto.C_OUT_ID] = la.out_id
+        rec[proto.C_T_PICK] = la.t_pick
+        rec[proto.C_T_LAUNCH] = la.t_launch
+        rec[proto.C_T_DONE] = t_done
         text = b""
         if la.error:
-            rec[ch.C_STATUS] = ch.STATUS_ERROR
+            rec[proto.C_STATUS] = proto.STATUS_ERROR
             text = la.error.encode("utf-8", "replace")
-        elif la.out_kind == ch.OUT_HANDLE:
+        elif la.out_kind == proto.OUT_HANDLE:
             self.local[la.out_id] = la.y
-        elif la.out_kind == ch.OUT_SLOT:
-            self._describe(rec, la.y)
+        elif la.out_kind == proto.OUT_SLOT:
+            proto.describe_tensor(rec, proto.C_TENSOR, la.y)
         self.completed += 1
         self._push(rec, text)
 
@@ -679,7 +539,7 @@ class _Worker:
                 continue
             m = self.rng.randrange(len(self.models))
             j = self.rng.randrange(len(self.examples[m]))
-            la = self._launch(s, m, j, self.examples[m][j], ch.OUT_DISCARD, 0, False, -1, 0)
+            la = self._launch(s, m, j, self.examples[m][j], proto.OUT_DISCARD, 0, False, -1, 0)
             self.inflight[s].append(la)
             self.n_inflight += 1
 
@@ -690,7 +550,7 @@ class _Worker:
         for run in range(warmup + runs):
             x = self.examples[model][0]
             for j in range(n):
-                la = self._launch(0, model, j, x, ch.OUT_DISCARD, 0, True, -1, 0)
+                la = self._launch(0, model, j, x, proto.OUT_DISCARD, 0, True, -1, 0)
                 self._feed_bg()
                 while self.cuda and not la.end.query():
                     self._feed_bg()

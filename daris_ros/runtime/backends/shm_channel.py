@@ -1,4 +1,4 @@
-"""Shared memory between the scheduler process and one MPS worker process: two rings and frame slots.
+"""The transport between the scheduler process and one MPS worker process: two rings and frame slots.
 
 One :class:`ChannelLayout` per worker generation describes a single ``multiprocessing.shared_memory``
 block::
@@ -18,56 +18,22 @@ block::
   one request from submit until its completion is read, so neither side ever waits on the other.
 
 Wake-ups do not go through the rings: each side writes a byte to a pipe after publishing records (see
-:mod:`.mps`), so an idle process can block in ``select`` instead of spinning.
+:mod:`.mps_pool`), so an idle process can block in ``select`` instead of spinning. What a record's fields
+mean, and how a tensor is described in one, is :mod:`.mps_protocol`; nothing here knows about stages.
 """
 
 from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
+from typing import Any
 
-REQ_FIELDS = 32
-DONE_FIELDS = 32
+#: Record geometry of the two rings (what the fields mean: :mod:`.mps_protocol`).
+REQ_FIELDS = 32  # int64 per request record
+DONE_FIELDS = 32  # int64 per completion record
 DONE_TEXT = 192  # bytes of error text carried by a completion record
-MAX_STAGES = 8  # stages of a job sent whole (OP_JOB)
 _HEADER = 128  # head at byte 0, tail at byte 64 (separate cache lines)
 _PAGE = 4096
-
-# request record fields
-R_TOKEN, R_OP, R_STREAM, R_MODEL, R_STAGE, R_IN_KIND, R_IN_ID, R_OUT_KIND, R_OUT_ID, R_TIMED, R_NDIM = range(11)
-R_DIMS = 11  # 4 dims
-R_DTYPE = 15
-# OP_JOB only: the job's priority (0 HP, 1 LP), stage count, release and absolute virtual stage deadlines
-# (time.monotonic_ns), level flags (bit 0 no_last, 1 no_prior, 2 no_fixed), stage times wanted (0 GPU events,
-# 1 launch-to-completion on the host)
-R_PRIO, R_NSTAGES, R_RELEASE = 16, 17, 18
-R_DEADLINES = 19  # MAX_STAGES values
-R_FLAGS, R_HOST_TIME = 27, 28
-# completion record fields
-C_TOKEN, C_STATUS, C_EXEC_NS, C_OUT_KIND, C_OUT_ID, C_NDIM = range(6)
-C_DIMS = 6  # 4 dims
-C_DTYPE, C_T_PICK, C_T_LAUNCH, C_T_DONE = 10, 11, 12, 13
-C_NSTAGES = 14
-C_STAGE_NS = 16  # OP_JOB: MAX_STAGES stage times (ns)
-
-OP_RUN = 1  # one stage, dispatched by the scheduler process
-OP_JOB = 2  # a whole job: the worker's own stage queue dispatches its stages
-# where a stage input comes from
-IN_HANDLE = 0  # a tensor the worker kept from an earlier stage (handle id)
-IN_SLOT = 1  # an input slot of the channel
-IN_EXAMPLE = 2  # the worker's own example input of (model, stage): resident, no transfer
-IN_FRAME = 3  # a uint8 HxWx3 camera frame in an input slot: the worker preprocesses it on its device
-# where a stage output goes
-OUT_HANDLE = 0  # kept in the worker under a handle id
-OUT_SLOT = 1  # copied into an output slot (a job's final output)
-OUT_DISCARD = 2  # dropped (background load, profiling)
-OUT_LOCAL = 3  # (worker-internal) kept with the job for its next stage
-
-STATUS_OK = 0
-STATUS_ERROR = 1
-STATUS_SLOT_FREE = 2  # OP_JOB: the job's input slot was copied to the GPU; the job goes on
-
-DTYPES = ("float32", "float16", "bfloat16", "uint8", "int64")
 
 
 def _align(n: int, to: int = _PAGE) -> int:
@@ -80,9 +46,9 @@ class Ring:
     def __init__(self, buf: memoryview, offset: int, capacity: int, fields: int, text: int = 0) -> None:
         if text % 8:
             raise ValueError("text must be a multiple of 8 bytes")
-        self.capacity = capacity
-        self.fields = fields
-        self.text = text
+        self.capacity: int = capacity
+        self.fields: int = fields
+        self.text: int = text
         self._stride = fields + text // 8  # int64 per record
         self._hdr = buf[offset:offset + _HEADER].cast("q")
         size = capacity * self._stride * 8
@@ -117,7 +83,7 @@ class Ring:
         hdr = self._hdr
         return hdr[8] != hdr[0]
 
-    def pop_all(self, text_if: int = -1) -> list[list]:
+    def pop_all(self, text_if: int = -1) -> list[list[Any]]:
         """Every published record, oldest first (their slots are free for the producer afterwards).
 
         With ``text_if >= 0``, a record whose field ``text_if`` is non-zero gets its text appended (str).
@@ -126,7 +92,7 @@ class Ring:
         head, tail = hdr[0], hdr[8]
         if head == tail:
             return []
-        out: list[list] = []
+        out: list[list[Any]] = []
         q, stride, cap, n = self._q, self._stride, self.capacity, self.fields
         while head < tail:
             base = (head % cap) * stride
@@ -198,7 +164,7 @@ class SlotPool:
     """Free slot indices (used by the scheduler side only, under its lock)."""
 
     def __init__(self, n: int) -> None:
-        self._free = list(range(n - 1, -1, -1))
+        self._free: list[int] = list(range(n - 1, -1, -1))
 
     def take(self) -> int | None:
         return self._free.pop() if self._free else None
