@@ -151,24 +151,15 @@ def test_a_raw_frame_is_preprocessed_in_the_worker(backend: MpsBackend, model: A
     assert torch.equal(y_worker, y_host)
 
 
-def test_run_now_and_the_transition_submit(backend: MpsBackend, model: Any) -> None:
+def test_run_now_runs_on_context_0_and_a_worker_output_is_consumed_once(backend: MpsBackend, model: Any) -> None:
     x = torch.randn(1, 3, 32, 32)
     y, dt = backend.run_now("r", 0, 1, [(x, 0)])
     assert isinstance(y, WorkerTensor) and y.context == 0 and dt > 0
-    y2, _ = backend.run_now("r", 1, y)  # (transition) the old run_now(model, stage, x)
+    y2, _ = backend.run_now("r", 1, 1, [(y, 0)])
     assert isinstance(y2, WorkerTensor)
     with pytest.raises(BackendError, match="not in worker"):
         backend.run_now("r", 1, 1, [(y, 0)])  # a worker-resident output is consumed by its next stage
-    done = threading.Event()
-    box: list[Any] = []
-
-    def cb(out: Any, t: float, err: BaseException | None) -> None:
-        box.extend((out, t, err))
-        done.set()
-
-    backend.submit(1, 0, "r", 0, x, cb)
-    assert done.wait(30) and box[2] is None and isinstance(box[0], WorkerTensor)
-    assert backend.poll() == []  # a callback's completion never shows up in poll
+    assert backend.poll() == []  # run_now's completion never shows up in poll
 
 
 def test_a_model_added_while_running(backend: MpsBackend) -> None:

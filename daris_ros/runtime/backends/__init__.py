@@ -8,7 +8,7 @@ machine.
 
 from __future__ import annotations
 
-from daris_ros.runtime.backends.base import Backend, BackendError, StageDone
+from daris_ros.runtime.backends.base import Backend, BackendError
 
 AVAILABLE = ("cpu", "str", "green", "mps")
 
@@ -49,4 +49,4 @@ def create_backend(name: str, *, n_contexts: int, n_streams: int, device: str = 
     raise BackendError(f"backend {name!r} is not available in this build (available: {', '.join(AVAILABLE)})")
 
 
-__all__ = ["AVAILABLE", "Backend", "BackendError", "StageDone", "create_backend"]
+__all__ = ["AVAILABLE", "Backend", "BackendError", "create_backend"]

@@ -32,10 +32,6 @@ Rows = Sequence[tuple[Any, int]]
 """A dispatch's inputs: ``(source, row)`` per job, row ``row`` of ``source`` (batch-major tensor or tuple)."""
 
 
-StageDone = Callable[[Any, float, BaseException | None], None]
-"""(transition) the callback of the old ``submit`` API, removed once every backend implements launch/poll."""
-
-
 class BackendError(RuntimeError):
     """A backend cannot start or run (no device, MPS unavailable, unsupported feature...)."""
 

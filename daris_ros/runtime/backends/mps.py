@@ -64,7 +64,6 @@ from daris_ros.runtime.backends.base import (
     Rows,
     RuntimeModels,
     SmCounts,
-    StageDone,
     WorkerFaults,
 )
 from daris_ros.runtime.backends.mps_daemon import MpsDaemon
@@ -82,6 +81,7 @@ from daris_ros.runtime.backends.mps_protocol import (
     Completion,
     ExampleInput,
     PendingRequest,
+    StageDone,
     WorkerLost,
     WorkerTensor,
 )
@@ -167,11 +167,10 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         self._backlog: list[list[PendingRequest]] = [[] for _ in range(n_contexts)]  # waiting for a replacement
         self._tokens = itertools.count(1)
         self._restart_lock = threading.Lock()
-        # the reader thread (launch/submit/run_now) and what it hands out
+        # the reader thread (launch/run_now) and what it hands out
         self._reader: threading.Thread | None = None
         self._finished: deque[Finished] = deque()  # for poll()
         self._notify: Callable[[], None] | None = None
-        self._immediate: deque[tuple[StageDone, BaseException]] = deque()  # (transition) submit's send errors
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -293,13 +292,9 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         """``notify()`` is called on the reader thread after completions were queued for :meth:`poll`."""
         self._notify = notify
 
-    def run_now(self, model: str, stage: int, size: Any, rows: Rows | None = None) -> tuple[Any, float]:
-        """One dispatch on (0, 0), synchronously: (output, exec_time). (transition) ``run_now(model, stage, x)``,
-        the old engine's call, is accepted too (``rows`` None: ``size`` is the input)."""
-        if rows is None:  # (transition) the old run_now(model, stage, x)
-            x, n_rows = size, 1
-        else:
-            x, n_rows = self._rows_input(rows)
+    def run_now(self, model: str, stage: int, size: int, rows: Rows) -> tuple[Any, float]:
+        """One dispatch on (0, 0), synchronously: (output, exec_time)."""
+        x, n_rows = self._rows_input(rows)
         ev = threading.Event()
         box: list[Any] = []
 
@@ -317,20 +312,6 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         if box[2] is not None:
             raise box[2]
         return box[0], box[1]
-
-    def submit(self, context: int, stream: int, model: str, stage: int, x: Any, done: StageDone) -> None:
-        """(transition) The old callback API, until the engine uses launch/poll: ``done(output, exec_time,
-        error)`` is called on the reader thread; a stage lost with its worker gets :class:`WorkerLost` with
-        ``in_flight_loss`` set."""
-        if self._closed:
-            raise BackendError("backend is closed")
-        self._ensure_reader()
-        try:
-            self._enqueue(PendingRequest(next(self._tokens), context, stream, model, stage, done,
-                                         time.monotonic_ns(), x))
-        except BackendError as exc:
-            self._immediate.append((done, exc))
-            self._wake_reader()
 
     def _rows_input(self, rows: Rows) -> tuple[Any, int]:
         """The one input a request carries for ``rows``, and how many jobs (batch rows) are in it."""
@@ -405,7 +386,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         """Lean API: the completions posted so far; with ``timeout`` > 0, waits up to that long for one.
         Stages lost with a worker come back with :class:`WorkerLost`."""
         if self._reader is not None:
-            raise BackendError("mps: collect() cannot be used once launch()/submit() started the reader thread")
+            raise BackendError("mps: collect() cannot be used once launch() started the reader thread")
         died, self._lean_died = self._lean_died, []
         out = self._collect(died)
         if not out and timeout > 0:
@@ -462,16 +443,13 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
     def _reader_loop(self) -> None:
         while not self._closed:
             self._wait(0.1)
-            while self._immediate:
-                done, exc = self._immediate.popleft()
-                self._call(done, None, 0.0, exc)
             died: list[WorkerSlot] = []
             self._deliver(self._collect(died))
             for slot in died:  # only now may the watchdog see it dead: its stages were failed or dropped
                 slot.lost_handled = True
 
     def _deliver(self, comps: list[Completion]) -> None:
-        """Hand completions out: to their callback (run_now, transition submit), to :meth:`poll` (launch; a
+        """Hand completions out: to their callback (run_now), to :meth:`poll` (launch; a
         launch lost with its worker is dropped), or, without a reader thread, to the next :meth:`collect`."""
         queued = False
         for c in comps:

@@ -27,11 +27,15 @@ from __future__ import annotations
 import ctypes
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from daris_ros.runtime.backends.base import BackendError, StageDone
+from daris_ros.runtime.backends.base import BackendError
 from daris_ros.runtime.backends.shm_channel import DONE_FIELDS, REQ_FIELDS
+
+StageDone = Callable[[Any, float, BaseException | None], None]
+"""A request's own completion callback (run_now waits on one); launches are reported through ``poll``."""
 
 if TYPE_CHECKING:
     from daris_ros.runtime.backends.mps_pool import WorkerSlot
