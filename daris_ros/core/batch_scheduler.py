@@ -31,7 +31,7 @@ from heapq import heappush as _heappush
 from typing import TYPE_CHECKING, Any
 
 from daris_ros.core.batching import BatchingConfig, BatchQueue, BatchStats, BatchTimes, Raw
-from daris_ros.core.job import Dispatch, JobOutcome
+from daris_ros.core.job import Dispatch, JobOutcome, new_dispatch
 from daris_ros.core.task import Priority
 
 if TYPE_CHECKING:
@@ -269,8 +269,8 @@ class BatchingMixin:
             p = e.job.priority
             qd[p] += now - e.ready
             qc[p] += 1
-        bd = Dispatch(jobs, stage, k, stream, size, e0.state.model, tuple(r[0] for r in taken), minv, pred,
-                      e0.state.stage_map[stage], now, behind)
+        bd = new_dispatch(jobs, stage, k, stream, size, e0.state.model, tuple(r[0] for r in taken), minv, pred,
+                          e0.state.stage_map[stage], now, behind)
         if behind:
             self._lanes[k][stream].append((bd, entries))
         else:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daris_ros.core import (
+    BatchingConfig,
     Dispatch,
     Policy,
     Priority,
@@ -183,3 +184,178 @@ def test_property_scheduler_invariants(world: tuple[SchedulerConfig, list[TaskSp
     hp = s.priority_stats()[Priority.HP]
     if not cfg.hp_admission:
         assert hp.rejected == 0
+
+
+# ------------------------------------------------------------------------------------------ one API
+@st.composite
+def any_mode_worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec], float]:
+    """Batching on or off, launch-ahead on or off, HPA, re-probing and ablations; tasks of two models."""
+    n_c = draw(st.sampled_from([1, 2, 3]))
+    batching = None
+    if draw(st.booleans()):
+        batching = BatchingConfig(
+            sizes=draw(st.sampled_from([(1,), (1, 2, 4), (1, 4, 8, 16)])),
+            pad_limit=draw(st.sampled_from([0.0, 0.1, 0.5])),
+            lp_slack=draw(st.sampled_from([0.0, 0.0, 0.02])),
+            lp_fill=draw(st.sampled_from([0, 4])),
+            lp_admit_margin=draw(st.sampled_from([None, 0.3, 1.0])),
+        )
+    cfg = SchedulerConfig(
+        policy=draw(st.sampled_from(list(Policy))), n_contexts=n_c, n_streams=draw(st.integers(1, 3)),
+        oversubscription=float(draw(st.sampled_from([1, n_c]))), mret_window=draw(st.integers(1, 4)),
+        hp_admission=draw(st.booleans()), reprobe_after=draw(st.sampled_from([0, 0, 1, 3])),
+        no_staging=draw(st.booleans()), no_last=draw(st.booleans()), no_fixed=draw(st.booleans()),
+        batching=batching, launch_ahead=draw(st.sampled_from([0, 0, 1, 2])),
+        ahead_lead=draw(st.sampled_from([0.0, 0.01, 0.1])),
+    )
+    tasks = []
+    for i in range(draw(st.integers(2, 8))):
+        model = draw(st.sampled_from(["a", "b"]))
+        n_stages = 3 if model == "a" else 2
+        tasks.append(TaskSpec(f"t{i}", draw(st.sampled_from([0.25, 0.5, 1.0])),
+                              draw(st.sampled_from([Priority.HP, Priority.LP])), n_stages,
+                              tuple(draw(st.sampled_from([0.01, 0.03, 0.1])) for _ in range(n_stages)), model=model))
+    return cfg, tasks, draw(st.sampled_from([0.002, 0.01, 0.03]))
+
+
+one_api_actions = st.lists(
+    st.tuples(
+        st.sampled_from(["release", "release", "release", "complete", "complete", "abort", "down", "up", "wait"]),
+        st.integers(0, 12),
+        st.sampled_from([0.0, 0.0, 0.005, 0.03, 0.1, 0.4]),
+        st.sampled_from([0.5, 1.0, 2.0]),
+    ),
+    min_size=20,
+    max_size=100,
+)
+
+
+class OneApiRun:
+    """Drives a Scheduler through its one API and checks the invariants after every event."""
+
+    def __init__(self, cfg: SchedulerConfig, tasks: list[TaskSpec], per_job: float) -> None:
+        self.cfg = cfg
+        self.s = Scheduler(cfg, tasks, batch_afet=lambda m, j, size: 0.005 + per_job * size)
+        self.inflight: list[Dispatch] = []  # running or queued behind another on a stream, oldest first
+        self.next_stage: dict[object, int] = {}
+        self.busy: set[object] = set()
+        self.admitted: set[object] = set()
+        self.done: set[object] = set()
+        self.now = 0.0
+
+    def dispatch(self) -> None:
+        s, cfg, now = self.s, self.cfg, self.now
+        down = s.contexts_down
+        for d in s.dispatch(now):
+            assert 1 <= len(d.jobs) <= d.size and len(d.levels) == len(d.jobs)
+            if cfg.batching is None:
+                assert d.size == 1 and len(d.jobs) == 1
+            else:
+                assert d.size in cfg.batching.sizes
+            if d.behind:  # queued behind a busy stream: formed within the lead of its predicted start
+                assert cfg.launch_ahead and now <= d.start <= now + cfg.ahead_lead + 1e-12
+            else:
+                assert d.start == now
+            assert d.predicted_finish >= d.start
+            if len(down) < s.layout.n_contexts:
+                assert d.context not in down, "a dispatch on a context marked down"
+            for j in d.jobs:
+                assert j not in self.busy, "a job in two dispatches at once"
+                assert self.next_stage.get(j, 0) == d.stage, "stages out of order"
+                assert j.context == d.context
+                self.busy.add(j)
+            self.inflight.append(d)
+
+    def check(self) -> None:
+        s, n_s = self.s, self.s.layout.n_streams
+        on_streams: list[Dispatch] = []
+        for k in range(s.layout.n_contexts):
+            running, behind = s.running(k), s.queued_behind(k)
+            streams = [d.stream for d in running]
+            assert len(streams) == len(set(streams)), "a stream runs two things"
+            assert len(running) + s.idle_streams(k) == n_s
+            for x in set(d.stream for d in behind):  # queued only behind a running one, at most launch_ahead
+                assert x in streams and sum(d.stream == x for d in behind) <= self.cfg.launch_ahead
+            on_streams += running + behind
+            assert s.backlog(k) >= -1e-9
+            u, ref = s.utilization(k), s.utilization_from_scratch(k)
+            for f in ("total", "hp", "lp", "active_lp", "active_hp"):
+                assert getattr(u, f) == pytest.approx(getattr(ref, f), abs=1e-9), f
+        assert sorted(map(id, on_streams)) == sorted(map(id, self.inflight))
+        queued = sum(s.queue_length(k) for k in range(s.layout.n_contexts))
+        assert s.outstanding_stages() == queued + sum(len(d.jobs) for d in self.inflight)
+
+    def finish(self, d: Dispatch, factor: float) -> None:
+        et = (d.predicted_finish - d.start) * factor
+        self.now = max(self.now, d.start + et)
+        self.inflight.remove(d)
+        outs = self.s.complete(d, self.now, et)
+        assert all(o.job in d.jobs for o in outs) and len(outs) == (len(d.jobs) if d.is_last else 0)
+        for o in outs:
+            assert o.job not in self.done, "a job completed twice"
+            self.done.add(o.job)
+        for j in d.jobs:
+            self.busy.discard(j)
+            self.next_stage[j] = d.stage + 1
+
+    def heads(self) -> list[Dispatch]:
+        """The dispatches that may complete next: the running ones (a stream's dispatches end in order)."""
+        return [d for k in range(self.s.layout.n_contexts) for d in self.s.running(k)]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(world=any_mode_worlds(), acts=one_api_actions)
+def test_property_one_api_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float], acts: list) -> None:
+    """Batching on and off, launch-ahead, aborts (of running and queued-behind dispatches) and contexts going
+    down and up: every admitted job completes exactly once, streams never run two things, and the outstanding,
+    backlog and utilization counters stay consistent."""
+    cfg, tasks, per_job = world
+    r = OneApiRun(cfg, tasks, per_job)
+    s = r.s
+    n_c = s.layout.n_contexts
+    for kind, idx, dt, factor in acts:
+        r.now += dt
+        if kind == "release":
+            dec = s.release(tasks[idx % len(tasks)].name, r.now)
+            if dec.admitted:
+                r.admitted.add(dec.job)
+                if len(s.contexts_down) < n_c:
+                    assert dec.context not in s.contexts_down
+        elif kind == "complete" and r.heads():
+            heads = r.heads()
+            r.finish(heads[idx % len(heads)], factor)
+        elif kind == "abort" and r.inflight:
+            d = r.inflight.pop(idx % len(r.inflight))
+            s.abort(d, r.now)
+            for j in d.jobs:
+                r.busy.discard(j)
+        elif kind == "down":
+            s.context_down(idx % n_c, r.now)
+        elif kind == "up":
+            s.context_up(idx % n_c, r.now)
+        elif kind == "wait":
+            wake = s.next_wakeup()
+            if wake is not None:
+                r.now = max(r.now, wake)
+        r.dispatch()
+        r.check()
+    for k in range(n_c):
+        s.context_up(k, r.now)
+    for _ in range(100_000):
+        r.dispatch()
+        r.check()
+        if r.inflight:
+            r.finish(r.heads()[0], 1.0)
+        elif s.outstanding_stages():
+            wake = s.next_wakeup()
+            assert wake is not None and wake > r.now, "stages outstanding, nothing runs and no wake-up is due"
+            r.now = wake
+        else:
+            break
+    assert r.done == r.admitted, "an admitted job did not complete"
+    s.expire(r.now + 1e6)
+    for k in range(n_c):
+        u = s.utilization(k)
+        assert u.active_lp == 0.0 and u.active_hp == 0.0 and s.backlog(k) == 0.0 and s.queue_length(k) == 0
+    for name, ts in s.task_stats().items():
+        assert ts.released == ts.admitted + ts.rejected and ts.completed == ts.admitted, name
