@@ -104,8 +104,8 @@ class _Reader:
     def sequence(self) -> tuple[int, int]:
         n = self.u32()
         start = self.pos
-        if start + n > len(self.buf):
-            raise FrameError("short_data", f"data sequence of {n} bytes, the message holds {len(self.buf) - start}")
+        if start + n > len(self.buf):  # a truncated message (what deserialize_message refuses too)
+            raise FrameError("undecodable", f"data sequence of {n} bytes, the message holds {len(self.buf) - start}")
         self.pos = start + n
         return start, n
 

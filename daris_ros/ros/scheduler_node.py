@@ -154,7 +154,13 @@ class SchedulerNode(Node):
         device = "cpu"
         if s.gpu_decode and s.backend in ("str", "green"):
             device = "cuda" if s.device in ("", "cpu") else s.device
-        self.engine = Engine(s, on_result=self._on_result, decoder=RosFrameDecoder(s.max_pixels, device))
+        # the engine's clock: monotonic, or under use_sim_time the node's clock (/clock), so releases follow it
+        self._engine_clock: Callable[[], float] = time.monotonic
+        if self.get_parameter("use_sim_time").value:
+            ros_clock = self.get_clock()
+            self._engine_clock = lambda: ros_clock.now().nanoseconds * 1e-9
+        self.engine = Engine(s, on_result=self._on_result, decoder=RosFrameDecoder(s.max_pixels, device),
+                             clock=self._engine_clock)
         self.get_logger().info(
             f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
             f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
@@ -196,7 +202,7 @@ class SchedulerNode(Node):
         st = self._tasks.get(task)
         if st is None:
             return
-        receive = time.monotonic()
+        receive = self._engine_clock()
         try:
             frame = self._checked_frame(compressed, raw)
         except FrameError as exc:
@@ -206,8 +212,8 @@ class SchedulerNode(Node):
             self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
             return
         h = frame.header
-        # the node's clock against the engine's monotonic clock, read together at arrival: result times are
-        # anchored here (under use_sim_time, the /clock time), and the image stamp mapped onto the engine's clock
+        # the node's clock against the engine's clock, read together at arrival: result times are anchored here
+        # (under use_sim_time both are the /clock time), and the image stamp mapped onto the engine's clock
         now_ns = self.get_clock().now().nanoseconds
         offset_ns = now_ns - round(receive * 1e9)
         stamp = (h.sec * 1_000_000_000 + h.nanosec - offset_ns) * 1e-9

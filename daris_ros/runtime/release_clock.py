@@ -45,6 +45,13 @@ class ReleaseClock:
         at = next((t for t, seq, name in self._heap if name == task and self._seq.get(name) == seq), now)
         self._push(task, min(at, now + period))
 
+    def rebase(self, now: float) -> None:
+        """Every task's next release at ``now`` (a clock that jumped: /clock started, or a replayed bag looped)."""
+        tasks = list(self._period)
+        self._heap.clear()
+        for task in tasks:
+            self._push(task, now)
+
     def next_time(self) -> float:
         """The earliest scheduled release (inf without tasks)."""
         heap = self._heap

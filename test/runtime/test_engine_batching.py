@@ -57,10 +57,12 @@ def _feed(e: Engine, frames: list[np.ndarray]) -> None:
         e.set_frame(f"t{i}", f)
 
 
-def _wait_results(results: list[JobResult], n: int, timeout: float = 30.0) -> None:
+def _wait_results(results: list[JobResult], n: int, rounds: int, timeout: float = 30.0) -> None:
+    """Until jobs 0 .. rounds-1 of tasks t0 .. t(n-1) all have their result."""
+    want = {(f"t{i}", k) for i in range(n) for k in range(rounds)}
     t_end = time.monotonic() + timeout
-    while len(results) < n:
-        assert time.monotonic() < t_end, f"{len(results)} of {n} results"
+    while not want <= {(r.task, r.job_id) for r in list(results)}:
+        assert time.monotonic() < t_end, f"{len(results)} results, waiting for {sorted(want)}"
         time.sleep(0.01)
 
 
@@ -69,7 +71,7 @@ def _run(model: str, n: int, size: int, batching: bool, **kw: object) -> tuple[E
                          batch_lp_admit_margin=0.0)
     try:
         _feed(e, _frames(n, size))
-        _wait_results(results, 2 * n)  # two rounds of releases
+        _wait_results(results, n, 2)  # two rounds of releases
         for i in range(n):
             e.inbox.clear(f"t{i}")
         drain(e, 30.0)
@@ -113,7 +115,11 @@ def test_tasks_of_different_models_or_precisions_never_share_a_batch() -> None:
     try:
         for t, f in zip(tasks, _frames(5, 32), strict=True):
             e.set_frame(t.name, f)
-        _wait_results(results, 15)
+        want = {(t.name, k) for t in tasks for k in range(3)}
+        t_end = time.monotonic() + 30.0
+        while not want <= {(r.task, r.job_id) for r in list(results)}:
+            assert time.monotonic() < t_end
+            time.sleep(0.01)
     finally:
         e.close()
     assert set(e.models) == {"resnet18@32x32:", "resnet18@32x32/bf16-cl:"}
