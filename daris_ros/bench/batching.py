@@ -17,14 +17,13 @@ Results go to ``<out>/batching.csv``, ``<out>/batching_results.md`` (tables) and
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime as dt
 import functools
 import gc
 import logging
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,8 @@ import numpy as np
 import torch
 
 from daris_ros.bench.baselines import graph_batching_jps
-from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, run_engine
-from daris_ros.bench.report import environment, git_commit, merge_summary
+from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, model_input_size, run_engine
+from daris_ros.bench.report import environment, git_commit, merge_summary, write_csv
 from daris_ros.bench.workload import describe_rate, make_taskset
 from daris_ros.core.batching import DEFAULT_SIZES
 from daris_ros.runtime.models import build_staged_model
@@ -320,7 +319,7 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
         params = mode_params(mode, sizes, args.lp_margin)
         params.update(device=args.device, cuda_graphs=not args.no_graphs, reprobe_after=args.reprobe_after,
                       afet_profile="auto")
-        settings = bench_settings(params, tasks, lambda m: size or _model_size(m), precision=mode.precision,
+        settings = bench_settings(params, tasks, lambda m: size or model_input_size(m), precision=mode.precision,
                                   channels_last=mode.channels_last)
         res: BenchRun = run_engine(settings, seconds=args.seconds, warmup=args.warmup, prepare=prepare,
                                    phases={t.name: t.phase for t in tasks} if args.releases == "spread" else None)
@@ -341,10 +340,6 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
     log.info("%s %s: %.0f JPS = %.3fx upper %s (%.0f); %s; min size %d", name, mode.name, row.jps, row.x_upper,
              mode.precision, up_best, describe(res), min_size[0])
     return row
-
-
-def _model_size(model: str) -> tuple[int, int]:
-    return tuple(build_staged_model(model).input_size)  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -412,7 +407,8 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
             if row is not None:
                 rows.append(row)
                 mrows.append(row)
-            write_csv(out / f"batching{suffix}.csv", rows)
+            if rows:
+                write_csv(out / f"batching{suffix}.csv", rows, ModeRow)
         ok = [r for r in mrows if r.meets()]
         best = max(ok, key=lambda r: r.x_upper) if ok else None
         models[name] = {
@@ -453,18 +449,6 @@ def _summary_of(r: ModeRow) -> dict[str, Any]:
             "min_size": r.min_size, "setup_s": round(r.setup_s, 1), "releases_skipped": r.releases_skipped,
             "queue_delay_ms": {"HP": round(r.hp_queue_ms, 3), "LP": round(r.lp_queue_ms, 3)},
             "mean_batch": round(r.mean_batch, 1), "padding": round(r.padding, 3), "meets_dmr_targets": r.meets()}
-
-
-def write_csv(path: Path, rows: list[ModeRow]) -> None:
-    if not rows:
-        return
-    names = list(ModeRow.__dataclass_fields__)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(names)
-        for r in rows:
-            d = asdict(r)
-            w.writerow([f"{d[n]:.4g}" if isinstance(d[n], float) else d[n] for n in names])
 
 
 def write_markdown(path: Path, rows: list[ModeRow], models: dict[str, Any], section: dict[str, Any]) -> None:

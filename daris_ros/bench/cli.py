@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import gc
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from daris_ros.bench import baselines, batching
-from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, run_engine
+from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, model_input_size, run_engine
 from daris_ros.bench.report import (
     ModelBaselines,
     Row,
@@ -40,7 +39,6 @@ from daris_ros.bench.report import (
 from daris_ros.bench.workload import MIXED, BenchTask, TaskRate, make_taskset, parse_task_rate
 from daris_ros.core import effective_layout
 from daris_ros.runtime.engine import to_scheduler_config
-from daris_ros.runtime.models import build_staged_model
 
 log = logging.getLogger("daris_ros.bench")
 
@@ -145,14 +143,9 @@ def _size_arg(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-@functools.cache
-def _model_size(model: str) -> tuple[int, int]:
-    return tuple(build_staged_model(model).input_size)  # type: ignore[return-value]
-
-
 def input_size_of(args: argparse.Namespace) -> Any:
     """model -> the frame size of its tasks: ``--input-size``, else the model's own."""
-    return (lambda _model: args.input_size) if args.input_size else _model_size
+    return (lambda _model: args.input_size) if args.input_size else model_input_size
 
 
 def phases_of(tasks: list[BenchTask], args: argparse.Namespace) -> dict[str, float] | None:

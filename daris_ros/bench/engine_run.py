@@ -28,6 +28,7 @@ is a burst of late releases), and collected before it.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import time
@@ -86,6 +87,15 @@ class BenchRun:
     @property
     def lp_admit_rate(self) -> float:
         return self.admitted["LP"] / self.released["LP"] if self.released["LP"] else 0.0
+
+
+@functools.cache
+def model_input_size(model: str) -> tuple[int, int]:
+    """A built-in model's own input size (224x224; InceptionV3 299x299), the frame size of its tasks."""
+    from daris_ros.runtime.models import build_staged_model
+
+    h, w = build_staged_model(model).input_size
+    return int(h), int(w)
 
 
 def task_settings(tasks: Sequence[BenchTask], input_size: Callable[[str], tuple[int, int]], *,
@@ -265,5 +275,5 @@ def describe(run: BenchRun) -> str:
                                                                    else ""))
 
 
-__all__ = ["BenchRun", "bench_settings", "describe", "run_engine", "stagger_releases", "synthetic_frames",
-           "task_settings"]
+__all__ = ["BenchRun", "bench_settings", "describe", "model_input_size", "run_engine", "stagger_releases",
+           "synthetic_frames", "task_settings"]

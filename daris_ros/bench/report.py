@@ -128,8 +128,9 @@ def best_row(rows: Sequence[Row]) -> tuple[Row | None, bool]:
     return (max(daris, key=lambda r: r.jps), False) if daris else (None, False)
 
 
-def write_csv(path: Path, rows: Sequence[Row]) -> None:
-    names = list(Row.__dataclass_fields__)
+def write_csv(path: Path, rows: Sequence[Any], cls: type = Row) -> None:
+    """One row per dataclass instance (``cls``: their type, for the header), floats to 4 significant digits."""
+    names = list(cls.__dataclass_fields__)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(names)
