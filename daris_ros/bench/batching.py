@@ -319,6 +319,8 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
         params = mode_params(mode, sizes, args.lp_margin)
         params.update(device=args.device, cuda_graphs=not args.no_graphs, reprobe_after=args.reprobe_after,
                       afet_profile="auto")
+        if args.device == "cpu":  # the same path on the cpu backend (tests; the upper baselines need a GPU)
+            params["backend"] = "cpu"
         settings = bench_settings(params, tasks, lambda m: size or model_input_size(m), precision=mode.precision,
                                   channels_last=mode.channels_last)
         res: BenchRun = run_engine(settings, seconds=args.seconds, warmup=args.warmup, prepare=prepare,
@@ -417,6 +419,8 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
             "best": None if best is None else {"mode": best.mode, **_summary_of(best)},
         }
     env = environment()
+    if dev.type == "cpu":
+        env["device"] = "cpu"
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = git_commit()
     section = {"command": command, "date": date, "device": env["device"], "driver": env["driver"],
