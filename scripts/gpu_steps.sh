@@ -5,7 +5,6 @@
 #   tests          pytest -m gpu on $GPU_TESTS -> $OUT/gpu_tests_output.txt (header: date, device, command)
 #   upper          ResNet18 quick sweep with --load-reference upper -> docs/benchmarks/upper; Python stacks
 #                  every $DUMP_S s (faulthandler) to $OUT/upper_stacks.txt
-#   mret:<source>  ResNet18 str:STR:1x8:1 and green:MPS+STR:3x3:2 with --mret-source <source> -> $OUT/mret_<source>
 # Each step gets what is left of BUDGET_S (minus a reserve for the next steps' copies); its log is $OUT/<step>.log.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -27,7 +26,7 @@ for step in "$@"; do
     full:*)
       model=${step#full:}
       timeout "$limit" python3 -m daris_ros.bench.cli --models "$model" --full --seconds "$SECONDS_FULL" \
-        --baseline-seconds 1.5 --mret-source host --out "docs/benchmarks/full/$model" > "$OUT/$name.log" 2>&1
+        --baseline-seconds 1.5 --out "docs/benchmarks/full/$model" > "$OUT/$name.log" 2>&1
       rc=$?
       tar czf "$OUT/full_$model.tgz" "docs/benchmarks/full/$model" ;;  # one file: $OUT returns few files
     tests)
@@ -42,16 +41,10 @@ import faulthandler, sys
 faulthandler.dump_traceback_later(${DUMP_S:-45}, repeat=True, file=open("$OUT/upper_stacks.txt", "w"))
 from daris_ros.bench.cli import main
 sys.exit(main(["--models", "resnet18", "--load-reference", "upper", "--seconds", "2", "--baseline-seconds", "1.5",
-               "--mret-source", "host", "--out", "docs/benchmarks/upper"]))
+               "--out", "docs/benchmarks/upper"]))
 EOF
       rc=$?
       tar czf "$OUT/upper.tgz" docs/benchmarks/upper ;;
-    mret:*)
-      src=${step#mret:}
-      timeout "$limit" python3 -m daris_ros.bench.cli --models resnet18 \
-        --configs str:STR:1x8:1,green:MPS+STR:3x3:2 --mret-source "$src" --seconds 2.5 --baseline-seconds 0.5 \
-        --out "/tmp/mret_$src" > "$OUT/$name.log" 2>&1
-      rc=$? ;;
     *) echo "unknown step $step"; rc=2 ;;
   esac
   echo "$step: rc $rc in $(($(date +%s) - t)) s" | tee -a "$OUT/steps.txt"

@@ -1,5 +1,10 @@
 """Baselines measured in the same run as DARIS (section VI): lower, upper (batching), naive, and the
-batch-1 concurrency ceiling of this GPU."""
+batch-1 concurrency ceiling of this GPU.
+
+These are references, not schedulers: plain torch timing loops over a model (lower, upper, ceiling) and one thread
+per camera (naive). DARIS itself runs only through the engine (daris_ros/bench/engine_run.py). ``input_size``
+(default: the model's own) sets the frame size; lower and naive also run on the CPU, upper and the ceilings need
+CUDA graphs."""
 
 from __future__ import annotations
 
@@ -12,9 +17,11 @@ import torch
 
 from daris_ros.runtime.models import build_staged_model
 
+Size = tuple[int, int] | None
 
-def _model(name: str, device: torch.device) -> torch.nn.Module:
-    m = build_staged_model(name).to(device).eval()
+
+def _model(name: str, device: torch.device, input_size: Size = None) -> torch.nn.Module:
+    m = build_staged_model(name, input_size=input_size).to(device).eval()
     for p in m.parameters():
         p.requires_grad_(False)
     return m
@@ -25,18 +32,18 @@ def _input(model: torch.nn.Module, batch: int, device: torch.device) -> torch.Te
     return torch.randn(batch, 3, h, w, device=device)
 
 
-def lower_jps(name: str, device: torch.device, seconds: float = 2.0) -> float:
+def lower_jps(name: str, device: torch.device, seconds: float = 2.0, input_size: Size = None) -> float:
     """One DNN, one stream, batch 1, eager, each job finished before the next (the paper's lower line)."""
-    m = _model(name, device)
+    m = _model(name, device, input_size)
     x = _input(m, 1, device)
     with torch.inference_mode():
         for _ in range(10):
             m(x)
-        torch.cuda.synchronize(device)
+        _sync(device)
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             m(x)
-            torch.cuda.synchronize(device)
+            _sync(device)
             n += 1
     return n / (time.perf_counter() - t0)
 
@@ -98,19 +105,19 @@ def _replay_all(pairs: list[tuple[torch.cuda.CUDAGraph, torch.cuda.Stream]]) -> 
 
 
 def upper_batching(name: str, device: torch.device, batches: tuple[int, ...] = (1, 8, 32, 64, 128, 256),
-                   seconds: float = 1.0) -> Upper:
+                   seconds: float = 1.0, input_size: Size = None) -> Upper:
     """Pure batching with a CUDA graph of the whole model; the best batch size wins (the paper's upper line)."""
-    by = graph_batching_jps(_model(name, device), batches, device, seconds)
+    by = graph_batching_jps(_model(name, device, input_size), batches, device, seconds)
     torch.cuda.empty_cache()
     best = max(by, key=lambda b: by[b])
     return Upper(by[best], best, by)
 
 
 def b1_ceiling(name: str, device: torch.device, n_streams: int = 8, seconds: float = 2.0,
-               staged: bool = False) -> float:
+               staged: bool = False, input_size: Size = None) -> float:
     """Batch-1 concurrency ceiling: a CUDA graph per stream (whole model, or 4 stage graphs), every stream
     kept busy from one thread, no scheduler. What batch-1 concurrency can give on this GPU."""
-    m = _model(name, device)
+    m = _model(name, device, input_size)
     streams = [torch.cuda.Stream(device) for _ in range(n_streams)]
     fns = list(m.stages) if staged else [m]
     graphs, keep = [], []
@@ -156,8 +163,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def naive(names: list[str], device: torch.device, periods: list[float], hp: list[bool], seconds: float = 3.0
-          ) -> Naive:
+def naive(names: list[str], device: torch.device, periods: list[float], hp: list[bool], seconds: float = 3.0,
+          input_size: Size = None) -> Naive:
     """One thread per task on the default stream, eager, no scheduler: what per-camera ROS nodes do.
 
     Each thread wakes at its period, runs the whole model on the latest frame and reads the result back
@@ -167,7 +174,7 @@ def naive(names: list[str], device: torch.device, periods: list[float], hp: list
     job in the window); the window opens when all have. JPS counts the jobs finished inside the window;
     the miss rates count every job released inside it.
     """
-    nets = {n: _model(n, device) for n in dict.fromkeys(names)}
+    nets = {n: _model(n, device, input_size) for n in dict.fromkeys(names)}
     inputs = {n: _input(m, 1, device) for n, m in nets.items()}
     with torch.inference_mode():
         for n, m in nets.items():

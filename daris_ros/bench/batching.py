@@ -5,8 +5,10 @@ Per model: the upper baseline (whole-model CUDA graph, best batch size) at every
 NCHW and channels-last; the output difference of each reduced precision against fp32; then one DARIS run
 per mode at 150% of that precision's upper baseline (best memory format), 2:1 LP:HP tasks. A mode is a
 point on the mechanisms: batching on/off, staged or one stage per job, streams, precision, channels-last.
-Each run reports JPS, its ratio to the upper baseline (same precision: best format, and same format),
-HP/LP DMR, CPU us/job (core + launch), GPU busy fraction, queueing delay, mean batch and padding.
+Every DARIS run goes through the scheduler node's engine (daris_ros/bench/engine_run.py: synthetic frames on the
+GPU, a fresh engine per mode); a mode becomes the engine's parameters (:func:`mode_params`). Each run reports JPS,
+its ratio to the upper baseline (same precision: best format, and same format), HP/LP DMR, the engine loop's CPU
+time per job and per release, queueing delay, mean batch and padding.
 
 Results go to ``<out>/batching.csv``, ``<out>/batching_results.md`` (tables) and the ``batching`` key of
 ``<out>/summary.json`` (the rest of that file is kept); ``--batch-tag T`` makes them ``batching_T``.
@@ -15,26 +17,24 @@ Results go to ``<out>/batching.csv``, ``<out>/batching_results.md`` (tables) and
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import datetime as dt
 import functools
 import gc
-import json
 import logging
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from daris_ros.bench.baselines import graph_batching_jps
-from daris_ros.bench.batch_runner import BatchRunResult, run_bench
-from daris_ros.bench.report import environment
+from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, model_input_size, run_engine
+from daris_ros.bench.report import environment, git_commit, merge_summary, write_csv
 from daris_ros.bench.workload import describe_rate, make_taskset
-from daris_ros.core import BatchingConfig, Policy, SchedulerConfig
 from daris_ros.core.batching import DEFAULT_SIZES
-from daris_ros.runtime.backends import create_backend
 from daris_ros.runtime.models import build_staged_model
 from daris_ros.runtime.models.precision import apply_precision, model_input, output_difference
 
@@ -148,19 +148,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lp-margin", type=float, default=None, help="override every mode's LP admission margin")
     g.add_argument("--model-modes", default="", help="per model mode lists, 'unet=batch,batch-cl;...' (overrides)")
     g.add_argument("--model-sizes", default="", help="per model batch sizes, 'unet=1,2,4,8,16;...' (overrides)")
-    g.add_argument("--warmup", type=float, default=0.5,
-                   help="seconds at the start of the release window not counted in JPS (pipeline fill); the "
-                   "whole-window rate is reported as jps_window")
-    g.add_argument("--release-chunk", type=int, default=0,
-                   help="at most this many releases per turn of the run loop before completions are polled "
-                   "again (0: all that are due)")
     g.add_argument("--batch-tag", default="", help="suffix of the summary.json key and of the result files "
                    "(batching_<tag>), so that a second run does not replace the first")
 
 
 # ------------------------------------------------------------------------------------------ baselines
-def _prepared(name: str, precision: str, channels_last: bool, device: torch.device) -> torch.nn.Module:
-    m = build_staged_model(name)
+def _prepared(name: str, precision: str, channels_last: bool, device: torch.device,
+              input_size: tuple[int, int] | None = None) -> torch.nn.Module:
+    m = build_staged_model(name, input_size=input_size)
     apply_precision(m, precision, channels_last)
     m = m.to(device).eval()
     for p in m.parameters():
@@ -174,18 +169,19 @@ def _random_batch(m: torch.nn.Module, device: torch.device, bs: int) -> torch.Te
 
 
 def upper(name: str, precision: str, channels_last: bool, device: torch.device, sizes: tuple[int, ...],
-          seconds: float) -> tuple[float, int, dict[int, float]]:
+          seconds: float, input_size: tuple[int, int] | None = None) -> tuple[float, int, dict[int, float]]:
     """Batching with a whole-model CUDA graph at each size; (best JPS, its size, JPS by size)."""
-    return upper_concurrent(name, precision, channels_last, device, sizes, 1, seconds)
+    return upper_concurrent(name, precision, channels_last, device, sizes, 1, seconds, input_size)
 
 
 def upper_concurrent(name: str, precision: str, channels_last: bool, device: torch.device, sizes: tuple[int, ...],
-                     n_streams: int, seconds: float) -> tuple[float, int, dict[int, float]]:
+                     n_streams: int, seconds: float, input_size: tuple[int, int] | None = None
+                     ) -> tuple[float, int, dict[int, float]]:
     """Batching on ``n_streams`` streams at once, each replaying its own whole-model graph of one size (one model
     copy): (best JPS, its size, JPS by size). Where this beats :func:`upper` (one stream), concurrent batches
     fill what one batch leaves idle, and a scheduler running batches on several streams can pass the one-stream
     upper baseline."""
-    m = _prepared(name, precision, channels_last, device)
+    m = _prepared(name, precision, channels_last, device, input_size)
     make = functools.partial(_random_batch, m, device)
     by = graph_batching_jps(m, sizes, device, seconds, n_streams, make)
     del m, make
@@ -216,28 +212,26 @@ def precision_difference(name: str, precision: str, device: torch.device) -> dic
 
 
 # ------------------------------------------------------------------------------------------ one run
-def profile_batches(backend: Any, name: str, sizes: tuple[int, ...], rounds: int = 3) -> dict[tuple[int, int], float]:
-    """Full-load batch times: every stream replays the same (stage, size) graph at once; the max per batch."""
-    model = backend.models[name]
-    cs = [(c, s) for c in range(backend.n_contexts) for s in range(backend.n_streams)]
-    out: dict[tuple[int, int], float] = {}
-    for size in sizes:
-        for j in range(model.num_stages):
-            worst = 0.0
-            for _ in range(rounds):
-                evs = []
-                for c, s in cs:
-                    st = backend.streams[c][s]
-                    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    with torch.cuda.stream(st):  # a graph replays on the current stream
-                        a.record(st)
-                        backend.batch_graphs[(name, j, size, c, s)].graph.replay()
-                        b.record(st)
-                    evs.append((a, b))
-                torch.cuda.synchronize(backend.torch_device)
-                worst = max(worst, *(a.elapsed_time(b) * 1e-3 for a, b in evs))
-            out[(j, size)] = worst
-    return out
+def mode_params(mode: Mode, sizes: tuple[int, ...], lp_margin: float | None = None) -> dict[str, Any]:
+    """The engine's parameters (the node's, as in a parameter file) for ``mode`` on the ``str`` backend, STR
+    policy: one queue, N_s streams. ``sizes``: the captured batch sizes (``max<N>`` keeps those up to N);
+    ``lp_margin``: ``--lp-margin``, which overrides a margin the mode does not spell. Raises ValueError for a part
+    the engine cannot run."""
+    if mode.lp_max_ms is not None:
+        raise ValueError(f"mode {mode.name}: lpmax<ms> (BatchingConfig.lp_max_time) has no engine parameter yet "
+                         "(SchedulerSettings has no batch_lp_max_time)")
+    if mode.max_size is not None:
+        sizes = tuple(x for x in sizes if x <= mode.max_size)
+    margin = lp_margin if lp_margin is not None and not mode.margin_given else mode.lp_margin
+    params: dict[str, Any] = {
+        "policy": "STR", "backend": "str", "n_contexts": 1, "n_streams": mode.n_streams,
+        "no_staging": not mode.staged, "batching": mode.batching, "batch_sizes": sizes,
+        "batch_lp_admit_margin": margin or 0.0,
+        "launch_ahead": int(mode.ahead_ms is not None), "ahead_lead": (mode.ahead_ms or 0.0) * 1e-3,
+    }
+    if mode.pad_limit is not None:
+        params["batch_pad_limit"] = mode.pad_limit
+    return params
 
 
 def efficient_size(times: dict[tuple[int, int], float], sizes: tuple[int, ...], factor: float = 2.0) -> int:
@@ -247,6 +241,27 @@ def efficient_size(times: dict[tuple[int, int], float], sizes: tuple[int, ...], 
     per_job = {s: sum(times[(j, s)] for j in stages) / s for s in sizes}
     best = min(per_job.values())
     return min(s for s in sizes if per_job[s] <= factor * best)
+
+
+def set_min_size(engine: Any) -> int:
+    """Before the engine starts: its ``batch_min_size`` from the batch times of its (one) model, measured with the
+    engine's own profiling function (:func:`~daris_ros.runtime.profiling.batch_times`, isolated runs); returns it.
+
+    ENGINE GAP: the engine profiles these times itself in ``profile()`` but keeps them private; with an accessor
+    (or ``batch_min_size: auto``) this second measurement goes."""
+    from daris_ros.runtime.models.precision import model_input
+    from daris_ros.runtime.preprocess import preprocess
+    from daris_ros.runtime.profiling import batch_times
+
+    s = engine.settings
+    (key,) = engine.models
+    model = engine.models[key]
+    h, w = s.tasks[0].input_size
+    x0 = model_input(model, preprocess(np.zeros((h, w, 3), dtype=np.uint8), (h, w), device=engine.backend.device))
+    times = batch_times(engine.backend, key, x0, model.num_stages, tuple(s.batch_sizes), s.profile_runs)
+    size = efficient_size({(j, n): v for (_k, j, n), v in times.items()}, tuple(s.batch_sizes))
+    engine.settings = dataclasses.replace(s, batch_min_size=size)
+    return size
 
 
 @dataclass(slots=True)
@@ -269,21 +284,21 @@ class ModeRow:
     lp_admit_rate: float
     hp_p99_ms: float
     lp_p99_ms: float
-    cpu_us_per_job: float
-    core_us_per_job: float
-    launch_us_per_job: float
-    gpu_busy: float
+    cpu_us_per_job: float  # the engine loop thread's CPU time per finished job
+    release_us_per_job: float  # of which releases (take frames, admission, preprocessing)
+    host_us_per_release: float
     loop_busy: float
     hp_queue_ms: float
     lp_queue_ms: float
     mean_batch: float
     padding: float
     batches: int
-    capture_s: float
+    setup_s: float  # engine start-up: models, graph capture, AFET and batch-time profiling
     min_size: int
     by_size: str
     jps_window: float = 0.0
     lp_margin: float | None = None
+    releases_skipped: int = 0
 
     def meets(self) -> bool:
         return self.hp_dmr == 0.0 and self.lp_dmr <= 0.01
@@ -291,64 +306,41 @@ class ModeRow:
 
 def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: float, args: argparse.Namespace,
              sizes: tuple[int, ...]) -> ModeRow | None:
-    if mode.max_size is not None:
-        sizes = tuple(x for x in sizes if x <= mode.max_size)
-    backend = create_backend("str", n_contexts=1, n_streams=mode.n_streams, device=args.device,
-                             cuda_graphs=not args.no_graphs)
-    try:
-        staged = build_staged_model(name)
-        apply_precision(staged, mode.precision, mode.channels_last)
-        model = staged if mode.staged else staged.merged()
-        backend.start({name: model})
-        capture = backend.capture_seconds
-        h, w = model.input_size
-        frame = model_input(model, torch.randn(1, 3, h, w, device=backend.torch_device))
-        batch_afet = None
-        min_size = 1
+    """One mode on a fresh engine at ``offered`` JPS (``None``: the mode cannot run, logged)."""
+    tasks = make_taskset((name,), offered, args.task_rate)
+    min_size = [1]
+
+    def prepare(engine: Any) -> None:
         if mode.batching:
-            capture += backend.capture_batches(sizes)
-            times = profile_batches(backend, name, sizes)
-            afet = {name: tuple(times[(j, 1)] for j in range(model.num_stages))}
+            min_size[0] = set_min_size(engine)
 
-            def batch_afet(m: str, j: int, size: int) -> float | None:
-                return times.get((j, size)) if m == name else None
-
-            min_size = efficient_size(times, sizes)
-        else:
-            from daris_ros.runtime.profiling import profile_afet
-
-            afet = profile_afet(backend, [name])
-        margin = args.lp_margin if args.lp_margin is not None and not mode.margin_given else mode.lp_margin
-        config = SchedulerConfig(
-            policy=Policy.STR, n_streams=mode.n_streams, n_sm_max=backend.n_sm_max,
-            sm_granularity=backend.sm_granularity, no_staging=not mode.staged,
-            launch_ahead=int(mode.ahead_ms is not None), ahead_lead=(mode.ahead_ms or 0.0) * 1e-3,
-            batching=BatchingConfig(sizes=sizes, lp_admit_margin=margin, min_size=min_size,
-                                    lp_max_time=None if mode.lp_max_ms is None else mode.lp_max_ms * 1e-3,
-                                    **({} if mode.pad_limit is None else {"pad_limit": mode.pad_limit}))
-            if mode.batching else None)
-        tasks = make_taskset((name,), offered, args.task_rate)
-        res: BatchRunResult = run_bench(backend, config, tasks, afet, {name: frame}, batch_afet=batch_afet,
-                                        seconds=args.seconds, mret_source=args.mret_source, warmup=args.warmup,
-                                        release_chunk=args.release_chunk)
+    size = args.input_size or None
+    try:
+        params = mode_params(mode, sizes, args.lp_margin)
+        params.update(device=args.device, cuda_graphs=not args.no_graphs, reprobe_after=args.reprobe_after,
+                      afet_profile="auto")
+        if args.device == "cpu":  # the same path on the cpu backend (tests; the upper baselines need a GPU)
+            params["backend"] = "cpu"
+        settings = bench_settings(params, tasks, lambda m: size or model_input_size(m), precision=mode.precision,
+                                  channels_last=mode.channels_last)
+        res: BenchRun = run_engine(settings, seconds=args.seconds, warmup=args.warmup, prepare=prepare,
+                                   phases={t.name: t.phase for t in tasks} if args.releases == "spread" else None)
+    except Exception:  # noqa: BLE001 - a mode that cannot run ends only itself
+        log.exception("%s %s: failed", name, mode.name)
+        return None
     finally:
-        backend.close()
-        del backend
         gc.collect()
         torch.cuda.empty_cache()
-    lp_admit = res.admitted["LP"] / res.released["LP"] if res.released["LP"] else 0.0
+    bs = res.batch
     row = ModeRow(name, mode.name, mode.batching, mode.precision, mode.channels_last, mode.staged, mode.n_streams,
                   res.offered_jps, res.jps, up_best, up_same, res.jps / up_best, res.jps / up_same, res.dmr("HP"),
-                  res.dmr("LP"), lp_admit, res.p99_ms["HP"], res.p99_ms["LP"], res.cpu_us_per_job,
-                  res.core_us_per_job, res.launch_us_per_job, res.gpu_busy, res.loop_busy, res.queue_delay_ms["HP"],
-                  res.queue_delay_ms["LP"], res.mean_batch, res.padding, res.batches, capture, min_size,
-                  " ".join(f"{k}:{v}" for k, v in res.by_size.items()), res.jps_window, margin)
-    log.info("%s %s: %.0f JPS = %.3fx upper %s (%.0f), HP DMR %.4f, LP DMR %.4f, LP admitted %.2f, CPU %.0f us/job "
-             "(core %.0f + launch %.0f), GPU busy %.2f, loop busy %.2f, queue HP %.2f / LP %.2f ms, batch %.1f, "
-             "pad %.3f, min size %d",
-             name, mode.name, row.jps, row.x_upper, mode.precision, up_best, row.hp_dmr, row.lp_dmr, lp_admit,
-             row.cpu_us_per_job, row.core_us_per_job, row.launch_us_per_job, row.gpu_busy, row.loop_busy,
-             row.hp_queue_ms, row.lp_queue_ms, row.mean_batch, row.padding, min_size)
+                  res.dmr("LP"), res.lp_admit_rate, res.p99_ms["HP"], res.p99_ms["LP"], res.cpu_us_per_job,
+                  res.release_us_per_job, res.host_us_per_release, res.loop_busy, bs.mean_queue_delay("HP") * 1e3,
+                  bs.mean_queue_delay("LP") * 1e3, bs.mean_batch, bs.padding, bs.batches, res.setup_s, min_size[0],
+                  " ".join(f"{k}:{v}" for k, v in sorted(bs.by_size.items())), res.jps_window,
+                  params["batch_lp_admit_margin"] or None, res.releases_skipped)
+    log.info("%s %s: %.0f JPS = %.3fx upper %s (%.0f); %s; min size %d", name, mode.name, row.jps, row.x_upper,
+             mode.precision, up_best, describe(res), min_size[0])
     return row
 
 
@@ -373,7 +365,7 @@ def modes_for(name: str, args: argparse.Namespace) -> list[Mode]:
 
 
 def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str) -> int:
-    dev = torch.device(args.device if args.device != "cpu" else "cuda")
+    dev = torch.device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     up_sizes = tuple(int(s) for s in args.upper_sizes.split(","))
@@ -391,13 +383,14 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
         for prec in dict.fromkeys(m.precision for m in modes):
             entry: dict[str, Any] = {}
             for cl in (False, True):
-                jps, bs, by = upper(name, prec, cl, dev, up_sizes, args.baseline_seconds / len(up_sizes))
+                jps, bs, by = upper(name, prec, cl, dev, up_sizes, args.baseline_seconds / len(up_sizes),
+                                    args.input_size)
                 entry["channels_last" if cl else "nchw"] = {"jps": round(jps, 1), "batch": bs,
                                                              "by_batch": {k: round(v, 1) for k, v in by.items()}}
             entry["best_jps"] = max(entry["nchw"]["jps"], entry["channels_last"]["jps"])
             for n in up_streams:
                 jps, bs, by = upper_concurrent(name, prec, True, dev, up_sizes, n,
-                                               args.baseline_seconds / len(up_sizes))
+                                               args.baseline_seconds / len(up_sizes), args.input_size)
                 entry.setdefault("concurrent", {})[str(n)] = {
                     "jps": round(jps, 1), "batch": bs, "by_batch": {k: round(v, 1) for k, v in by.items()}}
                 log.info("%s concurrent batching %s, %d streams, channels-last: %.0f JPS (bs %d per stream)", name,
@@ -416,7 +409,8 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
             if row is not None:
                 rows.append(row)
                 mrows.append(row)
-            write_csv(out / f"batching{suffix}.csv", rows)
+            if rows:
+                write_csv(out / f"batching{suffix}.csv", rows, ModeRow)
         ok = [r for r in mrows if r.meets()]
         best = max(ok, key=lambda r: r.x_upper) if ok else None
         models[name] = {
@@ -425,21 +419,22 @@ def main_batching(args: argparse.Namespace, argv: list[str] | None, command: str
             "best": None if best is None else {"mode": best.mode, **_summary_of(best)},
         }
     env = environment()
+    if dev.type == "cpu":
+        env["device"] = "cpu"
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commit = git_commit()
     section = {"command": command, "date": date, "device": env["device"], "driver": env["driver"],
-               "torch": env["torch"], "load": "150% of the upper baseline of the mode's precision (best format), "
-               f"2:1 LP:HP, {describe_rate(args.task_rate, tuple(models))} tasks, deadline = period",
+               "torch": env["torch"], "commit": commit["commit"], "dirty": commit["dirty"], "path": "engine",
+               "load": "150% of the upper baseline of the mode's precision (best format), "
+               f"2:1 LP:HP, {describe_rate(args.task_rate, tuple(models))} tasks, deadline = period, releases "
+               f"{'phased over each period' if args.releases == 'spread' else 'together (a rig)'}",
+               "frames": "synthetic uint8 frames at the model's input size, on the GPU, set once per task "
+                         "(Engine.set_frame); the engine preprocesses every release burst as a batch",
                "mret_source": args.mret_source, "seconds": args.seconds,
                "jps": f"jobs finished in the steady part of the release window, [{args.warmup:g} s, "
                       f"{args.seconds:g} s], per second (jps_window: the whole window)",
                "models": models}
-    path = out / "summary.json"
-    try:
-        summary = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        summary = {}
-    summary[f"batching{suffix}"] = section
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    merge_summary(out / "summary.json", {f"batching{suffix}": section})
     write_markdown(out / f"batching_results{suffix}.md", rows, models, section)
     print((out / f"batching_results{suffix}.md").read_text())
     return 0
@@ -453,29 +448,21 @@ def _summary_of(r: ModeRow) -> dict[str, Any]:
             "staged": r.staged, "n_streams": r.n_streams, "batching": r.batching,
             "hp_dmr": round(r.hp_dmr, 5), "lp_dmr": round(r.lp_dmr, 5), "lp_admit_rate": round(r.lp_admit_rate, 3),
             "hp_p99_ms": round(r.hp_p99_ms, 2), "lp_p99_ms": round(r.lp_p99_ms, 2),
-            "cpu_us_per_job": round(r.cpu_us_per_job, 1), "core_us_per_job": round(r.core_us_per_job, 1),
-            "launch_us_per_job": round(r.launch_us_per_job, 1), "gpu_busy": round(r.gpu_busy, 3),
-            "loop_busy": round(r.loop_busy, 3), "min_size": r.min_size,
+            "cpu_us_per_job": round(r.cpu_us_per_job, 1), "release_us_per_job": round(r.release_us_per_job, 1),
+            "host_us_per_release": round(r.host_us_per_release, 2), "loop_busy": round(r.loop_busy, 3),
+            "min_size": r.min_size, "setup_s": round(r.setup_s, 1), "releases_skipped": r.releases_skipped,
             "queue_delay_ms": {"HP": round(r.hp_queue_ms, 3), "LP": round(r.lp_queue_ms, 3)},
             "mean_batch": round(r.mean_batch, 1), "padding": round(r.padding, 3), "meets_dmr_targets": r.meets()}
 
 
-def write_csv(path: Path, rows: list[ModeRow]) -> None:
-    if not rows:
-        return
-    names = list(ModeRow.__dataclass_fields__)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(names)
-        for r in rows:
-            d = asdict(r)
-            w.writerow([f"{d[n]:.4g}" if isinstance(d[n], float) else d[n] for n in names])
-
-
 def write_markdown(path: Path, rows: list[ModeRow], models: dict[str, Any], section: dict[str, Any]) -> None:
     lines = [f"# daris-bench --batching ({section['date']})", "",
-             f"Device: **{section['device']}**, driver {section['driver']}, torch {section['torch']}.", "",
-             f"```\n{section['command']}\n```", "", f"Load: {section['load']}.", ""]
+             f"Device: **{section['device']}**, driver {section['driver']}, torch {section['torch']}. Commit "
+             f"`{section['commit']}`" + (" (with uncommitted changes)" if section["dirty"] else "") + ".", "",
+             f"```\n{section['command']}\n```", "", f"Load: {section['load']}.", "",
+             "Every mode runs through the scheduler node's engine (daris_ros/runtime/engine.py) on the str "
+             f"backend; frames: {section['frames']}. CPU us/job: the engine loop thread's CPU time per finished "
+             "job (its release part: taking frames, admission, preprocessing); host us/release: per release.", ""]
     for name, m in models.items():
         lines += [f"## {name}", "", "| upper baseline | NCHW | channels-last |", "| --- | ---: | ---: |"]
         for prec, u in m["upper"].items():
@@ -496,7 +483,7 @@ def write_markdown(path: Path, rows: list[ModeRow], models: dict[str, Any], sect
             for p, d in m["precision_vs_fp32"].items()), "",
             "| mode | prec | CL | staged | N_s | LP margin | JPS (whole window) | x upper (best fmt) "
             "| x upper (same fmt) | HP DMR | LP DMR "
-            "| LP admitted | HP p99 ms | LP p99 ms | CPU us/job (core + launch) | loop busy | GPU busy "
+            "| LP admitted | HP p99 ms | LP p99 ms | CPU us/job (release) | host us/release | loop busy "
             "| queue HP / LP ms | mean batch | padding |",
             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
             "| ---: | ---: | ---: | ---: | ---: |"]
@@ -506,8 +493,8 @@ def write_markdown(path: Path, rows: list[ModeRow], models: dict[str, Any], sect
                 f"{r.n_streams} | {r.lp_margin if r.lp_margin is not None else '-'} | "
                 f"{r.jps:,.0f} ({r.jps_window:,.0f}) | {r.x_upper:.3f} | {r.x_upper_same_format:.3f} | "
                 f"{100 * r.hp_dmr:.2f}% | {100 * r.lp_dmr:.2f}% | {100 * r.lp_admit_rate:.0f}% | {r.hp_p99_ms:.1f} | "
-                f"{r.lp_p99_ms:.1f} | {r.cpu_us_per_job:.0f} ({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f}) | "
-                f"{100 * r.loop_busy:.0f}% | {100 * r.gpu_busy:.0f}% | {r.hp_queue_ms:.2f} / {r.lp_queue_ms:.2f} | "
+                f"{r.lp_p99_ms:.1f} | {r.cpu_us_per_job:.0f} ({r.release_us_per_job:.0f}) | "
+                f"{r.host_us_per_release:.1f} | {100 * r.loop_busy:.0f}% | {r.hp_queue_ms:.2f} / {r.lp_queue_ms:.2f} | "
                 f"{r.mean_batch:.1f} | "
                 f"{100 * r.padding:.1f}% |")
         best = m["best"]

@@ -4,19 +4,20 @@
     python -m daris_ros.bench.cli --models resnet18,unet,inception_v3,mixed --full
     python -m daris_ros.bench.cli --mps                    # + every green configuration again on 'mps'
     python -m daris_ros.bench.cli --batching default       # cross-task batching + precision (issue 7)
+    python -m daris_ros.bench.cli --device cpu --configs cpu:STR:1x2:1 --offered 20 --no-baselines  # no GPU
 
-Writes results.csv, <model>.png, summary.md and summary.json to ``--out`` (docs/benchmarks).
+Every DARIS configuration runs through the scheduler node's engine (daris_ros/bench/engine_run.py) with synthetic
+frames; the baselines are plain torch references (daris_ros/bench/baselines.py). Writes results.csv, <model>.png,
+summary.md and summary.json to ``--out`` (docs/benchmarks).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import gc
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,20 @@ from typing import Any
 import torch
 
 from daris_ros.bench import baselines, batching
-from daris_ros.bench.report import ModelBaselines, Row, best_row, environment, plot_model, write_csv, write_summary
-from daris_ros.bench.runner import run_daris
-from daris_ros.bench.runner_mps import run_daris_mps, run_daris_mps_local
-from daris_ros.bench.workload import MIXED, TaskRate, make_taskset, parse_task_rate
-from daris_ros.core import Policy, SchedulerConfig, effective_layout
-from daris_ros.runtime.backends import BackendError, create_backend
-from daris_ros.runtime.models import build_staged_model
-from daris_ros.runtime.profiling import AfetCache, profile_afet
+from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, model_input_size, run_engine
+from daris_ros.bench.report import (
+    ModelBaselines,
+    Row,
+    best_row,
+    environment,
+    git_commit,
+    plot_model,
+    write_csv,
+    write_summary,
+)
+from daris_ros.bench.workload import MIXED, BenchTask, TaskRate, make_taskset, parse_task_rate
+from daris_ros.core import effective_layout
+from daris_ros.runtime.engine import to_scheduler_config
 
 log = logging.getLogger("daris_ros.bench")
 
@@ -64,32 +71,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ablations", default="", help="comma list of models (or 'all') that get No Staging / No Last / "
                    "No Prior / No Fixed runs at their best configuration")
     p.add_argument("--seconds", type=float, default=3.0, help="release window per run")
+    p.add_argument("--warmup", type=float, default=0.5,
+                   help="seconds at the start of the release window not counted in JPS (pipeline fill); the "
+                   "whole-window rate is reported as jps_window")
+    p.add_argument("--releases", choices=("spread", "rig"), default="spread",
+                   help="spread: each task's releases phased over its period (the paper's task sets); rig: every "
+                   "task released at the same instants (a hardware-triggered camera rig)")
     p.add_argument("--baseline-seconds", type=float, default=2.0)
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the baselines (give the load with --offered)")
+    p.add_argument("--offered", type=float, default=0.0, metavar="JPS",
+                   help="offered load in jobs/s (default: 150%% of --load-reference, measured in the run)")
     p.add_argument("--task-rate", type=_task_rate_arg, default=30.0,
                    help="Hz per camera task (deadline = period), or 'paper' for the paper's per-model rates "
                         "(Table II: ResNet18 30 Hz, UNet and InceptionV3 24 Hz)")
+    p.add_argument("--input-size", type=_size_arg, default=None, metavar="HxW",
+                   help="frame and model input size of every task (default: each model's own, 224x224; "
+                   "InceptionV3 299x299)")
     p.add_argument("--load-reference", choices=("ceiling", "upper"), default="ceiling",
                    help="150%% of the batch-1 ceiling (default) or of the batching upper baseline (the paper)")
     p.add_argument("--hp-admission", action="store_true", help="Overload+HPA: HP jobs pass the admission test too")
+    p.add_argument("--reprobe-after", type=int, default=0,
+                   help="the engine's reprobe_after (forget a task's MRET after N rejections in a row); 0, the "
+                   "paper's rule, by default (the node's default is 100)")
     p.add_argument("--no-graphs", action="store_true", help="eager stages instead of CUDA graphs")
-    p.add_argument("--mret-source", choices=("events", "host"), default="events",
-                   help="stage time fed to MRET: CUDA events (GPU time) or host-observed (launch to completion seen)")
+    p.add_argument("--mret-source", choices=("events",), default="events",
+                   help="kept for old command lines: the engine feeds MRET the backend's measured stage time "
+                   "(CUDA events on a GPU); the old bench loop's host-observed times are gone")
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--afet-cache", default="", help="AFET cache file (default <out>/afet_cache.json)")
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default="cuda", help="cuda[:N], or cpu (cpu backend configurations only)")
     p.add_argument("--mps", action="store_true",
                    help="also run every green configuration on the mps backend (same task set, N_c x N_s, OS): "
                    "MPS client processes vs green contexts in one run")
-    p.add_argument("--mps-mode", choices=("stage", "local", "both"), default="both",
-                   help="mps runs: the core dispatches every stage through the workers (stage), the workers run "
-                   "their contexts' stage queues with admission/migration here (local), or both from one start")
-    p.add_argument("--mps-frames", choices=("shm", "resident"), default="shm",
-                   help="mps runs: each job's frame goes through shared memory (default) or the worker's resident "
-                   "example input is used (no transfer, like the in-process runs)")
     p.add_argument("--mps-pipe-dir", default="", help="MPS pipe directory (default: DARIS_MPS_PIPE_DIRECTORY, "
                    "CUDA_MPS_PIPE_DIRECTORY or /tmp/nvidia-mps); a daemon is started there if none runs")
     batching.add_arguments(p)  # --batching MODES: the batching bench (daris_ros/bench/batching.py)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.warmup < args.seconds:
+        p.error(f"--warmup must be within [0, --seconds) (got {args.warmup:g} and {args.seconds:g})")
+    if args.no_baselines and args.offered <= 0 and not args.batching:
+        p.error("--no-baselines needs --offered JPS (the baselines set the load otherwise)")
+    return args
 
 
 def parse_configs(text: str) -> list[Config]:
@@ -108,136 +131,146 @@ def _task_rate_arg(text: str) -> TaskRate:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--task-rate: ")) from None
 
 
+def _size_arg(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW or N, got {text!r}") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 16:
+        raise argparse.ArgumentTypeError(f"expected HxW or N with sides >= 16, got {text!r}")
+    return parts[0], parts[1]
+
+
+def input_size_of(args: argparse.Namespace) -> Any:
+    """model -> the frame size of its tasks: ``--input-size``, else the model's own."""
+    return (lambda _model: args.input_size) if args.input_size else model_input_size
+
+
+def phases_of(tasks: list[BenchTask], args: argparse.Namespace) -> dict[str, float] | None:
+    """Each task's first release after the window opens (``--releases spread``), or None (a rig)."""
+    return {t.name: t.phase for t in tasks} if args.releases == "spread" else None
+
+
 def _harmonic(values: list[float]) -> float:
-    return len(values) / sum(1.0 / v for v in values)
+    return len(values) / sum(1.0 / v for v in values) if values and all(values) else 0.0
 
 
 def measure_baselines(name: str, models: tuple[str, ...], dev: torch.device, args: argparse.Namespace
                       ) -> ModelBaselines:
-    """Lower, upper, ceilings (harmonic mean over the models of a mixed set) and naive at the offered load."""
+    """Lower, upper, ceilings (harmonic mean over the models of a mixed set) and naive at the offered load. On the
+    CPU only lower and naive (upper and the ceilings are CUDA graphs); with ``--no-baselines`` none."""
+    size = args.input_size
+    ref_name = "offered" if args.offered > 0 else args.load_reference
+    if args.no_baselines:
+        return ModelBaselines(0.0, 0.0, 0, {}, 0.0, 0.0, 0.0, 0, 0.0, 0.0, ref_name, args.offered)
     secs = args.baseline_seconds
+    gpu = dev.type == "cuda"
     lows, ups, ceils, staged = [], [], [], []
     for m in models:
-        lows.append(baselines.lower_jps(m, dev, secs))
-        ups.append(baselines.upper_batching(m, dev, seconds=secs / 2))
-        ceils.append(baselines.b1_ceiling(m, dev, 8, secs))
-        staged.append(baselines.b1_ceiling(m, dev, 8, secs, staged=True))
+        lows.append(baselines.lower_jps(m, dev, secs, input_size=size))
+        if gpu:
+            ups.append(baselines.upper_batching(m, dev, seconds=secs / 2, input_size=size))
+            ceils.append(baselines.b1_ceiling(m, dev, 8, secs, input_size=size))
+            staged.append(baselines.b1_ceiling(m, dev, 8, secs, staged=True, input_size=size))
     lower, ceiling, ceiling_staged = _harmonic(lows), _harmonic(ceils), _harmonic(staged)
     upper = _harmonic([u.best_jps for u in ups])
-    ref = ceiling if args.load_reference == "ceiling" else upper
-    offered = 1.5 * ref
+    if args.offered > 0:
+        offered = args.offered
+    else:
+        ref = ceiling if args.load_reference == "ceiling" else upper
+        if not ref:
+            raise SystemExit(f"the {args.load_reference} baseline needs a CUDA GPU: give the load with --offered JPS")
+        offered = 1.5 * ref
     tasks = make_taskset(models, offered, args.task_rate)
     nv = baselines.naive([t.model for t in tasks], dev, [t.period for t in tasks],
-                         [t.priority.name == "HP" for t in tasks], seconds=secs)
+                         [t.priority.name == "HP" for t in tasks], seconds=secs, input_size=size)
     log.info("%s: lower %.0f, upper %.0f (bs %s), ceiling %.0f / staged %.0f, naive %.0f JPS (%d threads, "
              "their first jobs took %.1f s before the window)", name, lower, upper, [u.best_batch for u in ups],
              ceiling, ceiling_staged, nv.jps, nv.n_threads, nv.warmup_s)
-    torch.cuda.empty_cache()
+    if gpu:
+        torch.cuda.empty_cache()
     by_batch = {bs: _harmonic([u.by_batch[bs] for u in ups]) for bs in ups[0].by_batch
-                if all(bs in u.by_batch for u in ups)}  # a mixed set: the JPS of a 1:1:1 mix at each batch size
-    return ModelBaselines(lower, upper, ups[0].best_batch, by_batch, nv.jps, nv.hp_dmr, nv.lp_dmr,
-                          nv.n_threads, ceiling, ceiling_staged, args.load_reference, offered,
-                          {"naive_warmup_s": nv.warmup_s})
+                if all(bs in u.by_batch for u in ups)} if ups else {}  # a mixed set: the JPS of a 1:1:1 job mix
+    return ModelBaselines(lower, upper, ups[0].best_batch if ups else 0, by_batch, nv.jps, nv.hp_dmr, nv.lp_dmr,
+                          nv.n_threads, ceiling, ceiling_staged, ref_name, offered, {"naive_warmup_s": nv.warmup_s})
 
 
-def _runners(backend_name: str, args: argparse.Namespace) -> list[str]:
-    """The runs one backend start serves: ``mps`` -> stage mode and/or worker-side mode (``--mps-mode``)."""
-    if backend_name == "mps":
-        return {"stage": ["mps"], "local": ["mps-local"], "both": ["mps", "mps-local"]}[args.mps_mode]
-    return [backend_name]
+def config_params(cfg: Config, args: argparse.Namespace, ablation: str = "") -> dict[str, Any]:
+    """The engine's parameters (the node's, as in a parameter file) for one bench configuration."""
+    backend, policy, nc, ns, os_ = cfg
+    flags = {a: a == ablation for a in ABLATIONS}
+    cache = args.afet_cache or str(Path(args.out) / "afet_cache.json")
+    return {"policy": policy, "backend": backend, "device": args.device, "n_contexts": nc, "n_streams": ns,
+            "oversubscription": os_, "hp_admission": args.hp_admission, "cuda_graphs": not args.no_graphs,
+            "reprobe_after": args.reprobe_after, "afet_profile": "auto",
+            # the cache is keyed by model, not by staging: a merged (No Staging) model is profiled every time
+            "afet_cache": "" if flags["no_staging"] else cache,
+            "mps_pipe_directory": args.mps_pipe_dir, **flags}
 
 
 def run_config(name: str, models: tuple[str, ...], cfg: Config, offered: float, args: argparse.Namespace,
-               cache: AfetCache, kind: str = "daris", ablation: str = "") -> list[Row]:
-    """One configuration (one backend start); ``mps`` may give two rows (stage mode, worker-side mode)."""
-    backend_name, policy, nc, ns, os_ = cfg
-    flags = {a: a == ablation for a in ABLATIONS}
-    layout = effective_layout(SchedulerConfig(policy=Policy.parse(policy), n_contexts=nc, n_streams=ns,
-                                              oversubscription=os_))
-    create = "mps" if backend_name.startswith("mps") else backend_name
+               kind: str = "daris", ablation: str = "") -> list[Row]:
+    """One configuration: a fresh engine with the task set at ``offered`` JPS."""
+    tasks = make_taskset(models, offered, args.task_rate)
     try:
-        backend = create_backend(create, n_contexts=layout.n_contexts, n_streams=layout.n_streams,
-                                 device=args.device, oversubscription=layout.oversubscription,
-                                 cuda_graphs=not args.no_graphs)
-    except BackendError as exc:
-        log.error("%s %s: %s", name, cfg, exc)
-        return []
-    results = []
-    try:
-        staged = {m: build_staged_model(m) for m in dict.fromkeys(models)}
-        backend.start({m: (s.merged() if flags["no_staging"] else s) for m, s in staged.items()})
-        key_suffix = ":merged" if flags["no_staging"] else ""
-        profile = backend.profile_afet if create == "mps" else functools.partial(profile_afet, backend)
-        afet = profile(list(staged), cache=cache) if not key_suffix else profile(list(staged))
-        config = SchedulerConfig(policy=Policy.parse(policy), n_contexts=nc, n_streams=ns, oversubscription=os_,
-                                 n_sm_max=backend.n_sm_max, sm_granularity=backend.sm_granularity,
-                                 hp_admission=args.hp_admission, **flags)
-        tasks = make_taskset(models, offered, args.task_rate)
-        labels = _runners(backend_name, args) if not kind.startswith("ablation") else [backend_name]
-        for label in labels:
-            if label == "mps-local" and args.hp_admission:
-                log.error("%s %s: the worker-side mode has no HP admission (Overload+HPA)", name, cfg)
-                continue
-            if label == "mps":
-                res = run_daris_mps(backend, config, tasks, afet, seconds=args.seconds,
-                                    mret_source=args.mret_source, frames=args.mps_frames)
-            elif label == "mps-local":
-                res = run_daris_mps_local(backend, config, tasks, afet, seconds=args.seconds,
-                                          mret_source=args.mret_source, frames=args.mps_frames)
-            else:
-                res = run_daris(backend, config, tasks, afet, seconds=args.seconds, mret_source=args.mret_source)
-            results.append((label, res))
-        sms = backend.sm_counts() if hasattr(backend, "sm_counts") else [backend.n_sm_max] * layout.n_contexts
-    except (BackendError, ValueError) as exc:
-        log.error("%s %s: %s", name, cfg, exc)
+        settings = bench_settings(config_params(cfg, args, ablation), tasks, input_size_of(args))
+        run = run_engine(settings, seconds=args.seconds, warmup=args.warmup, phases=phases_of(tasks, args))
+    except Exception:  # noqa: BLE001 - one configuration that cannot run (no GPU feature, OOM...) ends only itself
+        log.exception("%s %s %s: failed", name, kind, cfg)
         return []
     finally:
-        backend.close()
-        del backend
         gc.collect()
-        torch.cuda.empty_cache()
-    return [_row(name, kind, label, policy, layout, args, res, sms, afet) for label, res in results]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    layout = effective_layout(to_scheduler_config(settings))
+    return [_row(name, kind, cfg, layout, settings.cuda_graphs and cfg[0] != "cpu", run)]
 
 
-def _row(name: str, kind: str, label: str, policy: str, layout: Any, args: argparse.Namespace, res: Any,
-         sms: list[int], afet: dict[str, tuple[float, ...]]) -> Row:
-    lp_admit = res.admitted["LP"] / res.released["LP"] if res.released["LP"] else 0.0
-    row = Row(name, kind, label, policy, layout.n_contexts, layout.n_streams, layout.oversubscription,
-              not args.no_graphs, res.offered_jps, res.jps, res.dmr("HP"), res.dmr("LP"), res.p99_ms["HP"],
-              res.p99_ms["LP"], lp_admit, res.released["HP"], res.released["LP"], res.migrations,
-              res.cpu_us_per_job, res.core_us_per_job, res.launch_us_per_job,
-              "/".join(str(s) for s in sorted(set(sms))),
-              "; ".join(f"{m}: " + "/".join(f"{v * 1e3:.2f}" for v in st) for m, st in afet.items()),
-              float(res.extra.get("worker_cpu_us_per_job", 0.0)), float(res.extra.get("rt_overhead_us_p50", 0.0)))
-    if res.extra:
-        log.info("%s %s %s: %s", name, label, row.config, {k: (round(v, 1) if isinstance(v, float) else v)
-                                                           for k, v in res.extra.items()})
-    log.info("%s %s %s %s: %.0f JPS, HP DMR %.3f, LP DMR %.3f, LP admitted %.2f, CPU %.0f us/job (core %.0f)",
-             name, kind, f"{label}:{policy}", row.config, row.jps, row.hp_dmr, row.lp_dmr, lp_admit,
-             row.cpu_us_per_job, row.core_us_per_job)
+def _row(name: str, kind: str, cfg: Config, layout: Any, graphs: bool, run: BenchRun) -> Row:
+    backend, policy = cfg[0], cfg[1]
+    row = Row(name, kind, backend, policy, layout.n_contexts, layout.n_streams, layout.oversubscription, graphs,
+              run.offered_jps, run.jps, run.dmr("HP"), run.dmr("LP"), run.p99_ms["HP"], run.p99_ms["LP"],
+              run.lp_admit_rate, run.released["HP"], run.released["LP"], run.migrations, run.cpu_us_per_job,
+              run.release_us_per_job, run.cpu_us_per_job - run.release_us_per_job,
+              "/".join(str(s) for s in sorted(set(run.sm_counts))),
+              "; ".join(f"{m}: " + "/".join(f"{v * 1e3:.2f}" for v in st) for m, st in run.afet.items()),
+              run.host_us_per_release, run.jps_window)
+    log.info("%s %s %s %s: %s", name, kind, f"{backend}:{policy}", row.config, describe(run))
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
-    if not torch.cuda.is_available():
-        print("daris-bench needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
+    on_cpu = args.device == "cpu"
+    if not on_cpu and not torch.cuda.is_available():
+        print("daris-bench needs a CUDA GPU (torch.cuda.is_available() is False); for the cpu backend give "
+              "--device cpu --configs cpu:...", file=sys.stderr)
         return 2
-    dev = torch.device(args.device if args.device != "cpu" else "cuda")
-    torch.backends.cudnn.benchmark = True
+    dev = torch.device(args.device)
+    if not on_cpu:
+        torch.backends.cudnn.benchmark = True
+    command = batching.command_line(argv, sys.argv[1:])
     if args.batching:
-        return batching.main_batching(args, argv, batching.command_line(argv, sys.argv[1:]))
+        if on_cpu:
+            print("daris-bench --batching needs a CUDA GPU (its upper baselines are CUDA graphs)", file=sys.stderr)
+            return 2
+        return batching.main_batching(args, argv, command)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = AfetCache(args.afet_cache or out / "afet_cache.json")
     configs = parse_configs(args.configs) if args.configs else (full_configs() if args.full else QUICK)
     if args.mps:
         configs = with_mps(configs)
+    if on_cpu and any(c[0] != "cpu" for c in configs):
+        print("--device cpu runs the cpu backend only: give --configs cpu:POLICY:NcxNs:OS,...", file=sys.stderr)
+        return 2
     if args.mps_pipe_dir:
         os.environ["DARIS_MPS_PIPE_DIRECTORY"] = args.mps_pipe_dir
     daemon = None
-    if any(c[0].startswith("mps") for c in configs):  # one daemon for the whole run (each backend uses it)
+    if any(c[0] == "mps" for c in configs):  # one daemon for the whole run (each backend uses it)
+        from daris_ros.runtime.backends import BackendError
         from daris_ros.runtime.backends.mps_daemon import MpsDaemon
 
         torch.zeros(1, device=dev)  # this process's own CUDA context exists before MPS starts: it is no MPS client
@@ -246,12 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             daemon.ensure()
         except BackendError as exc:
             log.error("no mps runs: %s", exc)
-            configs = [c for c in configs if not c[0].startswith("mps")]
+            configs = [c for c in configs if c[0] != "mps"]
             daemon = None
-    command = "python -m daris_ros.bench.cli " + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                                                     else sys.argv[1:]))
     try:
-        return _run(args, configs, cache, out, dev, command)
+        return _run(args, configs, out, dev, command)
     finally:
         if daemon is not None:
             daemon.stop()
@@ -267,56 +298,59 @@ def with_mps(configs: list[Config]) -> list[Config]:
     return out
 
 
-def _run(args: argparse.Namespace, configs: list[Config], cache: AfetCache, out: Path, dev: torch.device,
-         command: str) -> int:
+def _run(args: argparse.Namespace, configs: list[Config], out: Path, dev: torch.device, command: str) -> int:
     rows: list[Row] = []
     bases: dict[str, ModelBaselines] = {}
     for name in filter(None, (s.strip() for s in args.models.split(","))):
         models = MIXED if name == "mixed" else (name,)
         bases[name] = measure_baselines(name, models, dev, args)
         for cfg in configs:
-            rows.extend(run_config(name, models, cfg, bases[name].offered_jps, args, cache))
+            rows.extend(run_config(name, models, cfg, bases[name].offered_jps, args))
         best, _ = best_row([r for r in rows if r.model == name])
         if best is not None and (args.ablations == "all" or name in args.ablations.split(",")):
             cfg = (best.backend, best.policy, best.n_contexts, best.n_streams, best.oversubscription)
             for ab in ABLATIONS:
-                rows.extend(run_config(name, models, cfg, bases[name].offered_jps, args, cache, f"ablation:{ab}",
-                                       ab))
+                rows.extend(run_config(name, models, cfg, bases[name].offered_jps, args, f"ablation:{ab}", ab))
         write_csv(out / "results.csv", rows)
         plot_model(out / f"{name}.png", name, rows, bases[name])
+    size = (f"{args.input_size[0]}x{args.input_size[1]}" if args.input_size
+            else "each model's default input size (224x224; InceptionV3 299x299)")
     notes = [
-        "Inputs: one random frame per model at its default input size (224x224; InceptionV3 299x299), already on "
-        "the GPU (preprocessing is not in the timed loop); "
-        "random weights; fp32 (TF32 convolutions); per-stage CUDA graphs unless --no-graphs.",
-        "DARIS runs: the policy core driven by one thread (daris_ros/bench/runner.py); JPS = finished jobs / "
-        f"release window ({args.seconds:g} s); DMR = missed / finished admitted jobs; LP admitted = admitted / "
-        "released LP jobs (the rest were rejected by the admission test, eq. 12).",
-        "CPU us/job: the scheduling thread's CPU time per finished job (it spins while waiting, so at low load "
-        "this includes idle polling); core = releases, completion polling and policy-core calls, launch = "
-        "torch/CUDA stage launches (copy in, graph replay, copy out, CUDA events: two per stage with "
-        "--mret-source events, one with host).",
-        f"MRET source: {args.mret_source} "
-        f"({'CUDA-event GPU time' if args.mret_source == 'events' else 'host-observed launch-to-completion time'}).",
+        "DARIS runs: the scheduler node's engine (daris_ros/runtime/engine.py, through daris_ros/bench/engine_run.py), "
+        "a fresh one per configuration: its loop thread releases every task from its own clock, takes the task's "
+        "frame, preprocesses each release burst as a batch, asks the policy core to admit, dispatch and complete, "
+        "launches on the backend and post-processes every result.",
+        f"Frames: synthetic uint8 RGB frames at {size}, one per size, set once per task (a camera that always has a "
+        "new frame); already on the GPU for str and green (decoding and the host-to-device copy of real cameras "
+        "are not measured), host arrays for cpu and mps (mps workers preprocess them); random weights; fp32 (TF32 "
+        "convolutions); per-stage CUDA graphs unless --no-graphs.",
+        f"Releases: {'phased over each period (golden-ratio phases)' if args.releases == 'spread' else 'a rig'}; "
+        f"JPS = jobs finished in [{args.warmup:g} s, {args.seconds:g} s] of the release window over its length "
+        "(jps_window in results.csv: the whole window); DMR = missed / finished admitted jobs; LP admitted = admitted "
+        "/ released LP jobs (the rest were rejected by the admission test, eq. 12); AFET profiled by the engine "
+        "(full load on a GPU), MRET fed with the backend's measured stage times (CUDA events).",
+        "CPU us/job: the engine loop thread's CPU time per finished job, split into releases (take frames, "
+        "decode, admission, preprocessing) + the rest (completions, dispatches, launches, post-processing); host "
+        "us/release: the same per release (EngineSnapshot.loop). Python's garbage collector is paused in the window.",
         "mixed: tasks cycle over ResNet18, UNet, InceptionV3; its baselines are the harmonic means of the three "
         "models' (the JPS of a 1:1:1 job mix); naive runs each task's own model.",
         "green = SM-partitioned green contexts (driver API) in one process, the in-process counterpart of the "
         "paper's MPS contexts; str = plain CUDA streams (contexts are stream groups, no SM limit).",
     ]
-    if any(c[0].startswith("mps") for c in configs):
-        frames = ("each job copies its host frame (float32) into a shared-memory slot, the worker copies it to the "
-                  "GPU" if args.mps_frames == "shm" else "the worker's resident example input, no transfer")
-        notes.append(
-            "mps = one MPS client process per context (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE from eq. 9; SMs/ctx as "
-            "each worker's device properties report them), N_s streams and per-stage CUDA graphs in each; the core "
-            "runs in the bench process (daris_ros/bench/runner_mps.py) and every stage is a request through shared "
-            f"memory; frames: {frames}. mps-local = the same workers with each context's stage queue (the core's "
-            "8 levels + EDF) inside its worker: this process only admits/migrates (daris_ros/bench/central.py) "
-            "and sends whole jobs (one request and one completion per job). CPU us/job for mps: this process "
-            "(core + requests; it blocks while idle), plus the workers' CPU (they spin while their stages run).")
+    if any(c[0] == "mps" for c in configs):
+        notes.append("mps = one MPS client process per context (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE from eq. 9; "
+                     "SMs/ctx as each worker's device properties report them), N_s streams and per-stage CUDA graphs "
+                     "in each, driven by the same engine through the backend's launch/poll.")
     env = environment()
-    write_summary(out, rows, bases, env, command, dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), notes)
+    if dev.type == "cpu":
+        env["device"] = "cpu"
+    write_summary(out, rows, bases, env, command, dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), notes,
+                  git_commit())
     write_csv(out / "results.csv", rows)
     print((out / "summary.md").read_text())
+    if configs and not rows:
+        log.error("no configuration ran (see the errors above)")
+        return 1
     return 0
 
 

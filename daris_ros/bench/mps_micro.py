@@ -1,18 +1,17 @@
-"""Micro-measurements of the ``mps`` backend: frame transfer cost and per-stage round-trip overhead.
+"""Micro-measurements of the ``mps`` backend through the backend protocol: frame copy cost and per-stage round trip.
 
-    python -m daris_ros.bench.mps_micro --out docs/benchmarks      # writes mps_micro.json, prints markdown
+    python -m daris_ros.bench.mps_micro --out docs/benchmarks      # writes mps_micro.json, prints it
 
-* **Frame transfer** (shared memory): the scheduler's copy of a preprocessed host frame (float32) into a
-  frame slot (``memmove``, CPU time), and the worker's copy from the pinned slot to the GPU, read as the
-  difference of stage 0's CUDA-event time with the frame from the slot and with the worker's resident input.
-* **Round trip per stage**: one worker (N_c = 1, N_s = 1), ResNet18's four stages one after another
-  (each sent when the previous one's completion was read): request written -> completion read, minus the
-  stage's CUDA-event time; split into request latency (written -> picked up by the worker), launch (picked
-  up -> launched), completion seen late (launched + GPU time -> the worker saw the event) and delivery
-  (worker wrote the completion -> read here). Once with this process blocking on the wake-up pipe, once
-  spinning. The in-process ``str`` backend (launch, spin on the CUDA event) is the reference.
-* **Worker-side mode**: whole jobs (``send_job``) one after another: job round trip minus the sum of its
-  stages' GPU times, and the part of it spent between the stages inside the worker.
+* **Frame copy** (shared memory): the CPU time of one preprocessed host frame (float32) copied into a page-aligned
+  shared buffer (``memmove`` and torch's ``copy_``), what a frame slot costs the scheduler process.
+* **Round trip per stage**: one worker (N_c = 1, N_s = 1), ResNet18's four stages one after another, each launched
+  (:meth:`~daris_ros.runtime.backends.base.Backend.launch`) once the previous one was reported finished
+  (:meth:`~daris_ros.runtime.backends.base.Backend.poll`): launch to completion seen, minus the stage's measured
+  execution time; the CPU time of the launch call. On ``mps`` once waiting on the backend's completion
+  notification (``set_notify``, as the engine's loop does) and once spinning on ``poll``; the in-process ``str``
+  backend (spinning, as the engine polls it) is the reference.
+
+Only timing loops over single stages: no scheduling (the engine is the only scheduler loop).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import ctypes
 import json
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -60,116 +60,59 @@ def host_copy_us(shape: tuple[int, ...], n: int = 2000) -> dict[str, float]:
     return {"bytes": nbytes, "memmove_us": mm, "torch_copy_us": tc, "GB_per_s": nbytes / (mm * 1e-6) / 1e9}
 
 
-def str_reference(n_jobs: int) -> dict[str, float]:
-    """In-process reference: one stream, stage launch -> spin on its end event; host time - event time."""
-    from daris_ros.runtime.backends.cuda_streams import CudaStreamsBackend
-    from daris_ros.runtime.models import build_staged_model
-
-    b = CudaStreamsBackend(n_contexts=1, n_streams=1, device="cuda")
-    b.start({"r": build_staged_model("resnet18")})
+def round_trip(backend: Any, model: str, x0: Any, n_stages: int, n_jobs: int, *, blocking: bool,
+               warmup: int = 20) -> dict[str, float]:
+    """Stages one after another on (0, 0): launch -> finished record seen, minus its execution time (us, median and
+    p99), launch CPU time and stage time (us, medians), over ``n_jobs`` jobs after ``warmup`` ones. ``blocking``:
+    wait on the backend's notification instead of spinning on ``poll`` (a backend with completion threads: cpu,
+    mps); spinning yields the GIL between polls (``sleep(0)``), so a backend thread of this process can report."""
+    wake = threading.Event()
+    backend.set_notify(wake.set if blocking else None)
+    over, launch_cpu, exec_us = [], [], []
     try:
-        x0 = b.example_inputs(b.models["r"])[0]
-        over, launch_cpu, gpu = [], [], []
-        for job in range(n_jobs + 20):
-            x = x0
-            for j in range(4):
+        for job in range(n_jobs + warmup):
+            rows: list[tuple[Any, int]] = [(x0, 0)]
+            for j in range(n_stages):
+                wake.clear()
                 c0 = time.thread_time()
                 t0 = time.perf_counter()
-                la = b.launch(0, 0, "r", j, x)
+                ticket = backend.launch(0, 0, model, j, 1, rows)
                 c1 = time.thread_time()
-                while not la.end.query():
-                    pass
+                done = None
+                while done is None:
+                    if blocking:
+                        wake.wait(0.5)
+                        wake.clear()
+                    else:
+                        time.sleep(0)
+                    done = next((f for f in backend.poll() if f.ticket == ticket), None)
                 t1 = time.perf_counter()
-                dt = b.finish(la)
-                x = la.output
-                if job >= 20:
-                    over.append((t1 - t0) * 1e6 - dt * 1e6)
+                if done.error is not None:
+                    raise done.error
+                rows = [(done.output, 0)]
+                if job >= warmup:
+                    over.append((t1 - t0 - done.exec_time) * 1e6)
                     launch_cpu.append((c1 - c0) * 1e6)
-                    gpu.append(dt * 1e6)
-        torch.cuda.set_stream(torch.cuda.default_stream())
+                    exec_us.append(done.exec_time * 1e6)
     finally:
-        b.close()
-    return {"overhead_us_p50": _med(over), "launch_cpu_us_p50": _med(launch_cpu), "stage_gpu_us_p50": _med(gpu)}
+        backend.set_notify(None)
+    over.sort()
+    return {"overhead_us_p50": _med(over), "overhead_us_p99": over[int(0.99 * (len(over) - 1))] if over else 0.0,
+            "launch_cpu_us_p50": _med(launch_cpu), "stage_us_p50": _med(exec_us)}
 
 
-def mps_round_trip(b: Any, n_jobs: int, blocking: bool) -> dict[str, float]:
-    from daris_ros.runtime.backends.mps import EXAMPLE_INPUT
+def _started(name: str, key: str) -> tuple[Any, Any]:
+    """A started backend ``name`` (1 x 1) with ResNet18 under ``key``, and a stage-0 input for it."""
+    from daris_ros.runtime.backends import create_backend
+    from daris_ros.runtime.models import build_staged_model
+    from daris_ros.runtime.preprocess import preprocess
 
-    keys = ("overhead", "request", "launch", "seen_late", "delivery", "gpu", "send_cpu", "recv_cpu")
-    acc: dict[str, list[float]] = {k: [] for k in keys}
-    for job in range(n_jobs + 20):
-        x: Any = EXAMPLE_INPUT
-        for j in range(4):
-            c0 = time.thread_time()
-            b.send(0, 0, "r", j, x)
-            c1 = time.thread_time()
-            got: list = []
-            recv_cpu = 0.0
-            while not got:
-                c2 = time.thread_time()
-                got = b.collect(0.5 if blocking else 0.0)
-                recv_cpu = time.thread_time() - c2  # the collect that returned it (blocked time is not CPU time)
-            c = got[0]
-            assert c.error is None, c.error
-            x = c.output
-            if job < 20:
-                continue
-            gpu_us = c.exec_time * 1e6
-            acc["overhead"].append((c.t_recv - c.t_submit) * 1e-3 - gpu_us)
-            acc["request"].append((c.t_pick - c.t_submit) * 1e-3)
-            acc["launch"].append((c.t_launch - c.t_pick) * 1e-3)
-            acc["seen_late"].append((c.t_done - c.t_launch) * 1e-3 - gpu_us)
-            acc["delivery"].append((c.t_recv - c.t_done) * 1e-3)
-            acc["gpu"].append(gpu_us)
-            acc["send_cpu"].append((c1 - c0) * 1e6)
-            acc["recv_cpu"].append(recv_cpu * 1e6)
-    out = {f"{k}_us_p50": _med(v) for k, v in acc.items()}
-    out["overhead_us_p99"] = sorted(acc["overhead"])[int(0.99 * (len(acc["overhead"]) - 1))]
-    return out
-
-
-def mps_job_round_trip(b: Any, n_jobs: int) -> dict[str, float]:
-    """Worker-side mode: whole jobs one after another; job round trip minus the sum of its stages' GPU times
-    (what the worker's own dispatch between stages and the two messages cost per job)."""
-    from daris_ros.runtime.backends.mps import EXAMPLE_INPUT
-
-    over, gaps, send_cpu = [], [], []
-    for job in range(n_jobs + 20):
-        now = time.monotonic()
-        c0 = time.thread_time()
-        b.send_job(0, "r", EXAMPLE_INPUT, priority=0, release=now, deadlines=(now + 1, now + 2, now + 3, now + 4))
-        c1 = time.thread_time()
-        got: list = []
-        while not got:
-            got = b.collect(0.5)
-        c = got[0]
-        assert c.error is None, c.error
-        if job >= 20:
-            gpu_us = sum(c.stage_times) * 1e6
-            over.append((c.t_recv - c.t_submit) * 1e-3 - gpu_us)
-            gaps.append((c.t_done - c.t_launch) * 1e-3 - gpu_us)  # first launch -> last completion seen
-            send_cpu.append((c1 - c0) * 1e6)
-    return {"job_overhead_us_p50": _med(over), "in_worker_gaps_us_p50": _med(gaps), "send_cpu_us_p50": _med(send_cpu)}
-
-
-def h2d_from_slot(b: Any, n: int) -> dict[str, float]:
-    """Stage 0's event time with the frame from the shared-memory slot vs the worker's resident input."""
-    from daris_ros.runtime.backends.mps import EXAMPLE_INPUT
-    from daris_ros.runtime.backends.mps_protocol import OUT_DISCARD
-
-    frame = torch.randn(1, 3, 224, 224)
-    times: dict[str, list[float]] = {"slot": [], "resident": []}
-    for i in range(2 * n + 20):
-        kind = "slot" if i % 2 else "resident"
-        b.send(0, 0, "r", 0, frame if kind == "slot" else EXAMPLE_INPUT, out_kind=OUT_DISCARD)
-        got: list = []
-        while not got:
-            got = b.collect(0.5)
-        if i >= 20:
-            times[kind].append(got[0].exec_time * 1e6)
-    slot, res = _med(times["slot"]), _med(times["resident"])
-    return {"stage0_slot_us_p50": slot, "stage0_resident_us_p50": res, "h2d_us": slot - res,
-            "pinned": bool(b.workers[0].info.get("pinned"))}
+    b = create_backend(name, n_contexts=1, n_streams=1, device="cuda")
+    model = build_staged_model("resnet18")
+    b.start({key: model})
+    frame = torch.randint(0, 256, (*model.input_size, 3), dtype=torch.uint8).numpy()
+    device = "cpu" if name == "mps" else b.device  # mps: a host tensor goes through a frame slot
+    return b, preprocess(frame, model.input_size, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,21 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
-    from daris_ros.runtime.backends.mps import MpsBackend
-    from daris_ros.runtime.models import build_staged_model
+    from daris_ros.runtime.backends.base import SmCounts
 
     res: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
     res["host_copy_224"] = host_copy_us((1, 3, 224, 224))
     res["host_copy_299"] = host_copy_us((1, 3, 299, 299))
-    res["str_in_process"] = str_reference(args.jobs)  # (this process's CUDA context exists before MPS starts)
-    b = MpsBackend(n_contexts=1, n_streams=1, device="cuda")
-    b.start({"r": build_staged_model("resnet18")})
+    b, x0 = _started("str", "r")  # (this process's CUDA context exists before MPS starts)
     try:
-        res["mps_sm_count"] = b.sm_counts()
-        res["h2d_from_slot"] = h2d_from_slot(b, 200)
-        res["mps_blocking"] = mps_round_trip(b, args.jobs, blocking=True)
-        res["mps_spinning"] = mps_round_trip(b, args.jobs, blocking=False)
-        res["mps_worker_side_jobs"] = mps_job_round_trip(b, args.jobs)
+        res["str_in_process"] = round_trip(b, "r", x0, 4, args.jobs, blocking=False)
+    finally:
+        b.close()
+    b, x0 = _started("mps", "r")
+    try:
+        if isinstance(b, SmCounts):
+            res["mps_sm_count"] = b.sm_counts()
+        res["mps_blocking"] = round_trip(b, "r", x0, 4, args.jobs, blocking=True)
+        res["mps_spinning"] = round_trip(b, "r", x0, 4, args.jobs, blocking=False)
     finally:
         b.close()
     out = Path(args.out)

@@ -33,13 +33,13 @@ class Row:
     hp_released: int
     lp_released: int
     migrations: int
-    cpu_us_per_job: float
-    core_us_per_job: float
-    launch_us_per_job: float
+    cpu_us_per_job: float  # the engine loop thread's CPU time per finished job
+    release_us_per_job: float  # of which releases: take frames, decode, admission, preprocessing
+    rest_us_per_job: float  # of which the rest: completions, dispatches, launches, post-processing
     sm_per_context: str = ""
     afet_ms: str = ""
-    worker_cpu_us_per_job: float = 0.0  # mps: the worker processes' CPU time per job (they spin while busy)
-    rt_overhead_us: float = 0.0  # mps: median per-stage round trip (request written -> completion read) - GPU time
+    host_us_per_release: float = 0.0  # the loop thread's CPU time per release (EngineSnapshot.loop)
+    jps_window: float = 0.0  # jobs finished in the whole release window / its length (JPS: the steady part)
 
     @property
     def n_parallel(self) -> int:
@@ -82,6 +82,43 @@ def environment() -> dict[str, str]:
     return env
 
 
+def git_commit(repo: Path | None = None) -> dict[str, Any]:
+    """``{"commit": sha, "dirty": bool | None}`` of the checkout this code runs from: ``DARIS_COMMIT`` if set (a copy
+    without ``.git``, e.g. on a device machine), else ``git rev-parse HEAD``; ``dirty``: tracked files differ from
+    that commit (None: unknown). ``"unknown"`` when neither says."""
+    import os
+
+    root = repo or Path(__file__).resolve().parents[2]
+    dirty: bool | None = None
+    commit = os.environ.get("DARIS_COMMIT", "").strip()
+    try:
+        if not commit:
+            out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 timeout=20, check=False)
+            commit = out.stdout.strip() if out.returncode == 0 else ""
+        if commit:
+            st = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=20, check=False)
+            dirty = bool(st.stdout.strip()) if st.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if dirty is None and os.environ.get("DARIS_COMMIT_DIRTY"):
+        dirty = os.environ["DARIS_COMMIT_DIRTY"].strip().lower() in ("1", "true", "yes")
+    return {"commit": commit or "unknown", "dirty": dirty}
+
+
+def merge_summary(path: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """``path`` (summary.json) with ``updates`` written over its keys; the other keys (other runs' sections,
+    ``engine_acceptance``) are kept."""
+    try:
+        summary = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        summary = {}
+    summary.update(updates)
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def best_row(rows: Sequence[Row]) -> tuple[Row | None, bool]:
     """The highest-JPS DARIS row with 0 HP misses and LP DMR <= 2%, else the highest-JPS row (False)."""
     daris = [r for r in rows if r.kind == "daris"]
@@ -91,8 +128,9 @@ def best_row(rows: Sequence[Row]) -> tuple[Row | None, bool]:
     return (max(daris, key=lambda r: r.jps), False) if daris else (None, False)
 
 
-def write_csv(path: Path, rows: Sequence[Row]) -> None:
-    names = list(Row.__dataclass_fields__)
+def write_csv(path: Path, rows: Sequence[Any], cls: type = Row) -> None:
+    """One row per dataclass instance (``cls``: their type, for the header), floats to 4 significant digits."""
+    names = list(cls.__dataclass_fields__)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(names)
@@ -120,13 +158,18 @@ def read_results(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
     rows = []
     with (out / "results.csv").open(newline="") as f:
         for rec in csv.DictReader(f):
+            rec = {OLD_COLUMNS.get(k, k): v for k, v in rec.items()}
             rows.append(Row(**{k: conv[str(types[k])](v) for k, v in rec.items() if k in types}))
     bases = {}
     for name, m in json.loads((out / "summary.json").read_text())["models"].items():
-        bases[name] = ModelBaselines(m["lower_jps"], m["batching_upper_jps"], m["upper_batch"], {}, m["naive_jps"],
-                                     0.0, 0.0, 0, m["b1_ceiling_jps"], m["b1_ceiling_staged_jps"],
-                                     m["load_reference"], m["offered_jps"])
+        bases[name] = ModelBaselines(m["lower_jps"] or 0.0, m["batching_upper_jps"] or 0.0, m["upper_batch"] or 0,
+                                     {}, m["naive_jps"] or 0.0, 0.0, 0.0, 0, m["b1_ceiling_jps"] or 0.0,
+                                     m["b1_ceiling_staged_jps"] or 0.0, m["load_reference"], m["offered_jps"])
     return rows, bases
+
+
+#: Columns of results.csv files written before the bench ran the engine (their own loop's CPU split).
+OLD_COLUMNS = {"core_us_per_job": "release_us_per_job", "launch_us_per_job": "rest_us_per_job"}
 
 
 def _num(text: str) -> float:
@@ -151,23 +194,21 @@ def read_summary_md(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if line.startswith("Offered load:"):
                 offered = _num(line.split()[2])
-                reference = "upper" if "of the upper" in line else "ceiling"
-            elif len(cells) == 2 and cells[1] and cells[1][0].isdigit():
+                reference = "upper" if "of the upper" in line else "offered" if "given" in line else "ceiling"
+            elif len(cells) == 2 and cells[1] and (cells[1][0].isdigit() or cells[1] == "-"):
                 key = cells[0].split(" (")[0]
-                base[key] = _num(cells[1])
-                if key == "upper":
+                base[key] = 0.0 if cells[1] == "-" else _num(cells[1])
+                if key == "upper" and "best bs " in cells[0]:
                     upper_batch = int(cells[0].split("best bs ")[1].rstrip(")"))
-            elif len(cells) == 11 and ":" in cells[0] and cells[3][:1].isdigit():
+            elif len(cells) in (11, 12) and ":" in cells[0] and cells[3][:1].isdigit():
                 backend, policy = cells[0].split(":", 1)
                 layout, os_ = cells[1].split("_")
                 nc, ns = (int(v) for v in layout.split("x"))
                 cpu, rest = cells[9].split(" (", 1)
-                core, launch = (_num(v) for v in rest.split(")")[0].split(" + "))
-                worker = _num(rest.split(" + ")[-1].split()[0]) if "in workers" in rest else 0.0
+                release, other = (_num(v) for v in rest.split(")")[0].split(" + ")[:2])
                 rows.append(Row(model, cells[10], backend, policy, nc, ns, float(os_), graphs, offered,
                                 _num(cells[3]), _num(cells[4]) / 100, _num(cells[5]) / 100, _num(cells[7]),
-                                _num(cells[8]), _num(cells[6]) / 100, 0, 0, 0, _num(cpu), core, launch, cells[2],
-                                "", worker))
+                                _num(cells[8]), _num(cells[6]) / 100, 0, 0, 0, _num(cpu), release, other, cells[2]))
         bases[model] = ModelBaselines(base["lower"], base["upper"], upper_batch, {}, base["naive"], 0.0, 0.0, 0,
                                       base["batch-1 ceiling"], base["batch-1 ceiling, staged"], reference, offered)
     return rows, bases
@@ -202,26 +243,42 @@ def plot_model(path: Path, model: str, rows: Sequence[Row], base: ModelBaselines
     for value, name, style in ((base.upper_jps, f"upper (batching bs {base.upper_batch})", "--"),
                                (base.ceiling_jps, "batch-1 ceiling", "-."), (base.lower_jps, "lower", ":"),
                                (base.naive_jps, "naive", (0, (1, 3)))):
+        if not value:  # not measured (e.g. the CUDA-graph baselines of a CPU run)
+            continue
         ax1.axhline(value, color="gray", linestyle=style, linewidth=1)
         ax1.annotate(name, (ax1.get_xlim()[0], value), fontsize=7, va="bottom")
     ax1.set(xlabel="N_p = N_c x N_s", ylabel="throughput (JPS)", title=f"{model}: throughput")
     ax2.set(xlabel="N_p = N_c x N_s", ylabel="LP DMR (%)", title=f"{model}: LP deadline miss rate")
-    ax1.legend(fontsize=7, loc="upper right", ncol=2)
-    ax2.legend(fontsize=7, loc="upper right", ncol=2)
+    if series:
+        ax1.legend(fontsize=7, loc="upper right", ncol=2)
+        ax2.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _jps(value: float) -> float | None:
+    """A baseline's JPS for summary.json (None: not measured)."""
+    return round(value, 1) if value else None
+
+
+def _cell(value: float) -> str:
+    return f"{value:,.0f}" if value else "-"
+
+
 def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaselines], env: dict[str, str],
-                  command: str, date: str, notes: Sequence[str]) -> dict[str, Any]:
+                  command: str, date: str, notes: Sequence[str], commit: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """summary.md, and summary.json's run keys (``device``, ``commit``, ``models``...; its other keys, e.g.
+    the batching runs' sections, are kept)."""
+    commit = commit if commit is not None else git_commit()
     models: dict[str, Any] = {}
     for model, b in bases.items():
         best, ok = best_row([r for r in rows if r.model == model])
         entry: dict[str, Any] = {
-            "batching_upper_jps": round(b.upper_jps, 1), "lower_jps": round(b.lower_jps, 1),
-            "naive_jps": round(b.naive_jps, 1), "b1_ceiling_jps": round(b.ceiling_jps, 1),
-            "b1_ceiling_staged_jps": round(b.ceiling_staged_jps, 1), "upper_batch": b.upper_batch,
+            "batching_upper_jps": _jps(b.upper_jps), "lower_jps": _jps(b.lower_jps),
+            "naive_jps": _jps(b.naive_jps), "b1_ceiling_jps": _jps(b.ceiling_jps),
+            "b1_ceiling_staged_jps": _jps(b.ceiling_staged_jps), "upper_batch": b.upper_batch or None,
             "load_reference": b.load_reference, "offered_jps": round(b.offered_jps, 1),
         }
         if "naive_warmup_s" in b.extra:
@@ -229,53 +286,60 @@ def write_summary(out: Path, rows: Sequence[Row], bases: dict[str, ModelBaseline
         if best is not None:
             entry["best"] = {
                 "config": best.config, "policy": f"{best.backend}:{best.policy}", "jps": round(best.jps, 1),
-                "hp_dmr": round(best.hp_dmr, 5), "lp_dmr": round(best.lp_dmr, 5),
-                "hp_p99_ms": round(best.hp_p99_ms, 3), "lp_p99_ms": round(best.lp_p99_ms, 3),
-                "meets_dmr_targets": ok, "cpu_us_per_job": round(best.cpu_us_per_job, 1),
+                "jps_window": round(best.jps_window, 1), "hp_dmr": round(best.hp_dmr, 5),
+                "lp_dmr": round(best.lp_dmr, 5), "hp_p99_ms": round(best.hp_p99_ms, 3),
+                "lp_p99_ms": round(best.lp_p99_ms, 3), "meets_dmr_targets": ok,
+                "cpu_us_per_job": round(best.cpu_us_per_job, 1),
+                "host_us_per_release": round(best.host_us_per_release, 2),
                 "x_naive": round(best.jps / b.naive_jps, 2) if b.naive_jps else None,
                 "x_b1_ceiling": round(best.jps / b.ceiling_jps, 3) if b.ceiling_jps else None,
+                "x_upper": round(best.jps / b.upper_jps, 3) if b.upper_jps else None,
             }
         models[model] = entry
-    summary = {"device": env["device"], "torch": env["torch"], "date": date, "driver": env["driver"],
-               "cuda": env["cuda"], "command": command, "models": models}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary = merge_summary(out / "summary.json", {
+        "device": env["device"], "torch": env["torch"], "date": date, "driver": env["driver"], "cuda": env["cuda"],
+        "command": command, "commit": commit["commit"], "dirty": commit["dirty"], "path": "engine",
+        "models": models})
+    dirty = {True: " (with uncommitted changes)", False: "", None: " (clean or not: unknown)"}[commit["dirty"]]
     lines = [f"# daris-bench results ({date})", "",
              f"Device: **{env['device']}**, driver {env['driver']}, torch {env['torch']}, CUDA {env['cuda']}, "
-             f"cuDNN {env['cudnn']}.", "", "Command (every figure and number below comes from this run):", "",
-             f"```\n{command}\n```", ""]
+             f"cuDNN {env['cudnn']}. Commit `{commit['commit']}`{dirty}.", "",
+             "Command (every figure and number below comes from this run):", "", f"```\n{command}\n```", ""]
     lines += [f"- {n}" for n in notes]
     lines.append("")
     for model, b in bases.items():
         lines += [f"## {model}", "", "| baseline | JPS |", "| --- | ---: |",
-                  f"| lower (one DNN, one stream, eager) | {b.lower_jps:,.0f} |",
-                  f"| upper (batching + CUDA graph, best bs {b.upper_batch}) | {b.upper_jps:,.0f} |",
-                  f"| batch-1 ceiling (whole-model graphs on 8 streams, no scheduler) | {b.ceiling_jps:,.0f} |",
-                  f"| batch-1 ceiling, staged (4 stage graphs per job) | {b.ceiling_staged_jps:,.0f} |",
+                  f"| lower (one DNN, one stream, eager) | {_cell(b.lower_jps)} |",
+                  f"| upper (batching + CUDA graph, best bs {b.upper_batch}) | {_cell(b.upper_jps)} |",
+                  f"| batch-1 ceiling (whole-model graphs on 8 streams, no scheduler) | {_cell(b.ceiling_jps)} |",
+                  f"| batch-1 ceiling, staged (4 stage graphs per job) | {_cell(b.ceiling_staged_jps)} |",
                   f"| naive ({b.naive_threads} threads, default stream; HP DMR {100 * b.naive_hp_dmr:.1f}%, "
                   f"LP DMR {100 * b.naive_lp_dmr:.1f}%"
                   + (f"; the threads' first jobs, before the window, took {b.extra['naive_warmup_s']:.1f} s"
-                     if "naive_warmup_s" in b.extra else "") + f") | {b.naive_jps:,.0f} |", "",
-                  "Batching by batch size: " + ", ".join(f"bs {k}: {v:,.0f}" for k, v in b.upper_by_batch.items()),
-                  "", f"Offered load: {b.offered_jps:,.0f} JPS = 150% of the {b.load_reference} "
-                  f"({'batch-1 ceiling' if b.load_reference == 'ceiling' else 'batching upper baseline'}), "
-                  "2:1 LP:HP tasks.", "", f"![{model}]({model}.png)", "",
+                     if "naive_warmup_s" in b.extra else "") + f") | {_cell(b.naive_jps)} |", "",
+                  "Batching by batch size: " + (", ".join(f"bs {k}: {v:,.0f}" for k, v in b.upper_by_batch.items())
+                                                or "not measured"),
+                  "", f"Offered load: {b.offered_jps:,.0f} JPS = " + (
+                      f"150% of the {b.load_reference} ("
+                      f"{'batch-1 ceiling' if b.load_reference == 'ceiling' else 'batching upper baseline'})"
+                      if b.load_reference in ("ceiling", "upper") else "given (--offered)")
+                  + ", 2:1 LP:HP tasks.", "", f"![{model}]({model}.png)", "",
                   "| backend:policy | N_c x N_s _OS | SMs/ctx | JPS | HP DMR | LP DMR | LP admitted | HP p99 ms "
-                  "| LP p99 ms | CPU us/job (core + launch) | kind |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "| LP p99 ms | CPU us/job (release + rest) | kind | host us/release |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
         for r in sorted((r for r in rows if r.model == model), key=lambda r: (r.kind, r.backend, r.policy,
                                                                                r.n_parallel, r.oversubscription)):
             lines.append(f"| {r.backend}:{r.policy} | {r.config} | {r.sm_per_context} | {r.jps:,.0f} | "
                          f"{100 * r.hp_dmr:.2f}% | {100 * r.lp_dmr:.2f}% | {100 * r.lp_admit_rate:.0f}% | "
                          f"{r.hp_p99_ms:.2f} | {r.lp_p99_ms:.2f} | {r.cpu_us_per_job:.0f} "
-                         f"({r.core_us_per_job:.0f} + {r.launch_us_per_job:.0f})"
-                         + (f" + {r.worker_cpu_us_per_job:.0f} in workers" if r.backend.startswith("mps") else "")
-                         + f" | {r.kind} |")
+                         f"({r.release_us_per_job:.0f} + {r.rest_us_per_job:.0f}) | {r.kind} | "
+                         f"{r.host_us_per_release:.1f} |")
         best, ok = best_row([r for r in rows if r.model == model])
         if best is not None:
-            lines += ["", f"Best DARIS: {best.backend}:{best.policy} {best.config}, {best.jps:,.0f} JPS "
-                      f"({best.jps / max(b.naive_jps, 1e-9):.1f}x naive, "
-                      f"{best.jps / max(b.ceiling_jps, 1e-9):.2f}x the batch-1 ceiling, "
-                      f"{best.jps / max(b.upper_jps, 1e-9):.2f}x batching), HP DMR {100 * best.hp_dmr:.2f}%, "
+            ratios = ", ".join(f"{best.jps / v:.2f}x {name}" for v, name in (
+                (b.naive_jps, "naive"), (b.ceiling_jps, "the batch-1 ceiling"), (b.upper_jps, "batching")) if v)
+            lines += ["", f"Best DARIS: {best.backend}:{best.policy} {best.config}, {best.jps:,.0f} JPS"
+                      + (f" ({ratios})" if ratios else "") + f", HP DMR {100 * best.hp_dmr:.2f}%, "
                       f"LP DMR {100 * best.lp_dmr:.2f}%{'' if ok else ' (no run met 0 HP misses and LP DMR <= 2%)'}."]
         lines.append("")
     (out / "summary.md").write_text("\n".join(lines))

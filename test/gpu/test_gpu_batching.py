@@ -59,14 +59,9 @@ def test_gather_converts_dtype() -> None:
     assert dst.dtype == torch.float16 and torch.allclose(dst[:2].float(), src[[2, 0]], atol=1e-2)
 
 
-def test_bench_helpers_busy_fraction_and_efficient_size() -> None:
-    from daris_ros.bench.batch_runner import busy_fraction
+def test_bench_helper_efficient_size() -> None:
     from daris_ros.bench.batching import efficient_size
 
-    # union of [0, 2] and [1, 3] and [5, 6], clipped to [0, 10]: 4 of 10
-    assert busy_fraction([(1.0, 3.0), (0.0, 2.0), (5.0, 6.0)], 0.0, 10.0) == pytest.approx(0.4)
-    assert busy_fraction([(-1.0, 1.0), (9.0, 12.0)], 0.0, 10.0) == pytest.approx(0.2)
-    assert busy_fraction([], 0.0, 1.0) == 0.0
     # per job: 1 ms at size 1, 0.3 at 4, 0.2 at 16, 0.15 at 64: within 2x of the best from size 4 on
     times = {(0, 1): 1e-3, (0, 4): 1.2e-3, (0, 16): 3.2e-3, (0, 64): 9.6e-3}
     assert efficient_size(times, (1, 4, 16, 64)) == 4

@@ -28,3 +28,27 @@ def test_mode_parts() -> None:
 def test_bad_mode_names_say_which_part(bad: str) -> None:
     with pytest.raises(ValueError, match="mode"):
         Mode.parse(bad)
+
+
+def test_a_mode_becomes_the_engines_parameters() -> None:
+    from daris_ros.bench.batching import mode_params
+
+    sizes = (1, 2, 4, 8, 16, 32, 64, 128, 192, 256)
+    p = mode_params(Mode.parse("batch-fp16-cl-3s-m0.5-ahead2-max192"), sizes)
+    assert p == {"policy": "STR", "backend": "str", "n_contexts": 1, "n_streams": 3, "no_staging": True,
+                 "batching": True, "batch_sizes": (1, 2, 4, 8, 16, 32, 64, 128, 192), "batch_lp_admit_margin": 0.5,
+                 "launch_ahead": 1, "ahead_lead": pytest.approx(0.002)}
+    assert mode_params(Mode.parse("batch-pad0"), sizes)["batch_pad_limit"] == 0.0
+    assert "batch_pad_limit" not in mode_params(Mode.parse("batch"), sizes)  # the engine's default
+    b1 = mode_params(MODES["b1-staged"], sizes)
+    assert (b1["batching"], b1["no_staging"], b1["n_streams"], b1["launch_ahead"]) == (False, False, 8, 0)
+    # --lp-margin overrides a margin the mode does not spell, not one it does
+    assert mode_params(Mode.parse("batch-fp16"), sizes, lp_margin=0.7)["batch_lp_admit_margin"] == 0.7
+    assert mode_params(Mode.parse("batch-m0.5"), sizes, lp_margin=0.7)["batch_lp_admit_margin"] == 0.5
+
+
+def test_a_mode_part_the_engine_cannot_run_is_refused_by_name() -> None:
+    from daris_ros.bench.batching import mode_params
+
+    with pytest.raises(ValueError, match="lpmax"):
+        mode_params(Mode.parse("batch-lpmax10"), (1, 2, 4))

@@ -57,7 +57,24 @@ def test_replot_from_summary_md_alone(tmp_path: Path) -> None:
         got = by[key(r)]
         assert abs(got.jps - r.jps) <= 0.5 and abs(got.lp_dmr - r.lp_dmr) <= 5.1e-5
         assert abs(got.hp_p99_ms - r.hp_p99_ms) <= 0.005 and got.sm_per_context == r.sm_per_context
-        assert (got.cpu_us_per_job, got.core_us_per_job, got.launch_us_per_job) == (200.0, 50.0, 150.0)
+        assert (got.cpu_us_per_job, got.release_us_per_job, got.rest_us_per_job) == (200.0, 50.0, 150.0)
         assert got.graphs and got.kind == "daris"
     (png,) = replot(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_replot_reads_results_written_before_the_bench_ran_the_engine(tmp_path: Path) -> None:
+    """Old results.csv files name the CPU split core/launch (the old bench loop's): read as release/rest."""
+    write_csv(tmp_path / "results.csv", [_row(2, 1, 2.0, 2736.0)])
+    text = (tmp_path / "results.csv").read_text()
+    header, *lines = text.splitlines()
+    old = header.replace("release_us_per_job", "core_us_per_job").replace("rest_us_per_job", "launch_us_per_job")
+    (tmp_path / "results.csv").write_text("\n".join([old.replace(",host_us_per_release,jps_window", ""),
+                                                     *(ln.rsplit(",", 2)[0] for ln in lines)]) + "\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"models": {"resnet18": {
+        "lower_jps": 965.0, "batching_upper_jps": None, "upper_batch": None, "naive_jps": 183.0,
+        "b1_ceiling_jps": 5474.0, "b1_ceiling_staged_jps": 5468.0, "load_reference": "ceiling",
+        "offered_jps": 8211.0}}}))
+    (back,), bases = read_results(tmp_path)
+    assert (back.release_us_per_job, back.rest_us_per_job, back.host_us_per_release) == (50.0, 150.0, 0.0)
+    assert bases["resnet18"].upper_jps == 0.0  # not measured
