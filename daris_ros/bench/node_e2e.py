@@ -274,6 +274,7 @@ def publisher_main(spec: dict[str, Any]) -> int:
     import heapq
     import random
 
+    import numpy as np
     import rclpy
     from rclpy.node import Node
     from rclpy.qos import qos_profile_sensor_data
@@ -284,12 +285,18 @@ def publisher_main(spec: dict[str, Any]) -> int:
     rclpy.init(args=[])
     node = Node(f"e2e_publisher_{spec['id']}")
     w, h, n_frames = int(spec["width"]), int(spec["height"]), max(1, int(spec.get("frames", 4)))
+    noise = int(spec.get("noise", 0))
     cams = []
     for c in spec["cameras"]:
         renderer = FrameRenderer(w, h, camera=c["index"], seed=int(spec.get("seed", 0)))
+        pixels = np.random.default_rng([int(spec.get("seed", 0)), c["index"]])
         msgs = []
         for k in range(n_frames):
-            data = encode_compressed(renderer.rgb(k * 7), "jpeg", quality=int(spec.get("quality", 85)))
+            rgb = renderer.rgb(k * 7)
+            if noise > 0:  # camera-like detail: a JPEG of about the size a real 720p frame has (--noise)
+                rgb = np.clip(rgb.astype(np.int16) + pixels.integers(-noise, noise + 1, rgb.shape, dtype=np.int16),
+                              0, 255).astype(np.uint8)
+            data = encode_compressed(rgb, "jpeg", quality=int(spec.get("quality", 85)))
             m = CompressedImage(format="jpeg")
             m.header.frame_id = f"{c['task']}_optical_frame"
             m.data = array.array("B", data)
@@ -717,6 +724,7 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
             path = run_dir / f"publisher_{i}.spec.json"
             path.write_text(json.dumps({
                 "id": i, "width": args.width, "height": args.height, "frames": args.frames, "quality": args.quality,
+                "noise": args.noise,
                 "seed": args.seed, "random_phase": not args.same_phase, "result": str(run_dir / f"publisher_{i}.json"),
                 "cameras": [{"index": c.index, "task": c.task, "topic": c.topic, "rate": c.rate} for c in group]}))
             pubs.append(Child(f"publisher {i}", _module_cmd("daris_ros.bench.node_e2e", path) + ["--role", "publisher"],
@@ -750,10 +758,12 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
         _wait_all(readers + ([stats_reader] if stats_reader else []), "DONE", time.monotonic() + 30.0)
         published: dict[str, list[int]] = {}
         pub_lag = []
+        jpeg_bytes: list[int] = []
         for i in range(len(pubs)):
             data = json.loads((run_dir / f"publisher_{i}.json").read_text())
             published.update(data["published"])
             pub_lag.append(data.get("lag_p99_ms") or 0.0)
+            jpeg_bytes.extend(data.get("jpeg_bytes", {}).values())
         results: dict[str, list[list[Any]]] = {}
         for i in range(len(readers)):
             results.update(json.loads((run_dir / f"reader_{i}.json").read_text())["results"])
@@ -781,6 +791,7 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
             "gpu_mem_source": "nvidia-smi per process" if gpu_apps > 0
             else ("nvidia-smi device used - before" if gpu_after is not None else "none (no GPU)"),
             "publisher_lag_p99_ms": max(pub_lag) if pub_lag else None,
+            "jpeg_kb_mean": round(sum(jpeg_bytes) / len(jpeg_bytes) / 1024, 1) if jpeg_bytes else None,
             "startup_s": round(startup, 1), "window_s": round(args.seconds, 2),
         })
     finally:
@@ -825,7 +836,9 @@ def render_md(report: dict[str, Any]) -> str:
         f"- scenario: {report['scenario']}",
         f"- an HP frame is served when its result reaches a reader within 2 task periods of its stamp; the largest "
         f"count at which a system serves >= {target:.0%} of HP frames: "
-        + ", ".join(f"{s}: {v if v is not None else 'none'}" for s, v in report["max_cameras"].items()),
+        + ", ".join(f"{s}: {v if v is not None else 'none'}" for s, v in report["max_cameras"].items())
+        + (f" (node / per-camera: {report['max_cameras']['node'] / report['max_cameras']['per-camera']:.1f}x)"
+           if report["max_cameras"].get("node") and report["max_cameras"].get("per-camera") else ""),
         "",
         "| system | cameras | HP frames | HP served | HP missed (own flag) | HP e2e p50 / p99 ms | HP superseded | "
         "LP served | lost in transport | uncounted | results not read | reader delay p99 ms | CPU cores | GPU mem GB | "
@@ -900,6 +913,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--height", type=int, default=720)
     a("--frames", type=int, default=4, help="distinct pre-encoded frames per camera")
     a("--quality", type=int, default=85, help="JPEG quality")
+    a("--noise", type=int, default=8,
+      help="pixel noise amplitude added to the test picture (8: about 100 KB a 1280x720 JPEG, like a camera's)")
     a("--seed", type=int, default=0)
     a("--same-phase", action="store_true", help="all cameras on one phase (default: each its own, seeded)")
     a("--seconds", type=float, default=20.0, help="measured window")
@@ -933,6 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--per-camera-depth", type=int, default=5,
                    help="per-camera nodes' subscription depth (sensor-data QoS: 5)")
     a("--out", type=Path, default=Path("docs/benchmarks/node_e2e"))
+    a("--commit", default="", help="the commit measured, where the working tree has no .git (default: git's HEAD)")
     a("--combine", nargs="+", type=Path, default=None, help="node_e2e.json files to merge into --out")
     a("--role", choices=("orchestrator", "publisher", "reader"), default="orchestrator", help=argparse.SUPPRESS)
     a("--spec", type=Path, default=None, help=argparse.SUPPRESS)
@@ -967,7 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in counts:
         make_cameras(n, group, args.rate)  # (checks the count before anything starts)
     report: dict[str, Any] = {
-        "command": shlex.join(["daris-node-e2e", *argv]), "commit": git_commit(Path.cwd()),
+        "command": shlex.join(["daris-node-e2e", *argv]), "commit": args.commit or git_commit(Path.cwd()),
         "device": device_name(args.device), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "served_target": args.served_target,
         "scenario": (f"groups of {sum(c for _, _, c in group)} ({args.group}), JPEG {args.width}x{args.height} at "
@@ -978,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
                      + (f", launch-ahead {args.launch_ahead}" if args.launch_ahead else "")
                      + (f", input {args.input_size}" if args.input_size else "")),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                    if k not in ("role", "spec", "combine")},
+                    if k not in ("role", "spec", "combine", "commit")},
         "runs": [],
     }
     t_start = time.monotonic()

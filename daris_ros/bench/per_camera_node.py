@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -94,10 +95,15 @@ def run(spec: dict[str, Any]) -> int:
     model = load_model(spec["model"], spec.get("input_size"), spec.get("precision", "fp32"),
                        bool(spec.get("channels_last", False)), device)
     infer = Inference(model, device, bool(spec.get("channels_last", False)), int(spec.get("top_k", 5)))
-    # warm up (cuDNN choices, allocator, nvJPEG) on a picture of the camera's size
-    warm = torch.zeros((int(spec.get("height", 64)), int(spec.get("width", 64)), 3), dtype=torch.uint8)
+    # warm up (decoder, cuDNN choices, allocator) on a JPEG of the camera's size
+    import numpy as np
+
+    from daris_ros.bags.synth import encode_compressed
+
+    picture = np.zeros((int(spec.get("height", 64)), int(spec.get("width", 64)), 3), np.uint8)
+    warm = SimpleNamespace(format="jpeg", data=encode_compressed(picture, "jpeg"))
     for _ in range(int(spec.get("warmup_runs", 3))):
-        infer.run(warm.to(device) if device.startswith("cuda") else warm.numpy())
+        infer.run(infer.decode(warm))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
