@@ -101,6 +101,8 @@ class SchedulerSettings:
     batch_pad_limit: float = 0.1  # BatchingConfig.pad_limit
     batch_lp_admit_margin: float = 0.3  # BatchingConfig.lp_admit_margin (0: off, eq. 12 alone)
     batch_min_size: int = 1  # BatchingConfig.min_size
+    release_trigger: str = "frame"  # "frame": a task is released when its new frame arrives (at most 1/T); "clock"
+    release_slack: float = 0.25  # frame trigger: the share of a period a frame may come early and still be released
     launch_ahead: int = 0  # SchedulerConfig.launch_ahead: dispatches a stream may hold queued behind its running one
     ahead_lead: float = 0.001  # SchedulerConfig.ahead_lead (s): how early before a stream frees the next is formed
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
@@ -214,12 +216,17 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         batch_pad_limit=float(raw.get("batch_pad_limit", 0.1)),
         batch_lp_admit_margin=float(raw.get("batch_lp_admit_margin", 0.3)),
         batch_min_size=int(raw.get("batch_min_size", 1)),
+        release_trigger=str(raw.get("release_trigger", "frame")),
+        release_slack=float(raw.get("release_slack", 0.25)),
         launch_ahead=int(raw.get("launch_ahead", 0)),
         ahead_lead=float(raw.get("ahead_lead", 0.001)),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
     _require(s.backend in BACKENDS, "backend", f"{s.backend!r} is not one of {', '.join(BACKENDS)}")
+    _require(s.release_trigger in ("frame", "clock"), "release_trigger",
+             f"{s.release_trigger!r} is not one of frame, clock")
+    _require(0.0 <= s.release_slack < 1.0, "release_slack", f"{s.release_slack} is not allowed: [0, 1)")
     _require(0 <= s.launch_ahead <= 8, "launch_ahead", f"{s.launch_ahead} is not allowed: 0..8")
     _require(0.0 <= s.ahead_lead <= 1.0, "ahead_lead", f"{s.ahead_lead} s is not allowed: 0..1 s")
     _require(s.n_contexts >= 1, "n_contexts", f"{s.n_contexts} is not allowed: must be >= 1")

@@ -97,6 +97,12 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "deadline (0: off).", float_range=(0.0, 100.0)),
     ParamSpec("batch_min_size", 1, "batching: a stage is late when it cannot meet its virtual deadline even in a "
               "batch of this size; late stages yield to stages that still can.", int_range=(1, 1024)),
+    ParamSpec("release_trigger", "frame", "When a task is released: 'frame' = when its camera's new frame arrives, "
+              "at most once per period on average (a frame up to release_slack of a period early is released at "
+              "once), so a frame never waits for a clock instant and none is superseded by camera jitter; 'clock' = "
+              "at the engine's clock instants, every task of one period together (a rig)."),
+    ParamSpec("release_slack", 0.25, "release_trigger frame: the share of a period a frame may arrive early and "
+              "still be released on arrival (the long-run release rate stays at most 1/T).", float_range=(0.0, 0.99)),
     ParamSpec("launch_ahead", 0, "Beyond the paper: how many dispatches a busy stream may hold queued behind the "
               "one it runs (0: a stage is dispatched only to an idle stream). The next dispatch is formed ahead_lead "
               "before the stream's predicted free time and checked against deadlines from then, so the device "

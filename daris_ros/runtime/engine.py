@@ -155,7 +155,9 @@ class Engine:
         self._clock = clock
         self.backend: Backend = backend or self._create_backend(settings)
         self.decoder: FrameDecoder = decoder or ArrayDecoder()
-        self.inbox = FrameInbox()
+        self.inbox = FrameInbox(on_new=self._on_new_frame)
+        self._fresh: collections.deque[str] = collections.deque()  # tasks with a new frame (frame-triggered)
+        self._sticky: set[str] = set()  # tasks fed by set_frame: released by the clock
         self.models: dict[str, Any] = {}
         self.model_bytes: dict[str, int] = {}  # parameters + buffers per model key (daris_ros.runtime.memory)
         self.afet: dict[str, tuple[float, ...]] = {}
@@ -316,7 +318,7 @@ class Engine:
                                batch_afet=self._batch_estimate if self.settings.batching else None)
         self._releases = ReleaseClock(self._clock() if origin is None else origin)
         for t in self.settings.tasks:
-            self._releases.add(t.name, t.period)
+            self._add_release(t, None)
             self.inbox.add_task(t.name)
         b.set_notify(self._wake.set)
         if isinstance(b, WorkerFaults) and self._watchdog is None:
@@ -356,8 +358,28 @@ class Engine:
                                          meta), frame_id=frame_id)
 
     def set_frame(self, task: str, payload: Any, meta: Any = None) -> None:
-        """A frame every release of ``task`` takes again (synthetic cameras: the bench, engine-load, tests)."""
+        """A frame every release of ``task`` takes again (synthetic cameras: the bench, engine-load, tests); the
+        task is then released by the clock (``release_trigger: frame`` needs frames that come and go)."""
+        if task not in self._sticky:
+            self._sticky.add(task)
+            if self._releases is not None:
+                def to_clock(_core: Scheduler) -> None:
+                    assert self._releases is not None
+                    if self._releases.on_frame(task):
+                        self._releases.add(task, self._task[task].period, self._clock())
+                self.call(to_clock)
         self.inbox.offer(task, FrameItem(payload, self._clock(), None, meta), sticky=True)
+
+    def _on_new_frame(self, task: str) -> None:
+        """A new (not sticky) frame of ``task`` arrived (any thread): a frame-triggered task may be released now."""
+        self._fresh.append(task)
+        self._wake.set()
+
+    def _add_release(self, t: TaskSettings, first: float | None) -> None:
+        assert self._releases is not None
+        self._releases.add(t.name, t.period, first,
+                           on_frame=self.settings.release_trigger == "frame" and t.name not in self._sticky,
+                           slack=self.settings.release_slack)
 
     # ===================================================================================== the loop (its thread)
     def _run(self) -> None:
@@ -394,6 +416,7 @@ class Engine:
         commands = self._commands
         stats = self._loop_stats
         due: list[tuple[str, float, int]] = []
+        fresh = self._fresh
         cpu_clock = time.thread_time
         max_wait = self._max_wait
         last = clock()
@@ -409,9 +432,13 @@ class Engine:
             c0 = cpu_clock()
             while commands:
                 commands.popleft()()
-            if started and now >= releases.next_time():
-                due.clear()
-                releases.due(now, due)
+            due.clear()
+            if started:
+                if fresh:
+                    self._fresh_releases(now, due)
+                if now >= releases.next_time():
+                    self._due_releases(now, due)
+            if due:
                 n = self._release_burst(due, now)
                 c1 = cpu_clock()
                 stats.release_cpu += c1 - c0
@@ -438,6 +465,39 @@ class Engine:
                 wake.wait(timeout)
 
     # -- releases -----------------------------------------------------------------------------------------------
+    def _fresh_releases(self, now: float, due: list[tuple[str, float, int]]) -> None:
+        """Frame-triggered tasks whose new frame arrived: released now when allowed (else at their allowed time)."""
+        releases = self._releases
+        assert releases is not None
+        fresh = self._fresh
+        seen: set[str] = set()
+        while fresh:
+            task = fresh.popleft()
+            if task in seen or not releases.on_frame(task):
+                continue
+            seen.add(task)
+            if releases.may_release(task, now) and self.inbox.pending(task):
+                due.append((task, now, 0))
+
+    def _due_releases(self, now: float, due: list[tuple[str, float, int]]) -> None:
+        """Clock releases that have come, and checks of frame-triggered tasks (released if their frame is there,
+        else a stale period is counted once a whole period passed without one)."""
+        releases = self._releases
+        assert releases is not None
+        checks: list[tuple[str, float, int]] = []
+        releases.due(now, checks)
+        queued = {task for task, _, _ in due}
+        for task, at, skipped in checks:
+            if skipped >= 0:
+                due.append((task, at, skipped))
+            elif task in queued:
+                continue
+            elif self.inbox.pending(task):
+                due.append((task, now, 0))
+                queued.add(task)
+            elif releases.stale_check(task, at):
+                self.inbox.count_stale(task)
+
     def _release_burst(self, due: list[tuple[str, float, int]], now: float) -> int:
         """Take the frames of every release in ``due``, decode them together, ask the core to admit each job and
         preprocess the admitted ones per model as one batch. Returns the number of releases.
@@ -446,6 +506,8 @@ class Engine:
         up; when it is late, the lateness is reported (``releases_skipped``, frame age) rather than charged to the
         job's deadline. Decoding and preprocessing are part of the job."""
         inbox = self.inbox
+        releases = self._releases
+        assert releases is not None
         taken: list[tuple[str, float, FrameItem]] = []
         for task, at, skipped in due:
             if skipped:
@@ -453,6 +515,8 @@ class Engine:
             item = inbox.take(task)
             if item is not None:
                 taken.append((task, at, item))
+                if releases.on_frame(task):
+                    releases.released(task, now)
         if not taken:
             return 0
         tasks = [self._task[name] for name, _, _ in taken]
@@ -747,8 +811,7 @@ class Engine:
             self._key[task.name] = key
             self.inbox.add_task(task.name)
             core.add_task(to_task_spec(task, self.afet[key], key))
-            assert self._releases is not None
-            self._releases.add(task.name, task.period, self._clock() + task.period)
+            self._add_release(task, self._clock() + task.period)
         self.call(apply)
 
     def remove_task(self, name: str) -> None:

@@ -20,6 +20,7 @@ lock, held for a few field updates.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,9 +76,11 @@ class IntakeCounters:
 
 
 class FrameInbox:
-    """Newest frame per task plus its :class:`IntakeCounters`."""
+    """Newest frame per task plus its :class:`IntakeCounters`; ``on_new(task)`` is called after every new frame
+    that is not sticky (outside the lock)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_new: Callable[[str], None] | None = None) -> None:
+        self._on_new = on_new
         self._lock = threading.Lock()
         self._items: dict[str, FrameItem] = {}
         self._sticky: set[str] = set()
@@ -128,6 +131,8 @@ class FrameInbox:
                 if old is not None and old != frame_id:
                     c.frame_id_changes += 1
                 self._frame_ids[task] = frame_id
+        if not sticky and self._on_new is not None:
+            self._on_new(task)
 
     def drop(self, task: str, reason: str, *, at_release: bool = False) -> None:
         """A frame of ``task`` was dropped (malformed; ``at_release``: found when it was decoded)."""
@@ -170,6 +175,11 @@ class FrameInbox:
                 c.age_max = age
             if age > period:
                 c.age_over_period += 1
+
+    def count_stale(self, task: str) -> None:
+        """A period of ``task`` passed without a new frame (frame-triggered releases)."""
+        with self._lock:
+            self._counters[task].stale += 1
 
     def skipped(self, task: str, n: int) -> None:
         with self._lock:

@@ -1,9 +1,20 @@
-"""Periodic releases of every task from one clock (the engine's), not one timer per task.
+"""Releases of every task from one clock (the engine's), not one timer per task.
 
-Task i is released at ``origin + phase_i + k * T_i``. :meth:`ReleaseClock.due` hands out the instants that have
-come, in time order. When the caller fell behind by more than a period (a stalled loop), the instants passed
-over are not released in a burst: the task's next release is its latest due instant, and the skipped ones are
-returned as a count, so the backlog is reported instead of replayed.
+Two triggers:
+
+* ``clock``: task i is released at ``origin + k * T_i`` (all tasks of one period together: a rig).
+  :meth:`ReleaseClock.due` hands out the instants that have come, in time order. When the caller fell behind by
+  more than a period (a stalled loop), the instants passed over are not released in a burst: the task's next
+  release is its latest due instant, and the skipped ones are returned as a count, so the backlog is reported
+  instead of replayed.
+* ``frame``: the task is released as soon as its camera's new frame is there and the release is *allowed*, by the
+  generic cell rate algorithm: a theoretical release time ``tat`` advances by ``T`` at each release
+  (``tat = max(tat, r) + T``), and a release at ``t`` is allowed when ``t >= tat - slack * T``. So a frame that
+  arrives up to ``slack * T`` early (jitter) is released on arrival, the number of releases in any window ``W``
+  stays within ``W / T + 1 + slack`` (a camera faster than the task is sampled at the task's rate), and the release
+  follows the camera's phase instead of waiting up to a period for the next clock instant. The heap then holds *checks*: at the
+  allowed time (a frame that arrived before it is released then) and every period after it while no frame comes
+  (:meth:`stale_check` tells the caller to count a stale period).
 """
 
 from __future__ import annotations
@@ -19,13 +30,48 @@ class ReleaseClock:
         self._period: dict[str, float] = {}
         self._seq: dict[str, int] = {}  # a task's current entry (older entries of a changed task are ignored)
         self._next_seq = 0
+        self._tat: dict[str, float] = {}  # frame-triggered tasks: the theoretical next release time
+        self._slack: dict[str, float] = {}
 
-    def add(self, task: str, period: float, first: float | None = None) -> None:
-        """Release ``task`` every ``period`` seconds from ``first`` (default: the clock's origin)."""
+    def add(self, task: str, period: float, first: float | None = None, *, on_frame: bool = False,
+            slack: float = 0.25) -> None:
+        """Release ``task`` every ``period`` seconds from ``first`` (default: the clock's origin), or, ``on_frame``,
+        when a new frame is there and the release is allowed (``slack``: the share of a period a frame may come
+        early)."""
         if period <= 0:
             raise ValueError(f"task {task}: period must be > 0, got {period}")
+        if not 0 <= slack < 1:
+            raise ValueError(f"task {task}: slack must be in [0, 1), got {slack}")
         self._period[task] = period
-        self._push(task, self._origin if first is None else first)
+        at = self._origin if first is None else first
+        if on_frame:
+            self._tat[task] = at
+            self._slack[task] = slack
+        else:
+            self._tat.pop(task, None)
+        self._push(task, at)
+
+    def _allowed(self, task: str) -> float:
+        return self._tat[task] - self._slack[task] * self._period[task]
+
+    def on_frame(self, task: str) -> bool:
+        """Whether ``task`` is frame-triggered."""
+        return task in self._tat
+
+    def may_release(self, task: str, now: float) -> bool:
+        """A frame-triggered task whose new frame arrived at ``now``: is its release allowed now?"""
+        return now >= self._allowed(task)
+
+    def released(self, task: str, now: float) -> None:
+        """A frame-triggered task was released at ``now``: its theoretical release time moves a period on, and
+        the next check is scheduled at its next allowed time."""
+        self._tat[task] = max(self._tat[task], now) + self._period[task]
+        self._push(task, self._allowed(task))
+
+    def stale_check(self, task: str, at: float) -> bool:
+        """For a check of a frame-triggered task at ``at`` that found no frame: whether a whole period has passed
+        since its release was allowed (a stale period), rather than the allowed time itself."""
+        return at >= self._allowed(task) + self._period[task] * 0.999
 
     def _push(self, task: str, at: float) -> None:
         self._next_seq += 1
@@ -35,6 +81,8 @@ class ReleaseClock:
     def remove(self, task: str) -> None:
         self._period.pop(task, None)
         self._seq.pop(task, None)
+        self._tat.pop(task, None)
+        self._slack.pop(task, None)
 
     def set_period(self, task: str, period: float, now: float) -> None:
         """A new period from the next release on (the one already scheduled stays, unless the new period would
@@ -50,6 +98,8 @@ class ReleaseClock:
         tasks = list(self._period)
         self._heap.clear()
         for task in tasks:
+            if task in self._tat:
+                self._tat[task] = now
             self._push(task, now)
 
     def next_time(self) -> float:
@@ -60,14 +110,21 @@ class ReleaseClock:
         return heap[0][0] if heap else math.inf
 
     def due(self, now: float, out: list[tuple[str, float, int]]) -> None:
-        """Append ``(task, release instant, skipped instants)`` for every release due at ``now``."""
+        """Append ``(task, release instant, skipped instants)`` for every release due at ``now``; for a
+        frame-triggered task ``(task, check time, -1)``: release it if its frame is there (then call
+        :meth:`released`), else see :meth:`stale_check`; its next check, a period later, is scheduled here."""
         heap = self._heap
         seqs = self._seq
+        tat = self._tat
         while heap and heap[0][0] <= now:
             at, seq, task = heapq.heappop(heap)
             if seqs.get(task) != seq:
                 continue
             period = self._period[task]
+            if task in tat:
+                out.append((task, at, -1))
+                heapq.heappush(heap, (max(at + period, now), seq, task))
+                continue
             skipped = 0
             if now - at >= period:  # fell behind: release at the latest due instant, report the others
                 skipped = int((now - at) // period)

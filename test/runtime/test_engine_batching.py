@@ -21,9 +21,9 @@ PERIOD = 1.0  # every task is released at the same instants (a rig), a period ap
 
 
 def _tasks(model: str, n: int, size: int, **kw: object) -> tuple[TaskSettings, ...]:
-    # 1-s periods and 10-s deadlines: eq. 12 admits every LP release even when a busy CI machine inflates the
-    # profiled times
-    return tuple(TaskSettings(f"t{i}", f"/cam{i}", "HP" if i == 0 else "LP", PERIOD, 10.0, model,
+    # 1-s periods and 10-s deadlines: generous for a busy CI machine
+    # HP: never rejected (no HPA), so every release of the rig has a job in both runs
+    return tuple(TaskSettings(f"t{i}", f"/cam{i}", "HP", PERIOD, 10.0, model,
                               input_size=(size, size), **kw) for i in range(n))  # type: ignore[arg-type]
 
 
