@@ -12,9 +12,9 @@ Two triggers:
   (``tat = max(tat, r) + T``), and a release at ``t`` is allowed when ``t >= tat - slack * T``. So a frame that
   arrives up to ``slack * T`` early (jitter) is released on arrival, the number of releases in any window ``W``
   stays within ``W / T + 1 + slack`` (a camera faster than the task is sampled at the task's rate), and the release
-  follows the camera's phase instead of waiting up to a period for the next clock instant. The heap then holds *checks*: at the
-  allowed time (a frame that arrived before it is released then) and every period after it while no frame comes
-  (:meth:`stale_check` tells the caller to count a stale period).
+  follows the camera's phase instead of waiting up to a period for the next clock instant. The heap then holds
+  *checks*: at the allowed time (a frame that arrived before it is released then) and every period after it while
+  no frame comes (:meth:`stale_check` tells the caller to count a stale period).
 """
 
 from __future__ import annotations
