@@ -182,6 +182,7 @@ class Engine:
         self._stopped = threading.Event()
         self._watchdog: Watchdog | None = None
         self._loop_stats = LoopStats()
+        self._troubled = 0  # jobs in flight that failed or carry a retried stage (the launch path checks them then)
         self._max_wait = math.inf if clock is time.monotonic else FOREIGN_CLOCK_MAX_WAIT
         self._streams: dict[str, Any] = {}  # CUDA streams of the loop (prep, post) on a GPU backend
         self._staging: Any = None
@@ -509,10 +510,9 @@ class Engine:
         releases = self._releases
         assert releases is not None
         taken: list[tuple[str, float, FrameItem]] = []
-        for task, at, skipped in due:
+        for (task, at, skipped), item in zip(due, inbox.take_many([task for task, _, _ in due]), strict=True):
             if skipped:
                 inbox.skipped(task, skipped)
-            item = inbox.take(task)
             if item is not None:
                 taken.append((task, at, item))
                 if releases.on_frame(task):
@@ -527,6 +527,7 @@ class Engine:
         core = self._core
         assert core is not None
         by_key: dict[str, list[tuple[_JobRun, Any]]] = {}
+        ages: list[tuple[str, float, float | None, float]] = []
         for (name, _at, item), t, frame in zip(taken, tasks, frames, strict=True):
             if isinstance(frame, BaseException):
                 reason = frame.reason if isinstance(frame, FrameError) else "invalid"
@@ -534,11 +535,12 @@ class Engine:
                 log.warning("task %s: dropped a frame from %s at release (%s): %s", name, t.topic, reason, frame)
                 continue
             decision = core.release(name, now)
-            inbox.released(name, now, item.stamp, t.period)
+            ages.append((name, now, item.stamp, t.period))
             if decision.admitted and decision.job is not None:
                 run = _JobRun(t, self._key[name], item, mret=core.mret(name))
                 self._jobs[decision.job] = run
                 by_key.setdefault(self._key[name], []).append((run, frame))
+        inbox.released_many(ages)
         for key, members in by_key.items():
             self._prepare_inputs(key, members)
         return len(taken)
@@ -568,6 +570,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a frame the preprocessing refuses fails its job, not the loop
             for run, _ in members:
                 run.error = f"preprocessing failed: {type(exc).__name__}: {exc}"
+            self._troubled += len(members)
             return
         for i, (run, _) in enumerate(members):
             run.source, run.row = batch, i
@@ -583,15 +586,19 @@ class Engine:
         now = self._clock()
         for d in dispatches:
             runs = [jobs[job] for job in d.jobs]
-            good = [r for r in runs if not r.error and r.source is not None]
-            retries = max((r.retries.get(d.stage, 0) for r in runs), default=0)
-            fault = next((r.fault for r in runs if r.fault is not None), None)
-            if not good:  # every job failed already: its remaining stages complete at once, not run
-                self._complete_unrun(d)
-                continue
-            filler = good[0]
-            rows = [(r.source, r.row) if (not r.error and r.source is not None) else (filler.source, filler.row)
-                    for r in runs]
+            retries, fault = 0, None
+            if self._troubled:  # (rare) jobs that failed or whose stage is retried after a worker fault
+                retries = max((r.retries.get(d.stage, 0) for r in runs), default=0)
+                fault = next((r.fault for r in runs if r.fault is not None), None)
+                good = [r for r in runs if not r.error and r.source is not None]
+                if not good:  # every job failed already: its remaining stages complete at once, not run
+                    self._complete_unrun(d)
+                    continue
+                filler = good[0]
+                rows = [(r.source, r.row) if (not r.error and r.source is not None) else (filler.source, filler.row)
+                        for r in runs]
+            else:
+                rows = [(r.source, r.row) for r in runs]
             ticket = launch(d.context, d.stream, d.model, d.stage, d.size, rows)
             launches[ticket] = _Launch(d, now, retries, fault)
             lane_key = (d.context, d.stream)
@@ -626,6 +633,8 @@ class Engine:
             for i, job in enumerate(d.jobs):
                 run = jobs[job]
                 if f.error is not None:
+                    if not run.error and not run.retries:
+                        self._troubled += 1
                     run.error = run.error or message
                 elif not run.error:
                     run.source, run.row = f.output, i
@@ -671,6 +680,8 @@ class Engine:
         jobs = self._jobs
         for o in outcomes:
             run = jobs.pop(o.job)
+            if run.error or run.retries:
+                self._troubled -= 1
             groups.setdefault(id(run.source) if not run.error else 0, []).append((o, run))
         post = self._streams.get("post")
         for gid, members in groups.items():
@@ -927,6 +938,8 @@ class Engine:
                 core.abort(d, now)  # queued again: it follows its job to a context that serves
                 for job in d.jobs:
                     run = self._jobs[job]
+                    if not run.retries and not run.error:
+                        self._troubled += 1
                     run.retries[d.stage] = entry.retries + 1
                     run.fault = rec
                 self.faults.stages_retried += 1
@@ -940,6 +953,8 @@ class Engine:
             self.faults.jobs_failed += len(d.jobs)
             for job in d.jobs:
                 run = self._jobs[job]
+                if not run.error and not run.retries:
+                    self._troubled += 1
                 run.error = run.error or (f"WorkerFault: stage {d.stage} lost twice (worker c{context}s{stream} "
                                           f"{reason})")
             self._complete_unrun(d)

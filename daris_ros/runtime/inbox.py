@@ -161,20 +161,40 @@ class FrameInbox:
                 c.taken += 1
             return item
 
+    def take_many(self, tasks: list[str]) -> list[FrameItem | None]:
+        """:meth:`take` for every task of a release burst, under one lock."""
+        out: list[FrameItem | None] = []
+        with self._lock:
+            items, sticky, counters = self._items, self._sticky, self._counters
+            for task in tasks:
+                c = counters[task]
+                item = items[task] if task in sticky else items.pop(task, None)
+                if item is None:
+                    c.stale += 1
+                else:
+                    c.taken += 1
+                out.append(item)
+        return out
+
     def released(self, task: str, release_time: float, stamp: float | None, period: float) -> None:
         """Record the age of the frame a release of ``task`` took."""
-        if stamp is None:
-            return
-        age = release_time - stamp
+        self.released_many([(task, release_time, stamp, period)])
+
+    def released_many(self, releases: list[tuple[str, float, float | None, float]]) -> None:
+        """Record the frame ages of a release burst ``(task, release time, stamp, period)``, under one lock."""
         with self._lock:
-            c = self._counters[task]
-            c.age_sum += age
-            c.age_count += 1
-            c.age_last = age
-            if age > c.age_max:
-                c.age_max = age
-            if age > period:
-                c.age_over_period += 1
+            for task, release_time, stamp, period in releases:
+                if stamp is None:
+                    continue
+                age = release_time - stamp
+                c = self._counters[task]
+                c.age_sum += age
+                c.age_count += 1
+                c.age_last = age
+                if age > c.age_max:
+                    c.age_max = age
+                if age > period:
+                    c.age_over_period += 1
 
     def count_stale(self, task: str) -> None:
         """A period of ``task`` passed without a new frame (frame-triggered releases)."""
