@@ -34,6 +34,14 @@ for step in "$@"; do
       run el_device 120 "${EL[@]}" --tasks 700 --rate 30 --modes on --frames device --out "$OUT/el_device" ;;
     el_host)  # the same rig with 640x480 rgb8 frames in host memory, uploaded at each release
       run el_host 120 "${EL[@]}" --tasks 700 --rate 30 --modes on --frames host --out "$OUT/el_host" ;;
+    ros)  # ROS 2 from the carried wheels (.device/wheels312) and this package built against them
+      run ros 200 scripts/device_ros.sh true ;;
+    e2e_node|e2e_percam)  # the scheduler node / per-camera nodes end to end over DDS, 12..48 JPEG 1280x720 cameras
+      system=node; [ "$step" = e2e_percam ] && system=per-camera
+      run "$step" "${E2E_LIMIT:-330}" scripts/device_ros.sh /tmp/daris_ros/install/lib/daris_ros/daris-node-e2e \
+        --systems "$system" --sweep "${E2E_SWEEP:-12,24,36,48}" --noise 8 --backend str --policy STR --streams 3 \
+        --batching --precision fp16 --channels-last --launch-ahead 1 --param afet_cache=/tmp/daris_afet.json \
+        --budget "$(( $(left) - 20 ))" --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/$step" ;;
     *) echo "unknown step $step" ;;
   esac
 done
