@@ -13,7 +13,8 @@ keeps the sections of each file that apply to this node (``node``, ``/ns/node``,
 3. each file has a section for this node (else: which top keys it has and which would match);
 4. every parameter is in the parameter table (:mod:`daris_ros.ros.parameters`; a misspelt name gets a
    "did you mean"), has the table's type (``rate: "fast"`` is a string, not a number) and is within its range;
-5. there is at least one task, and :func:`daris_ros.settings.settings_from_mapping` accepts the values.
+5. there is at least one task, :func:`daris_ros.settings.settings_from_mapping` accepts the values and every
+   task's model is known.
 
 Values are typed as rcl types them (``yes``/``on`` are booleans, ``0x1F`` and ``017`` integers, ``1e3`` a
 double, a quoted value a string), so a file passes here exactly when the node would take it.
@@ -428,9 +429,17 @@ def check_parameters(args: NodeArguments) -> None:
                 f"{args.fqn})") if other else ""
         raise ParameterProblem(f"{where}: parameter 'task_names': {NO_TASKS}{hint}")
     try:
-        settings_from_mapping({k: v for k, (v, _) in values.items()})
+        settings = settings_from_mapping({k: v for k, (v, _) in values.items()})
     except ConfigError as exc:
         raise ParameterProblem(f"{_where(exc.parameter, values, files)}: {exc}") from None
+    from daris_ros.runtime.models import BUILTIN_MODELS, is_known_model  # (torch: the node loads it anyway)
+
+    for t in settings.tasks:
+        if not is_known_model(t.model):
+            name = f"tasks.{t.name}.model"
+            raise ParameterProblem(f"{_where(name, values, files)}: parameter {name!r}: unknown model {t.model!r}; "
+                                   f"built-in: {', '.join(BUILTIN_MODELS)}, or any torchvision classification model "
+                                   "name")
 
 
 @contextlib.contextmanager

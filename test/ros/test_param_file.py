@@ -98,6 +98,7 @@ def _write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
         ("policy: MPS", "polcy: MPS", ["'polcy'", "did you mean 'policy'?", ":3:"]),
         ("policy: MPS", "policy: FIFO", ["'policy'", "'FIFO' is not one of", ":3:"]),  # settings validation
         ("priority: HP", "priority: XP", ["'tasks.front.priority'", ":9:"]),
+        ("model: resnet18", "model: resnet1800", ["'tasks.front.model'", "unknown model 'resnet1800'", ":11:"]),
         ("rate: 10.0", "rate: 10.0\n        period: 0.1", ["'tasks.front.rate'", "not both", ":10:"]),
         ("model: resnet18", "model:", ["'tasks.front.model'", "no value", ":11:"]),
         ("task_names: [front]", "task_names: [front, 3]", ["Sequence should be of same type", ":5:"]),  # rcl's
