@@ -7,10 +7,11 @@ error is a :class:`ConfigError` that names the parameter and says what is allowe
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,44 @@ class SchedulerSettings:
 TASK_FIELDS = ("topic", "priority", "rate", "period", "deadline", "model", "input_type", "weights",
                "input_size", "output_topic", "qos_reliability", "qos_depth", "precision", "channels_last")
 
+#: Scheduler-level parameters (everything but the tasks): the fields of SchedulerSettings, and task_names.
+SCHEDULER_FIELDS = tuple(f.name for f in fields(SchedulerSettings) if f.name != "tasks") + ("task_names",)
+#: Parameters every ROS 2 node has (rclpy declares them); accepted in a parameter file.
+ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")
+ROS_NODE_PARAMETER_PREFIXES = ("qos_overrides.",)
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """`` (did you mean 'rate'?)`` for the closest of ``choices``, or ""."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_parameter(name: str) -> ConfigError | None:
+    """The error for a parameter name that is neither a scheduler parameter, nor ``tasks.<task>.<field>``
+    with a known field, nor a parameter every ROS node has; None for a known name."""
+    if name in SCHEDULER_FIELDS or name in ROS_NODE_PARAMETERS or name.startswith(ROS_NODE_PARAMETER_PREFIXES):
+        return None
+    if name.startswith("tasks."):
+        task, _, fld = name[len("tasks."):].partition(".")
+        if not fld:
+            return ConfigError(name, f"tasks.{task} must be a block of task fields ({', '.join(TASK_FIELDS)})")
+        if fld in TASK_FIELDS:
+            return None
+        return ConfigError(name, f"unknown task field {fld!r}{did_you_mean(fld, TASK_FIELDS)}; task fields: "
+                                 f"{', '.join(TASK_FIELDS)}")
+    hint = did_you_mean(name, SCHEDULER_FIELDS + ROS_NODE_PARAMETERS) or did_you_mean(name.split(".")[0], ("tasks",))
+    return ConfigError(name, f"unknown parameter{hint}; see the parameter table in README.md")
+
+
+def check_parameter_names(names: Iterable[str]) -> None:
+    """Raise a :class:`ConfigError` for the first unknown name (a misspelt field is not silently ignored)."""
+    for name in names:
+        err = unknown_parameter(name)
+        if err is not None:
+            raise err
+
+
 
 def _require(cond: bool, parameter: str, message: str) -> None:
     if not cond:
@@ -129,97 +168,97 @@ def validate_task(name: str, raw: Mapping[str, Any], known_models: Sequence[str]
     p = f"tasks.{name}"
     _require(bool(name) and name.replace("_", "").isalnum(), "task_names",
              f"task name {name!r} must be non-empty and contain only letters, digits and '_'")
-    topic = str(raw.get("topic", "") or "")
+    topic = _str(raw, "topic", "", f"{p}.topic")
     _require(bool(topic), f"{p}.topic", "a camera topic is required (e.g. /camera/front/image_raw)")
-    priority = str(raw.get("priority", "LP")).upper()
+    priority = _str(raw, "priority", "LP", f"{p}.priority").upper()
     _require(priority in PRIORITIES, f"{p}.priority", f"{priority!r} is not one of {', '.join(PRIORITIES)}")
-    rate = float(raw.get("rate", 0.0) or 0.0)
-    period = float(raw.get("period", 0.0) or 0.0)
+    rate = _float(raw, "rate", 0.0, f"{p}.rate")
+    period = _float(raw, "period", 0.0, f"{p}.period")
     _require(rate >= 0 and math.isfinite(rate), f"{p}.rate", f"{rate} Hz is not allowed: must be > 0")
     _require(period >= 0 and math.isfinite(period), f"{p}.period", f"{period} s is not allowed: must be > 0")
     _require(not (rate > 0 and period > 0), f"{p}.rate",
              "give either rate (Hz) or period (s), not both")
     _require(rate > 0 or period > 0, f"{p}.rate", "a rate (Hz) or a period (s) > 0 is required")
     period = period if period > 0 else 1.0 / rate
-    deadline = float(raw.get("deadline", 0.0) or 0.0)
+    deadline = _float(raw, "deadline", 0.0, f"{p}.deadline")
     _require(deadline >= 0 and math.isfinite(deadline), f"{p}.deadline",
              f"{deadline} s is not allowed: must be > 0 (0 or unset means: the period)")
     deadline = deadline if deadline > 0 else period
-    model = str(raw.get("model", "") or "")
+    model = _str(raw, "model", "", f"{p}.model")
     _require(bool(model), f"{p}.model", "a model name is required (e.g. resnet18)")
     if known_models is not None:
         _require(model in known_models, f"{p}.model",
                  f"unknown model {model!r}; available: {', '.join(sorted(known_models))}")
-    input_type = str(raw.get("input_type", "image") or "image")
+    input_type = _str(raw, "input_type", "image", f"{p}.input_type") or "image"
     _require(input_type in INPUT_TYPES, f"{p}.input_type", f"{input_type!r} is not one of {INPUT_TYPES}")
-    weights = str(raw.get("weights", "") or "")
+    weights = _str(raw, "weights", "", f"{p}.weights")
     if weights:
         _require(os.path.isfile(weights), f"{p}.weights", f"weights file {weights!r} does not exist")
     size = raw.get("input_size", [224, 224])
-    if isinstance(size, int):
+    if isinstance(size, int) and not isinstance(size, bool):
         size = [size, size]
-    size = [int(v) for v in size]
+    size = list(_int_tuple(size, f"{p}.input_size"))
     _require(len(size) == 2 and all(16 <= v <= 4096 for v in size), f"{p}.input_size",
              f"{size} is not allowed: give [height, width], each between 16 and 4096")
-    output_topic = str(raw.get("output_topic", "") or "") or f"daris/{name}/result"
-    reliability = str(raw.get("qos_reliability", "best_effort") or "best_effort").lower()
+    output_topic = _str(raw, "output_topic", "", f"{p}.output_topic") or f"daris/{name}/result"
+    reliability = (_str(raw, "qos_reliability", "best_effort", f"{p}.qos_reliability") or "best_effort").lower()
     _require(reliability in QOS_RELIABILITY, f"{p}.qos_reliability",
              f"{reliability!r} is not one of {', '.join(QOS_RELIABILITY)}")
-    depth = int(raw.get("qos_depth", 1))
+    depth = _int(raw, "qos_depth", 1, f"{p}.qos_depth")
     _require(1 <= depth <= 1000, f"{p}.qos_depth", f"{depth} is not allowed: 1..1000")
-    precision = str(raw.get("precision", "fp32") or "fp32").lower()
+    precision = (_str(raw, "precision", "fp32", f"{p}.precision") or "fp32").lower()
     _require(precision in PRECISIONS, f"{p}.precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
     return TaskSettings(name=name, topic=topic, priority=priority, period=period, deadline=deadline,
                         model=model, input_type=input_type, weights=weights,
                         input_size=(size[0], size[1]), output_topic=output_topic,
                         qos_reliability=reliability, qos_depth=depth, precision=precision,
-                        channels_last=bool(raw.get("channels_last", False)))
+                        channels_last=_bool(raw, "channels_last", False, f"{p}.channels_last"))
 
 
 def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> SchedulerSettings:
     """Build :class:`SchedulerSettings` from scheduler-level values and already validated tasks."""
     s = SchedulerSettings(
-        policy=str(raw.get("policy", "MPS")).upper(),
-        backend=str(raw.get("backend", "cpu")).lower(),
-        device=str(raw.get("device", "cpu")),
-        n_contexts=int(raw.get("n_contexts", 1)),
-        n_streams=int(raw.get("n_streams", 1)),
-        oversubscription=float(raw.get("oversubscription", 1.0)),
-        mret_window=int(raw.get("mret_window", 5)),
-        hp_admission=bool(raw.get("hp_admission", False)),
-        reprobe_after=int(raw.get("reprobe_after", 100)),
-        no_staging=bool(raw.get("no_staging", False)),
-        no_last=bool(raw.get("no_last", False)),
-        no_prior=bool(raw.get("no_prior", False)),
-        no_fixed=bool(raw.get("no_fixed", False)),
-        cuda_graphs=bool(raw.get("cuda_graphs", True)),
-        stats_period=float(raw.get("stats_period", 1.0)),
-        top_k=int(raw.get("top_k", 5)),
-        profile_runs=int(raw.get("profile_runs", 5)),
-        afet_profile=str(raw.get("afet_profile", "auto")).lower(),
-        afet_cache=str(raw.get("afet_cache", "") or ""),
-        miss_rate_warn=float(raw.get("miss_rate_warn", 0.02)),
-        miss_rate_error=float(raw.get("miss_rate_error", 0.10)),
-        rejection_rate_warn=float(raw.get("rejection_rate_warn", 0.0)),
-        stale_warn_periods=int(raw.get("stale_warn_periods", 1)),
-        max_pixels=int(raw.get("max_pixels", 4096 * 4096)),
-        stamp_future_tolerance=float(raw.get("stamp_future_tolerance", 1.0)),
-        stamp_past_tolerance=float(raw.get("stamp_past_tolerance", 0.0)),
-        worker_stage_timeout=float(raw.get("worker_stage_timeout", 2.0)),
-        gpu_decode=bool(raw.get("gpu_decode", True)),
-        mps_pipe_directory=str(raw.get("mps_pipe_directory", "") or ""),
-        mps_log_directory=str(raw.get("mps_log_directory", "") or ""),
-        mps_spares=int(raw.get("mps_spares", -1)),
-        mps_frame_pixels=int(raw.get("mps_frame_pixels", 0)),
-        batching=bool(raw.get("batching", False)),
+        policy=_str(raw, "policy", "MPS").upper(),
+        backend=_str(raw, "backend", "cpu").lower(),
+        device=_str(raw, "device", "cpu"),
+        n_contexts=_int(raw, "n_contexts", 1),
+        n_streams=_int(raw, "n_streams", 1),
+        oversubscription=_float(raw, "oversubscription", 1.0),
+        mret_window=_int(raw, "mret_window", 5),
+        hp_admission=_bool(raw, "hp_admission", False),
+        reprobe_after=_int(raw, "reprobe_after", 100),
+        no_staging=_bool(raw, "no_staging", False),
+        no_last=_bool(raw, "no_last", False),
+        no_prior=_bool(raw, "no_prior", False),
+        no_fixed=_bool(raw, "no_fixed", False),
+        cuda_graphs=_bool(raw, "cuda_graphs", True),
+        stats_period=_float(raw, "stats_period", 1.0),
+        top_k=_int(raw, "top_k", 5),
+        profile_runs=_int(raw, "profile_runs", 5),
+        afet_profile=_str(raw, "afet_profile", "auto").lower(),
+        afet_cache=_str(raw, "afet_cache", ""),
+        miss_rate_warn=_float(raw, "miss_rate_warn", 0.02),
+        miss_rate_error=_float(raw, "miss_rate_error", 0.10),
+        rejection_rate_warn=_float(raw, "rejection_rate_warn", 0.0),
+        stale_warn_periods=_int(raw, "stale_warn_periods", 1),
+        max_pixels=_int(raw, "max_pixels", 4096 * 4096),
+        stamp_future_tolerance=_float(raw, "stamp_future_tolerance", 1.0),
+        stamp_past_tolerance=_float(raw, "stamp_past_tolerance", 0.0),
+        worker_stage_timeout=_float(raw, "worker_stage_timeout", 2.0),
+        gpu_decode=_bool(raw, "gpu_decode", True),
+        mps_pipe_directory=_str(raw, "mps_pipe_directory", ""),
+        mps_log_directory=_str(raw, "mps_log_directory", ""),
+        mps_spares=_int(raw, "mps_spares", -1),
+        mps_frame_pixels=_int(raw, "mps_frame_pixels", 0),
+        batching=_bool(raw, "batching", False),
         batch_sizes=_int_tuple(raw.get("batch_sizes", (1, 2, 4, 8, 16, 32)), "batch_sizes"),
-        batch_pad_limit=float(raw.get("batch_pad_limit", 0.1)),
-        batch_lp_admit_margin=float(raw.get("batch_lp_admit_margin", 0.3)),
-        batch_min_size=int(raw.get("batch_min_size", 1)),
-        release_trigger=str(raw.get("release_trigger", "frame")),
-        release_slack=float(raw.get("release_slack", 0.25)),
-        launch_ahead=int(raw.get("launch_ahead", 0)),
-        ahead_lead=float(raw.get("ahead_lead", 0.001)),
+        batch_pad_limit=_float(raw, "batch_pad_limit", 0.1),
+        batch_lp_admit_margin=_float(raw, "batch_lp_admit_margin", 0.3),
+        batch_min_size=_int(raw, "batch_min_size", 1),
+        release_trigger=_str(raw, "release_trigger", "frame"),
+        release_slack=_float(raw, "release_slack", 0.25),
+        launch_ahead=_int(raw, "launch_ahead", 0),
+        ahead_lead=_float(raw, "ahead_lead", 0.001),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -274,9 +313,64 @@ def _int_tuple(value: Any, parameter: str) -> tuple[int, ...]:
     if isinstance(value, int | float | str):
         value = [value]
     try:
-        return tuple(int(v) for v in value)
-    except (TypeError, ValueError):
+        items = list(value)
+    except TypeError:
         raise ConfigError(parameter, f"{value!r} is not a list of integers") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+        raise ConfigError(parameter, f"{items!r} is not a list of integers")
+    return tuple(items)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _float(raw: Mapping[str, Any], key: str, default: float, parameter: str | None = None) -> float:
+    """A number (an integer is taken as a number); None is the default. Strings are refused: ``rate: "fast"``
+    names its parameter instead of ending in a ValueError."""
+    v = raw.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(parameter or key, f"{v!r} is {_type_name(v)}; expected a number")
+    return float(v)
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, parameter: str | None = None) -> int:
+    v = raw.get(key, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(parameter or key, f"{v!r} is {_type_name(v)}; expected an integer")
+    return v
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool, parameter: str | None = None) -> bool:
+    v = raw.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ConfigError(parameter or key, f"{v!r} is {_type_name(v)}; expected true or false")
+    return v
+
+
+def _str(raw: Mapping[str, Any], key: str, default: str, parameter: str | None = None) -> str:
+    v = raw.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, str):
+        raise ConfigError(parameter or key, f"{v!r} is {_type_name(v)}; expected a string")
+    return v
 
 
 def _validate_batching(s: SchedulerSettings) -> None:
@@ -307,6 +401,7 @@ def settings_from_mapping(params: Mapping[str, Any], known_models: Sequence[str]
                           ) -> SchedulerSettings:
     """Validate a flat or nested ``ros__parameters`` mapping (as a YAML parameter file holds it)."""
     flat = flatten_parameters(params)
+    check_parameter_names(flat)
     names = flat.get("task_names", [])
     _require(isinstance(names, list | tuple), "task_names", "must be a list of task names")
     _require(len(set(names)) == len(names), "task_names", "task names must be unique")

@@ -27,7 +27,7 @@ def _tasks(groups: list[tuple[str, str, int, float, list[int] | None]]) -> tuple
             names.append(name)
             t = {"topic": f"/cameras/{name}/image_raw", "priority": prio, "rate": rate, "model": prefix}
             if size:
-                t["input_size"] = size
+                t["input_size"] = list(size)  # a list each: rcl refuses YAML aliases (&id001)
             tasks[name] = t
     return names, tasks
 

@@ -23,7 +23,7 @@ import contextlib
 import json
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -84,6 +84,9 @@ class BagRecorder:
         timestamp: ``node`` (the node's clock, sim time aware) or ``receive`` (middleware receive
             time, wall clock).
         discovery_period: how often topics whose type is still unknown are looked up again.
+        accept: requested topic -> ``f(serialized bytes, rclpy MessageInfo) -> bool``; messages it
+            refuses (e.g. from another node than the one under test) are not written, only counted
+            (``ignored``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class BagRecorder:
         timestamp: Timestamp = "node",
         store: Typestore | None = None,
         discovery_period: float = 0.2,
+        accept: Mapping[str, Callable[[bytes, Any], bool]] | None = None,
     ) -> None:
         if timestamp not in ("node", "receive"):
             raise ValueError(f"timestamp must be 'node' or 'receive', got {timestamp!r}")
@@ -115,6 +119,8 @@ class BagRecorder:
         self.depth = depth
         self.timestamp = timestamp
         self.discovery_period = discovery_period
+        self.accept = dict(accept or {})
+        self._ignored: dict[str, int] = {}
         self._writer = BagWriter(self.path, storage=storage, store=self.store, default_qos=())
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -244,6 +250,12 @@ class BagRecorder:
             return dict(self._counts)
 
     @property
+    def ignored(self) -> dict[str, int]:
+        """Messages refused by ``accept`` so far, per topic."""
+        with self._lock:
+            return dict(self._ignored)
+
+    @property
     def subscribed(self) -> list[str]:
         with self._lock:
             return sorted(self._subs)
@@ -309,18 +321,17 @@ class BagRecorder:
         qos = self.qos or default_record_qos(offered, self.depth)
         cls = import_message_class(msgtype)
         self._queue.put(("topic", topic, msgtype, offered))
-        if self.timestamp == "receive":
+        accept = self.accept.get(requested)
+        receive_time = self.timestamp == "receive"
 
-            def callback_info(data: bytes, info: Any) -> None:
-                self._write(topic, int(info["received_timestamp"]), data)
+        def callback(data: bytes, info: Any) -> None:
+            if accept is not None and not accept(data, info):
+                with self._lock:
+                    self._ignored[topic] = self._ignored.get(topic, 0) + 1
+                return
+            self._write(topic, int(info["received_timestamp"]) if receive_time else self._now_ns(), data)
 
-            self._subs[requested] = self.node.create_subscription(cls, topic, callback_info, qos, raw=True)
-        else:
-
-            def callback(data: bytes) -> None:
-                self._write(topic, self._now_ns(), data)
-
-            self._subs[requested] = self.node.create_subscription(cls, topic, callback, qos, raw=True)
+        self._subs[requested] = self.node.create_subscription(cls, topic, callback, qos, raw=True)
 
     def _write(self, topic: str, timestamp_ns: int, data: bytes) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ Nothing here keeps state.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,8 @@ _ENCODINGS: dict[str, tuple[int, str, tuple[int, ...] | None]] = {
     "mono16": (1, "u2", None),
     "16UC1": (1, "u2", None),
 }
-SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16")
+#: Every encoding accepted (the unknown-encoding error lists them all).
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
@@ -108,7 +110,50 @@ def image_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# In entropy-coded data 0xFF is followed by 0x00 (stuffing), a restart marker (D0-D7) or fill bytes (FF);
+# anything else is the marker that ends the scan.
+_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _PNG_IEND = b"IEND\xaeB`\x82"
+
+
+def jpeg_end(data: bytes) -> int | None:
+    """The index just after the JPEG's end-of-image marker, found by walking its structure (marker
+    segments by their lengths, each scan's entropy-coded data up to the next marker), so bytes after EOI
+    (padding some cameras send, even bytes that look like markers) are not taken for the image. None when
+    the data ends before EOI: a truncated frame. Extraneous bytes where a marker is due are skipped, as
+    libjpeg does."""
+    n = len(data)
+    if not data.startswith(_JPEG_SOI[:2]):
+        return None
+    i = 2
+    while True:
+        i = data.find(b"\xff", i)
+        if i < 0:
+            return None
+        while i < n and data[i] == 0xFF:  # fill bytes before the marker code
+            i += 1
+        if i >= n:
+            return None
+        code = data[i]
+        i += 1
+        if code == 0xD9:
+            return i
+        if code == 0x00 or code == 0x01 or 0xD0 <= code <= 0xD7:  # no segment (TEM, RSTn; 00: stray stuffing)
+            continue
+        if i + 2 > n:
+            return None
+        i += int.from_bytes(data[i:i + 2], "big")  # the length counts its own two bytes
+        if code == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            m = _MARKER_AFTER_SCAN.search(data, i)
+            if m is None:
+                return None
+            i = m.start()
+
+
+def jpeg_payload(data: bytes) -> bytes | None:
+    """``data`` up to and including its EOI marker (the bytes after it dropped), or None when truncated."""
+    end = jpeg_end(data)
+    return None if end is None else data[:end]
 
 
 def _open_header(data: bytes, fmt: str, max_pixels: int) -> Any:
@@ -134,7 +179,8 @@ def _open_header(data: bytes, fmt: str, max_pixels: int) -> Any:
 def validate_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Cheap checks of a ``sensor_msgs/msg/CompressedImage`` (no pixel is decoded): format string, a
     JPEG or PNG signature, a parsable header with a size within ``max_pixels``, and the end-of-stream
-    marker (JPEG EOI, trailing zero padding allowed; PNG IEND), whose absence means a truncated frame.
+    marker (JPEG EOI, which may be followed by padding of any bytes: :func:`jpeg_end`; PNG IEND), whose
+    absence means a truncated frame.
 
     Corruption inside the entropy-coded data is only found by decoding (:func:`compressed_to_rgb`)."""
     fmt = (msg.format or "").lower()
@@ -147,8 +193,9 @@ def validate_compressed(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     if not is_jpeg and not data.startswith(_PNG_SIGNATURE):
         raise FrameError("corrupt_compressed", "data starts with neither a JPEG nor a PNG signature")
     _open_header(data, fmt, max_pixels).close()
-    if is_jpeg and not data.rstrip(b"\x00").endswith(_JPEG_EOI):
-        raise FrameError("truncated_compressed", "JPEG data does not end with an EOI marker (truncated)")
+    # EOI at the end (zero padding allowed) needs no walk: the common case, checked on every frame
+    if is_jpeg and not data.rstrip(b"\x00").endswith(_JPEG_EOI) and jpeg_end(data) is None:
+        raise FrameError("truncated_compressed", "JPEG data ends before its EOI marker (truncated)")
     if not is_jpeg and not data.endswith(_PNG_IEND):
         raise FrameError("truncated_compressed", "PNG data does not end with an IEND chunk (truncated)")
 
@@ -167,7 +214,7 @@ def compressed_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS, device: st
         raise FrameError("zero_size", "compressed image has no data")
     with _open_header(data, fmt, max_pixels) as im:
         if device.startswith("cuda") and im.format == "JPEG":
-            return decode_jpeg_on(data, device)
+            return decode_jpeg_on(jpeg_payload(data) or data, device)  # (nvJPEG without the bytes after EOI)
         try:
             return np.asarray(im.convert("RGB"))
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for corrupt input

@@ -12,7 +12,14 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from daris_ros.settings import TASK_FIELDS, ConfigError, SchedulerSettings, settings_from_mapping
+from daris_ros.settings import (
+    SCHEDULER_FIELDS,
+    TASK_FIELDS,
+    ConfigError,
+    SchedulerSettings,
+    check_parameter_names,
+    settings_from_mapping,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +159,7 @@ TASK_PARAMS: tuple[ParamSpec, ...] = (
               "on tensor-core GPUs)."),
 )
 assert tuple(p.name for p in TASK_PARAMS) == TASK_FIELDS
+assert sorted(p.name for p in SCHEDULER_PARAMS) == sorted(SCHEDULER_FIELDS)
 #: Task fields that change a running task through `ros2 param set`; the others need the task restarted
 #: (remove it from task_names, set them, add it again).
 RUNTIME_TASK_FIELDS = tuple(p.name for p in TASK_PARAMS if not p.read_only)
@@ -185,11 +193,19 @@ def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescripto
         raise ConfigError(name, f"{exc}{rng}") from exc
 
 
+NO_TASKS = ("no camera tasks: list them in task_names, each with a tasks.<name> block (topic, priority, rate, "
+            "model; see config/default.yaml)")
+
+
 def declare_and_read(node: Node, known_models: list[str] | None = None) -> SchedulerSettings:
     """Declare every parameter with its descriptor and return validated settings.
 
-    Raises :class:`daris_ros.settings.ConfigError` naming the offending parameter.
+    Raises :class:`daris_ros.settings.ConfigError` naming the offending parameter: also for a parameter given
+    to the node (parameter file, ``-p``) that is not in the table (a misspelt field, e.g. ``tasks.a.rat``) and
+    for an empty task list. (``daris_ros.ros.param_file`` checks the same before ``rclpy.init`` and names the
+    file and line; this is the check for a node started otherwise.)
     """
+    check_parameter_names(sorted(getattr(node, "_parameter_overrides", {})))
     values: dict[str, Any] = {}
     for spec in SCHEDULER_PARAMS:
         default = Parameter.Type.STRING_ARRAY if spec.ptype == ParameterType.PARAMETER_STRING_ARRAY \
@@ -197,6 +213,8 @@ def declare_and_read(node: Node, known_models: list[str] | None = None) -> Sched
         p = _declare(node, spec.name, default, _descriptor(spec, spec.name))
         values[spec.name] = p.value if p.value is not None else spec.default
     values["task_names"] = list(values["task_names"] or [])
+    if not values["task_names"]:
+        raise ConfigError("task_names", NO_TASKS)
     for task in values["task_names"]:
         for spec in TASK_PARAMS:
             values[f"tasks.{task}.{spec.name}"] = declare_task_parameter(node, task, spec).value

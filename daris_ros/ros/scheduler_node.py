@@ -60,6 +60,7 @@ from daris_ros.ros.messages import (
     task_diagnostic,
     task_stats_msg,
 )
+from daris_ros.ros.param_file import check_node_arguments
 from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
 from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.backends.base import SmCounts
@@ -578,6 +579,8 @@ class _Signals:
 
 
 def main(args: list[str] | None = None) -> int:
+    if (rc := check_node_arguments(args)) is not None:  # parameter files and values, before rclpy.init: exit 2
+        return rc
     signals = _Signals()
     signals.install()
     node = None

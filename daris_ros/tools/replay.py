@@ -68,6 +68,7 @@ class ReplayOptions:
     record_inputs: str = "auto"  # auto | yes | no
     namespace: str = ""
     ready_timeout: float = 180.0
+    discovery_wait: float = 1.0  # s to discover the publishers on the node's topics before starting it
     drain_timeout: float | None = None  # None: from the task deadlines and the stats period
     settle: float = 0.5
     storage: str = "mcap"
@@ -114,6 +115,11 @@ class TopicPlan:
     play: list[str]  # bag topics to play
     published: dict[str, str]  # bag topic -> published topic
     types: dict[str, str]  # published topic -> msgtype
+    node: str = "/daris_scheduler"  # fully qualified name of the node under test
+
+    def output_topics(self) -> list[str]:
+        """What the node under test publishes (and only it should, on these topics)."""
+        return [*self.result_topics.values(), self.stats_topic, DIAGNOSTICS_TOPIC]
 
     def record_topics(self, inputs: bool) -> dict[str, str]:
         topics = {t: RESULT_TYPE for t in self.result_topics.values()}
@@ -138,6 +144,7 @@ def plan_topics(settings: SchedulerSettings, bag_topics: dict[str, str], remap: 
         play=play,
         published=published,
         types={published[b]: bag_topics[b] for b in play},
+        node=resolve(NODE_NAME, namespace),
     )
 
 
@@ -198,18 +205,138 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-class StatsMonitor:
-    """Keeps the latest SchedulerStats of the node (for readiness and draining)."""
+def _gid(info: Any) -> bytes | None:
+    """The publisher GID of a message (rclpy MessageInfo), normalised like the graph's endpoint GIDs."""
+    gid = info.get("publisher_gid") if isinstance(info, dict) else None
+    data = gid.get("data") if isinstance(gid, dict) else None
+    return bytes(data).rstrip(b"\0") if data else None
 
-    def __init__(self, node: Any, topic: str) -> None:
+
+def another_node_named(fqn: str, how: str) -> ReplayError:
+    domain = os.environ.get("ROS_DOMAIN_ID", "0")
+    return ReplayError(f"another node named {fqn} runs on ROS_DOMAIN_ID={domain} ({how}): its outputs would mix "
+                       "with those of the node under test; stop it, or replay with --namespace NS or another "
+                       "ROS_DOMAIN_ID")
+
+
+class OwnOutputs:
+    """Tells the outputs of the node under test (``fqn``, e.g. ``/daris_scheduler``) from other nodes' messages
+    on the same topics: ``/daris/stats`` of another scheduler in the namespace, ``/diagnostics`` of every node
+    on the domain, results of a node with the same task names.
+
+    Without the graph's node names (their discovery can lag or fail: a publisher of ``_NODE_NAME_UNKNOWN_``
+    was seen here): a publisher (GID) that existed before the node under test started is another node's
+    (``snapshot``, after waiting for discovery); a SchedulerStats must name the node (``node``), a
+    DiagnosticArray's statuses must be the node's (``<fqn>: ...``). Stats that name the node but arrive before
+    it was started, come from a publisher that existed before, report an ``uptime`` longer than the node has
+    existed, or come from a second publisher, are another node's of the same name: ``namesake`` says how, and
+    the replay stops."""
+
+    def __init__(self, node: Any, fqn: str, stats_topic: str) -> None:
+        self.node = node
+        self.fqn = fqn
+        self.stats_topic = stats_topic
+        self._lock = threading.Lock()
+        self.started = False  # the node under test was started: stats naming it may be its own
+        self.started_at = 0.0  # (monotonic) just before it was started
+        self.foreign: dict[bytes, str] = {}  # publishers that existed before it started -> their node
+        self.stats_publishers: set[bytes] = set()  # publishers whose stats name the node
+        self.namesake: str | None = None
+        self.ignored: dict[str, dict[str, int]] = {}  # topic -> other node (or publisher) -> messages
+
+    def snapshot(self, topics: list[str]) -> None:
+        """Remember the publishers of ``topics`` that exist now: they are not the node under test's."""
+        gids = {}
+        for t in topics:
+            for i in self.node.get_publishers_info_by_topic(t):
+                gid = bytes(i.endpoint_gid).rstrip(b"\0")
+                known = "UNKNOWN" not in i.node_name  # (_NODE_NAME_UNKNOWN_ when its discovery lags)
+                gids[gid] = f"{i.node_namespace.rstrip('/')}/{i.node_name}" if known else f"publisher {gid.hex()}"
+        with self._lock:
+            self.foreign.update(gids)
+            self.started = True
+            self.started_at = time.monotonic()
+
+    def _ignore(self, topic: str, who: str, count: bool = True) -> bool:
+        if not count:
+            return False
+        with self._lock:
+            per = self.ignored.setdefault(topic, {})
+            per[who] = per.get(who, 0) + 1
+        return False
+
+    def accept_stats(self, msg: Any, info: Any, count: bool = True) -> bool:
+        """``count``: an ignored message is counted (the recorder's filter; the monitor sees them too)."""
+        if msg.node != self.fqn:
+            return self._ignore(self.stats_topic, msg.node or "(unnamed)", count)
+        gid = _gid(info)
+        with self._lock:
+            if not self.started:
+                self.namesake = "its stats arrived before this replay started its node"
+            elif gid is not None and gid in self.foreign:
+                self.namesake = f"its {self.stats_topic} publisher existed before this replay started its node"
+            elif msg.uptime > time.monotonic() - self.started_at + 1.0:
+                self.namesake = (f"its stats say it has been running for {msg.uptime:.1f} s, this replay started its "
+                                 f"node {time.monotonic() - self.started_at:.1f} s ago")
+            elif gid is not None:
+                self.stats_publishers.add(gid)
+                if len(self.stats_publishers) > 1:
+                    self.namesake = f"{len(self.stats_publishers)} publishers of {self.stats_topic} name it"
+            return self.namesake is None
+
+    def accept_diagnostics(self, msg: Any) -> bool:
+        names = [st.name for st in msg.status]
+        if names and all(n.startswith(self.fqn + ": ") for n in names):
+            return True
+        return self._ignore(DIAGNOSTICS_TOPIC, names[0].split(": ")[0] if names else "(empty)")
+
+    def accept_from(self, topic: str, info: Any, count: bool = True) -> bool:
+        gid = _gid(info)
+        if gid is not None and gid in self.foreign:
+            return self._ignore(topic, self.foreign[gid], count)
+        return True
+
+    def recorder_filter(self, topic: str) -> Callable[[bytes, Any], bool]:
+        """The recorder's ``accept`` of one output topic of the node (serialized messages)."""
+        from rclpy.serialization import deserialize_message
+
+        if topic == self.stats_topic:
+            from daris_ros.msg import SchedulerStats
+
+            return lambda data, info: self.accept_stats(deserialize_message(data, SchedulerStats), info)
+        if topic == DIAGNOSTICS_TOPIC:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            return lambda data, info: self.accept_diagnostics(deserialize_message(data, DiagnosticArray)) and \
+                self.accept_from(topic, info)
+        return lambda _data, info: self.accept_from(topic, info)
+
+    def snapshot_ignored(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {t: dict(v) for t, v in self.ignored.items()}
+
+    def check(self) -> None:
+        if self.namesake is not None:
+            raise another_node_named(self.fqn, self.namesake)
+
+
+class StatsMonitor:
+    """Keeps the latest SchedulerStats of the node under test (for readiness and draining): only the messages
+    :class:`OwnOutputs` takes for its own."""
+
+    def __init__(self, node: Any, topic: str, own: OwnOutputs) -> None:
         from daris_ros.msg import SchedulerStats
 
         self._lock = threading.Lock()
         self.count = 0
         self.last: Any = None
+        self.topic = topic
+        self.own = own
         self.sub = node.create_subscription(SchedulerStats, topic, self._on_stats, 10)
 
-    def _on_stats(self, msg: Any) -> None:
+    def _on_stats(self, msg: Any, info: Any) -> None:
+        if not self.own.accept_stats(msg, info, count=False):
+            return
         with self._lock:
             self.last = msg
             self.count += 1
@@ -352,6 +479,12 @@ class Replay:
 
         from daris_ros.bags.player import FASTDDS_PROFILE_VARS, use_fast_acks
 
+        try:
+            import daris_ros.msg  # noqa: F401 - generated at build time, in the install space
+        except ImportError as exc:
+            raise ReplayError("the generated messages (daris_ros.msg) are not importable: build the package "
+                              "(scripts/build.sh) and run with the install space sourced, e.g. "
+                              "scripts/run_in_install.sh daris-replay ...") from exc
         self.prepare_out()
         opts = self.opts
         # acknowledgements within milliseconds (fast mode's pacing, the player's final flush): Fast DDS
@@ -378,7 +511,9 @@ class Replay:
         is_drained = False
         rc: int | None = None
         try:
-            monitor = StatsMonitor(node, self.plan.stats_topic)
+            self.own = OwnOutputs(node, self.plan.node, self.plan.stats_topic)
+            monitor = StatsMonitor(node, self.plan.stats_topic, self.own)
+            self._before_start()
             proc, log_path = start_scheduler_logged(opts)
             self.log(f"[replay] scheduler started (pid {proc.pid}), log {log_path}")
             player = self._make_player(node)
@@ -446,7 +581,16 @@ class Replay:
         from daris_ros.bags.recorder import BagRecorder
 
         topics = self.plan.record_topics(self.record_inputs)
-        return BagRecorder(node, self.opts.output_bag, topics, storage=self.opts.storage).start()
+        # the node's outputs only from the node under test (/diagnostics carries every node's statuses)
+        accept = {t: self.own.recorder_filter(t) for t in self.plan.output_topics()}
+        return BagRecorder(node, self.opts.output_bag, topics, storage=self.opts.storage, accept=accept).start()
+
+    def _before_start(self) -> None:
+        """Wait ``discovery_wait`` for the publishers already on the node's output topics (another node's) to
+        be discovered and remember them; stats naming the node meanwhile: another node of its name runs."""
+        time.sleep(self.opts.discovery_wait)
+        self.own.check()
+        self.own.snapshot(self.plan.output_topics())
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], log_path: Path, player: Any, recorder: Any,
                     monitor: StatsMonitor) -> None:
@@ -459,6 +603,7 @@ class Replay:
             if proc.poll() is not None:
                 raise ReplayError(f"the scheduler node exited with code {proc.returncode} before it was ready:\n"
                                   f"{log_tail(log_path)}")
+            self.own.check()
             cams = {t: p.get_subscription_count() for t, p in player.publishers.items()}
             recorded = recorder.publisher_counts()
             count, last = monitor.snapshot()
@@ -476,6 +621,10 @@ class Replay:
             time.sleep(0.1)
         time.sleep(self.opts.settle)  # let discovery settle in both directions
         self.info["ready_s"] = round(time.monotonic() - started, 3)
+        self.info["node"] = self.plan.node
+        others = sorted({n for per in self.own.snapshot_ignored().values() for n in per})
+        self.log(f"[replay] following node {self.plan.node} (pid {proc.pid}, stats on {self.plan.stats_topic})"
+                 + (f"; ignoring the outputs of {', '.join(others)}" if others else ""))
         self.log(f"[replay] node ready after {self.info['ready_s']:.1f} s; playing {len(self.plan.play)} topic(s)")
 
     def _play(self, player: Any) -> Any:
@@ -504,6 +653,7 @@ class Replay:
         count0, _ = monitor.snapshot()
         waiting: list[str] = ["a stats message"]
         while time.monotonic() - started < timeout and proc.poll() is None:
+            self.own.check()
             count, last = monitor.snapshot()
             if count > count0 and last is not None:
                 waiting = drained(last, expected, recorder.counts, self.plan)
@@ -552,6 +702,8 @@ class Replay:
                 "median_lateness": stats.median_lateness,
                 "ack_timeouts": stats.ack_timeouts, "clock_messages": stats.clock_messages,
                 "stopped": stats.stopped},
+            "node": self.plan.node,
+            "ignored_other_nodes": self.own.snapshot_ignored() if getattr(self, "own", None) else {},
             "drained": is_drained,
             "interrupted": interrupted,
             "scheduler_rc": rc,

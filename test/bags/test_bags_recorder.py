@@ -175,3 +175,32 @@ def test_replay_then_record_in_sim_time(ros, small_bag, tmp_path, wait_until):
     assert all(start <= ts <= end for ts in logged)
     ros.destroy(play_node)
     ros.destroy(rec_node)
+
+
+def test_accept_filter_keeps_one_publisher(ros, tmp_path, wait_until):
+    """``accept``: messages it refuses (here: another publisher's, told apart by the publisher GID of the
+    message info) are not written, only counted in ``ignored``."""
+    n = 10
+    mine = ros.node("mine", spin=False).create_publisher(String, "/rec/filtered", RELIABLE)
+    other = ros.node("other", spin=False).create_publisher(String, "/rec/filtered", RELIABLE)
+    seen: list[bytes] = []
+
+    def accept(data: bytes, info) -> bool:
+        gid = bytes(info["publisher_gid"]["data"])
+        seen.append(gid)
+        return deserialize_message(data, String).data.startswith("mine")
+
+    recorder = BagRecorder(ros.node("rec_filter"), tmp_path / "out", {"/rec/filtered": "std_msgs/msg/String"},
+                           accept={"/rec/filtered": accept}).start()
+    _wait_matched([mine, other], wait_until)
+    for i in range(n):
+        mine.publish(String(data=f"mine {i}"))
+        other.publish(String(data=f"other {i}"))
+    assert wait_until(lambda: recorder.counts.get("/rec/filtered", 0) >= n
+                      and recorder.ignored.get("/rec/filtered", 0) >= n, timeout=5.0)
+    stats = recorder.stop()
+    assert stats.counts == {"/rec/filtered": n} and recorder.ignored == {"/rec/filtered": n}
+    assert len(set(seen)) == 2  # the message info names the publisher
+    with Reader(tmp_path / "out") as reader:
+        texts = [deserialize_message(raw, String).data for _c, _t, raw in reader.messages()]
+    assert texts == [f"mine {i}" for i in range(n)]

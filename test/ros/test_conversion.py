@@ -11,7 +11,17 @@ from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 
 from daris_ros.bags.synth import encode_raw
-from daris_ros.ros.conversion import FrameError, compressed_to_rgb, decode_jpeg_on, image_to_rgb
+from daris_ros.ros.conversion import (
+    SUPPORTED_ENCODINGS,
+    FrameError,
+    compressed_to_rgb,
+    decode_jpeg_on,
+    image_to_rgb,
+    jpeg_end,
+    jpeg_payload,
+    validate_compressed,
+    validate_image,
+)
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(6, 10, 3), dtype=np.uint8)
@@ -110,3 +120,88 @@ def test_corrupt_jpeg_reason():
     with pytest.raises(FrameError) as err:
         compressed_to_rgb(m)
     assert err.value.reason == "corrupt_compressed"
+
+
+def test_unknown_encoding_error_lists_every_accepted_encoding():
+    m = _image("rgb8")
+    m.encoding = "yuv422"
+    with pytest.raises(FrameError) as err:
+        image_to_rgb(m)
+    listed = str(err.value).split("use one of ")[1].rstrip(")").split(", ")
+    assert set(listed) == set(SUPPORTED_ENCODINGS)
+    assert {"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "mono16", "16UC1"} <= set(listed)
+    for enc in listed:  # every encoding the message offers is accepted
+        bytes_per_px = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono16": 2, "16UC1": 2}.get(enc, 1)
+        ok = Image(height=2, width=3, encoding=enc, step=3 * bytes_per_px)
+        ok.data = bytes(2 * 3 * bytes_per_px)
+        validate_image(ok)
+        assert image_to_rgb(ok).shape == (2, 3, 3)
+
+
+def _jpeg(img: np.ndarray = RGB, **save) -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(img).save(buf, format="JPEG", quality=90, **save)
+    return buf.getvalue()
+
+
+def _textured(h: int = 48, w: int = 64) -> np.ndarray:
+    return np.random.default_rng(11).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def _with_thumbnail(jpeg: bytes) -> bytes:
+    """``jpeg`` with an APP1 (Exif) segment holding a small JPEG thumbnail, whose own EOI comes early."""
+    thumb = _jpeg(RGB[:4, :4])
+    payload = b"Exif\x00\x00" + thumb
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+PADDINGS = {
+    "zeros": bytes(64),
+    "ff_fill": b"\xff" * 64,
+    "random": np.random.default_rng(5).integers(0, 256, size=300, dtype=np.uint8).tobytes(),
+    # bytes that look like markers: a second EOI, a new SOI, a whole second picture (a reused buffer)
+    "fake_markers": b"\x00\xff\xd9\x12\xff\xd8\xff\xe0\x00\x10" + bytes(20) + b"\xff\xd9",
+    "old_frame_tail": _jpeg(_textured()[::-1])[500:],
+}
+
+
+@pytest.mark.parametrize("padding", sorted(PADDINGS))
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "thumbnail"])
+def test_jpeg_with_bytes_after_eoi_is_accepted(padding, kind):
+    """Cameras that pad their JPEG frames (a fixed buffer size, 0xFF fill, the rest of an older frame):
+    the frame decodes to the picture without the padding; earlier every such frame was dropped as
+    truncated_compressed."""
+    img = _textured()
+    clean = _jpeg(img, progressive=kind == "progressive")
+    if kind == "thumbnail":
+        clean = _with_thumbnail(clean)
+    data = clean + PADDINGS[padding]
+    assert jpeg_end(clean) == len(clean) and jpeg_end(data) == len(clean)
+    assert jpeg_payload(data) == clean
+    m = CompressedImage(format="jpeg")
+    m.data = data
+    validate_compressed(m)
+    ref = np.asarray(PILImage.open(io.BytesIO(clean)).convert("RGB"))
+    np.testing.assert_array_equal(compressed_to_rgb(m), ref)
+    # the GPU path's decoder (torchvision, here on the CPU) gets the payload without the padding
+    np.testing.assert_array_equal(decode_jpeg_on(jpeg_payload(data), "cpu").numpy(),
+                                  decode_jpeg_on(clean, "cpu").numpy())
+
+
+@pytest.mark.parametrize("kind", ["baseline", "progressive", "thumbnail"])
+def test_truncated_jpeg_is_still_truncated(kind):
+    """Cut anywhere from the first scan to just before EOI: no EOI of the main picture, so truncated, also
+    when an Exif thumbnail's EOI or a complete earlier scan (progressive) comes before the cut."""
+    clean = _jpeg(_textured(), progressive=kind == "progressive")
+    if kind == "thumbnail":
+        clean = _with_thumbnail(clean)
+    sos = clean.index(b"\xff\xda", clean.index(b"\xff\xd9") if kind == "thumbnail" else 0)  # the main picture's
+    scan = sos + 2 + int.from_bytes(clean[sos + 2:sos + 4], "big")  # the first entropy-coded byte
+    for cut in np.linspace(scan + 1, len(clean) - 1, 25).astype(int):
+        data = clean[:cut]
+        assert jpeg_end(data) is None, cut
+        m = CompressedImage(format="jpeg")
+        m.data = data
+        with pytest.raises(FrameError) as err:
+            validate_compressed(m)
+        assert err.value.reason == "truncated_compressed", cut

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -292,3 +293,111 @@ def test_daris_compare_two_configs(install_prefix: Path, input_bag: Path, tmp_pa
     for (scope, metric), r in rows.items():
         if r["a"] is not None and r["b"] is not None:
             assert r["delta"] == pytest.approx(r["b"] - r["a"]), (scope, metric)
+
+
+# -- the documented commands, and only the node under test ---------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+RUN_IN_INSTALL = str(REPO / "scripts" / "run_in_install.sh")
+
+
+def test_documented_entry_points_run(install_prefix: Path) -> None:
+    """docs/replay.md: `scripts/run_in_install.sh daris-replay ...` (was: exec: daris-replay: not found) and
+    `python -m daris_ros.tools.replay` from the repository root, where the source tree's daris_ros comes first
+    on sys.path (was: No module named 'daris_ros.msg')."""
+    p = subprocess.run([RUN_IN_INSTALL, "daris-replay", "--help"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith("usage: daris-replay"), p.stdout + p.stderr
+    p = subprocess.run([RUN_IN_INSTALL, "python", "-c", "import daris_ros, daris_ros.msg, daris_ros.tools.replay; "
+                        "print(daris_ros.tools.replay.__file__); print(daris_ros.msg.SchedulerStats.__name__)"],
+                       capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert p.returncode == 0, p.stdout + p.stderr
+    source, msg = p.stdout.split()
+    assert source == str(REPO / "daris_ros" / "tools" / "replay.py") and msg == "SchedulerStats"
+
+
+class _Impostor:
+    """Another node on the domain publishing on the replayed node's topics: SchedulerStats on /daris/stats
+    (another task set) and its own /diagnostics, every 0.1 s."""
+
+    def __init__(self, name: str) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+        from rclpy.executors import SingleThreadedExecutor
+
+        from daris_ros.msg import SchedulerStats, TaskStats
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        stats_pub = self.node.create_publisher(SchedulerStats, "/daris/stats", 10)
+        diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        fqn = self.node.get_fully_qualified_name()
+        started = time.monotonic()
+
+        def tick() -> None:
+            stats_pub.publish(SchedulerStats(node=fqn, uptime=time.monotonic() - started,
+                                             tasks=[TaskStats(task="somebody_else")]))
+            diag_pub.publish(DiagnosticArray(status=[DiagnosticStatus(name=f"{fqn}: scheduler")]))
+
+        self.node.create_timer(0.1, tick)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        import threading
+
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.thread.join(5.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def test_replay_follows_only_its_own_node(install_prefix: Path, input_bag: Path,
+                                          inputs: dict[str, list[tuple[int, str]]], tmp_path: Path) -> None:
+    """A second node publishes SchedulerStats (another task set) on /daris/stats and its /diagnostics while
+    `python -m daris_ros.tools.replay` runs from the repository root (the documented command): the replay
+    follows the node it started, says so, and its output bag holds only that node's stats and statuses.
+    (It used to take the other node's stats for its own: "the node runs the tasks ['somebody_else']".)"""
+    impostor = _Impostor("stats_impostor")
+    try:
+        out = tmp_path / "own"
+        p = subprocess.run([RUN_IN_INSTALL, "python", "-m", "daris_ros.tools.replay", str(input_bag), "--config",
+                            str(params_file(tmp_path)), "--out", str(out)],
+                           capture_output=True, text=True, timeout=240, cwd=REPO)
+    finally:
+        impostor.close()
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log + ((out / "scheduler.log").read_text() if (out / "scheduler.log").exists() else "")
+    assert "[replay] following node /daris_scheduler (pid " in log
+    assert "ignoring the outputs of /stats_impostor" in log
+    info = json.loads((out / "replay.json").read_text())
+    assert info["node"] == "/daris_scheduler"
+    assert info["ignored_other_nodes"]["/daris/stats"]["/stats_impostor"] > 0
+    assert info["ignored_other_nodes"]["/diagnostics"]["/stats_impostor"] > 0
+    _, stats, _ = read_outputs(out / "output")
+    assert stats and {s.node for s in stats} == {"/daris_scheduler"}
+    store = get_typestore()
+    with Reader(out / "output") as r:
+        names = {st.name for conn, _t, raw in r.messages() if conn.topic == "/diagnostics"
+                 for st in store.deserialize_cdr(raw, conn.msgtype).status}
+    assert names and all(n.startswith("/daris_scheduler: ") for n in names), names
+    assert_every_frame_accounted(inputs, out / "output")
+
+
+def test_replay_refuses_when_a_node_of_the_same_name_runs(input_bag: Path, tmp_path: Path) -> None:
+    """Another node named /daris_scheduler on the domain (publishing stats that name /daris_scheduler): refused,
+    before the node under test starts when discovery is quick, else on the other node's first stats message
+    (its uptime is longer than the node under test has existed), before any frame is played."""
+    impostor = _Impostor("daris_scheduler")
+    try:
+        out = tmp_path / "twin"
+        err = subprocess.run([RUN_IN_INSTALL, "daris-replay", str(input_bag), "--config", str(params_file(tmp_path)),
+                              "--out", str(out)], capture_output=True, text=True, timeout=120)
+    finally:
+        impostor.close()
+    assert err.returncode == 2, err.stdout + err.stderr
+    assert "another node named /daris_scheduler runs on ROS_DOMAIN_ID=" in err.stderr
+    assert "playing" not in err.stdout and not (out / "report.md").exists()

@@ -137,3 +137,65 @@ def test_the_mps_backend_refuses_reduced_precision_and_channels_last(field, valu
     with pytest.raises(ConfigError, match="mps backend") as err:
         settings_from_mapping(p)
     assert err.value.parameter == f"tasks.b.{field}"
+
+
+@pytest.mark.parametrize(
+    ("change", "parameter", "message"),
+    [
+        ({"n_contexts": 2.5}, "n_contexts", "expected an integer"),
+        ({"n_contexts": "two"}, "n_contexts", "expected an integer"),
+        ({"oversubscription": "max"}, "oversubscription", "expected a number"),
+        ({"hp_admission": "yes"}, "hp_admission", "expected true or false"),
+        ({"policy": 3}, "policy", "expected a string"),
+    ],
+)
+def test_wrong_scheduler_type_is_a_config_error_naming_the_parameter(change, parameter, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        settings_from_mapping(_params(**change))
+    assert err.value.parameter == parameter
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("rate", "fast", "'fast' is a string; expected a number"),  # was a ValueError from float()
+        ("rate", True, "expected a number"),
+        ("qos_depth", 1.5, "expected an integer"),
+        ("input_size", ["a", "b"], "not a list of integers"),
+        ("channels_last", "false", "expected true or false"),  # bool("false") would be True
+        ("topic", 5, "expected a string"),
+    ],
+)
+def test_wrong_task_type_is_a_config_error_naming_the_parameter(field, value, message):
+    p = _params()
+    p["tasks"]["a"][field] = value
+    with pytest.raises(ConfigError, match=message) as err:
+        settings_from_mapping(p)
+    assert err.value.parameter == f"tasks.a.{field}"
+
+
+@pytest.mark.parametrize(
+    ("where", "name", "parameter", "hint"),
+    [
+        ("task", "rat", "tasks.a.rat", "did you mean 'rate'?"),
+        ("task", "prority", "tasks.a.prority", "did you mean 'priority'?"),
+        ("top", "polcy", "polcy", "did you mean 'policy'?"),
+        ("top", "n_context", "n_context", "did you mean 'n_contexts'?"),
+    ],
+)
+def test_unknown_parameter_is_named_with_a_hint(where, name, parameter, hint):
+    p = _params()
+    if where == "task":
+        p["tasks"]["a"][name] = 30.0
+    else:
+        p[name] = 1
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(p)
+    assert err.value.parameter == parameter
+    assert hint in str(err.value)
+
+
+def test_ros_node_parameters_and_tasks_outside_task_names_are_accepted():
+    p = _params(use_sim_time=True)
+    p["tasks"]["later"] = {"topic": "/cam/later", "rate": 5.0, "model": "resnet18"}  # added at run time
+    assert [t.name for t in settings_from_mapping(p).tasks] == ["a", "b"]
