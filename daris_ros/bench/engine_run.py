@@ -146,22 +146,6 @@ def synthetic_frames(engine: Engine, seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def stagger_releases(engine: Engine, first: Mapping[str, float]) -> None:
-    """Move each task's first release to ``first[task]`` (engine clock), its later ones following at its period.
-
-    ENGINE GAP: the engine releases every task at ``start(origin=...)`` and has no per-task phase; the bench spreads
-    its tasks' releases over their periods (``BenchTask.phase``), as the paper's task sets do. Until the engine
-    takes phases (``Engine.start(phases=...)`` or a ``TaskSettings`` phase), this reschedules them on the engine's
-    release clock from the loop thread, right after :meth:`Engine.start` (before ``origin``). It is the one place
-    the bench reaches past the engine's public API."""
-    def apply(_core: Any) -> None:
-        clock = engine._releases  # noqa: SLF001 - see ENGINE GAP above
-        assert clock is not None
-        for name, at in first.items():
-            clock.add(name, engine.settings.task(name).period, at)
-    engine.call(apply)
-
-
 def _sleep_until(t: float) -> None:
     while True:
         left = t - time.monotonic()
@@ -203,9 +187,7 @@ def run_engine(settings: SchedulerSettings, *, seconds: float, warmup: float = 0
         if pause_gc:
             gc.disable()
         origin = time.monotonic() + lead
-        engine.start(origin=origin)
-        if phases:
-            stagger_releases(engine, {name: origin + p for name, p in phases.items()})
+        engine.start(origin=origin, phases=phases)
         t_end = origin + seconds
         _sleep_until(t_end)
 
@@ -275,5 +257,5 @@ def describe(run: BenchRun) -> str:
                                                                    else ""))
 
 
-__all__ = ["BenchRun", "bench_settings", "describe", "model_input_size", "run_engine", "stagger_releases",
+__all__ = ["BenchRun", "bench_settings", "describe", "model_input_size", "run_engine",
            "synthetic_frames", "task_settings"]

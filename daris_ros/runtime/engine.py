@@ -182,6 +182,7 @@ class Engine:
         self._stopped = threading.Event()
         self._watchdog: Watchdog | None = None
         self._loop_stats = LoopStats()
+        self._recovering: set[tuple[int, int]] = set()  # workers being replaced: (context, stream or -1 for all)
         self._troubled = 0  # jobs in flight that failed or carry a retried stage (the launch path checks them then)
         self._max_wait = math.inf if clock is time.monotonic else FOREIGN_CLOCK_MAX_WAIT
         self._streams: dict[str, Any] = {}  # CUDA streams of the loop (prep, post) on a GPU backend
@@ -308,18 +309,21 @@ class Engine:
         return cache_key(device, self.settings.backend, f"{b.n_contexts}x{b.n_streams}", self.settings.oversubscription,
                          self.settings.cuda_graphs, model_key, mode)
 
-    def start(self, *, origin: float | None = None) -> None:
+    def start(self, *, origin: float | None = None, phases: Mapping[str, float] | None = None) -> None:
         """Offline phase (Algorithm 1 runs in the core's constructor), then start the loop: the first releases
         of every task come at ``origin`` (default: now; with a clock that reads 0, /clock not started yet, when it
-        first reads a time)."""
+        first reads a time), plus the task's ``phases`` entry (seconds; a task set spread over its periods, as the
+        paper's benchmarks release it)."""
         specs = [to_task_spec(t, self.afet[self._model_key(t)], self._model_key(t)) for t in self.settings.tasks]
         b = self.backend
         self._core = Scheduler(to_scheduler_config(self.settings, n_sm_max=b.n_sm_max, sm_granularity=b.sm_granularity),
                                specs, response_window=RESPONSE_WINDOW,
                                batch_afet=self._batch_estimate if self.settings.batching else None)
         self._releases = ReleaseClock(self._clock() if origin is None else origin)
+        base = self._clock() if origin is None else origin
         for t in self.settings.tasks:
-            self._add_release(t, None)
+            phase = (phases or {}).get(t.name)
+            self._add_release(t, None if phase is None else base + phase)
             self.inbox.add_task(t.name)
         b.set_notify(self._wake.set)
         if isinstance(b, WorkerFaults) and self._watchdog is None:
@@ -900,7 +904,12 @@ class Engine:
         if rec is None:
             return None
         assert isinstance(self.backend, WorkerFaults)
-        self.backend.restart_worker(context, stream)
+        try:
+            self.backend.restart_worker(context, stream)
+        except BaseException:  # the watchdog sees the worker dead again and retries: this worker is not in recovery
+            worker = (context, -1) if self._context_scoped() else (context, stream)
+            self.call(lambda _core: self._recovering.discard(worker))
+            raise
         rec.replaced = self._clock()
         if self._closed:
             return rec
@@ -915,6 +924,10 @@ class Engine:
         if token is not None and token not in self._launches:
             return None  # the hung launch finished meanwhile
         scoped = self._context_scoped()
+        worker = (context, -1) if scoped else (context, stream)
+        if worker in self._recovering:
+            return None  # the same worker (a process serving the whole context) is being replaced already
+        self._recovering.add(worker)
         if scoped:
             lost = [t for (c, _s), lane in self._lanes.items() if c == context for t in lane]
         elif token is not None:
@@ -967,7 +980,9 @@ class Engine:
 
     def _worker_back(self, core: Scheduler, context: int, rec: FaultRecord) -> None:
         assert rec.replaced is not None
-        if self._context_scoped():
+        scoped = self._context_scoped()
+        self._recovering.discard((context, -1) if scoped else (context, rec.stream))
+        if scoped:
             rec.moved_back = core.context_up(context, self._clock())
         if rec.outcome == "idle":
             rec.recovered = rec.replaced

@@ -82,12 +82,13 @@ def test_engine_sends_frames_to_the_workers_and_results_match_the_cpu_backend() 
         try:
             e.load_models()
             e.profile()
+            e.offer("cam", frame)  # one camera frame (not sticky): one release
             e.start()
-            e.release("cam", frame, receive_time=time.monotonic())
             assert ev.wait(30), f"{name}: no result"
         finally:
             e.close()
         outs[name] = done
-    (a,), (m,) = outs["cpu"], outs["mps"]
+    a, m = outs["cpu"][0], outs["mps"][0]
+    assert len(outs["cpu"]) == len(outs["mps"]) == 1
     assert not a.error and not m.error, (a.error, m.error)
     assert m.class_ids == a.class_ids and m.scores == pytest.approx(a.scores, abs=1e-5)

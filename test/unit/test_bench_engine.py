@@ -16,7 +16,7 @@ import pytest
 
 from daris_ros.bench.batching import Mode, mode_params, set_min_size
 from daris_ros.bench.cli import main
-from daris_ros.bench.engine_run import bench_settings, run_engine, stagger_releases
+from daris_ros.bench.engine_run import bench_settings, run_engine
 from daris_ros.bench.workload import make_taskset
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.settings import SchedulerSettings, TaskSettings
@@ -111,8 +111,7 @@ def test_staggered_releases_follow_each_tasks_phase() -> None:
         for t in tasks:
             e.set_frame(t.name, frame)
         origin = time.monotonic() + 0.2
-        e.start(origin=origin)
-        stagger_releases(e, {"t0": origin, "t1": origin + 0.05})
+        e.start(origin=origin, phases={"t0": 0.0, "t1": 0.05})
         t_end = time.monotonic() + 30.0
         while len({(r.task, r.job_id) for r in results if r.job_id < 3}) < 6:
             assert time.monotonic() < t_end, results
@@ -122,8 +121,10 @@ def test_staggered_releases_follow_each_tasks_phase() -> None:
     for r in results:
         if r.job_id < 3:
             phase = 0.0 if r.task == "t0" else 0.05
-            k = (r.release_time - origin - phase) / period  # on the task's grid (a late loop may skip instants)
-            assert k == pytest.approx(round(k), abs=1e-6) and round(k) >= r.job_id
+            # on the task's grid (a late loop may skip instants); the release time is when the loop took the frame,
+            # a little after its instant on a busy machine
+            k = (r.release_time - origin - phase) / period
+            assert 0 <= k - round(k) < 0.2 and round(k) >= r.job_id
 
 
 def test_a_batching_mode_runs_on_the_engine_with_its_parameters() -> None:
