@@ -6,10 +6,9 @@ equal the eager model's, the engine runs end to end on it, the daemon the backen
 ``close``, and a SIGKILLed worker is detected by the engine's watchdog and replaced. The tests use their
 own pipe directory, so they never touch a daemon of the machine.
 
-Without a GPU: a clear error when MPS is unavailable, the thread percentage of eq. 9, and the whole
+Without a GPU: a clear error when MPS is unavailable and the thread percentage of eq. 9. The whole
 request/completion protocol (shared-memory rings and slots, worker-resident intermediates, SIGKILL
-detection and replacement) with CPU workers (the launch/poll protocol on CPU workers:
-test/runtime/test_mps_backend_protocol.py).
+detection and replacement) runs with CPU workers in test/runtime/test_mps_backend_protocol.py.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from gpu_helpers import run_sync
 
 from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.backends.mps import MpsBackend, WorkerTensor, mps_thread_percentage
@@ -41,36 +41,17 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
-def _chain(b: MpsBackend, c: int, s: int, key: str, x: torch.Tensor, n_stages: int) -> tuple[object, list[float]]:
-    """Run every stage of ``key`` on (c, s) through the lean API (send/collect); returns the final output and
-    stage times."""
+def _chain(b: MpsBackend, c: int, s: int, key: str, x: object, n_stages: int) -> tuple[object, list[float]]:
+    """Run every stage of ``key`` on (c, s), each launched once the previous one was polled finished; returns the
+    final output and the stage times."""
     times = []
     for j in range(n_stages):
-        b.send(c, s, key, j, x)
-        got: list = []
-        deadline = time.monotonic() + 60
-        while not got:
-            assert time.monotonic() < deadline, "no completion in 60 s"
-            got = b.collect(1.0)
-        assert len(got) == 1 and got[0].error is None, got
-        x = got[0].output
-        times.append(got[0].exec_time)
+        f = run_sync(b, c, s, key, j, 1, [(x, 0)], timeout=60.0)
+        x = f.output
+        times.append(f.exec_time)
         if j < n_stages - 1:
             assert isinstance(x, WorkerTensor) and x.context == c  # intermediates stay in the worker
     return x, times
-
-
-def _job(b: MpsBackend, c: int, key: str, x: torch.Tensor, n_stages: int) -> object:
-    """One whole job through the worker-side stage queue (send_job)."""
-    now = time.monotonic()
-    b.send_job(c, key, x, priority=0, release=now, deadlines=tuple(now + 0.1 * (j + 1) for j in range(n_stages)))
-    got: list = []
-    deadline = time.monotonic() + 60
-    while not got:
-        assert time.monotonic() < deadline, "no completion in 60 s"
-        got = b.collect(1.0)
-    assert len(got) == 1 and got[0].error is None, got
-    return got[0]
 
 
 # -- without a GPU ---------------------------------------------------------------------------------------
@@ -87,40 +68,6 @@ def test_thread_percentage_gives_eq9_sm_count() -> None:
         pct = mps_thread_percentage(sms, 132)
         assert int(pct / 100 * 132) // 2 * 2 == sms
     assert mps_thread_percentage(132, 132) == 100.0
-
-
-@pytest.mark.slow
-def test_protocol_with_cpu_workers() -> None:
-    """Rings, slots, worker-resident intermediates, the worker-side job queue and SIGKILL recovery, through the
-    lean API on CPU workers."""
-    torch.manual_seed(0)
-    model = build_staged_model("resnet18", input_size=(32, 32))
-    b = MpsBackend(n_contexts=2, n_streams=2, cpu_workers=True)
-    b.start({"r": model})
-    try:
-        x0 = torch.randn(1, 3, 32, 32)
-        with torch.inference_mode():
-            ref = model(x0)
-        y, times = _chain(b, 1, 1, "r", x0, model.num_stages)
-        assert torch.equal(y, ref)
-        assert all(t > 0 for t in times)
-        c = _job(b, 1, "r", x0, model.num_stages)  # the worker-side stage queue runs the whole job
-        assert torch.equal(c.output, ref) and len(c.stage_times) == model.num_stages
-        old = b.worker_pid(0)
-        os.kill(old, signal.SIGKILL)
-        b.send(0, 0, "r", 0, x0)
-        lost = b.collect(5.0)
-        while not b.workers[0].lost_handled:
-            lost += b.collect(0.1)
-        assert not b.worker_alive(0, 0) and b.worker_died_at(0, 0) is not None
-        b.restart_worker(0, 0)
-        assert b.worker_alive(0, 0) and b.worker_pid(0) != old
-        assert all(c.error is not None for c in lost)  # the stage sent to the dying worker failed...
-        y, _ = _chain(b, 0, 0, "r", x0, model.num_stages)  # ...its replacement serves
-        assert torch.equal(y, ref)
-        assert b.faults and b.faults[0]["old_pid"] == old
-    finally:
-        b.close()
 
 
 # -- on the GPU ------------------------------------------------------------------------------------------
@@ -161,11 +108,15 @@ def test_workers_see_eq9_sms_and_daemon_stops(nc: int, ns: int, os_: float) -> N
 @needs_mps
 @needs_gpu
 @pytest.mark.usefixtures("private_daemon_dirs")
-def test_outputs_equal_eager_and_launch_poll_protocol() -> None:
+def test_outputs_equal_eager_through_launch_poll() -> None:
+    """Every stage of ResNet18 and UNet on every (context, stream) through launch/poll, against the eager model;
+    the reader thread calls the notify hook; run_now runs on (0, 0)."""
     torch.manual_seed(0)
     models = {"r": build_staged_model("resnet18"), "u": build_staged_model("unet")}
     b = MpsBackend(n_contexts=2, n_streams=2, oversubscription=1.0, pipe_dir=PIPE, log_dir=LOG)
     b.start(models)
+    woken = threading.Event()
+    b.set_notify(woken.set)
     try:
         refs = {k: m.to("cuda").eval() for k, m in models.items()}  # (this process: no MPS client)
         errs, exact = [], 0
@@ -179,41 +130,11 @@ def test_outputs_equal_eager_and_launch_poll_protocol() -> None:
                     assert y.shape == ref.shape and all(0 < t < 1.0 for t in times), times
                     errs.append(_rel(y, ref))
                     exact += int(torch.equal(y, ref))
-                job = _job(b, c, key, x0, m.num_stages)  # worker-side stage queue
-                assert len(job.stage_times) == m.num_stages
-                errs.append(_rel(job.output, ref))
         print(f"\nmps outputs vs eager: rel err max {max(errs):.2e}, bit-exact {exact}/{len(errs)}")
         assert max(errs) < 1e-3
-    finally:
-        b.close()
-    # the Backend protocol (launch/poll, the reader thread wakes the caller through notify), on a fresh backend
-    x0 = torch.randn(1, 3, 224, 224)
-    with torch.inference_mode():
-        ref = refs["r"](x0.cuda()).cpu()  # (before .cpu() below moves the same module back)
-    b = MpsBackend(n_contexts=2, n_streams=1, oversubscription=2.0, pipe_dir=PIPE, log_dir=LOG)
-    b.start({"r": models["r"].cpu()})
-    try:
-        woken = threading.Event()
-        b.set_notify(woken.set)
-        times = []
-        rows: list = [(x0, 0)]
-        for j in range(4):
-            ticket = b.launch(1, 0, "r", j, 1, rows)
-            got: list = []
-            deadline = time.monotonic() + 30
-            while not got:
-                assert time.monotonic() < deadline, "no completion in 30 s"
-                woken.wait(1.0)
-                woken.clear()
-                got = b.poll()
-            (f,) = got
-            assert f.ticket == ticket and f.error is None, f
-            times.append(f.exec_time)
-            rows = [(f.output, 0)]
-        assert all(0 < t < 1.0 for t in times), times
-        assert f.output.shape == ref.shape and _rel(f.output, ref) < 1e-3
-        y, dt = b.run_now("r", 0, 1, [(x0, 0)])
-        assert isinstance(y, WorkerTensor) and dt > 0
+        assert woken.is_set()  # the reader thread woke the caller
+        y, dt = b.run_now("r", 0, 1, [(torch.randn(1, 3, 224, 224), 0)])
+        assert isinstance(y, WorkerTensor) and y.context == 0 and 0 < dt < 1.0
     finally:
         b.close()
 
@@ -234,6 +155,7 @@ def _settings(nc: int, ns: int, os_: float, timeout: float = 2.0) -> object:
 @pytest.mark.parametrize("spares", [0, 1])
 @pytest.mark.usefixtures("private_daemon_dirs")
 def test_engine_end_to_end_and_sigkill_recovery(spares: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from daris_ros.runtime.driver import SyntheticCameras, drain
     from daris_ros.runtime.engine import Engine
 
     monkeypatch.setenv("DARIS_MPS_PIPE_DIRECTORY", PIPE)
@@ -255,43 +177,37 @@ def test_engine_end_to_end_and_sigkill_recovery(spares: int, monkeypatch: pytest
         b = eng.backend
         assert b.name == "mps" and b.device == "cpu"  # this process preprocesses on the host
 
-        def release(n: int, gap: float) -> float:
+        cameras = SyntheticCameras(eng, ("t0", "t1", "t2"), frame)  # the engine releases each task every 50 ms
+
+        def feed(seconds: float) -> float:
             t_first = time.monotonic()
-            for _ in range(n):
-                for t in ("t0", "t1", "t2"):
-                    eng.release(t, frame, receive_time=time.monotonic())
-                time.sleep(gap)
+            with cameras:
+                time.sleep(seconds)
             return t_first
 
-        def drain(timeout: float) -> None:
-            deadline = time.monotonic() + timeout
-            while eng.in_flight() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert eng.in_flight() == 0, f"{eng.in_flight()} jobs never finished"
-
-        release(20, 0.01)
-        drain(10)
+        feed(1.0)
+        drain(eng, 10)
         assert len(results) >= 20 and all(not r.error and len(r.class_ids) == 5 for r in results)
         n_before = len(results)
         old = b.worker_pid(0)
-        killer = threading.Timer(0.05, os.kill, (old, signal.SIGKILL))
-        killer.start()
-        release(20, 0.005)  # releases go on while the worker dies and is replaced
-        deadline = time.monotonic() + 120
-        while (eng.faults.worker_faults == 0 or not b.worker_alive(0, 0) or b.worker_pid(0) == old
-               or b.workers[0].state != "ready"):
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.01)
-        drain(30)
+        with cameras:  # releases go on while the worker dies and is replaced
+            time.sleep(0.3)
+            os.kill(old, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while (eng.faults.worker_faults == 0 or not b.worker_alive(0, 0) or b.worker_pid(0) == old
+                   or b.workers[0].state != "ready"):
+                assert time.monotonic() < deadline, "the killed worker was not replaced"
+                time.sleep(0.01)
+        drain(eng, 30)
         t_refill = time.monotonic()
         if spares:  # a new spare starts (CUDA init, model load, graph capture) while jobs run
-            release(20, 0.01)
-            drain(30)
+            feed(1.0)
+            drain(eng, 30)
             if b.pool.spare_thread is not None:
                 b.pool.spare_thread.join(120)
         during = [r for r in results if r.release_time >= t_refill - 1e-3]
-        t_after = release(20, 0.01)
-        drain(30)
+        t_after = feed(1.5)
+        drain(eng, 30)
         rec = eng.faults.records[0]
         bf = b.faults[0]
         after = [r for r in results if r.release_time >= t_after - 1e-3]
@@ -326,7 +242,7 @@ def test_worker_side_preprocessing_on_the_gpu_matches_host_preprocessing() -> No
     frame = np.random.default_rng(4).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     try:
         b.start({"r": model})
-        y_worker, _ = _chain(b, 0, 0, "r", torch.from_numpy(frame), model.num_stages)
+        y_worker, _ = _chain(b, 0, 0, "r", torch.from_numpy(frame).unsqueeze(0), model.num_stages)  # as the engine
         y_worker = y_worker.clone()  # (an output slot view: the next job may reuse the slot)
         y_host, _ = _chain(b, 0, 0, "r", preprocess(frame, (224, 224)), model.num_stages)
         rel = _rel(y_worker, y_host.clone())

@@ -89,6 +89,24 @@ def _daemon_pids(pipe: str) -> list[int]:
     return [p for p, _ in mps_processes(pipe)]
 
 
+def _notice_death(b: MpsBackend, context: int, timeout: float = 10.0) -> None:
+    """Launch a stage on the dead worker of ``context`` (it starts the reader thread, which notices the death and
+    drops the launch: never reported, the engine's watchdog would retry it) and wait until ``worker_alive`` says
+    the worker is dead, as the watchdog does."""
+    b.launch(context, 0, "r", 0, 1, [(torch.randn(1, 3, 32, 32), 0)])
+    t0 = time.monotonic()
+    while b.worker_alive(context, 0):
+        assert time.monotonic() - t0 < timeout, "the dead worker was not noticed"
+        time.sleep(0.01)
+
+
+def _context_0_serves(b: MpsBackend) -> None:
+    """A stage runs on context 0 (``run_now``'s context: the replaced worker's in these tests)."""
+    y, dt = b.run_now("r", 0, 1, [(torch.randn(1, 3, 32, 32), 0)])
+    assert dt > 0 and y.context == 0
+    assert all(f.error is None for f in b.poll())  # the launch on the dead worker was dropped, or ran after
+
+
 def test_daemon_started_found_dead_and_started_again(fake_control: str, tmp_path: Path) -> None:
     pipe, logd = str(tmp_path / "pipe"), str(tmp_path / "log")
     d = MpsDaemon(pipe, logd, control=fake_control, start_timeout=10.0)
@@ -118,22 +136,12 @@ def test_worker_replacement_after_the_daemon_died_restarts_it(fake_control: str,
         os.kill(daemon_pid, signal.SIGKILL)  # the daemon dies mid-run...
         old = b.worker_pid(0)
         os.kill(old, signal.SIGKILL)  # ...and (as MPS clients do) a worker with it
-        b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))
-        lost = b.collect(5.0)
-        while not b.workers[0].lost_handled:
-            lost += b.collect(0.1)
-        assert lost and all(c.error is not None for c in lost)
+        _notice_death(b, 0)
         b.restart_worker(0, 0)  # what the engine's watchdog calls
         assert b.daemon_restarts == 1 and b.daemon.running()
         assert _daemon_pids(pipe) and _daemon_pids(pipe) != [daemon_pid]
         assert b.worker_alive(0, 0) and b.worker_pid(0) != old
-        b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))  # the replacement serves
-        got: list = []
-        t0 = time.monotonic()
-        while not got:
-            assert time.monotonic() - t0 < 30
-            got = b.collect(1.0)
-        assert got[0].error is None
+        _context_0_serves(b)  # the replacement serves
         b.restart_worker(1, 0)  # a live worker: nothing to do, and the daemon answers: no second restart
         assert b.daemon_restarts == 1
     finally:
@@ -314,11 +322,7 @@ def test_a_replacement_that_fails_to_start_leaves_nothing_and_the_next_one_serve
         b.start({"r": build_staged_model("resnet18", input_size=(32, 32))})
         old = b.worker_pid(0)
         os.kill(old, signal.SIGKILL)
-        b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))
-        t0 = time.monotonic()
-        while not b.workers[0].lost_handled:
-            assert time.monotonic() - t0 < 10
-            b.collect(0.1)
+        _notice_death(b, 0)
         shm_before = {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
         with pytest.raises(BackendError, match="not ready"):
             b.restart_worker(0, 0)  # generation 1 fails to start
@@ -326,11 +330,6 @@ def test_a_replacement_that_fails_to_start_leaves_nothing_and_the_next_one_serve
         assert [p for p in multiprocessing.active_children() if p.name.startswith("daris-mps-c0g1")] == []
         b.restart_worker(0, 0)  # what the watchdog does at its next poll: generation 2 serves
         assert b.worker_alive(0, 0) and b.worker_pid(0) != old and b.workers[0].generation == 2
-        b.send(0, 0, "r", 0, torch.randn(1, 3, 32, 32))
-        got: list = []
-        while not got:
-            assert time.monotonic() - t0 < 60
-            got = b.collect(1.0)
-        assert got[0].error is None
+        _context_0_serves(b)
     finally:
         b.close()

@@ -3,10 +3,9 @@ same worker processes, shared-memory channel and reader thread as on the GPU, st
 
 One backend (2 contexts x 1 stream) serves the whole test, in order: one job through every stage; two jobs
 stacked into one batch; launches that cannot be written, reported by ``poll`` with their error; a raw frame
-preprocessed in the worker; ``run_now`` and the (transition) ``submit``; a model added while running; then
-faults: a launch lost with its SIGKILLed worker is never reported, a later stage whose input died with it
-is reported with WorkerLost, a stage-0 launch made meanwhile runs on the replacement; a stopped (hung)
-worker is killed and replaced."""
+preprocessed in the worker; ``run_now``; a model added while running; then faults: a launch lost with its
+SIGKILLed worker is never reported, a later stage whose input died with it is reported with WorkerLost, a
+stage-0 launch made meanwhile runs on the replacement; a stopped (hung) worker is killed and replaced."""
 
 from __future__ import annotations
 
@@ -124,13 +123,13 @@ def test_launches_that_cannot_be_written_are_reported_with_their_error(backend: 
     x = torch.randn(4, 3, 32, 32)
     one = e.wait(backend.launch(0, 0, "r", 0, 1, [(x, 0)])).output
     two = e.wait(backend.launch(0, 0, "r", 0, 2, [(x, 0), (x, 1)])).output
-    frame = torch.from_numpy(np.zeros((48, 64, 3), np.uint8))
+    frames = torch.from_numpy(np.zeros((2, 48, 64, 3), np.uint8))  # raw frames, batch-major as every source
     cases = [
         ([(x, i) for i in range(4)], 0, "does not fit a frame slot.*a batch of 4 jobs"),
         ([(one, 0), (two, 0)], 1, "cannot be batched from worker-resident outputs"),
         ([(two, 1)], 1, "cannot go on alone"),
-        ([(frame, 0)], 1, "only accepted as the input of stage 0"),
-        ([(frame, 0), (frame, 0)], 0, "never frames"),
+        ([(frames, 0)], 1, "only accepted as the input of stage 0"),
+        ([(frames, 0), (frames, 1)], 0, "never frames"),
         ([], 0, "at least one row"),
     ]
     for rows, stage, match in cases:
@@ -144,10 +143,11 @@ def test_launches_that_cannot_be_written_are_reported_with_their_error(backend: 
 
 def test_a_raw_frame_is_preprocessed_in_the_worker(backend: MpsBackend, model: Any) -> None:
     e = Engine(backend)
-    frame = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    frames = np.random.default_rng(1).integers(0, 255, (2, 48, 64, 3), dtype=np.uint8)
     assert backend.accepts_frame(48, 64) and not backend.accepts_frame(480, 640)
-    y_worker = e.run(0, "r", range(model.num_stages), [(torch.from_numpy(frame), 0)]).output
-    y_host = e.run(0, "r", range(model.num_stages), [(preprocess(frame, (32, 32)), 0)]).output
+    # row 1 of a batch of raw frames (the engine hands one frame over as a batch of one) travels alone
+    y_worker = e.run(0, "r", range(model.num_stages), [(torch.from_numpy(frames), 1)]).output
+    y_host = e.run(0, "r", range(model.num_stages), [(preprocess(frames[1], (32, 32)), 0)]).output
     assert torch.equal(y_worker, y_host)
 
 

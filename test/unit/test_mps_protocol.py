@@ -1,7 +1,7 @@
 """The ``mps`` backend's shared-memory channel and message format, without worker processes or a GPU:
 rings (order, full, wrap-around, error text), the channel layout, slot pools, request and completion records
-(job fields, stage times, tensors described and read back from a slot), and a :class:`WorkerSlot`'s two ends
-of one channel (the scheduler side writes a request, a stand-in for the worker reads it and answers)."""
+(header fields, tensors described and read back from a slot), and a :class:`WorkerSlot`'s two ends of one
+channel (the scheduler side writes a request, a stand-in for the worker reads it and answers)."""
 
 from __future__ import annotations
 
@@ -85,17 +85,11 @@ def test_slot_pool_hands_out_each_slot_once() -> None:
     assert pool.take() == got[1]
 
 
-def test_request_record_carries_a_stage_a_job_and_a_tensor(shm: SharedMemory) -> None:
-    rec = proto.new_request(7, proto.OP_RUN, 1, 2, 3, timed=False)
+def test_request_record_carries_a_stage_and_a_tensor(shm: SharedMemory) -> None:
+    rec = proto.new_request(7, 1, 2, 3)
     assert len(rec) == ch.REQ_FIELDS
-    assert (rec[proto.R_TOKEN], rec[proto.R_OP], rec[proto.R_STREAM], rec[proto.R_MODEL], rec[proto.R_STAGE],
-            rec[proto.R_TIMED]) == (7, proto.OP_RUN, 1, 2, 3, 0)
-    deadlines = (1_000_000_000, 2_500_000_000)
-    proto.set_job(rec, 1, 500_000_000, deadlines, 0b101, True)
-    assert rec[proto.R_OP] == proto.OP_JOB and rec[proto.R_PRIO] == 1 and rec[proto.R_FLAGS] == 0b101
-    assert rec[proto.R_HOST_TIME] == 1 and proto.job_deadlines(rec.tolist()) == [1.0, 2.5]
-    with pytest.raises(ValueError, match="more than 8 stages"):
-        proto.set_job(rec, 0, 0, tuple(range(9)), 0, False)
+    assert (rec[proto.R_TOKEN], rec[proto.R_STREAM], rec[proto.R_MODEL], rec[proto.R_STAGE]) == (7, 1, 2, 3)
+    assert not any(rec[proto.R_STAGE + 1:])  # input, output and rows are set when it is written
     # a tensor through a slot: described in the record, viewed (not copied) on the other side
     slot_u8 = torch.frombuffer(shm.buf, dtype=torch.uint8, count=4096, offset=0)
     for x in (torch.randn(2, 3, 8, 8), torch.randint(0, 255, (6, 4, 3), dtype=torch.uint8),
@@ -107,6 +101,9 @@ def test_request_record_carries_a_stage_a_job_and_a_tensor(shm: SharedMemory) ->
         assert y.data_ptr() == slot_u8.data_ptr()  # a view of the slot
     assert proto.is_frame(torch.zeros(6, 4, 3, dtype=torch.uint8))
     assert not proto.is_frame(torch.zeros(1, 3, 4, 4)) and not proto.is_frame(torch.zeros(6, 4, 3))
+    assert proto.is_frame_batch(torch.zeros(1, 6, 4, 3, dtype=torch.uint8))  # how the engine hands frames over
+    assert not proto.is_frame_batch(torch.zeros(6, 4, 3, dtype=torch.uint8))
+    assert not proto.is_frame_batch(torch.zeros(1, 6, 4, 3))
     with pytest.raises(ValueError, match="5 dims"):
         proto.describe_tensor(rec, proto.R_TENSOR, torch.zeros(1, 1, 1, 1, 1))
     with pytest.raises(ValueError, match="float64 cannot travel"):
@@ -114,11 +111,9 @@ def test_request_record_carries_a_stage_a_job_and_a_tensor(shm: SharedMemory) ->
     del slot_u8, y
 
 
-def test_completion_record_carries_times_and_an_output(shm: SharedMemory) -> None:
+def test_completion_record_carries_an_output(shm: SharedMemory) -> None:
     rec = proto.new_completion(9)
     assert len(rec) == ch.DONE_FIELDS and rec[proto.C_TOKEN] == 9 and rec[proto.C_STATUS] == proto.STATUS_OK
-    proto.set_stage_times(rec, [1_000, 2_000_000, 3_000_000_000])
-    assert proto.stage_times(rec.tolist()) == pytest.approx((1e-6, 2e-3, 3.0))
     out = torch.randn(1, 1000)
     proto.describe_tensor(rec, proto.C_TENSOR, out)
     assert rec[proto.C_NDIM] == 2 and rec[proto.C_DIMS:proto.C_DIMS + 2].tolist() == [1, 1000]
@@ -126,10 +121,9 @@ def test_completion_record_carries_times_and_an_output(shm: SharedMemory) -> Non
     assert proto.new_completion(3, proto.STATUS_ERROR)[proto.C_STATUS] == proto.STATUS_ERROR
 
 
-def test_worker_tensor_and_example_input() -> None:
+def test_worker_tensor() -> None:
     h = proto.WorkerTensor(1, 0, 5)
     assert h.rows == 1 and h == proto.WorkerTensor(1, 0, 5, 1) and h != proto.WorkerTensor(1, 1, 5)
-    assert repr(proto.EXAMPLE_INPUT) == "EXAMPLE_INPUT"
 
 
 def test_thread_percentage_gives_the_sm_count() -> None:
@@ -160,14 +154,14 @@ def test_worker_slot_request_and_completion_through_one_channel() -> None:
     try:
         assert len(slot.free_in_slots) == len(slot.free_out_slots) == lay.in_slots
         assert next(slot.handle_ids) == 1
-        rec = proto.new_request(11, proto.OP_RUN, 0, 0, 2)
+        rec = proto.new_request(11, 0, 0, 2)
         assert slot.post_request(rec)
         assert req_r.poll(1.0) and os.read(req_r.fileno(), 64) == b"\0"  # the wake-up byte reached the worker
         (got,) = worker_requests.pop_all()
         assert got == rec.tolist()
         for k in range(lay.ring_capacity):  # a full ring: post_request gives up after stay_full_s
-            assert slot.post_request(proto.new_request(20 + k, proto.OP_RUN, 0, 0, 0))
-        assert not slot.post_request(proto.new_request(99, proto.OP_RUN, 0, 0, 0), stay_full_s=0.01)
+            assert slot.post_request(proto.new_request(20 + k, 0, 0, 0))
+        assert not slot.post_request(proto.new_request(99, 0, 0, 0), stay_full_s=0.01)
         assert worker_completions.push(proto.new_completion(11))
         assert worker_completions.push(proto.new_completion(12, proto.STATUS_ERROR), b"RuntimeError: boom")
         ok, failed = slot.take_completions()

@@ -22,10 +22,9 @@ of :mod:`.shm_channel`; this module is the backend: where each request goes, wha
   the normal case; several rows are stacked into one batch when they are host tensors that fit one input
   slot together, or are one whole worker-resident batch output in order (the workers have no batch graphs:
   settings refuse ``batching`` with ``mps``); anything else fails the launch with a BackendError.
-* **The lean API** used by daris-bench: :meth:`MpsBackend.send` / :meth:`MpsBackend.collect` (no reader
-  thread; :class:`~.mps_protocol.Completion` records with the worker's timestamps), and
-  :meth:`MpsBackend.send_job`, which hands a whole job to its context's worker, whose own stage queue (the
-  core's 8 levels + EDF) dispatches the stages: no round trip between stages.
+  This is the only way work reaches the workers: the engine decides every stage (issue 14 removed the
+  bench's second API, ``send``/``collect`` without a reader thread, the worker-side stage queue of
+  ``send_job`` and the AFET profiling inside the workers; ``Engine.profile`` profiles through launch/poll).
 * **Faults** (:class:`~.base.WorkerFaults`, ``worker_scope = "context"``: one process serves all N_s
   streams of its context). When a worker process dies (SIGKILL, crash) the reader thread sees its sentinel,
   drops its launches in flight (never reported: the engine's watchdog retries them) and only then reports the
@@ -77,11 +76,8 @@ from daris_ros.runtime.backends.mps_pool import (
     mps_thread_percentage,
 )
 from daris_ros.runtime.backends.mps_protocol import (
-    EXAMPLE_INPUT,
     Completion,
-    ExampleInput,
     PendingRequest,
-    StageDone,
     WorkerLost,
     WorkerTensor,
 )
@@ -90,8 +86,7 @@ from daris_ros.runtime.memory import SOURCE_WORKER, ContextMemory
 
 log = logging.getLogger("daris_ros.backends.mps")
 
-__all__ = ["DEAD", "EXAMPLE_INPUT", "READY", "STARTING", "Completion", "ExampleInput", "MpsBackend", "WorkerLost",
-           "WorkerTensor", "mps_thread_percentage"]
+__all__ = ["DEAD", "READY", "STARTING", "MpsBackend", "WorkerLost", "WorkerTensor", "mps_thread_percentage"]
 
 FAULT_KINDS = ("kill", "hang")
 
@@ -174,9 +169,6 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        # the lean API (no reader thread)
-        self._lean_extra: list[Completion] = []
-        self._lean_died: list[WorkerSlot] = []
         self._check_alive_at = 0.0
         self._closed = False
         self._started = False
@@ -273,8 +265,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         token = next(self._tokens)
         try:
             x, n_rows = self._rows_input(rows)
-            self._enqueue(PendingRequest(token, context, stream, model, stage, None, time.monotonic_ns(), x,
-                                         rows=n_rows))
+            self._enqueue(PendingRequest(token, context, stream, model, stage, None, x, n_rows))
         except Exception as exc:  # noqa: BLE001 - reported through poll, as the protocol says
             self._finished.append(Finished(token, None, 0.0, exc))
             self._notify_engine()
@@ -305,8 +296,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         if self._closed:
             raise BackendError("backend is closed")
         self._ensure_reader()
-        self._enqueue(PendingRequest(next(self._tokens), 0, 0, model, stage, done, time.monotonic_ns(), x,
-                                     rows=n_rows))
+        self._enqueue(PendingRequest(next(self._tokens), 0, 0, model, stage, done, x, n_rows))
         if not ev.wait(60.0):
             raise BackendError("mps: run_now got no answer from worker c0 in 60 s")
         if box[2] is not None:
@@ -325,8 +315,8 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                     return src, 1
                 raise BackendError(f"mps: row {row} of the worker-resident batch {src} cannot go on alone (the "
                                    "workers keep a batch output whole; the mps backend does not batch)")
-            if isinstance(src, ExampleInput) or proto.is_frame(src):  # (a frame is one job's, not batch-major)
-                return src, 1
+            if proto.is_frame_batch(src):  # raw frames: row ``row`` travels as one HxWx3 frame
+                return src[row], 1
             return (src if row == 0 and src.shape[0] == 1 else src.narrow(0, row, 1)), 1
         if isinstance(src, WorkerTensor):
             if src.rows == n and all(s is src and r == i for i, (s, r) in enumerate(rows)):
@@ -335,73 +325,19 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                                "whole batch output in order (the workers cannot gather rows of several outputs)")
         import torch
 
-        if all(isinstance(s, torch.Tensor) and not proto.is_frame(s) for s, _ in rows):
+        if all(isinstance(s, torch.Tensor) and not proto.is_frame_batch(s) for s, _ in rows):
             from daris_ros.runtime.backends.cuda_graphs import stack_rows
 
             return stack_rows(rows), n  # (one input slot must hold them all: checked when written)
         raise BackendError(f"mps: {n} rows cannot be batched: only host tensors (or one whole worker-resident batch "
-                           "output) are stacked, never frames or the example input")
-
-    # -- the lean API (daris-bench) ------------------------------------------------------------------
-    def send(self, context: int, stream: int, model: str, stage: int, x: Any, *, out_kind: int = -1,
-             timed: bool = True, done: StageDone | None = None) -> int:
-        """Lean API: enqueue one stage on (context, stream) and return its token at once.
-
-        ``x``: a host tensor (stage 0; copied into a frame slot), a :class:`WorkerTensor` of this context
-        or :data:`EXAMPLE_INPUT`. ``out_kind``: ``mps_protocol.OUT_*`` (default: a final stage's output
-        comes back to this process, other outputs stay in the worker). A stage sent while the context's
-        worker is being replaced waits for the replacement, unless its input was lost (WorkerLost).
-        """
-        if self._closed:
-            raise BackendError("backend is closed")
-        token = next(self._tokens)
-        self._enqueue(PendingRequest(token, context, stream, model, stage, done, time.monotonic_ns(), x, out_kind,
-                                     timed))
-        return token
-
-    def send_job(self, context: int, model: str, x: Any, *, priority: int, release: float,
-                 deadlines: tuple[float, ...], host_time: bool = False, flags: int = 0,
-                 out_kind: int = proto.OUT_SLOT) -> int:
-        """Lean API, worker-side stage queue: hand a whole job to the worker of ``context``.
-
-        The worker queues its stages in its own 8-level EDF queue (``stage_level`` of the core, ``flags``:
-        bit 0 no_last, 1 no_prior, 2 no_fixed) and dispatches them on its idle streams; the only messages
-        are this request and the job's completion (with every stage's time: GPU events, or launch to
-        completion seen when ``host_time``). ``release``/``deadlines`` are absolute ``time.monotonic``
-        seconds (``time.perf_counter`` is the same clock on Linux). Stage mode (:meth:`send`) and job mode
-        must not run on one backend at the same time (they share the output slots).
-        """
-        if len(deadlines) > proto.MAX_STAGES:
-            raise BackendError(f"mps: a job of more than {proto.MAX_STAGES} stages cannot be sent whole")
-        if self._closed:
-            raise BackendError("backend is closed")
-        token = next(self._tokens)
-        p = PendingRequest(token, context, -1, model, 0, None, time.monotonic_ns(), x, out_kind, True,
-                           job=(int(priority), int(release * 1e9), tuple(int(d * 1e9) for d in deadlines), flags,
-                                host_time))
-        self._enqueue(p)
-        return token
-
-    def collect(self, timeout: float = 0.0) -> list[Completion]:
-        """Lean API: the completions posted so far; with ``timeout`` > 0, waits up to that long for one.
-        Stages lost with a worker come back with :class:`WorkerLost`."""
-        if self._reader is not None:
-            raise BackendError("mps: collect() cannot be used once launch() started the reader thread")
-        died, self._lean_died = self._lean_died, []
-        out = self._collect(died)
-        if not out and timeout > 0:
-            self._wait(timeout)
-            out = self._collect(died)
-        for slot in died:
-            slot.lost_handled = True
-        return out
+                           "output) are stacked, never frames")
 
     # -- requests ------------------------------------------------------------------------------------
     def _enqueue(self, p: PendingRequest) -> None:
         """Write ``p`` to its context's worker, or keep it for the replacement of a dead worker. A stage-0
         input waits (up to 2 s) for a free frame slot while all are in flight (never with the engine: it has
         one stage per stream in flight, and a worker has 4 N_s + 4 slots)."""
-        host_input = not isinstance(p.x, (WorkerTensor, ExampleInput))
+        host_input = not isinstance(p.x, WorkerTensor)
         deadline = 0.0
         while True:
             with self._locks[p.context]:
@@ -419,10 +355,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
             if now > deadline:
                 raise BackendError(f"mps: no free input slot in context {p.context} for 2 s (more than "
                                    f"{slot.layout.in_slots} frames in flight)")
-            if self._reader is None:  # lean mode: collect here (what completes is handed out by the next collect)
-                self._lean_extra.extend(self._collect(self._lean_died))
-            else:
-                time.sleep(0.0001)  # the reader thread frees slots as completions arrive
+            time.sleep(0.0001)  # the reader thread frees slots as completions arrive
 
     def _write(self, slot: WorkerSlot, p: PendingRequest) -> None:
         """Write ``p`` to ``slot``'s worker (caller holds the context's lock)."""
@@ -449,13 +382,11 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                 slot.lost_handled = True
 
     def _deliver(self, comps: list[Completion]) -> None:
-        """Hand completions out: to their callback (run_now), to :meth:`poll` (launch; a
-        launch lost with its worker is dropped), or, without a reader thread, to the next :meth:`collect`."""
+        """Hand completions out: to their callback (run_now), or to :meth:`poll` (launch; a launch lost with its
+        worker is dropped)."""
         queued = False
         for c in comps:
-            if self._reader is None:
-                self._lean_extra.append(c)
-            elif c.done is not None:
+            if c.done is not None:
                 self._call(c.done, c.output, c.exec_time, c.error)
             elif not (isinstance(c.error, WorkerLost) and c.error.in_flight_loss):
                 self._finished.append(Finished(c.token, c.output, c.exec_time, c.error))
@@ -473,9 +404,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
             log.exception("mps: the notify callback failed")
 
     @staticmethod
-    def _call(done: StageDone | None, y: Any, dt: float, err: BaseException | None) -> None:
-        if done is None:
-            return
+    def _call(done: proto.StageDone, y: Any, dt: float, err: BaseException | None) -> None:
         try:
             done(y, dt, err)
         except Exception:  # noqa: BLE001 - a failing consumer must not stop completions
@@ -506,9 +435,6 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         """Every completion posted so far; dead workers' stages in flight come back as WorkerLost (and the
         dead workers are appended to ``died``: the caller sets ``lost_handled`` once it delivered them)."""
         out: list[Completion] = []
-        if self._lean_extra:
-            out.extend(self._lean_extra)
-            self._lean_extra.clear()
         now = time.monotonic()
         check = now >= self._check_alive_at  # process liveness costs a syscall: every 20 ms, or on a sentinel
         if check:
@@ -545,9 +471,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                     slot.pid, code, len(lost))
         err = WorkerLost(f"worker c{slot.context} (pid {slot.pid}) died (exit code {code}) running this stage")
         err.in_flight_loss = True
-        now = time.monotonic_ns()
-        return [Completion(p.token, slot.context, p.stream, None, 0.0, err, p.t_submit, t_recv=now, done=p.done)
-                for p in lost]
+        return [Completion(p.token, None, 0.0, err, p.done) for p in lost]
 
     # -- worker faults: the engine watchdog's hook -----------------------------------------------------
     def worker_alive(self, context: int, stream: int) -> bool:
@@ -595,8 +519,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                         self._write(new, p)
                     except BackendError as exc:
                         failed.append((p, exc))
-            self._deliver([Completion(p.token, context, p.stream, None, 0.0, exc, p.t_submit, done=p.done)
-                           for p, exc in failed])
+            self._deliver([Completion(p.token, None, 0.0, exc, p.done) for p, exc in failed])
             with self._locks[context]:
                 self.pool.stop(old, graceful=False)
             rec = {"context": context, "old_pid": old.pid, "new_pid": new.pid, "died": old.died_at,
@@ -653,40 +576,6 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         log.warning("mps: injected %s on worker c%d (pid %s; stage in flight: %s)", kind, context, pid, busy)
         return busy
 
-    # -- AFET profiling in the workers (paper IV-A1) -------------------------------------------------
-    def profile_afet(self, model_keys: list[str], *, runs: int = 20, warmup: int = 3, cache: Any = None
-                     ) -> dict[str, tuple[float, ...]]:
-        """AFET per model: its stages on (0, 0) while every other stream of every worker runs random stages
-        of random models (runs inside the workers; no stage crosses a process boundary)."""
-        from daris_ros.runtime.profiling import afet_key
-
-        out: dict[str, tuple[float, ...]] = {}
-        todo = []
-        for key in model_keys:
-            cached = cache.get(afet_key(self, key)) if cache is not None else None
-            if cached:
-                out[key] = cached
-            else:
-                todo.append(key)
-        if not todo:
-            return out
-        try:
-            for s in self.workers:
-                streams = [k for k in range(self.n_streams) if (s.context, k) != (0, 0)]
-                s.control(("bg", streams))
-            for key in todo:
-                reply = self.workers[0].control(("profile", self._model_index[key], runs, warmup), 600.0)
-                if reply[0] != "profile":
-                    raise BackendError(f"mps: profiling {key} failed:\n{reply[1]}")
-                out[key] = tuple(reply[1])
-                if cache is not None:
-                    cache.put(afet_key(self, key), out[key])
-        finally:
-            for s in self.workers:
-                if s.state == READY:
-                    s.control(("bg", []))
-        return out
-
     # -- statistics ----------------------------------------------------------------------------------
     def memory_by_context(self) -> ContextMemory:
         """Reserved device memory of each context's worker process (0 for a worker that does not answer
@@ -700,19 +589,6 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
             info = reply[1] if reply[0] == "info" else {}
             out.append(int(info.get("cuda_reserved", 0)))
         return ContextMemory(tuple(out), SOURCE_WORKER, False)
-
-    def worker_cpu_seconds(self) -> float:
-        """User + system CPU time of the current worker processes so far (from /proc)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for s in self.workers:
-            try:
-                with open(f"/proc/{s.pid}/stat") as f:
-                    parts = f.read().rsplit(")", 1)[1].split()
-                total += (int(parts[11]) + int(parts[12])) / tick
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
 
     # -- shutdown ------------------------------------------------------------------------------------
     def close(self) -> None:

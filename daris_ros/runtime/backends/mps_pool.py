@@ -2,7 +2,7 @@
 
 :class:`WorkerSlot` is one worker process (one generation of one context) with the scheduler side's ends of
 its channel: the shared-memory block (:mod:`.shm_channel`), the control pipe (start-up report, ``add_model``,
-``info``, ``profile``, ``stop``) and the two wake-up pipes. :class:`WorkerPool` makes them:
+``info``, ``ping``, ``stop``) and the two wake-up pipes. :class:`WorkerPool` makes them:
 
 * :meth:`WorkerPool.start` starts the MPS control daemon if none answers, then every context's worker and
   ``spares`` ready spares at once, and returns when all serve (or stops them all and raises BackendError);

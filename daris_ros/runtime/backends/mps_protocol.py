@@ -4,16 +4,13 @@ A worker's channel (:mod:`.shm_channel`) carries fixed-size int64 records, one r
 module gives their fields a meaning, for both sides (the scheduler process in :mod:`.mps`, the worker in
 :mod:`.mps_worker`):
 
-* a **request** (scheduler -> worker) runs one stage (``OP_RUN``) or hands over a whole job (``OP_JOB``, the
-  worker's own stage queue dispatches its stages). Its input is a tensor the worker kept from an earlier
-  stage (``IN_HANDLE``: a :class:`WorkerTensor` on this side), a tensor in an input slot (``IN_SLOT``), a
-  raw uint8 HxWx3 camera frame in an input slot that the worker preprocesses (``IN_FRAME``), or the
-  worker's own resident example input (``IN_EXAMPLE``: :data:`EXAMPLE_INPUT`). Its output is kept in the
-  worker under a handle id (``OUT_HANDLE``), copied into an output slot (``OUT_SLOT``: a job's final
-  output) or dropped (``OUT_DISCARD``).
+* a **request** (scheduler -> worker) runs one stage of one model on one stream, for one job or a batch of
+  ``R_ROWS`` jobs. Its input is a tensor the worker kept from an earlier stage (``IN_HANDLE``: a
+  :class:`WorkerTensor` on this side), a tensor in an input slot (``IN_SLOT``) or a raw uint8 HxWx3 camera
+  frame in an input slot that the worker preprocesses (``IN_FRAME``). Its output is kept in the worker under
+  a handle id (``OUT_HANDLE``) or copied into an output slot (``OUT_SLOT``: a job's final output).
 * a **completion** (worker -> scheduler) reports a request by its token: status, the stage's measured time
-  (CUDA events; a job: every stage's time), three worker timestamps (``time.monotonic_ns``, one clock for
-  all processes) and, for an output slot, the output's shape and dtype; an error carries its text.
+  (CUDA events) and, for an output slot, the output's shape and dtype; an error carries its text.
 
 A tensor in a slot is described by ``ndim``, 4 dims and a dtype code in consecutive fields
 (:func:`describe_tensor` / :func:`tensor_in_slot`). On the scheduler side, :class:`PendingRequest` is a
@@ -40,48 +37,33 @@ StageDone = Callable[[Any, float, BaseException | None], None]
 if TYPE_CHECKING:
     from daris_ros.runtime.backends.mps_pool import WorkerSlot
 
-MAX_STAGES = 8  # stages of a job sent whole (OP_JOB)
 MAX_DIMS = 4  # dims of a tensor described in a record
 
 # -- request record fields ------------------------------------------------------------------------------
-R_TOKEN, R_OP, R_STREAM, R_MODEL, R_STAGE, R_IN_KIND, R_IN_ID, R_OUT_KIND, R_OUT_ID, R_TIMED = range(10)
-R_TENSOR = 10  # the input in a slot: ndim (10), MAX_DIMS dims (11-14), dtype code (15)
+R_TOKEN, R_STREAM, R_MODEL, R_STAGE, R_IN_KIND, R_IN_ID, R_OUT_KIND, R_OUT_ID = range(8)
+R_TENSOR = 8  # the input in a slot: ndim (8), MAX_DIMS dims (9-12), dtype code (13)
 R_NDIM, R_DIMS, R_DTYPE = R_TENSOR, R_TENSOR + 1, R_TENSOR + 1 + MAX_DIMS
-# OP_JOB only: the job's priority (0 HP, 1 LP), stage count, release and absolute virtual stage deadlines
-# (time.monotonic_ns), level flags (bit 0 no_last, 1 no_prior, 2 no_fixed), stage times wanted (0 GPU events,
-# 1 launch-to-completion on the host)
-R_PRIO, R_NSTAGES, R_RELEASE = 16, 17, 18
-R_DEADLINES = 19  # MAX_STAGES values
-R_FLAGS, R_HOST_TIME = 27, 28
-R_ROWS = 29  # OP_RUN: jobs (batch rows) in the input; 0 or 1: one job (the stage's CUDA graph applies)
+R_ROWS = 14  # jobs (batch rows) in the input; 0 or 1: one job (the stage's CUDA graph applies)
 
 # -- completion record fields ---------------------------------------------------------------------------
 C_TOKEN, C_STATUS, C_EXEC_NS, C_OUT_KIND, C_OUT_ID = range(5)
 C_TENSOR = 5  # the output in a slot: ndim (5), MAX_DIMS dims (6-9), dtype code (10)
 C_NDIM, C_DIMS, C_DTYPE = C_TENSOR, C_TENSOR + 1, C_TENSOR + 1 + MAX_DIMS
-C_T_PICK, C_T_LAUNCH, C_T_DONE = 11, 12, 13  # request picked up, launched, completion seen (monotonic_ns)
-C_NSTAGES = 14
-C_STAGE_NS = 16  # OP_JOB: MAX_STAGES stage times (ns)
 
-assert R_ROWS < REQ_FIELDS and C_STAGE_NS + MAX_STAGES <= DONE_FIELDS
+assert R_ROWS < REQ_FIELDS and C_DTYPE < DONE_FIELDS
 
 # -- codes ----------------------------------------------------------------------------------------------
-OP_RUN = 1  # one stage, dispatched by the scheduler process
-OP_JOB = 2  # a whole job: the worker's own stage queue dispatches its stages
 # where a stage input comes from
 IN_HANDLE = 0  # a tensor the worker kept from an earlier stage (handle id)
 IN_SLOT = 1  # an input slot of the channel
-IN_EXAMPLE = 2  # the worker's own example input of (model, stage): resident, no transfer
-IN_FRAME = 3  # a uint8 HxWx3 camera frame in an input slot: the worker preprocesses it on its device
+IN_FRAME = 2  # a uint8 HxWx3 camera frame in an input slot: the worker preprocesses it on its device
 # where a stage output goes
 OUT_HANDLE = 0  # kept in the worker under a handle id
 OUT_SLOT = 1  # copied into an output slot (a job's final output)
-OUT_DISCARD = 2  # dropped (background load, profiling)
-OUT_LOCAL = 3  # (worker-internal) kept with the job for its next stage
+OUT_DISCARD = 2  # (worker-internal) nothing to keep: the stage failed
 
 STATUS_OK = 0
 STATUS_ERROR = 1
-STATUS_SLOT_FREE = 2  # OP_JOB: the job's input slot was copied to the GPU; the job goes on
 
 DTYPES = ("float32", "float16", "bfloat16", "uint8", "int64")
 
@@ -111,57 +93,30 @@ class WorkerTensor:
     rows: int = 1
 
 
-class ExampleInput:
-    """Marker input: the worker's own example input of the requested (model, stage), resident on the GPU
-    (nothing is transferred). Use the instance :data:`EXAMPLE_INPUT`."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "EXAMPLE_INPUT"
-
-
-EXAMPLE_INPUT = ExampleInput()
-
-
 def is_frame(x: Any) -> bool:
-    """Whether the host tensor ``x`` is a raw HxWx3 uint8 camera frame (one job's, not batch-major)."""
+    """Whether the host tensor ``x`` is one raw HxWx3 uint8 camera frame (what travels in an input slot)."""
     import torch
 
     return x.dtype == torch.uint8 and x.dim() == 3 and x.shape[-1] == 3
 
 
+def is_frame_batch(x: Any) -> bool:
+    """Whether the host tensor ``x`` is a batch of raw NxHxWx3 uint8 camera frames (a launch's source: the engine
+    hands a frame to a :class:`~.base.HostFrames` backend as a batch of one, as every source is batch-major)."""
+    import torch
+
+    return x.dtype == torch.uint8 and x.dim() == 4 and x.shape[-1] == 3
+
+
 # -- records --------------------------------------------------------------------------------------------
-def new_request(token: int, op: int, stream: int, model: int, stage: int, timed: bool = True) -> array:
+def new_request(token: int, stream: int, model: int, stage: int) -> array:
     """A request record with its header fields set (everything else 0)."""
     rec = array("q", _ZERO_REQUEST)
     rec[R_TOKEN] = token
-    rec[R_OP] = op
     rec[R_STREAM] = stream
     rec[R_MODEL] = model
     rec[R_STAGE] = stage
-    rec[R_TIMED] = int(timed)
     return rec
-
-
-def set_job(rec: array, priority: int, release_ns: int, deadlines_ns: tuple[int, ...], flags: int,
-            host_time: bool) -> None:
-    """The OP_JOB fields of a request (see the field list above)."""
-    if len(deadlines_ns) > MAX_STAGES:
-        raise ValueError(f"a job of more than {MAX_STAGES} stages cannot be sent whole")
-    rec[R_OP] = OP_JOB
-    rec[R_PRIO] = priority
-    rec[R_NSTAGES] = len(deadlines_ns)
-    rec[R_RELEASE] = release_ns
-    for j, d in enumerate(deadlines_ns):
-        rec[R_DEADLINES + j] = d
-    rec[R_FLAGS] = flags
-    rec[R_HOST_TIME] = int(host_time)
-
-
-def job_deadlines(rec: list[int]) -> list[float]:
-    """The absolute stage deadlines of an OP_JOB request, seconds."""
-    return [rec[R_DEADLINES + j] * 1e-9 for j in range(rec[R_NSTAGES])]
 
 
 def new_completion(token: int, status: int = STATUS_OK) -> array:
@@ -170,18 +125,6 @@ def new_completion(token: int, status: int = STATUS_OK) -> array:
     rec[C_TOKEN] = token
     rec[C_STATUS] = status
     return rec
-
-
-def set_stage_times(rec: array, stage_ns: list[int]) -> None:
-    """A job's stage times (ns) into its completion."""
-    rec[C_NSTAGES] = len(stage_ns)
-    for j, t in enumerate(stage_ns[:MAX_STAGES]):
-        rec[C_STAGE_NS + j] = t
-
-
-def stage_times(rec: list[int]) -> tuple[float, ...]:
-    """A job completion's stage times, seconds."""
-    return tuple(rec[C_STAGE_NS + j] * 1e-9 for j in range(rec[C_NSTAGES]))
 
 
 # -- tensors in slots -----------------------------------------------------------------------------------
@@ -229,36 +172,25 @@ class PendingRequest:
     stream: int
     model: str
     stage: int
-    done: StageDone | None  # None: reported through the backend's poll (or the lean collect)
-    t_submit: int  # time.monotonic_ns
-    x: Any = None  # host tensor, WorkerTensor or EXAMPLE_INPUT
-    out_kind: int = -1  # OUT_*; -1: a final stage's output comes back, others stay in the worker
-    timed: bool = True
+    done: StageDone | None  # None: reported through the backend's poll
+    x: Any = None  # host tensor or WorkerTensor
     rows: int = 1  # jobs (batch rows) in x
+    out_kind: int = -1  # OUT_HANDLE or OUT_SLOT once written (a final stage's output comes back)
     in_slot: int = -1
     out_slot: int = -1
     hid: int = -1
-    job: tuple[int, int, tuple[int, ...], int, bool] | None = None  # OP_JOB: prio, release, deadlines, flags, host
     t_sent: float = 0.0  # time.monotonic() when written to the current worker
 
 
 @dataclass(slots=True)
 class Completion:
-    """One finished request as the lean API reports it. Times are ``time.monotonic_ns`` (one clock)."""
+    """One finished request (read from its worker, or failed on this side), before the backend hands it out."""
 
     token: int
-    context: int
-    stream: int
     output: Any
     exec_time: float
     error: BaseException | None
-    t_submit: int
-    t_pick: int = 0
-    t_launch: int = 0
-    t_done: int = 0
-    t_recv: int = 0
     done: StageDone | None = field(default=None, repr=False)
-    stage_times: tuple[float, ...] = ()  # a whole job (send_job): its stage times, seconds
 
 
 # -- the scheduler side: requests written into a worker's channel, completions read from it ---------------
@@ -267,10 +199,8 @@ def write_request(slot: WorkerSlot, p: PendingRequest, model: int, last_stage: i
     request ring and wake the worker: a host input is copied into an input slot, a final output gets an
     output slot, any other output a handle id. The caller holds the context's lock. Raises BackendError
     (:class:`WorkerLost`: the input died with a replaced worker); none of ``slot``'s slots is kept then."""
-    rec = new_request(p.token, OP_RUN, p.stream, model, p.stage, p.timed)
+    rec = new_request(p.token, p.stream, model, p.stage)
     rec[R_ROWS] = p.rows
-    if p.job is not None:
-        set_job(rec, *p.job)
     _write_input(slot, p, rec)
     try:
         _write_output(slot, p, rec, last_stage)
@@ -286,7 +216,7 @@ def write_request(slot: WorkerSlot, p: PendingRequest, model: int, last_stage: i
 
 
 def _write_input(slot: WorkerSlot, p: PendingRequest, rec: array) -> None:
-    """Where the input comes from: a handle, the example input, or a slot the input is copied into."""
+    """Where the input comes from: a handle, or a slot the input is copied into."""
     x = p.x
     if isinstance(x, WorkerTensor):
         if x.context != slot.context or x.generation != slot.generation:
@@ -294,9 +224,6 @@ def _write_input(slot: WorkerSlot, p: PendingRequest, rec: array) -> None:
                              f"(generation {slot.generation}): it was lost with a replaced worker")
         rec[R_IN_KIND] = IN_HANDLE
         rec[R_IN_ID] = x.hid
-        return
-    if isinstance(x, ExampleInput):
-        rec[R_IN_KIND] = IN_EXAMPLE
         return
     import torch
 
@@ -307,7 +234,7 @@ def _write_input(slot: WorkerSlot, p: PendingRequest, rec: array) -> None:
     if not x.is_contiguous():
         x = x.contiguous()
     frame = is_frame(x)
-    if frame and (p.stage != 0 or p.job is not None):
+    if frame and p.stage != 0:
         raise BackendError("mps: a uint8 frame is only accepted as the input of stage 0 in stage mode")
     nbytes = tensor_bytes(x)
     if nbytes > slot.layout.in_slot_bytes or x.dim() > MAX_DIMS:
@@ -327,22 +254,16 @@ def _write_input(slot: WorkerSlot, p: PendingRequest, rec: array) -> None:
 
 def _write_output(slot: WorkerSlot, p: PendingRequest, rec: array, last_stage: int) -> None:
     """Where the output goes: a final stage's into an output slot, others stay in the worker (a handle)."""
-    out_kind = p.out_kind
-    if out_kind < 0:
-        out_kind = OUT_SLOT if p.stage == last_stage or p.job else OUT_HANDLE
-    if p.job is not None:
-        pass  # a job's final output goes to an output slot the worker picks (rotating per stream)
-    elif out_kind == OUT_SLOT:
+    if p.stage == last_stage:
         k = slot.free_out_slots.take()
         if k is None:
             raise BackendError(f"mps: no free output slot in context {slot.context}")
-        p.out_slot = k
+        p.out_kind, p.out_slot = OUT_SLOT, k
         rec[R_OUT_ID] = k
-    elif out_kind == OUT_HANDLE:
-        p.hid = next(slot.handle_ids)
+    else:
+        p.out_kind, p.hid = OUT_HANDLE, next(slot.handle_ids)
         rec[R_OUT_ID] = p.hid
-    p.out_kind = out_kind
-    rec[R_OUT_KIND] = out_kind
+    rec[R_OUT_KIND] = p.out_kind
 
 
 def free_slots(slot: WorkerSlot, p: PendingRequest) -> None:
@@ -363,14 +284,7 @@ def read_completions(slot: WorkerSlot) -> list[Completion]:
     recs = slot.take_completions()
     if not recs:
         return out
-    t_recv = time.monotonic_ns()
     for rec in recs:
-        if rec[C_STATUS] == STATUS_SLOT_FREE:  # a job's frame is on the GPU: its slot is free
-            p = slot.pending.get(rec[C_TOKEN])
-            if p is not None and p.in_slot >= 0:
-                slot.free_in_slots.give(p.in_slot)
-                p.in_slot = -1
-            continue
         p = slot.pending.pop(rec[C_TOKEN], None)
         if p is None:
             continue
@@ -387,8 +301,5 @@ def read_completions(slot: WorkerSlot) -> list[Completion]:
             y = WorkerTensor(slot.context, slot.generation, p.hid, p.rows)
         if p.out_slot >= 0:
             slot.free_out_slots.give(p.out_slot)
-        times = stage_times(rec) if p.job else ()
-        out.append(Completion(p.token, slot.context, p.stream, y, rec[C_EXEC_NS] * 1e-9, err,
-                              p.t_submit, rec[C_T_PICK], rec[C_T_LAUNCH], rec[C_T_DONE],
-                              t_recv, p.done, times))
+        out.append(Completion(p.token, y, rec[C_EXEC_NS] * 1e-9, err, p.done))
     return out

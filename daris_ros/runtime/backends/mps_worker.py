@@ -16,8 +16,9 @@ Started by :class:`~.mps_pool.WorkerPool` with the ``spawn`` start method (never
 
 A stage's output stays in the worker under a handle id unless it is a job's final output (copied into
 an output slot), so intermediate tensors never cross the process boundary. Completions carry the
-CUDA-event time of the stage and three timestamps (request picked up, launched, completion seen) for the
-round-trip breakdown. ``device='cpu'`` runs the same protocol with CPU execution (tests without a GPU).
+CUDA-event time of the stage. The worker only runs what it is sent, in order per stream: which stage runs
+where and when is decided by the engine in the scheduler process. ``device='cpu'`` runs the same protocol
+with CPU execution (tests without a GPU).
 
 A worker whose CUDA context becomes unusable exits with :data:`EXIT_CONTEXT_LOST`, so that the scheduler
 sees a dead worker and replaces it. That happens when the MPS server (or its control daemon) dies: the
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import io
 import os
-import random
 import select
 import signal
 import sys
@@ -46,7 +46,6 @@ from typing import Any, NoReturn
 
 from daris_ros.runtime.backends import mps_protocol as proto
 from daris_ros.runtime.backends import shm_channel as ch
-from daris_ros.runtime.backends.mps_worker_jobs import Job, JobQueue
 
 CTRL_CHECK_S = 0.005  # how often a busy worker looks at its control pipe
 #: Exit status of a worker whose CUDA context is unusable (see the module docstring).
@@ -78,16 +77,10 @@ class _Launch:
     keep: Any  # the input, alive until the stage is done (another stream may have made it)
     out_kind: int
     out_id: int
-    t_pick: int
-    t_launch: int = 0
     start: Any = None
     end: Any = None
     exec_s: float = 0.0  # cpu mode
-    timed: bool = True
     error: str = ""
-    job: Job | None = None  # OP_JOB: the job this stage belongs to
-    stage: int = 0
-    t0: int = 0  # monotonic_ns just before the launch (host stage time)
 
 
 def serialize_model(model: Any) -> bytes:
@@ -146,17 +139,13 @@ class _Worker:
         self.cuda = cfg.device.startswith("cuda")
         self.keys: list[str] = []
         self.models: list[Any] = []
-        self.examples: list[list[Any]] = []
         self.local: dict[int, Any] = {}
         self.inflight: list[deque[_Launch]] = [deque() for _ in range(cfg.n_streams)]
         self.n_inflight = 0
-        self.bg: set[int] = set()
-        self.rng = random.Random(cfg.context)
         self.stop = False
         self.completed = 0
         self._events: list[tuple[Any, Any]] = []
         self._pinned: list[int] = []
-        self.jobs = JobQueue(self)  # worker-side stage queue (OP_JOB)
 
     # -- start-up ------------------------------------------------------------------------------------
     def setup(self) -> dict[str, Any]:
@@ -189,7 +178,6 @@ class _Worker:
             self.str = CudaStreamsBackend(n_contexts=1, n_streams=cfg.n_streams, device=cfg.device,
                                           cuda_graphs=cfg.cuda_graphs)
             self.str.start(models)
-            self.jobs.upload_stream = torch.cuda.Stream(self.dev)
             info["graphs"] = len(self.str.graphs)
             info["capture_s"] = self.str.capture_seconds
             info["pinned"] = self._pin_slots()
@@ -211,17 +199,6 @@ class _Worker:
     def _add(self, key: str, model: Any) -> None:
         self.keys.append(key)
         self.models.append(model)
-        if self.cuda:
-            self.examples.append(self.str.example_inputs(model))
-        else:
-            h, w = model.input_size
-            x: Any = self.torch.randn(1, 3, h, w)
-            ex = []
-            with self.torch.inference_mode():
-                for j in range(model.num_stages):
-                    ex.append(x)
-                    x = model.run_stage(j, x)
-            self.examples.append(ex)
 
     def _pin_slots(self) -> bool:
         """Register the slot regions as page-locked memory (asynchronous copies straight from/to them)."""
@@ -283,12 +260,10 @@ class _Worker:
                 for rec in req.pop_all():
                     self._launch_request(rec)
                 progressed = True
-            if self.bg:
-                self._feed_bg()
             if self.n_inflight:
                 progressed = self._poll() or progressed
             now = time.monotonic()
-            if not self.n_inflight and not req.pending() and not self.bg:
+            if not self.n_inflight and not req.pending():
                 r, _, _ = select.select([self.req_fd, self.ctrl], [], [], 1.0)
                 if self.req_fd in r and not req.pending():
                     self._drain_wake()  # a wake-up for records already served
@@ -320,12 +295,7 @@ class _Worker:
             if op == "stop":
                 self.stop = True
                 return
-            if op == "bg":
-                self.bg = set(msg[1])
-                self.ctrl.send(("ok",))
-            elif op == "profile":
-                self.ctrl.send(("profile", self._profile(msg[1], msg[2], msg[3])))
-            elif op == "add_model":
+            if op == "add_model":
                 model = self.torch.load(io.BytesIO(msg[2]), map_location="cpu", weights_only=False)
                 if self.cuda:
                     self._add_cuda(msg[1], model)
@@ -372,11 +342,7 @@ class _Worker:
                 raise RuntimeError(f"input handle {ident} is not in worker c{self.cfg.context}") from None
         if kind == proto.IN_SLOT:
             return proto.tensor_in_slot(self.in_u8[ident], rec, proto.R_TENSOR)
-        if kind == proto.IN_EXAMPLE:
-            return self.examples[rec[proto.R_MODEL]][rec[proto.R_STAGE]]
         if kind == proto.IN_FRAME:
-            if rec[proto.R_OP] == proto.OP_JOB:
-                raise ValueError("a raw frame is not accepted in job mode")
             return _Frame(proto.tensor_in_slot(self.in_u8[ident], rec, proto.R_TENSOR))  # uint8 HxWx3
         raise ValueError(f"unknown input kind {kind}")
 
@@ -388,19 +354,13 @@ class _Worker:
         return preprocess(frame.img, self.models[model].input_size, device=self.dev if self.cuda else "cpu")
 
     def _launch_request(self, rec: list[int]) -> None:
-        t_pick = time.monotonic_ns()
         token = rec[proto.R_TOKEN]
-        if rec[proto.R_OP] == proto.OP_JOB:
-            self.jobs.accept(rec, t_pick)
-            return
         try:
             x = self._input(rec)
             la = self._launch(rec[proto.R_STREAM], rec[proto.R_MODEL], rec[proto.R_STAGE], x, rec[proto.R_OUT_KIND],
-                              rec[proto.R_OUT_ID], bool(rec[proto.R_TIMED]), token, t_pick,
-                              graph=rec[proto.R_ROWS] <= 1)
+                              rec[proto.R_OUT_ID], token, graph=rec[proto.R_ROWS] <= 1)
         except Exception as exc:  # noqa: BLE001 - reported as this stage's error (the worker exits if CUDA is gone)
-            la = _Launch(token, rec[proto.R_STREAM], None, None, proto.OUT_DISCARD, 0, t_pick, time.monotonic_ns(),
-                         error=self._stage_failed(exc))
+            la = _Launch(token, rec[proto.R_STREAM], None, None, proto.OUT_DISCARD, 0, error=self._stage_failed(exc))
             self._complete(la)
             self._wake_parent()
             return
@@ -414,8 +374,8 @@ class _Worker:
             ev = self.torch.cuda.Event
             return ev(enable_timing=True), ev(enable_timing=True)
 
-    def _launch(self, stream: int, model: int, stage: int, x: Any, out_kind: int, out_id: int, timed: bool,
-                token: int, t_pick: int, graph: bool = True) -> _Launch:
+    def _launch(self, stream: int, model: int, stage: int, x: Any, out_kind: int, out_id: int, token: int,
+                graph: bool = True) -> _Launch:
         """Launch one stage on ``stream``; ``graph``: its batch-1 CUDA graph may run it (False: a batch of
         several jobs, run eagerly)."""
         torch = self.torch
@@ -428,16 +388,13 @@ class _Worker:
                 y = self.models[model].run_stage(stage, x)
                 if out_kind == proto.OUT_SLOT:
                     y = self._to_slot(y, out_id)
-            la = _Launch(token, stream, y, None, out_kind, out_id, t_pick, exec_s=time.perf_counter() - t0)
-            la.t_launch = time.monotonic_ns()
-            return la
+            return _Launch(token, stream, y, None, out_kind, out_id, exec_s=time.perf_counter() - t0)
         s = self.str.streams[0][stream]
         torch.cuda.set_stream(s)
         if isinstance(x, _Frame):  # upload (from the pinned slot), resize, normalise: on this stage's stream
             x = self._preprocess(x, model)
         start, end = self._take_events()
-        if timed:
-            start.record(s)
+        start.record(s)
         g = self.str.graphs.get((key, stage, 0, stream)) if self.cfg.cuda_graphs and graph else None
         if g is not None and (stage > 0 or g.fits(x)):
             from daris_ros.runtime.backends.cuda_graphs import clone_io
@@ -451,7 +408,7 @@ class _Worker:
         if out_kind == proto.OUT_SLOT:
             y = self._to_slot(y, out_id)
         end.record(s)
-        return _Launch(token, stream, y, x, out_kind, out_id, t_pick, time.monotonic_ns(), start, end, timed=timed)
+        return _Launch(token, stream, y, x, out_kind, out_id, start, end)
 
     def _to_slot(self, y: Any, k: int) -> Any:
         """Copy a final output into output slot ``k``; returns the slot view (what is reported)."""
@@ -469,26 +426,16 @@ class _Worker:
         return view
 
     def _poll(self) -> bool:
-        done_any = local = False
+        done_any = False
         for q in self.inflight:
             while q and (not self.cuda or q[0].end.query()):
                 la = q.popleft()
                 self.n_inflight -= 1
-                if la.job is not None:
-                    self.jobs.stage_done(la)
-                    local = True
-                else:
-                    self._complete(la)
-                    done_any = True
-        if local:
-            self.jobs.dispatch()
-        if done_any or local:
+                self._complete(la)
+                done_any = True
+        if done_any:
             self._wake_parent()
-        return done_any or local
-
-    def _post(self, token: int, status: int, text: str = "") -> None:
-        rec = proto.new_completion(token, status)
-        self._push(rec, text.encode("utf-8", "replace"))
+        return done_any
 
     def _push(self, rec: array, text: bytes = b"") -> None:
         while not self.done.push(rec, text):  # the scheduler is behind by a whole ring: wait for it
@@ -496,23 +443,16 @@ class _Worker:
             time.sleep(0.0001)
 
     def _complete(self, la: _Launch) -> None:
-        t_done = time.monotonic_ns()
         exec_ns = 0
         if la.end is not None:
-            if la.timed:
-                exec_ns = int(la.start.elapsed_time(la.end) * 1e6)
+            exec_ns = int(la.start.elapsed_time(la.end) * 1e6)
             self._events.append((la.start, la.end))
         elif la.exec_s:
             exec_ns = int(la.exec_s * 1e9)
-        if la.token < 0:  # background stage: nobody waits for it
-            return
         rec = proto.new_completion(la.token)
         rec[proto.C_EXEC_NS] = exec_ns
         rec[proto.C_OUT_KIND] = la.out_kind
         rec[proto.C_OUT_ID] = la.out_id
-        rec[proto.C_T_PICK] = la.t_pick
-        rec[proto.C_T_LAUNCH] = la.t_launch
-        rec[proto.C_T_DONE] = t_done
         text = b""
         if la.error:
             rec[proto.C_STATUS] = proto.STATUS_ERROR
@@ -531,40 +471,6 @@ class _Worker:
             pass  # the pipe is full: the scheduler has wake-ups pending anyway
         except BrokenPipeError:
             self.stop = True
-
-    # -- background load and AFET profiling (paper IV-A1) --------------------------------------------
-    def _feed_bg(self) -> None:
-        for s in self.bg:
-            if self.inflight[s]:
-                continue
-            m = self.rng.randrange(len(self.models))
-            j = self.rng.randrange(len(self.examples[m]))
-            la = self._launch(s, m, j, self.examples[m][j], proto.OUT_DISCARD, 0, False, -1, 0)
-            self.inflight[s].append(la)
-            self.n_inflight += 1
-
-    def _profile(self, model: int, runs: int, warmup: int) -> list[float]:
-        """Mean stage times of ``model`` on stream 0 while the streams in ``self.bg`` run random stages."""
-        n = len(self.examples[model])
-        sums = [0.0] * n
-        for run in range(warmup + runs):
-            x = self.examples[model][0]
-            for j in range(n):
-                la = self._launch(0, model, j, x, proto.OUT_DISCARD, 0, True, -1, 0)
-                self._feed_bg()
-                while self.cuda and not la.end.query():
-                    self._feed_bg()
-                    self._poll()
-                    os.sched_yield()
-                if self.cuda:
-                    dt = la.start.elapsed_time(la.end) * 1e-3
-                    self._events.append((la.start, la.end))
-                else:
-                    dt = la.exec_s
-                if run >= warmup:
-                    sums[j] += dt
-                x = la.y
-        return [max(v / runs, 1e-6) for v in sums]
 
     def shutdown(self) -> None:
         try:
