@@ -11,43 +11,48 @@ Modules (one job each):
 - ``player``     ``BagPlayer``: publish a bag's raw messages with recorded timing (rclpy).
 - ``recorder``   ``BagRecorder``: record topics into a bag (rclpy).
 
-``player`` and ``recorder`` import rclpy; they are loaded on first use so that synthesis and writing
-work on a machine without ROS.
+``player`` and ``recorder`` import rclpy, the others (but ``synth``) rosbags; every name is loaded on first use, so
+that synthesis works on a machine without either (the GPU test machine) and writing on one without ROS.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .info import custom_data, daris_info, read_metadata, topic_counts
-from .qos import RELIABLE_QOS, SENSOR_DATA_QOS, make_qos, write_qos_overrides
-from .synth import (
-    COMPRESSED_FORMATS,
-    ENCODINGS,
-    RAW_ENCODINGS,
-    FrameRenderer,
-    SynthConfig,
-    SynthMessage,
-    camera_schedule,
-    decode_counter,
-    decode_raw,
-    encode_compressed,
-    encode_raw,
-    generate,
-)
-from .typestore import DARIS_TYPES, find_msg_dir, get_typestore, make_typestore, type_hash
-from .writer import STORAGES, BagSummary, BagWriter, write_bag, write_synthetic_bag
-
 if TYPE_CHECKING:
+    from .info import custom_data, daris_info, read_metadata, topic_counts
     from .player import BagPlayer, PlayOptions, PlayStats
+    from .qos import RELIABLE_QOS, SENSOR_DATA_QOS, make_qos, write_qos_overrides
     from .recorder import BagRecorder, RecordStats
+    from .synth import (
+        COMPRESSED_FORMATS,
+        ENCODINGS,
+        RAW_ENCODINGS,
+        FrameRenderer,
+        SynthConfig,
+        SynthMessage,
+        camera_schedule,
+        decode_counter,
+        decode_raw,
+        encode_compressed,
+        encode_raw,
+        generate,
+    )
+    from .typestore import DARIS_TYPES, find_msg_dir, get_typestore, make_typestore, type_hash
+    from .writer import STORAGES, BagSummary, BagWriter, write_bag, write_synthetic_bag
 
+# Every name is loaded from its module on first use: ``synth`` (pictures, encodings) works without rosbags,
+# ``player`` and ``recorder`` need rclpy, the others rosbags.
 _LAZY = {
-    "BagPlayer": "player",
-    "PlayOptions": "player",
-    "PlayStats": "player",
-    "BagRecorder": "recorder",
-    "RecordStats": "recorder",
+    **dict.fromkeys(("custom_data", "daris_info", "read_metadata", "topic_counts"), "info"),
+    **dict.fromkeys(("BagPlayer", "PlayOptions", "PlayStats"), "player"),
+    **dict.fromkeys(("RELIABLE_QOS", "SENSOR_DATA_QOS", "make_qos", "write_qos_overrides"), "qos"),
+    **dict.fromkeys(("BagRecorder", "RecordStats"), "recorder"),
+    **dict.fromkeys(("COMPRESSED_FORMATS", "ENCODINGS", "RAW_ENCODINGS", "FrameRenderer", "SynthConfig",
+                     "SynthMessage", "camera_schedule", "decode_counter", "decode_raw", "encode_compressed",
+                     "encode_raw", "generate"), "synth"),
+    **dict.fromkeys(("DARIS_TYPES", "find_msg_dir", "get_typestore", "make_typestore", "type_hash"), "typestore"),
+    **dict.fromkeys(("STORAGES", "BagSummary", "BagWriter", "write_bag", "write_synthetic_bag"), "writer"),
 }
 
 __all__ = [

@@ -24,13 +24,14 @@ import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image as PILImage
-from rosbags.typesys.store import Typestore
 
-from .typestore import get_typestore
+if TYPE_CHECKING:  # (rosbags is needed for bags only: the frame renderer and encoder run without it)
+    from rosbags.typesys.store import Typestore
+
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -347,7 +348,10 @@ def make_image_message(
     jpeg_quality: int = 90,
 ) -> tuple[str, Any]:
     """A rosbags Image / CompressedImage object for an RGB picture: (msgtype, message)."""
-    store = store or get_typestore()
+    if store is None:
+        from .typestore import get_typestore
+
+        store = get_typestore()
     types = store.types
     header = types["std_msgs/msg/Header"](
         stamp=types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
@@ -394,6 +398,9 @@ def _camera_messages(config: SynthConfig, camera: int, store: Typestore) -> Iter
 
 def generate(config: SynthConfig, store: Typestore | None = None) -> Iterator[SynthMessage]:
     """All messages of all cameras, in log-time order (ties: by camera). Lazy: one frame at a time."""
-    store = store or get_typestore()
+    if store is None:
+        from .typestore import get_typestore
+
+        store = get_typestore()
     streams = [_camera_messages(config, i, store) for i in range(config.cameras)]
     yield from heapq.merge(*streams, key=lambda m: (m.timestamp_ns, m.camera))

@@ -66,6 +66,9 @@ T = TypeVar("T")
 RESPONSE_WINDOW = 10_000
 #: How long the loop sleeps between polls of a polled backend (str, green) while launches are in flight.
 POLL_INTERVAL = 50e-6
+#: At most this many releases are taken per turn of the loop; the rest of a burst waits for the next turn, after
+#: completions were collected and dispatches launched (a burst of hundreds of cameras must not hold the streams idle).
+RELEASE_CHUNK = 64
 #: The longest sleep of the loop when its clock is not ``time.monotonic`` (ROS time under use_sim_time: /clock may
 #: run faster than the wall clock, and sleeps are on the wall clock).
 FOREIGN_CLOCK_MAX_WAIT = 0.002
@@ -422,6 +425,7 @@ class Engine:
         commands = self._commands
         stats = self._loop_stats
         due: list[tuple[str, float, int]] = []
+        backlog: collections.deque[tuple[str, float, int]] = collections.deque()  # releases of a burst left over
         fresh = self._fresh
         cpu_clock = time.thread_time
         max_wait = self._max_wait
@@ -444,6 +448,11 @@ class Engine:
                     self._fresh_releases(now, due)
                 if now >= releases.next_time():
                     self._due_releases(now, due)
+            if backlog or len(due) > RELEASE_CHUNK:
+                backlog.extend(due)
+                due.clear()
+                for _ in range(min(RELEASE_CHUNK, len(backlog))):
+                    due.append(backlog.popleft())
             if due:
                 n = self._release_burst(due, now)
                 c1 = cpu_clock()
@@ -467,7 +476,7 @@ class Engine:
                 timeout = POLL_INTERVAL
             elif timeout > max_wait:
                 timeout = max_wait
-            if timeout > 0 and not commands:
+            if timeout > 0 and not commands and not backlog:
                 wake.wait(timeout)
 
     # -- releases -----------------------------------------------------------------------------------------------
