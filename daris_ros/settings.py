@@ -24,6 +24,8 @@ PRIORITIES = ("HP", "LP")
 INPUT_TYPES = ("image", "compressed")
 QOS_RELIABILITY = ("best_effort", "reliable")
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: What the node does when the profiled HP utilization of a context exceeds N_s (daris_ros.core.feasibility).
+FEASIBILITY_MODES = ("refuse", "warn")
 #: Backends that run cross-task batched stages (``batching``): in-process models the engine can stack rows for.
 BATCHING_BACKENDS = ("cpu", "str", "green")
 MAX_BATCH_SIZE = 1024
@@ -106,6 +108,7 @@ class SchedulerSettings:
     release_slack: float = 0.25  # frame trigger: the share of a period a frame may come early and still be released
     launch_ahead: int = 0  # SchedulerConfig.launch_ahead: dispatches a stream may hold queued behind its running one
     ahead_lead: float = 0.001  # SchedulerConfig.ahead_lead (s): how early before a stream frees the next is formed
+    feasibility: str = "refuse"  # HP utilization over N_s in a context at start-up: refuse (exit 2) | warn (run)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -259,12 +262,15 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         release_slack=_float(raw, "release_slack", 0.25),
         launch_ahead=_int(raw, "launch_ahead", 0),
         ahead_lead=_float(raw, "ahead_lead", 0.001),
+        feasibility=_str(raw, "feasibility", "refuse").lower(),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
     _require(s.backend in BACKENDS, "backend", f"{s.backend!r} is not one of {', '.join(BACKENDS)}")
     _require(s.release_trigger in ("frame", "clock"), "release_trigger",
              f"{s.release_trigger!r} is not one of frame, clock")
+    _require(s.feasibility in FEASIBILITY_MODES, "feasibility",
+             f"{s.feasibility!r} is not one of {', '.join(FEASIBILITY_MODES)}")
     _require(0.0 <= s.release_slack < 1.0, "release_slack", f"{s.release_slack} is not allowed: [0, 1)")
     _require(0 <= s.launch_ahead <= 8, "launch_ahead", f"{s.launch_ahead} is not allowed: 0..8")
     _require(0.0 <= s.ahead_lead <= 1.0, "ahead_lead", f"{s.ahead_lead} s is not allowed: 0..1 s")

@@ -24,6 +24,15 @@ from daris_ros.core.admission import (
 from daris_ros.core.assignment import min_util_context, populate_contexts_alg1
 from daris_ros.core.batching import BatchingConfig, BatchStats
 from daris_ros.core.deadlines import absolute_stage_deadlines, virtual_deadline_eq8
+from daris_ros.core.feasibility import (
+    ContextFeasibility,
+    FeasibilityReport,
+    InfeasibleTaskSet,
+    TaskShare,
+    check_feasibility,
+    expected_rejection,
+    feasibility_of,
+)
 from daris_ros.core.hyperparams import (
     Layout,
     Policy,
@@ -57,9 +66,12 @@ __all__ = [
     "AfetSource",
     "BatchStats",
     "BatchingConfig",
+    "ContextFeasibility",
     "ContextUtilization",
     "Counters",
     "Dispatch",
+    "FeasibilityReport",
+    "InfeasibleTaskSet",
     "Job",
     "JobOutcome",
     "Layout",
@@ -72,6 +84,7 @@ __all__ = [
     "SchedulerConfig",
     "StageQueue",
     "TaskLoad",
+    "TaskShare",
     "TaskSpec",
     "TaskStats",
     "UtilizationBook",
@@ -81,8 +94,11 @@ __all__ = [
     "admission_test_eq12",
     "admit_lp",
     "ceil_to_multiple",
+    "check_feasibility",
     "deadline_miss_rate",
     "effective_layout",
+    "expected_rejection",
+    "feasibility_of",
     "hp_admission_test",
     "hp_utilization_eq4",
     "jobs_per_second",

@@ -10,6 +10,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from daris_ros.core import FeasibilityReport
 from daris_ros.msg import ContextStats, InferenceResult, PriorityStats, SchedulerStats, StageRecord, TaskStats
 from daris_ros.runtime.engine import JobResult
 
@@ -260,10 +261,51 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, period_delta: Map
     return st
 
 
+def feasibility_values(report: FeasibilityReport, at_start: FeasibilityReport | None = None) -> dict[str, object]:
+    """The feasibility KeyValues: ``feasible`` (HP fits every context, eq. 4 <= N_s), per context k
+    ``hp_utilization_k`` (eq. 4), ``lp_utilization_k`` (eq. 5), ``lp_left_k`` (eq. 11: N_s - U_hp) and
+    ``lp_expected_rejection_k`` (without migration), the node-wide ``lp_expected_rejection`` (with migration), and
+    ``feasible_at_start`` (the figures of the offline phase, AFET-based) when given."""
+    out: dict[str, object] = {"feasible": str(report.feasible).lower()}
+    if at_start is not None:
+        out["feasible_at_start"] = str(at_start.feasible).lower()
+    for c in report.contexts:
+        k = c.context
+        out[f"hp_utilization_{k}"] = round(c.hp_utilization, 4)
+        out[f"lp_utilization_{k}"] = round(c.lp_utilization, 4)
+        out[f"lp_left_{k}"] = round(c.lp_left, 4)
+        out[f"lp_expected_rejection_{k}"] = round(c.lp_expected_rejection, 4)
+    out["lp_expected_rejection"] = round(report.lp_expected_rejection, 4)
+    return out
+
+
+def feasibility_problems(report: FeasibilityReport) -> list[tuple[int, str]]:
+    """(level, text) of the report's problems: ERROR for HP over N_s in a context (or an HP task whose execution
+    time exceeds its deadline), WARN for LP over-subscription with its expected rejection rate."""
+    problems: list[tuple[int, str]] = []
+    for c in report.contexts:
+        if c.hp_over_capacity:
+            problems.append((DiagnosticStatus.ERROR, f"infeasible: context {c.context} HP utilization "
+                                                     f"{c.hp_utilization:.2f} > {c.n_streams} (N_s)"))
+        late = c.hp_late_tasks
+        if late:
+            problems.append((DiagnosticStatus.ERROR, "infeasible: HP execution time over the deadline: "
+                             + ", ".join(t.name for t in late)))
+    over = [c for c in report.contexts if c.lp_oversubscribed]
+    if over:
+        problems.append((DiagnosticStatus.WARN, "LP over-subscribed: " + ", ".join(
+            f"context {c.context} {c.lp_utilization:.2f} > {max(c.lp_left, 0.0):.2f} left "
+            f"(expected rejection {c.lp_expected_rejection:.0%})" for c in over)))
+    return problems
+
+
 def scheduler_diagnostic(node: str, hardware_id: str, info: Mapping[str, object],
-                         task_statuses: list[DiagnosticStatus], new_worker_faults: int = 0) -> DiagnosticStatus:
+                         task_statuses: list[DiagnosticStatus], new_worker_faults: int = 0,
+                         feasibility: FeasibilityReport | None = None,
+                         feasibility_at_start: FeasibilityReport | None = None) -> DiagnosticStatus:
     """The scheduler's status: the worst task level, WARN at least when a worker failed (and was replaced)
-    during the last stats period. ``info`` becomes the KeyValues."""
+    during the last stats period, ERROR when ``feasibility`` says HP does not fit a context, WARN at least when LP
+    is over-subscribed. ``info`` and the feasibility figures (:func:`feasibility_values`) become the KeyValues."""
     st = DiagnosticStatus()
     st.name = f"{node}: scheduler"
     st.hardware_id = hardware_id
@@ -273,9 +315,15 @@ def scheduler_diagnostic(node: str, hardware_id: str, info: Mapping[str, object]
     if new_worker_faults > 0:
         worst = max(worst, DiagnosticStatus.WARN)
         parts.append(f"{new_worker_faults} worker fault(s) detected and recovered")
+    values = dict(info)
+    if feasibility is not None:
+        for level, text in feasibility_problems(feasibility):
+            worst = max(worst, level)
+            parts.append(text)
+        values.update(feasibility_values(feasibility, feasibility_at_start))
     st.level = worst
     st.message = "; ".join(parts) if parts else "OK"
-    st.values = [_kv(k, v) for k, v in info.items()]
+    st.values = [_kv(k, v) for k, v in values.items()]
     return st
 
 

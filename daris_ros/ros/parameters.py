@@ -116,6 +116,12 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "starts it without waiting for the host to see the completion.", int_range=(0, 8)),
     ParamSpec("ahead_lead", 0.001, "launch_ahead: how many seconds before a stream's predicted free time its next "
               "dispatch is formed.", float_range=(0.0, 1.0)),
+    ParamSpec("feasibility", "refuse", "What the node does when, after profiling and the offline phase, a context's "
+              "HP utilization (eq. 4, sum of u_i = AFET / T_i) exceeds its N_s streams, or an HP task's AFET exceeds "
+              "its deadline: refuse (stop with exit code 2 and one line naming the context, the tasks and the "
+              "figures) or warn (log a WARN and run; HP deadlines will be missed). LP over-subscription (LP "
+              "utilization over eq. 11's N_s - U_hp) is always a WARN with the expected rejection rate. The figures "
+              "are on /diagnostics."),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "

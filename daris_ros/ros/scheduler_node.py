@@ -1,7 +1,12 @@
 """The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out.
 
 Start-up order: read and validate parameters -> load models (resident in every context) -> profile the
-initial AFET -> offline phase (Algorithm 1) -> start the engine's loop -> subscribe to the cameras.
+initial AFET -> offline phase (Algorithm 1) -> start the engine's loop -> feasibility check -> subscribe to the
+cameras. The feasibility check (daris_ros.core.feasibility) logs one line per context: its HP utilization (eq. 4)
+against N_s, its LP utilization (eq. 5) and the LP share left (eq. 11). HP over N_s in a context (or an HP task
+whose AFET exceeds its deadline) stops the node with ``feasibility: refuse`` (the default) and is a WARN with
+``feasibility: warn``; LP over-subscription is a WARN with the expected rejection rate. /diagnostics carries the
+figures, re-evaluated from the live MRETs at every stats period.
 
 The node is a thin adapter around :class:`~daris_ros.runtime.engine.Engine`, which owns the policy core, the
 backend and the release clock in one thread. A camera subscription (``raw=True``) only reads the frame's header
@@ -15,8 +20,9 @@ by the engine and published by a publisher thread of the node; statistics come f
 its loop.
 
 SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0. Exit
-code 2: an invalid parameter; 3: the backend cannot run (BackendError) or the GPU ran out of memory while
-starting; in every case the engine and its workers are closed first (no half-started node).
+code 2: an invalid parameter, or an infeasible HP task set with ``feasibility: refuse``; 3: the backend cannot run
+(BackendError) or the GPU ran out of memory while starting; in every case the engine and its workers are closed
+first (no half-started node).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from rclpy.signals import SignalHandlerOptions, install_signal_handlers
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
+from daris_ros.core import FeasibilityReport, InfeasibleTaskSet
 from daris_ros.msg import InferenceResult, SchedulerStats
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
 from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
@@ -139,6 +146,8 @@ class SchedulerNode(Node):
         self._publisher_thread.start()
         # Subscribe last: models are loaded and profiled, so the first release can run at once.
         self.engine.start()
+        self._phase = "feasibility"
+        self._feasibility_at_start = self._check_feasibility()
         for t in s.tasks:
             self._subscribe(t)
         self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
@@ -172,6 +181,23 @@ class SchedulerNode(Node):
         afet = self.engine.profile()
         self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
         self._phase = "starting"
+
+    def _check_feasibility(self) -> FeasibilityReport:
+        """After the offline phase: log each context's figures; HP over N_s (or an HP task whose AFET exceeds its
+        deadline) raises :class:`InfeasibleTaskSet` with ``feasibility: refuse``, else a WARN; LP over-subscription
+        is a WARN with the expected rejection rate."""
+        report = self.engine.feasibility()
+        log = self.get_logger()
+        for line in report.lines():
+            log.info(f"feasibility: {line}")
+        if report.lp_oversubscribed:
+            log.warning(f"LP over-subscribed: {report.lp_problems()}")
+        if not report.feasible:
+            if self.settings.feasibility == "refuse":
+                raise InfeasibleTaskSet(report)
+            log.warning(f"infeasible HP task set, running anyway (feasibility: warn): {report.hp_problems()}; HP "
+                        "deadlines will be missed")
+        return report
 
     def _start_task(self, t: TaskSettings) -> None:
         """Result publisher of one task (its camera subscription follows once the engine runs)."""
@@ -384,7 +410,9 @@ class SchedulerNode(Node):
             statuses.append(task_diagnostic(node, self.settings.device, r, delta, self._thresholds))
         faults = self.engine.faults.worker_faults
         statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses,
-                                                new_worker_faults=faults - self._last_worker_faults))
+                                                new_worker_faults=faults - self._last_worker_faults,
+                                                feasibility=self.engine.feasibility(),
+                                                feasibility_at_start=self._feasibility_at_start))
         self._last_worker_faults = faults
         self._diag_pub.publish(diagnostic_array(header, statuses))
 
@@ -592,6 +620,10 @@ def main(args: list[str] | None = None) -> int:
             rclpy.spin(node)
     except ConfigError as exc:
         print(f"[daris_scheduler] invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except InfeasibleTaskSet as exc:  # feasibility: refuse (the default)
+        print(f"[daris_scheduler] infeasible: {exc} (lower the HP rates, add contexts or streams, or set "
+              "feasibility: warn to run anyway)", file=sys.stderr)
         return 2
     except StartupInterrupted as exc:
         print(f"[daris_scheduler] {exc} during start-up ({exc.phase}): stopped", file=sys.stderr)

@@ -37,6 +37,7 @@ import numpy as np
 from daris_ros.core import (
     BatchingConfig,
     Dispatch,
+    FeasibilityReport,
     JobOutcome,
     Policy,
     Priority,
@@ -44,6 +45,7 @@ from daris_ros.core import (
     SchedulerConfig,
     TaskSpec,
     effective_layout,
+    feasibility_of,
 )
 from daris_ros.runtime.backends import Backend, create_backend
 from daris_ros.runtime.backends.base import BatchGraphs, HostFrames, MemoryStats, RuntimeModels, WorkerFaults
@@ -792,6 +794,12 @@ class Engine:
                 intake=self.inbox.snapshot(), loop=dataclasses.replace(self._loop_stats),
                 counters=dataclasses.replace(self.counters))
         return self.call(read)
+
+    def feasibility(self) -> FeasibilityReport:
+        """Per context: the HP utilization (eq. 4) against N_s, the LP share left (eq. 11) and the expected LP
+        rejection rate (daris_ros.core.feasibility), from each task's current context and u_i: eq. 10 (AFET / T_i)
+        right after the offline phase of :meth:`start`, eq. 3 (MRET / T_i) once measured. Read in the loop."""
+        return self.call(feasibility_of)
 
     def in_flight(self) -> int:
         """Jobs admitted and not finished."""

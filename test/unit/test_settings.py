@@ -31,6 +31,8 @@ def test_valid_settings_defaults_and_units():
     assert b.period == pytest.approx(0.1) and b.deadline == pytest.approx(0.05)
     assert a.output_topic == "daris/a/result"
     assert s.task("b").priority == "LP"
+    assert s.feasibility == "refuse"  # an infeasible HP set stops the node unless told to warn
+    assert settings_from_mapping(_params(feasibility="WARN")).feasibility == "warn"
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,7 @@ def test_valid_settings_defaults_and_units():
         ({"batch_pad_limit": 1.0}, "batch_pad_limit"),
         ({"batch_lp_admit_margin": -0.1}, "batch_lp_admit_margin"),
         ({"batch_min_size": 64}, "batch_min_size"),  # beyond the largest size
+        ({"feasibility": "ignore"}, "feasibility"),  # refuse | warn
     ],
 )
 def test_invalid_scheduler_parameter_is_named(change, parameter):
