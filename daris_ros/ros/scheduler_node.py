@@ -195,8 +195,9 @@ class SchedulerNode(Node):
         if not report.feasible:
             if self.settings.feasibility == "refuse":
                 raise InfeasibleTaskSet(report)
-            log.warning(f"infeasible HP task set, running anyway (feasibility: warn): {report.hp_problems()}; HP "
-                        "deadlines will be missed")
+            fate = "HP jobs will be rejected (hp_admission)" if self.settings.hp_admission else \
+                "HP deadlines will be missed"
+            log.warning(f"infeasible HP task set, running anyway (feasibility: warn): {report.hp_problems()}; {fate}")
         return report
 
     def _start_task(self, t: TaskSettings) -> None:
