@@ -39,7 +39,7 @@ for step in "$@"; do
     e2e_node|e2e_percam)  # the scheduler node / per-camera nodes end to end over DDS, 12..48 JPEG 1280x720 cameras
       system=node; [ "$step" = e2e_percam ] && system=per-camera
       run "$step" "${E2E_LIMIT:-330}" scripts/device_ros.sh /tmp/daris_ros/install/lib/daris_ros/daris-node-e2e \
-        --systems "$system" --sweep "${E2E_SWEEP:-12,24,36,48}" --noise 8 --backend str --policy STR --streams 3 \
+        --systems "$system" --sweep "${E2E_SWEEP:-12,24,36,48}" --noise 8 --backend str --policy STR --contexts 1 --os 1 --streams 3 \
         --batching --precision fp16 --channels-last --launch-ahead 1 --param afet_cache=/tmp/daris_afet.json --param feasibility=warn \
         --budget "$(( $(left) - 20 ))" --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/$step" ;;
     *) echo "unknown step $step" ;;
