@@ -254,8 +254,6 @@ class BatchingMixin:
         and starts at ``now`` = the predicted free time of the stream."""
         entries = [raw[6] for raw in taken]
         jobs = tuple(e.job for e in entries)
-        for e in entries:
-            e.queued = False  # (skip_late watches queued first stages only)
         for job in jobs:
             if job.start is None:
                 job.start = now

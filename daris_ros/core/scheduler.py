@@ -116,7 +116,6 @@ class _Entry:
     est: float
     state: _TaskState
     ready: float = 0.0  # when the stage became ready (release, or the previous stage's completion)
-    queued: bool = True  # in its context's queue (False while in a dispatch, and once skipped): skip_late
 
 
 def _batch_key(e: _Entry) -> tuple[str, int]:
@@ -473,7 +472,6 @@ class Scheduler(BatchingMixin):
                     m -= 1
                     stream = _heappop(idle)
                     level, e = pop()
-                    e.queued = False
                     job = e.job
                     stage = e.stage
                     st = e.state
@@ -516,7 +514,6 @@ class Scheduler(BatchingMixin):
             if t_start + est > vdl and now + est <= vdl:
                 return  # late only behind the busy stream
             q.pop()
-            e.queued = False
             queued[k] -= 1
             if job.start is None:
                 job.start = t_start
@@ -646,9 +643,6 @@ class Scheduler(BatchingMixin):
         for e in entries:
             job = e.job
             kq = job.context
-            e.queued = True
-            if e.stage == 0 and self._skip_late:  # (a first stage that did not run leaves its job unstarted)
-                self._watch_start(e)
             if kq != k:  # the job was moved off k (context_down) while this ran: its stage goes where it is now
                 outstanding[k] -= 1
                 backlog[k] = backlog[k] - e.est if outstanding[k] else 0.0
@@ -713,8 +707,8 @@ class Scheduler(BatchingMixin):
 
     # ------------------------------------------------------------------ bounded staleness (skip_late)
     def _watch_start(self, e: _Entry) -> None:
-        """skip_late: watch the first-stage entry ``e`` of an admitted (or re-queued, abort) job until its skip
-        time ``release + skip_late x D_i`` (D_i as frozen at release: ``abs_deadline - release``)."""
+        """skip_late: watch the first-stage entry ``e`` of an admitted job until its skip time
+        ``release + skip_late x D_i`` (D_i as frozen at release: ``abs_deadline - release``)."""
         job = e.job
         self._skip_seq += 1
         _heappush(self._skips, (job.release + self._skip_late * (job.abs_deadline - job.release), self._skip_seq, e))
@@ -724,15 +718,16 @@ class Scheduler(BatchingMixin):
         stage is still queued at its skip time ``release + skip_late x D_i <= now`` is skipped: taken out of its
         context's queue, its queued-work bookkeeping and its activity (eqs. 4-7, HPA window) released as at a
         completion, counted in ``TaskStats.skipped`` / ``PriorityStats.skipped`` (not completed, not missed) and
-        handed to the driver by :meth:`take_skipped`. A started job (a stage dispatched and not aborted) is never
-        skipped; a first stage in a dispatch is not in a queue, so a skipped job is in no queue, lane or stream."""
+        handed to the driver by :meth:`take_skipped`. A started job (its first stage dispatched once: ``Job.start``
+        set, also when that dispatch was aborted and the stage is queued again) is never skipped. An unstarted
+        job's first stage is in its context's queue, never in a dispatch: a skipped job is in no queue, lane or
+        stream afterwards."""
         skips = self._skips
         due: dict[int, list[_Entry]] = {}
         while skips and skips[0][0] <= now:
-            e = _heappop(skips)[2]
-            if e.queued:  # (else it runs, ran, or was skipped already; an abort watches it again)
-                e.queued = False
-                due.setdefault(e.job.context, []).append(e)  # queued entries are in their job's context
+            e = _heappop(skips)[2]  # (each job is watched once, from its release)
+            if e.job.start is None:  # never dispatched: queued, in its job's (current) context
+                due.setdefault(e.job.context, []).append(e)
         outstanding, backlog, queued = self._outstanding, self._backlog, self._queued
         for k, entries in due.items():
             removed = self._queues[k].discard(set(entries))

@@ -118,7 +118,7 @@ def do_dispatch(w: World, now: float) -> None:
         w.skipped = set()
     on_streams = {id(d.job) for d in w.running}
     for job in s.take_skipped():  # skip_late: never started (no stage ran, none runs), reported once
-        assert job not in w.skipped and id(job) not in on_streams
+        assert job not in w.skipped and id(job) not in on_streams and job.start is None
         assert (job.task, job.job_id) not in w.prev_finish
         assert now >= job.release + w.cfg.skip_late * (job.abs_deadline - job.release)
         w.skipped.add(job)
@@ -282,7 +282,7 @@ class OneApiRun:
             self.inflight.append(d)
         for j in s.take_skipped():  # skip_late: a job that never started ends here, once
             assert j in self.admitted and j not in self.done and j not in self.busy, "skipped twice or while running"
-            assert self.next_stage.get(j, 0) == 0, "a started job was skipped"
+            assert self.next_stage.get(j, 0) == 0 and j.start is None, "a started job was skipped"
             assert cfg.skip_late and now >= j.release + cfg.skip_late * (j.abs_deadline - j.release)
             self.done.add(j)
             self.skipped.add(j)

@@ -189,35 +189,21 @@ def test_a_started_job_is_never_skipped_it_runs_late_and_counts_as_missed() -> N
     s.complete(busy, 1.001, 1.0)
 
 
-def test_an_aborted_first_stage_leaves_the_job_unstarted_and_skippable() -> None:
+def test_an_aborted_first_stage_has_started_it_is_retried_not_skipped() -> None:
+    # a first stage lost with its worker (abort) was dispatched: its job has started, and its retry runs (the
+    # worker-fault rules bound retries) even past the skip time
     tasks = [TaskSpec("h", 0.1, HP, 2, (0.01, 0.01))]
     s = Scheduler(SchedulerConfig(Policy.STR, n_streams=1, skip_late=2.0), tasks)
     job = s.release("h", 0.0).job
     (d,) = s.dispatch(0.0)
     assert s.dispatch(0.25) == [] and s.take_skipped() == []  # past 0.2, but its first stage is in a dispatch
-    s.abort(d, 0.25)  # lost with its worker: queued again, and it is 0.25 > 0.0 + 2 x 0.1
-    assert s.dispatch(0.25) == [] and s.take_skipped() == [job]
-    assert s.outstanding_stages() == 0 and s.backlog(0) == 0.0 and s.idle_streams(0) == 1
-    assert s.task_stats()["h"].skipped == 1
-
-
-def test_an_aborted_first_stage_in_time_runs_again_and_is_watched_once_more() -> None:
-    # "long" has a tight deadline (it misses it): EDF runs it before h once it is released
-    tasks = [TaskSpec("long", 10.0, HP, 1, (1.0,), deadline=0.001), TaskSpec("h", 0.1, HP, 1, (0.01,))]
-    s = Scheduler(SchedulerConfig(Policy.STR, n_streams=1, skip_late=2.0), tasks)
-    job = s.release("h", 0.0).job
-    (d,) = s.dispatch(0.0)
-    s.abort(d, 0.05)  # re-queued at 0.05, in time
-    (again,) = s.dispatch(0.05)
-    assert again.job is job
-    s.abort(again, 0.06)  # lost once more; the long job takes the stream now
-    s.release("long", 0.06)
-    (busy,) = s.dispatch(0.06)
-    assert busy.job.task == "long"
-    assert s.dispatch(0.19) == [] and s.take_skipped() == []
-    assert s.dispatch(0.2) == [] and s.take_skipped() == [job]  # one report although it was watched three times
-    assert s.dispatch(5.0) == [] and s.take_skipped() == []
-    assert s.task_stats()["h"].skipped == 1
+    s.abort(d, 0.25)  # lost with its worker: queued again
+    (again,) = s.dispatch(0.25)
+    assert again.job is job and again.stage == 0 and s.take_skipped() == []
+    assert s.complete(again, 0.26, 0.01) == []
+    (last,) = s.dispatch(0.26)
+    (o,) = s.complete(last, 0.27, 0.01)
+    assert not o.met and s.task_stats()["h"].skipped == 0 and s.task_stats()["h"].missed == 1
 
 
 def test_a_job_moved_by_context_down_is_skipped_from_the_context_it_moved_to() -> None:
