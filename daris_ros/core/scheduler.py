@@ -435,8 +435,8 @@ class Scheduler(BatchingMixin):
         job per :class:`Dispatch`. Batching on: each takes a batch of one (model, stage) (BatchingMixin).
         Call it after every release / complete / abort, and at :meth:`next_wakeup`.
 
-        With ``skip_late`` set, jobs still waiting for their first stage at ``release + skip_late x D_i`` are
-        skipped first (:meth:`take_skipped`).
+        With ``skip_late`` set, jobs never dispatched by ``release + skip_late x D_i`` are skipped first
+        (:meth:`take_skipped`).
         """
         skips = self._skips
         if skips and skips[0][0] <= now:
@@ -714,8 +714,8 @@ class Scheduler(BatchingMixin):
         _heappush(self._skips, (job.release + self._skip_late * (job.abs_deadline - job.release), self._skip_seq, e))
 
     def _skip_due(self, now: float) -> None:
-        """skip_late (beyond the paper; docs/policy.md, "Bounded staleness under overload"): every job whose first
-        stage is still queued at its skip time ``release + skip_late x D_i <= now`` is skipped: taken out of its
+        """skip_late (beyond the paper; docs/policy.md, "Bounded staleness under overload"): every job never
+        dispatched by its skip time ``release + skip_late x D_i <= now`` is skipped: taken out of its
         context's queue, its queued-work bookkeeping and its activity (eqs. 4-7, HPA window) released as at a
         completion, counted in ``TaskStats.skipped`` / ``PriorityStats.skipped`` (not completed, not missed) and
         handed to the driver by :meth:`take_skipped`. A started job (its first stage dispatched once: ``Job.start``
@@ -731,7 +731,7 @@ class Scheduler(BatchingMixin):
         outstanding, backlog, queued = self._outstanding, self._backlog, self._queued
         for k, entries in due.items():
             removed = self._queues[k].discard(set(entries))
-            if removed != len(entries):  # (an entry marked queued must be in its job's context's queue)
+            if removed != len(entries):  # (a never-dispatched job's first stage is in its job's context's queue)
                 raise AssertionError(f"skip_late: {len(entries)} entries due in context {k}, {removed} queued")
             queued[k] -= removed
             for e in entries:
