@@ -29,6 +29,8 @@ FEASIBILITY_MODES = ("refuse", "warn")
 #: Backends that run cross-task batched stages (``batching``): in-process models the engine can stack rows for.
 BATCHING_BACKENDS = ("cpu", "str", "green")
 MAX_BATCH_SIZE = 1024
+#: The largest skip_late (deadlines after its release at which an unstarted job is skipped).
+MAX_SKIP_LATE = 1000.0
 
 
 class ConfigError(ValueError):
@@ -76,6 +78,7 @@ class SchedulerSettings:
     mret_window: int = 5
     hp_admission: bool = False
     reprobe_after: int = 100  # forget a task's MRET after this many rejected releases in a row (0: never)
+    skip_late: float = 2.0  # SchedulerConfig.skip_late: skip a job not started within this many deadlines (0: off)
     no_staging: bool = False
     no_last: bool = False
     no_prior: bool = False
@@ -230,6 +233,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         mret_window=_int(raw, "mret_window", 5),
         hp_admission=_bool(raw, "hp_admission", False),
         reprobe_after=_int(raw, "reprobe_after", 100),
+        skip_late=_float(raw, "skip_late", 2.0),
         no_staging=_bool(raw, "no_staging", False),
         no_last=_bool(raw, "no_last", False),
         no_prior=_bool(raw, "no_prior", False),
@@ -294,6 +298,9 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(s.stale_warn_periods >= 1, "stale_warn_periods", f"{s.stale_warn_periods} is not allowed: >= 1")
     _require(s.max_pixels >= 1, "max_pixels", f"{s.max_pixels} is not allowed: >= 1")
     _require(s.reprobe_after >= 0, "reprobe_after", f"{s.reprobe_after} is not allowed: >= 0 (0: never)")
+    _require(s.skip_late == 0 or 1 <= s.skip_late <= MAX_SKIP_LATE, "skip_late",
+             f"{s.skip_late} is not allowed: 0 (off) or 1..{MAX_SKIP_LATE:g} deadlines (below 1 a job that could "
+             "still meet its deadline would be skipped)")
     _require(0 <= s.mps_frame_pixels <= s.max_pixels, "mps_frame_pixels",
              f"{s.mps_frame_pixels} is not allowed: 0 (preprocess on the host) .. max_pixels ({s.max_pixels})")
     _require(-1 <= s.mps_spares <= 16, "mps_spares", f"{s.mps_spares} is not allowed: -1 (from DARIS_MPS_SPARES) "

@@ -318,6 +318,7 @@ def run_mode(name: str, mode: Mode, offered: float, up_best: float, up_same: flo
     try:
         params = mode_params(mode, sizes, args.lp_margin)
         params.update(device=args.device, cuda_graphs=not args.no_graphs, reprobe_after=args.reprobe_after,
+                      skip_late=args.skip_late,
                       afet_profile="auto")
         if args.device == "cpu":  # the same path on the cpu backend (tests; the upper baselines need a GPU)
             params["backend"] = "cpu"

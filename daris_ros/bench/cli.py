@@ -94,6 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reprobe-after", type=int, default=0,
                    help="the engine's reprobe_after (forget a task's MRET after N rejections in a row); 0, the "
                    "paper's rule, by default (the node's default is 100)")
+    p.add_argument("--skip-late", type=float, default=0.0,
+                   help="the engine's skip_late (skip a job not started within this many deadlines of its release; "
+                   "docs/policy.md); 0, the paper's rule (every admitted job runs), by default (the node's default is "
+                   "2)")
     p.add_argument("--no-graphs", action="store_true", help="eager stages instead of CUDA graphs")
     p.add_argument("--mret-source", choices=("events",), default="events",
                    help="kept for old command lines: the engine feeds MRET the backend's measured stage time "
@@ -204,7 +208,7 @@ def config_params(cfg: Config, args: argparse.Namespace, ablation: str = "") -> 
     cache = args.afet_cache or str(Path(args.out) / "afet_cache.json")
     return {"policy": policy, "backend": backend, "device": args.device, "n_contexts": nc, "n_streams": ns,
             "oversubscription": os_, "hp_admission": args.hp_admission, "cuda_graphs": not args.no_graphs,
-            "reprobe_after": args.reprobe_after, "afet_profile": "auto",
+            "reprobe_after": args.reprobe_after, "skip_late": args.skip_late, "afet_profile": "auto",
             # the cache is keyed by model, not by staging: a merged (No Staging) model is profiled every time
             "afet_cache": "" if flags["no_staging"] else cache,
             "mps_pipe_directory": args.mps_pipe_dir, **flags}

@@ -1,7 +1,14 @@
-"""Accounting: released / admitted / rejected / completed / missed, DMR, response times, JPS.
+"""Accounting: released / admitted / rejected / completed / missed / skipped, DMR, response times, JPS.
 
 A job misses when its last stage finishes after ``release + D_i``. DMR = missed / admitted
 ("the ratio of missed deadlines to accepted jobs", section VI), per task and per priority.
+
+Beyond the paper (``SchedulerConfig.skip_late``, docs/policy.md "Bounded staleness under overload"): an
+admitted job that had not started ``skip_late`` x D_i after its release is *skipped*: never run, counted in
+``skipped``, neither completed nor missed. Its deadline is lost all the same (``skip_late >= 1``: it could
+not have been met), so the DMR counts it: DMR = (missed + skipped) / admitted. Every admitted job ends once,
+completed or skipped: ``admitted = completed + skipped + in flight``. With skipping off ``skipped`` is 0 and
+the DMR is the paper's.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ class Counters:
     completed: int = 0
     missed: int = 0
     migrations: int = 0
+    skipped: int = 0  # admitted, never started: dropped by the skip_late rule (neither completed nor missed)
     response_times: ResponseTimes = field(default_factory=new_response_times)
 
     @property
@@ -70,7 +78,18 @@ class Counters:
 
     @property
     def dmr(self) -> float:
-        return deadline_miss_rate(self.missed, self.admitted)
+        """(missed + skipped) / admitted: a skipped job lost its deadline too (0 skipped: the paper's DMR)."""
+        return deadline_miss_rate(self.missed + self.skipped, self.admitted)
+
+    @property
+    def skip_rate(self) -> float:
+        """skipped / admitted: the share of admitted jobs dropped unstarted by the skip_late rule."""
+        return self.skipped / self.admitted if self.admitted else 0.0
+
+    @property
+    def finished(self) -> int:
+        """Jobs that ended: completed (met or missed) or skipped; admitted - finished are in flight."""
+        return self.completed + self.skipped
 
     @property
     def completed_dmr(self) -> float:
@@ -112,7 +131,7 @@ class TaskStats(Counters):
     def copy(self) -> TaskStats:
         return TaskStats(
             self.released, self.admitted, self.rejected, self.completed, self.missed, self.migrations,
-            _copy_times(self.response_times), self.name, self.priority,
+            self.skipped, _copy_times(self.response_times), self.name, self.priority,
         )
 
 
@@ -125,5 +144,5 @@ class PriorityStats(Counters):
     def copy(self) -> PriorityStats:
         return PriorityStats(
             self.released, self.admitted, self.rejected, self.completed, self.missed, self.migrations,
-            _copy_times(self.response_times), self.priority,
+            self.skipped, _copy_times(self.response_times), self.priority,
         )

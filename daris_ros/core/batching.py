@@ -22,6 +22,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from heapq import heapify
 from heapq import heappop as _heappop
 from heapq import heappush as _heappush
 from typing import Any, Generic, TypeVar
@@ -420,6 +421,24 @@ class BatchQueue(Generic[T]):
         self._late.clear()
         self._n = 0
         return [(e[0], e[6]) for e in every]
+
+    def discard(self, items: set[T]) -> int:
+        """Remove the entries whose item is in ``items`` (compared by hash/identity) from every key's heaps, late
+        ones included; the others keep their order. Returns how many were removed. O(n) over the keys of the
+        items: for rare removals (``skip_late``)."""
+        removed = 0
+        for key in {self._key_of(item) for item in items}:
+            for heaps in (self._heaps, self._late):
+                heap = heaps.get(key)
+                if not heap:
+                    continue
+                kept = [e for e in heap if e[6] not in items]
+                if len(kept) != len(heap):
+                    removed += len(heap) - len(kept)
+                    heapify(kept)
+                    heap[:] = kept  # (in place: heap(key) / late_heap(key) hand out these lists)
+        self._n -= removed
+        return removed
 
     def key_len(self, key: Hashable) -> int:
         return len(self._heaps.get(key, ())) + len(self._late.get(key, ()))

@@ -40,6 +40,11 @@ class SchedulerConfig:
     time (the predicted finish of its last dispatch) minus ``ahead_lead`` seconds; that dispatch is checked
     against its virtual deadline(s) as if it started at that time (0 = a stage is dispatched only to an idle
     stream, the paper's rule). It works with batching on and off (docs/policy.md).
+
+    ``skip_late`` (beyond the paper; docs/policy.md "Bounded staleness under overload"): with it set to
+    x >= 1, a job whose first stage has not been dispatched by ``release + x * D_i`` is skipped at the next
+    ``dispatch`` instead of run (``Scheduler.take_skipped``, ``TaskStats.skipped``), so a task's backlog and
+    the age of its results stay bounded when the device falls behind. None or 0: off, the paper's behaviour.
     """
 
     policy: Policy = Policy.MPS
@@ -58,6 +63,7 @@ class SchedulerConfig:
     batching: BatchingConfig | None = None  # cross-task stage batching (opt-in; docs/policy.md)
     launch_ahead: int = 0  # dispatches a busy stream may hold queued behind its running one (0: off)
     ahead_lead: float = 0.001  # s before a busy stream's predicted free time that its next dispatch is formed
+    skip_late: float | None = None  # skip a job not started by release + skip_late x D_i (None / 0: off; >= 1)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", Policy.parse(self.policy))
@@ -72,6 +78,10 @@ class SchedulerConfig:
             raise ValueError(f"launch_ahead must be an int >= 0 (dispatches), got {self.launch_ahead!r}")
         if not math.isfinite(self.ahead_lead) or self.ahead_lead < 0:
             raise ValueError(f"ahead_lead must be >= 0 seconds, got {self.ahead_lead!r}")
+        if self.skip_late is not None and (isinstance(self.skip_late, bool) or not isinstance(
+                self.skip_late, int | float) or not (self.skip_late == 0 or 1 <= self.skip_late < math.inf)):
+            raise ValueError(f"skip_late must be None, 0 (off) or a finite number >= 1 (deadlines), "
+                             f"got {self.skip_late!r}")
         if not math.isfinite(self.oversubscription) or self.oversubscription < 1.0:
             raise ValueError(f"oversubscription must be >= 1, got {self.oversubscription!r}")
 

@@ -16,7 +16,10 @@ Choices the paper leaves open (see docs/policy.md):
 
 * A job stays in the context it was admitted to for all its stages; migration moves the task, so
   later jobs go to the new context ("zero-delay migration").
-* A job whose deadline has already passed keeps running (soft real time) and counts as missed.
+* A job whose deadline has already passed keeps running (soft real time) and counts as missed; only
+  with ``skip_late`` set (beyond the paper) is a job that has not *started* by ``release + skip_late x D_i``
+  skipped instead (docs/policy.md, "Bounded staleness under overload"): checked at ``dispatch``, reported
+  by ``take_skipped``, counted in ``TaskStats.skipped``. A started job is never skipped.
 * Job ids count releases per task from 0; a rejected release consumes an id too.
 * An LP task is active in context k while it has at least one released-but-unfinished job there;
   while active it contributes its current u_i (which follows MRET) to U^{l,a}_k.
@@ -204,6 +207,12 @@ class Scheduler(BatchingMixin):
         self._windows: list[tuple[float, int, Job, _TaskState]] = []  # HPA: heap by absolute deadline
         self._window_state: dict[Job, int] = {}
         self._window_seq = 0
+        # skip_late (beyond the paper): (skip time, seq, first-stage entry) of admitted jobs, a heap; the jobs
+        # skipped since the last take_skipped
+        self._skip_late = float(config.skip_late or 0.0)
+        self._skips: list[tuple[float, int, _Entry]] = []
+        self._skip_seq = 0
+        self._skipped_jobs: list[Job] = []
 
         # offline phase: Algorithm 1 on u_i = afet_i / T_i (eq. 10)
         states: list[_TaskState] = []
@@ -294,16 +303,17 @@ class Scheduler(BatchingMixin):
             else:
                 states[job] = _EXPIRED
 
-    def _enqueue(self, job: Job, stage: int, delayed: bool, st: _TaskState) -> None:
+    def _enqueue(self, job: Job, stage: int, delayed: bool, st: _TaskState) -> _Entry:
         level = self._levels[job.priority][stage == job.n_stages - 1][delayed]
         est = st.mret.stage(stage)
         k = job.context
-        self._queues[k].push(level, job.stage_deadlines[stage], job.release, job.task, job.job_id,
-                             _Entry(job, stage, level, est, st, job.release))
+        e = _Entry(job, stage, level, est, st, job.release)
+        self._queues[k].push(level, job.stage_deadlines[stage], job.release, job.task, job.job_id, e)
         self._queued[k] += 1
         self._backlog[k] += est
         self._outstanding[k] += 1
         self._ready.add(k)
+        return e
 
     # ------------------------------------------------------------------ events
     def release(self, task: str, now: float) -> ReleaseDecision:
@@ -380,7 +390,9 @@ class Scheduler(BatchingMixin):
             self._window_seq += 1
             _heappush(self._windows, (job.abs_deadline, self._window_seq, job, st))
             self._window_state[job] = _OPEN
-        self._enqueue(job, 0, False, st)
+        e = self._enqueue(job, 0, False, st)
+        if self._skip_late:
+            self._watch_start(e)
         return new_release_decision(True, job, k, migrated_from, reason, job_id)
 
     def _rejected(self, st: _TaskState) -> None:
@@ -422,7 +434,13 @@ class Scheduler(BatchingMixin):
         Batching off: each idle stream takes the head of its context's eight-level queue (EDF inside), one
         job per :class:`Dispatch`. Batching on: each takes a batch of one (model, stage) (BatchingMixin).
         Call it after every release / complete / abort, and at :meth:`next_wakeup`.
+
+        With ``skip_late`` set, jobs never dispatched by ``release + skip_late x D_i`` are skipped first
+        (:meth:`take_skipped`).
         """
+        skips = self._skips
+        if skips and skips[0][0] <= now:
+            self._skip_due(now)
         if self._batching is not None:
             return self._batched_dispatch(now)
         ready = self._ready
@@ -660,15 +678,7 @@ class Scheduler(BatchingMixin):
             self._ready.add(kq)
             return None
         # last stage: the job is finished
-        if job in self._window_state:  # HPA: the job keeps its utilization until its deadline
-            self.expire(now)
-            if self._window_state[job] == _EXPIRED:
-                del self._window_state[job]
-                self._release_activity(st, job.context)
-            else:
-                self._window_state[job] = _DONE
-        else:
-            self._release_activity(st, job.context)
+        self._job_ended(job, st, now)
         response = now - job.release
         met = now <= job.abs_deadline
         ts = self._stats[job.task]
@@ -681,6 +691,68 @@ class Scheduler(BatchingMixin):
         ts.response_times.append(response)
         ps.response_times.append(response)
         return new_job_outcome(job, now, response, met)
+
+    def _job_ended(self, job: Job, st: _TaskState, now: float) -> None:
+        """``job`` finished or was skipped at ``now``: it stops counting as active in its context (eq. 7), or
+        under HPA when its window closes (its absolute deadline), whichever is later."""
+        if job in self._window_state:  # HPA: the job keeps its utilization until its deadline
+            self.expire(now)
+            if self._window_state[job] == _EXPIRED:
+                del self._window_state[job]
+                self._release_activity(st, job.context)
+            else:
+                self._window_state[job] = _DONE
+        else:
+            self._release_activity(st, job.context)
+
+    # ------------------------------------------------------------------ bounded staleness (skip_late)
+    def _watch_start(self, e: _Entry) -> None:
+        """skip_late: watch the first-stage entry ``e`` of an admitted job until its skip time
+        ``release + skip_late x D_i`` (D_i as frozen at release: ``abs_deadline - release``)."""
+        job = e.job
+        self._skip_seq += 1
+        _heappush(self._skips, (job.release + self._skip_late * (job.abs_deadline - job.release), self._skip_seq, e))
+
+    def _skip_due(self, now: float) -> None:
+        """skip_late (beyond the paper; docs/policy.md, "Bounded staleness under overload"): every job never
+        dispatched by its skip time ``release + skip_late x D_i <= now`` is skipped: taken out of its
+        context's queue, its queued-work bookkeeping and its activity (eqs. 4-7, HPA window) released as at a
+        completion, counted in ``TaskStats.skipped`` / ``PriorityStats.skipped`` (not completed, not missed) and
+        handed to the driver by :meth:`take_skipped`. A started job (its first stage dispatched once: ``Job.start``
+        set, also when that dispatch was aborted and the stage is queued again) is never skipped. An unstarted
+        job's first stage is in its context's queue, never in a dispatch: a skipped job is in no queue, lane or
+        stream afterwards."""
+        skips = self._skips
+        due: dict[int, list[_Entry]] = {}
+        while skips and skips[0][0] <= now:
+            e = _heappop(skips)[2]  # (each job is watched once, from its release)
+            if e.job.start is None:  # never dispatched: queued, in its job's (current) context
+                due.setdefault(e.job.context, []).append(e)
+        outstanding, backlog, queued = self._outstanding, self._backlog, self._queued
+        for k, entries in due.items():
+            removed = self._queues[k].discard(set(entries))
+            if removed != len(entries):  # (a never-dispatched job's first stage is in its job's context's queue)
+                raise AssertionError(f"skip_late: {len(entries)} entries due in context {k}, {removed} queued")
+            queued[k] -= removed
+            for e in entries:
+                left = outstanding[k] - 1
+                outstanding[k] = left
+                backlog[k] = backlog[k] - e.est if left else 0.0
+                job = e.job
+                self._job_ended(job, e.state, now)
+                self._stats[job.task].skipped += 1
+                self._pstats[job.priority].skipped += 1
+                self._skipped_jobs.append(job)
+
+    def take_skipped(self) -> list[Job]:
+        """The jobs skipped (``skip_late``) since the last call, in the order they were skipped; the driver drops
+        what it holds for them (a skipped job has no result). Always empty with ``skip_late`` off. A driver that
+        sets ``skip_late`` calls this after ``dispatch`` (the list grows until it does)."""
+        out = self._skipped_jobs
+        if not out:
+            return []
+        self._skipped_jobs = []
+        return out
 
     # ------------------------------------------------------------------ task set changes
     def add_task(self, spec: TaskSpec) -> None:

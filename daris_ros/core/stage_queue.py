@@ -27,6 +27,7 @@ missed-predecessor raise, ``no_fixed`` puts every stage in level 0 (plain EDF, n
 from __future__ import annotations
 
 from collections.abc import Iterator
+from heapq import heapify
 from heapq import heappop as _heappop
 from heapq import heappush as _heappush
 from typing import Generic, TypeVar
@@ -112,6 +113,16 @@ class StageQueue(Generic[T]):
         entries = sorted(self._heap, key=lambda e: e[:6])
         self._heap = []
         return [(e[0], e[6]) for e in entries]
+
+    def discard(self, items: set[T]) -> int:
+        """Remove the entries whose item is in ``items`` (compared by hash/identity); the others keep their
+        order. Returns how many were removed. O(n): for rare removals (``skip_late``)."""
+        kept = [e for e in self._heap if e[6] not in items]
+        removed = len(self._heap) - len(kept)
+        if removed:
+            heapify(kept)
+            self._heap = kept
+        return removed
 
     def level_len(self, level: int) -> int:
         return sum(1 for e in self._heap if e[0] == level)

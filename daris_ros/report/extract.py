@@ -117,6 +117,7 @@ class TaskSnapshot:
     #: newer TaskStats fields (None in bags of nodes that do not publish them)
     pending: int | None = None
     drop_reasons: dict[str, int] | None = None
+    skipped: int | None = None  # admitted jobs skipped unstarted (skip_late)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +232,7 @@ def task_snapshot(m: Any) -> TaskSnapshot:
         dropped=int(m.dropped), migrations=int(m.migrations), jps=float(m.jps), miss_rate=float(m.miss_rate),
         response_p50=float(m.response_p50), response_p99=float(m.response_p99),
         response_max=float(m.response_max), mret=float(m.mret), pending=_optional_int(m, "pending"),
-        drop_reasons=_drop_reasons(m),
+        drop_reasons=_drop_reasons(m), skipped=_optional_int(m, "skipped"),
     )
 
 

@@ -16,11 +16,13 @@ Where each number comes from:
 - **from the input side** (when known): frames published per camera topic (``daris_ros.replay``
   metadata of a ``daris-replay`` bag) and recorded camera headers (stamp check).
 
-Definitions: DMR = missed / admitted (the paper's "missed deadlines to accepted jobs"; missed / completed
+Definitions: DMR = (missed + skipped) / admitted (the paper's "missed deadlines to accepted jobs"; a job
+skipped unstarted under overload, ``skip_late``, lost its deadline too and has no result; missed / completed
 when the bag has no stats); JPS = completed / window, where the window runs from the first release to
-the last finish over all results of the run (the same window for every task); ``in_flight`` = admitted
-- completed (node counters); ``pending`` = 0 or 1 (a frame no release has taken yet). Every frame the
-node received ends in exactly one of: met, missed, rejected, superseded, dropped, in flight, pending.
+the last finish over all results of the run (the same window for every task); ``skipped`` is the node's
+count (0 in bags of nodes that do not publish it); ``in_flight`` = admitted - completed - skipped (node
+counters); ``pending`` = 0 or 1 (a frame no release has taken yet). Every frame the node received ends in
+exactly one of: met, missed, skipped, rejected, superseded, dropped, in flight, pending.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class TaskFigures:
     migrations: int | None = None
     node_completed: int | None = None
     node_missed: int | None = None
+    skipped: int | None = None
     in_flight: int | None = None
     pending: int | None = None
     drop_reasons: dict[str, int] = field(default_factory=dict)
@@ -110,6 +113,7 @@ class PriorityFigures:
     rejected: int | None = None
     stale: int | None = None
     dropped: int | None = None
+    skipped: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +218,8 @@ def _apply_counters(f: TaskFigures, snapshots: Sequence[TaskSnapshot]) -> None:
     f.stale_total = last.stale
     f.stale = active_stale(snapshots)
     f.node_completed, f.node_missed = last.completed, last.missed
-    f.in_flight = last.admitted - last.completed
+    f.skipped = last.skipped or 0
+    f.in_flight = last.admitted - last.completed - f.skipped
     f.pending = last.pending if last.pending is not None else (
         last.frames - last.released - last.superseded - last.dropped)
     f.drop_reasons = dict(last.drop_reasons) if last.drop_reasons else {}
@@ -241,7 +246,7 @@ def task_figures(name: str, results: Sequence[ResultRecord], stats: Sequence[Sta
     if snapshots:
         _apply_counters(f, snapshots)
     denominator = f.admitted if f.admitted is not None else f.completed
-    f.dmr = f.missed / denominator if denominator else 0.0
+    f.dmr = (f.missed + (f.skipped or 0)) / denominator if denominator else 0.0
     if f.topic:
         counts = input_counts(run)
         topic = _abs_topic(f.topic)
@@ -264,10 +269,10 @@ def priority_figures(priority: str, tasks: Sequence[TaskFigures], results: Seque
     p.met = p.completed - p.missed
     p.response = ResponseFigures.of([r.response_time for r in results])
     p.jps = p.completed / window_s if window_s > 0 else 0.0
-    for name in ("frames", "superseded", "released", "admitted", "rejected", "stale", "dropped"):
+    for name in ("frames", "superseded", "released", "admitted", "rejected", "stale", "dropped", "skipped"):
         setattr(p, name, _sum_opt(getattr(t, name) for t in tasks) if tasks else 0)
     denominator = p.admitted if p.admitted is not None else p.completed
-    p.dmr = p.missed / denominator if denominator else 0.0
+    p.dmr = (p.missed + (p.skipped or 0)) / denominator if denominator else 0.0
     return p
 
 
@@ -290,16 +295,17 @@ def task_checks(f: TaskFigures) -> list[Check]:
                       f"{f.frames} = {f.released} + {f.superseded} + {f.dropped} + {f.pending}"))
     out.append(_check("released = admitted + rejected", t, f.released == f.admitted + f.rejected,
                       f"{f.released} = {f.admitted} + {f.rejected}"))
-    out.append(_check("admitted = completed + in flight", t, f.in_flight >= 0,
-                      f"{f.admitted} = {f.node_completed} + {f.in_flight}"))
+    out.append(_check("admitted = completed + skipped + in flight", t, f.in_flight >= 0,
+                      f"{f.admitted} = {f.node_completed} + {f.skipped} + {f.in_flight}"))
     out.append(_check("results recorded = completed (node)", t, f.completed == f.node_completed,
                       f"{f.completed} recorded, node completed {f.node_completed}"))
     out.append(_check("missed results = missed (node)", t, f.missed == f.node_missed,
                       f"{f.missed} recorded, node missed {f.node_missed}"))
-    outcome = f.met + f.missed + f.rejected + f.superseded + f.dropped + f.in_flight + f.pending
+    skipped = f.skipped or 0
+    outcome = f.met + f.missed + skipped + f.rejected + f.superseded + f.dropped + f.in_flight + f.pending
     accounted = outcome == f.frames and f.pending in (0, 1) and f.in_flight >= 0
-    out.append(_check("frames = met + missed + rejected + superseded + dropped + in flight + pending", t,
-                      accounted, f"{f.frames} = {f.met} + {f.missed} + {f.rejected} + {f.superseded} "
+    out.append(_check("frames = met + missed + skipped + rejected + superseded + dropped + in flight + pending", t,
+                      accounted, f"{f.frames} = {f.met} + {f.missed} + {skipped} + {f.rejected} + {f.superseded} "
                       f"+ {f.dropped} + {f.in_flight} + {f.pending}"))
     if f.input_frames is None:
         out.append(_check("frames received = frames published", t, None, "input counts unknown"))

@@ -64,10 +64,10 @@ def priority_table(figures: RunFigures) -> Table:
 
 
 def accounting_table(figures: RunFigures) -> Table:
-    t = Table(["task", "published", "received", "met", "missed", "rejected", "superseded", "dropped",
+    t = Table(["task", "published", "received", "met", "missed", "skipped", "rejected", "superseded", "dropped",
                "in flight", "pending", "accounted", "stale periods"])
     for f in figures.tasks.values():
-        parts = [f.met, f.missed, f.rejected, f.superseded, f.dropped, f.in_flight, f.pending]
+        parts = [f.met, f.missed, f.skipped, f.rejected, f.superseded, f.dropped, f.in_flight, f.pending]
         total = sum(p for p in parts if p is not None) if all(p is not None for p in parts) else None
         ok = "-" if total is None or f.frames is None else ("yes" if total == f.frames else f"NO ({total})")
         t.add(f.task, fmt(f.input_frames), fmt(f.frames), *(fmt(p) for p in parts), ok, fmt(f.stale))

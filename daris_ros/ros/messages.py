@@ -95,6 +95,7 @@ class TaskRow:
     frame_age_over_period: int = 0  # releases whose frame was older than the period
     intake_lag_mean: float = 0.0  # arrival - image stamp (transport and executor delay)
     intake_lag_max: float = 0.0
+    skipped: int = 0  # admitted jobs skipped unstarted (skip_late: not started within x deadlines); in miss_rate
 
 
 def task_stats_msg(row: TaskRow) -> TaskStats:
@@ -118,6 +119,7 @@ def task_stats_msg(row: TaskRow) -> TaskStats:
     m.frame_age_last, m.frame_age_mean, m.frame_age_max = row.frame_age_last, row.frame_age_mean, row.frame_age_max
     m.frame_age_over_period = row.frame_age_over_period
     m.intake_lag_mean, m.intake_lag_max = row.intake_lag_mean, row.intake_lag_max
+    m.skipped = row.skipped
     return m
 
 
@@ -132,10 +134,11 @@ def priority_stats_msg(priority: str, rows: list[TaskRow], pct: Mapping[str, flo
     m.rejected = sum(r.rejected for r in rows)
     m.completed = sum(r.completed for r in rows)
     m.missed = sum(r.missed for r in rows)
+    m.skipped = sum(r.skipped for r in rows)
     m.stale = sum(r.stale for r in rows)
     m.dropped = sum(r.dropped for r in rows)
     m.jps = float(sum(r.jps for r in rows))
-    m.miss_rate = m.missed / m.admitted if m.admitted else 0.0
+    m.miss_rate = (m.missed + m.skipped) / m.admitted if m.admitted else 0.0  # a skipped job lost its deadline
     m.response_p50, m.response_p99, m.response_max = _nz(pct["p50"]), _nz(pct["p99"]), _nz(pct["max"])
     return m
 
@@ -207,18 +210,24 @@ class DiagnosticThresholds:
 
 
 def task_diagnostic(node: str, hardware_id: str, row: TaskRow, period_delta: Mapping[str, int],
-                    th: DiagnosticThresholds) -> DiagnosticStatus:
+                    th: DiagnosticThresholds, skip_late: float = 0.0) -> DiagnosticStatus:
     """One DiagnosticStatus per task. ``period_delta`` holds counter increases since the last report.
 
     A silent camera ("stale: no new frame") is told apart from a node that cannot keep up: releases the engine
-    passed over because it ran late, and frames older than a period when a release took them."""
+    passed over because it ran late, frames older than a period when a release took them, and jobs skipped
+    because they had not started within ``skip_late`` deadlines (bounded staleness under overload)."""
     problems: list[tuple[int, str]] = []
     if row.priority == "HP" and row.missed > 0:
         problems.append((DiagnosticStatus.ERROR, f"{row.missed} HP deadline misses"))
-    if row.miss_rate >= th.miss_rate_error and row.missed > 0:
+    lost = row.missed + row.skipped  # the miss rate counts skipped jobs as lost deadlines
+    if row.miss_rate >= th.miss_rate_error and lost > 0:
         problems.append((DiagnosticStatus.ERROR, f"miss rate {row.miss_rate:.1%}"))
-    elif row.miss_rate >= th.miss_rate_warn and row.missed > 0:
+    elif row.miss_rate >= th.miss_rate_warn and lost > 0:
         problems.append((DiagnosticStatus.WARN, f"miss rate {row.miss_rate:.1%}"))
+    skipped_jobs = period_delta.get("skipped", 0)
+    if skipped_jobs > 0:
+        problems.append((DiagnosticStatus.WARN, f"{skipped_jobs} jobs skipped: not started within {skip_late:g} "
+                                                "deadlines (overload)"))
     stale = period_delta.get("stale", 0)
     if stale >= th.stale_warn_periods and period_delta.get("released", 0) == 0:
         problems.append((DiagnosticStatus.WARN, "stale: no new frame on " + row.topic))
@@ -251,6 +260,7 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, period_delta: Map
         _kv("context", row.context), _kv("frames", row.frames), _kv("superseded", row.superseded),
         _kv("released", row.released), _kv("admitted", row.admitted),
         _kv("rejected", row.rejected), _kv("completed", row.completed), _kv("missed", row.missed),
+        _kv("skipped", row.skipped),
         _kv("miss_rate", row.miss_rate), _kv("stale", row.stale), _kv("dropped", row.dropped),
         _kv("pending", row.pending), _kv("frame_id_changes", row.frame_id_changes),
         _kv("jps", row.jps), _kv("response_p99_ms", _nz(row.p99) * 1e3), _kv("mret_ms", _nz(row.mret) * 1e3),

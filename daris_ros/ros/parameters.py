@@ -51,6 +51,12 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "its measured MRETs (eq. 1) and, if LP, its next release is admitted as a probe without eq. 12, so "
               "a task rejected on stale or inflated estimates is measured again (at most one job in "
               "reprobe_after + 1; 0: never, the paper's behaviour).", int_range=(0, 1 << 30)),
+    ParamSpec("skip_late", 2.0, "Beyond the paper, bounded staleness under overload: a job that has not started "
+              "within this many deadlines of its release (release + skip_late x D_i) is skipped instead of run: no "
+              "result, counted as skipped in TaskStats and /diagnostics (WARN), and as a lost deadline in the miss "
+              "rate, so a task's backlog and the age of its results stay bounded when the device falls behind (a "
+              "slower clock, another process on the GPU). A started job always finishes. 0: off (the paper's "
+              "behaviour: every admitted job runs, however late); else 1..1000.", float_range=(0.0, 1000.0)),
     ParamSpec("no_staging", False, "Ablation: run each DNN as one stage (section VI-F)."),
     ParamSpec("no_last", False, "Ablation: do not raise the priority of a task's last stage."),
     ParamSpec("no_prior", False, "Ablation: do not raise a stage whose predecessor missed its virtual "

@@ -326,7 +326,7 @@ class SchedulerNode(Node):
                 drop_reasons=tuple(sorted(counters.dropped.items())), releases_skipped=counters.releases_skipped,
                 frame_age_last=counters.age_last, frame_age_mean=counters.age_mean, frame_age_max=counters.age_max,
                 frame_age_over_period=counters.age_over_period, intake_lag_mean=counters.lag_mean,
-                intake_lag_max=counters.lag_max))
+                intake_lag_max=counters.lag_max, skipped=ts.skipped))
         self._pstats = {p.name: {"p50": ps.p50, "p99": ps.p99, "max": ps.max_response}
                         for p, ps in snap.priorities.items()}
         return rows
@@ -402,13 +402,14 @@ class SchedulerNode(Node):
         statuses = []
         for r in rows:
             st = self._tasks[r.task]
-            now_counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected,
+            now_counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected, "skipped": r.skipped,
                           "dropped": r.dropped, "frame_id_changes": r.frame_id_changes,
                           "releases_skipped": r.releases_skipped, "frame_age_over_period": r.frame_age_over_period,
                           **{f"dropped.{k}": v for k, v in r.drop_reasons}}
             delta = {k: v - st.last_report.get(k, 0) for k, v in now_counts.items()}
             st.last_report = now_counts
-            statuses.append(task_diagnostic(node, self.settings.device, r, delta, self._thresholds))
+            statuses.append(task_diagnostic(node, self.settings.device, r, delta, self._thresholds,
+                                            skip_late=self.settings.skip_late))
         faults = self.engine.faults.worker_faults
         statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses,
                                                 new_worker_faults=faults - self._last_worker_faults,

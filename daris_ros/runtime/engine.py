@@ -111,6 +111,7 @@ def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularit
         mret_window=s.mret_window, hp_admission=s.hp_admission, reprobe_after=s.reprobe_after,
         no_staging=s.no_staging, no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed,
         batching=batching_config(s), launch_ahead=s.launch_ahead, ahead_lead=s.ahead_lead,
+        skip_late=s.skip_late or None,
     )
 
 
@@ -467,6 +468,9 @@ class Engine:
             dispatches = core.dispatch(now if not finished else clock())
             if dispatches:
                 self._launch(dispatches)
+            skipped = core.take_skipped()
+            if skipped:
+                self._drop_skipped(skipped)
             stats.iterations += 1
             stats.busy_cpu += cpu_clock() - c0
             # sleep until the next release, the core's next wake-up, a completion (notify) or a command
@@ -719,6 +723,18 @@ class Engine:
                         run.error = f"post-processing failed: {type(exc).__name__}: {exc}"
             for (o, run), payload in zip(members, payloads, strict=True):
                 self._deliver(o, run, payload)
+
+    def _drop_skipped(self, jobs: list[Any]) -> None:
+        """Jobs the core skipped unstarted (``skip_late``, docs/policy.md "Bounded staleness under overload"): their
+        frames are let go and no result is published, as for a rejected release; the core counts them
+        (``TaskStats.skipped``, the node's /diagnostics WARN). (Jobs skipped by a dispatch outside the loop's, at a
+        worker fault, are dropped at the loop's next turn.)"""
+        for job in jobs:
+            run = self._jobs.pop(job, None)
+            if run is not None:
+                if run.error or run.retries:
+                    self._troubled -= 1
+                run.source = None
 
     def _postprocess(self, kind: str, output: Any, rows: list[int]) -> list[Any]:
         if kind == "segmentation":

@@ -8,7 +8,8 @@ the dispatches started together see the same GPU state). One loop serves batchin
 dispatch is one model stage for 1..n jobs. A dispatch queued behind another on its stream
 (``Dispatch.behind``, ``launch_ahead``) starts when that one completes, and its time is drawn then.
 Releases of task i happen at ``phase_i + k * T_i`` for every k with a time below ``duration``;
-afterwards the run drains, so every admitted job finishes. Randomness comes from ``random.Random``
+afterwards the run drains, so every admitted job ends: it completes, or (``scheduler.skip_late``, docs/policy.md
+"Bounded staleness under overload") it is skipped unstarted at a ``dispatch``. Randomness comes from ``random.Random``
 instances seeded from the scenario seed only: the same seed gives the same result.
 """
 
@@ -71,8 +72,9 @@ class SimResult:
 
 
 Observer = Callable[[str, float, object], None]
-"""Optional hook ``observer(kind, now, payload)``: 'release' (ReleaseDecision), 'dispatch' (Dispatch) or
-'complete' ((Dispatch, [JobOutcome])), the outcomes of the jobs that finished with it."""
+"""Optional hook ``observer(kind, now, payload)``: 'release' (ReleaseDecision), 'dispatch' (Dispatch),
+'complete' ((Dispatch, [JobOutcome])), the outcomes of the jobs that finished with it, or 'skip' (Job): a job
+skipped unstarted (``skip_late``; its stats are ``TaskStats.skipped``)."""
 
 
 class Simulation:
@@ -135,6 +137,7 @@ class Simulation:
         heappush, heappop = heapq.heappush, heapq.heappop
         exec_time = self.exec_model.exec_time
         complete, release, dispatch, next_wakeup = sched.complete, sched.release, sched.dispatch, sched.next_wakeup
+        take_skipped = sched.take_skipped
         woken: set[float] = set()
         events = dispatches = completed_in_horizon = 0
         now = 0.0
@@ -177,6 +180,10 @@ class Simulation:
                 else:
                     woken.discard(now)
             started = dispatch(now)
+            skipped = take_skipped()  # skip_late: jobs dropped unstarted (counted by the core; nothing to run)
+            if skipped and observer is not None:
+                for job in skipped:
+                    observer("skip", now, job)
             wake = next_wakeup()
             if wake is not None and wake > now and wake not in woken:
                 woken.add(wake)

@@ -11,7 +11,7 @@ from daris_ros.core import Priority, PriorityStats, TaskStats
 from daris_ros.core.accounting import Counters
 from daris_ros.sim.engine import SimResult
 
-_COLUMNS = ("class", "released", "admitted", "rejected", "completed", "missed", "DMR%", "migr",
+_COLUMNS = ("class", "released", "admitted", "rejected", "completed", "missed", "skipped", "DMR%", "migr",
             "p50 ms", "p99 ms", "max ms")
 
 
@@ -24,6 +24,7 @@ def combine(stats: Iterable[Counters]) -> PriorityStats:
         out.rejected += s.rejected
         out.completed += s.completed
         out.missed += s.missed
+        out.skipped += s.skipped
         out.migrations += s.migrations
         out.response_times.extend(s.response_times)
     return out
@@ -35,7 +36,7 @@ def _ms(x: float) -> str:
 
 def _row(label: str, s: Counters) -> list[str]:
     return [label, str(s.released), str(s.admitted), str(s.rejected), str(s.completed), str(s.missed),
-            f"{100.0 * s.dmr:.2f}", str(s.migrations), _ms(s.p50), _ms(s.p99), _ms(s.max_response)]
+            str(s.skipped), f"{100.0 * s.dmr:.2f}", str(s.migrations), _ms(s.p50), _ms(s.p99), _ms(s.max_response)]
 
 
 def _render(rows: list[list[str]]) -> str:
@@ -80,6 +81,7 @@ def stats_to_dict(s: Counters) -> dict[str, Any]:
         "rejected": s.rejected,
         "completed": s.completed,
         "missed": s.missed,
+        "skipped": s.skipped,  # skip_late: admitted, never started (the DMR counts them with the missed)
         "migrations": s.migrations,
         "dmr": s.dmr,
         "response_p50": num(s.p50),

@@ -114,6 +114,8 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float,
             "published": (published or {}).get(t.name, 0), "frames": int(st.frames) if st else 0,
             "released": int(st.released) if st else 0, "rejected": int(st.rejected) if st else 0,
             "stale": int(st.stale) if st else 0, "dropped": int(st.dropped) if st else 0,
+            # skip_late: admitted, never started (overload), no result: a lost deadline the results cannot show
+            "skipped": int(st.skipped) if st else 0,
         })
     samples = [r for res in data.results.values() for r in res]
     overhead = [r.e2e - r.sampling_wait - r.exec_time for r in samples]
@@ -140,13 +142,13 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float,
 
 def format_table(summary: dict[str, Any]) -> str:
     hdr = (f"{'task':<14}{'prio':<5}{'rate':>6}{'sent':>6}{'recv':>6}{'released':>9}{'done':>6}{'JPS':>7}{'missed':>7}"
-           f"{'miss%':>7}{'p50 ms':>8}{'p99 ms':>8}{'rejected':>9}{'stale':>6}")
+           f"{'miss%':>7}{'p50 ms':>8}{'p99 ms':>8}{'rejected':>9}{'skipped':>8}{'stale':>6}")
     lines = [hdr, "-" * len(hdr)]
     for r in summary["tasks"]:
         lines.append(f"{r['task']:<14}{r['priority']:<5}{r['rate_hz']:>6.1f}{r['published']:>6}{r['frames']:>6}"
                      f"{r['released']:>9}"
                      f"{r['completed']:>6}{r['jps']:>7.1f}{r['missed']:>7}{r['miss_rate'] * 100:>7.1f}"
-                     f"{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['rejected']:>9}{r['stale']:>6}")
+                     f"{r['p50_ms']:>8.1f}{r['p99_ms']:>8.1f}{r['rejected']:>9}{r['skipped']:>8}{r['stale']:>6}")
     p = summary["ros_path"]
     lines += [
         "-" * len(hdr),

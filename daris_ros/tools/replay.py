@@ -414,8 +414,9 @@ def drained(stats: Any, expected: dict[str, int], recorded: dict[str, int], plan
             waiting.append(f"{task}: received {r.frames} of {n} frames")
         if r.frames != r.released + r.superseded + r.dropped:
             waiting.append(f"{task}: a frame not released yet")
-        if r.admitted != r.completed:
-            waiting.append(f"{task}: {r.admitted - r.completed} job(s) in flight")
+        skipped = getattr(r, "skipped", 0)  # skip_late: admitted, dropped unstarted (no result)
+        if r.admitted != r.completed + skipped:
+            waiting.append(f"{task}: {r.admitted - r.completed - skipped} job(s) in flight")
         if recorded.get(plan.result_topics[task], 0) < r.completed:
             waiting.append(f"{task}: {recorded.get(plan.result_topics[task], 0)} of {r.completed} results recorded")
     return waiting

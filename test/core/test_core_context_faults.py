@@ -174,7 +174,9 @@ def test_property_invariants_hold_across_context_faults(world: tuple[SchedulerCo
         assert u.active_lp == 0.0 and u.active_hp == 0.0, "active utilization did not return to zero"
         assert s.backlog(k) == 0.0 and s.queue_length(k) == 0
     for name, ts in s.task_stats().items():
-        assert ts.released == ts.admitted + ts.rejected and ts.completed == ts.admitted, name
+        # (worlds() draws skip_late too: a job not started within skip_late deadlines ends skipped)
+        assert ts.released == ts.admitted + ts.rejected and ts.completed + ts.skipped == ts.admitted, name
+    assert sum(ts.skipped for ts in s.task_stats().values()) == len(w.skipped or ())
 
 
 def test_abort_requeues_a_lost_stage_where_its_job_now_belongs() -> None:

@@ -4,7 +4,8 @@ Checked after every event: no stream runs two stages; HP is never rejected witho
 goes only to a context that passed eq. 12 (and its own context failed); dispatch respects the
 level + EDF order of what is queued; the level of a dispatch is the one its (priority, last,
 delayed) calls for; incremental utilization sums equal a from-scratch recomputation. After draining,
-the utilization bookkeeping is back to zero.
+the utilization bookkeeping is back to zero. With ``skip_late`` drawn on or off, every admitted job ends exactly
+once: completed, or skipped before any of its stages ran.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class World:
     cfg: SchedulerConfig
     running: list[Dispatch]
     prev_finish: dict[tuple[str, int], float]
+    skipped: set[object] | None = None
 
 
 task_strategy = st.builds(
@@ -59,6 +61,7 @@ def worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec]]:
         no_last=draw(st.booleans()),
         no_prior=draw(st.booleans()),
         no_fixed=draw(st.booleans()),
+        skip_late=draw(st.sampled_from([None, None, 1.0, 2.0])),
     )
     raw = draw(st.lists(task_strategy, min_size=2, max_size=8))
     tasks = [TaskSpec(f"t{i}", period, prio, len(a), tuple(a)) for i, (prio, period, a) in enumerate(raw)]
@@ -111,6 +114,14 @@ def do_dispatch(w: World, now: float) -> None:
             other = (level, job.stage_deadlines[stage], job.release, job.task, job.job_id)
             assert other >= edf_key(d)
     w.running.extend(started)
+    if w.skipped is None:
+        w.skipped = set()
+    on_streams = {id(d.job) for d in w.running}
+    for job in s.take_skipped():  # skip_late: never started (no stage ran, none runs), reported once
+        assert job not in w.skipped and id(job) not in on_streams and job.start is None
+        assert (job.task, job.job_id) not in w.prev_finish
+        assert now >= job.release + w.cfg.skip_late * (job.abs_deadline - job.release)
+        w.skipped.add(job)
 
 
 def step_release(w: World, name: str, now: float) -> None:
@@ -179,8 +190,11 @@ def test_property_scheduler_invariants(world: tuple[SchedulerConfig, list[TaskSp
         assert s.backlog(k) == 0.0 and s.queue_length(k) == 0
     for name, ts in s.task_stats().items():
         assert ts.released == ts.admitted + ts.rejected, name
-        assert ts.completed == ts.admitted, name
+        assert ts.completed + ts.skipped == ts.admitted, name
         assert len(ts.response_times) == ts.completed
+    assert sum(ts.skipped for ts in s.task_stats().values()) == len(w.skipped or ())
+    if not cfg.skip_late:
+        assert not w.skipped
     hp = s.priority_stats()[Priority.HP]
     if not cfg.hp_admission:
         assert hp.rejected == 0
@@ -206,7 +220,7 @@ def any_mode_worlds(draw: st.DrawFn) -> tuple[SchedulerConfig, list[TaskSpec], f
         hp_admission=draw(st.booleans()), reprobe_after=draw(st.sampled_from([0, 0, 1, 3])),
         no_staging=draw(st.booleans()), no_last=draw(st.booleans()), no_fixed=draw(st.booleans()),
         batching=batching, launch_ahead=draw(st.sampled_from([0, 0, 1, 2])),
-        ahead_lead=draw(st.sampled_from([0.0, 0.01, 0.1])),
+        ahead_lead=draw(st.sampled_from([0.0, 0.01, 0.1])), skip_late=draw(st.sampled_from([None, None, 1.0, 2.0])),
     )
     tasks = []
     for i in range(draw(st.integers(2, 8))):
@@ -241,6 +255,7 @@ class OneApiRun:
         self.busy: set[object] = set()
         self.admitted: set[object] = set()
         self.done: set[object] = set()
+        self.skipped: set[object] = set()
         self.now = 0.0
 
     def dispatch(self) -> None:
@@ -265,6 +280,12 @@ class OneApiRun:
                 assert j.context == d.context
                 self.busy.add(j)
             self.inflight.append(d)
+        for j in s.take_skipped():  # skip_late: a job that never started ends here, once
+            assert j in self.admitted and j not in self.done and j not in self.busy, "skipped twice or while running"
+            assert self.next_stage.get(j, 0) == 0 and j.start is None, "a started job was skipped"
+            assert cfg.skip_late and now >= j.release + cfg.skip_late * (j.abs_deadline - j.release)
+            self.done.add(j)
+            self.skipped.add(j)
 
     def check(self) -> None:
         s, n_s = self.s, self.s.layout.n_streams
@@ -307,8 +328,8 @@ class OneApiRun:
 @given(world=any_mode_worlds(), acts=one_api_actions)
 def test_property_one_api_invariants(world: tuple[SchedulerConfig, list[TaskSpec], float], acts: list) -> None:
     """Batching on and off, launch-ahead, aborts (of running and queued-behind dispatches) and contexts going
-    down and up: every admitted job completes exactly once, streams never run two things, and the outstanding,
-    backlog and utilization counters stay consistent."""
+    down and up, skip_late on or off: every admitted job ends exactly once (completes, or is skipped unstarted),
+    streams never run two things, and the outstanding, backlog and utilization counters stay consistent."""
     cfg, tasks, per_job = world
     r = OneApiRun(cfg, tasks, per_job)
     s = r.s
@@ -352,10 +373,11 @@ def test_property_one_api_invariants(world: tuple[SchedulerConfig, list[TaskSpec
             r.now = wake
         else:
             break
-    assert r.done == r.admitted, "an admitted job did not complete"
+    assert r.done == r.admitted, "an admitted job did not end (complete or skipped)"
     s.expire(r.now + 1e6)
     for k in range(n_c):
         u = s.utilization(k)
         assert u.active_lp == 0.0 and u.active_hp == 0.0 and s.backlog(k) == 0.0 and s.queue_length(k) == 0
     for name, ts in s.task_stats().items():
-        assert ts.released == ts.admitted + ts.rejected and ts.completed == ts.admitted, name
+        assert ts.released == ts.admitted + ts.rejected and ts.completed + ts.skipped == ts.admitted, name
+    assert sum(ts.skipped for ts in s.task_stats().values()) == len(r.skipped)

@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         "hp_misses_of_killed_jobs": sum(not r.met for r in hp if (r.task, r.job_id) in killed),
         "hp_misses_total": sum(not r.met for r in hp), "hp_completed": len(hp),
         "hp_misses_after_last_recovery": sum(not r.met for r in hp if r.release_time > last),
-        "jobs_lost": sum(stats[t].admitted - stats[t].completed for t in stats),
+        "jobs_lost": sum(stats[t].admitted - stats[t].completed - stats[t].skipped for t in stats),
+        "jobs_skipped": sum(stats[t].skipped for t in stats),  # skip_late: not started within x deadlines
         "results_with_error": sum(bool(r.error) for r in results),
         "stale_results_ignored": e.faults.stale_completions,
         "records": [r.as_dict() for r in recs],

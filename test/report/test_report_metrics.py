@@ -96,7 +96,7 @@ def test_counter_identities_fail_when_frames_are_unaccounted(run: RunData) -> No
     fig = compute(run)
     failed = {c.name for c in fig.checks if c.ok is False and c.task == "hp"}
     assert "frames = released + superseded + dropped + pending" in failed
-    assert "frames = met + missed + rejected + superseded + dropped + in flight + pending" in failed
+    assert "frames = met + missed + skipped + rejected + superseded + dropped + in flight + pending" in failed
 
 
 def test_without_stats_counters_are_unknown_and_dmr_uses_completed(run: RunData) -> None:

@@ -23,7 +23,7 @@ from daris_ros.settings import SchedulerSettings, TaskSettings
 
 SIZE = (32, 32)
 CPU = {"policy": "STR", "backend": "cpu", "device": "cpu", "n_contexts": 1, "n_streams": 2, "profile_runs": 1,
-       "reprobe_after": 0}
+       "reprobe_after": 0, "skip_late": 0}
 
 
 def test_daris_bench_on_the_cpu_backend_writes_its_report(tmp_path: Path) -> None:

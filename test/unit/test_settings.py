@@ -202,3 +202,21 @@ def test_ros_node_parameters_and_tasks_outside_task_names_are_accepted():
     p = _params(use_sim_time=True)
     p["tasks"]["later"] = {"topic": "/cam/later", "rate": 5.0, "model": "resnet18"}  # added at run time
     assert [t.name for t in settings_from_mapping(p).tasks] == ["a", "b"]
+
+
+def test_skip_late_default_off_and_range() -> None:
+    """Bounded staleness (docs/policy.md): on at 2 deadlines by default in the node, 0 turns it off (the core's
+    None), and below one deadline (a job that could still meet its deadline) is refused, naming the parameter."""
+    from daris_ros.runtime.engine import to_scheduler_config
+
+    s = settings_from_mapping(_params())
+    assert s.skip_late == 2.0 and to_scheduler_config(s).skip_late == 2.0
+    off = settings_from_mapping(_params(skip_late=0))
+    assert off.skip_late == 0.0 and to_scheduler_config(off).skip_late is None
+    assert settings_from_mapping(_params(skip_late=1)).skip_late == 1.0
+    for bad in (0.5, -1.0, 1001.0, float("nan")):
+        with pytest.raises(ConfigError, match="skip_late") as info:
+            settings_from_mapping(_params(skip_late=bad))
+        assert info.value.parameter == "skip_late"
+    with pytest.raises(ConfigError, match="skip_late"):
+        settings_from_mapping(_params(skip_late="late"))
