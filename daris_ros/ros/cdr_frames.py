@@ -138,9 +138,12 @@ class RosFrameDecoder:
     (:func:`~daris_ros.ros.conversion.image_to_rgb`); JPEGs are decoded together on the GPU (nvJPEG, one batched
     call) when ``device`` is CUDA, else with Pillow, like PNGs."""
 
-    def __init__(self, max_pixels: int, device: str = "cpu") -> None:
+    def __init__(self, max_pixels: int, device: str = "cpu", threads: int = 4) -> None:
         self.max_pixels = max_pixels
         self.device = device
+        #: The engine decodes bursts in a pool of this many threads, off its loop (0: in the loop). Pillow and nvJPEG
+        #: release the GIL while they decode.
+        self.threads = threads
 
     def decode(self, tasks: Any, payloads: Any) -> list[Any]:
         from daris_ros.ros.conversion import compressed_to_rgb, decode_jpegs_on, image_to_rgb, is_jpeg
@@ -162,4 +165,7 @@ class RosFrameDecoder:
         if jpegs:
             for i, frame in zip(jpegs, decode_jpegs_on([payloads[i].data for i in jpegs], self.device), strict=True):
                 out[i] = frame
+            import torch
+
+            torch.cuda.current_stream(torch.device(self.device)).synchronize()  # (a decode thread's stream)
         return out

@@ -71,6 +71,8 @@ POLL_INTERVAL = 50e-6
 #: At most this many releases are taken per turn of the loop; the rest of a burst waits for the next turn, after
 #: completions were collected and dispatches launched (a burst of hundreds of cameras must not hold the streams idle).
 RELEASE_CHUNK = 64
+#: Frames per part of a burst given to one decode thread (a decoder with ``threads`` > 0: the ROS camera decoder).
+DECODE_PART = 8
 #: The longest sleep of the loop when its clock is not ``time.monotonic`` (ROS time under use_sim_time: /clock may
 #: run faster than the wall clock, and sleeps are on the wall clock).
 FOREIGN_CLOCK_MAX_WAIT = 0.002
@@ -189,6 +191,10 @@ class Engine:
         self._stopped = threading.Event()
         self._watchdog: Watchdog | None = None
         self._loop_stats = LoopStats()
+        self._decode_pool: Any = None
+        # bursts being decoded in the pool: (futures of its parts, taken frames, their tasks, when taken)
+        self._decoding: collections.deque[tuple[list[Any], list[tuple[str, float, FrameItem]], list[TaskSettings],
+                                                float]] = collections.deque()
         self._recovering: set[tuple[int, int]] = set()  # workers being replaced: (context, stream or -1 for all)
         self._troubled = 0  # jobs in flight that failed or carry a retried stage (the launch path checks them then)
         self._max_wait = math.inf if clock is time.monotonic else FOREIGN_CLOCK_MAX_WAIT
@@ -462,6 +468,8 @@ class Engine:
                 stats.release_cpu += c1 - c0
                 stats.releases += n
                 c0 = c1
+            if self._decoding:
+                self._admit_decoded()
             finished = poll()
             if finished:
                 self._complete(finished, clock())
@@ -540,15 +548,55 @@ class Engine:
         if not taken:
             return 0
         tasks = [self._task[name] for name, _, _ in taken]
+        if self.decoder.threads > 0:  # decoding that costs CPU: off the loop, in the decode pool
+            self._decode_async(taken, tasks, now)
+        else:
+            self._admit(taken, tasks, self._decode(tasks, [item.payload for _, _, item in taken]), now)
+        return len(taken)
+
+    def _decode(self, tasks: list[TaskSettings], payloads: list[Any]) -> list[Any]:
         try:
-            frames = self.decoder.decode(tasks, [item.payload for _, _, item in taken])
+            return self.decoder.decode(tasks, payloads)
         except Exception as exc:  # noqa: BLE001 - a decoder failure drops the burst's frames, the loop lives on
-            frames = [FrameError("decode_error", f"{type(exc).__name__}: {exc}")] * len(taken)
+            return [FrameError("decode_error", f"{type(exc).__name__}: {exc}")] * len(payloads)
+
+    def _decode_async(self, taken: list[tuple[str, float, FrameItem]], tasks: list[TaskSettings], now: float) -> None:
+        """Decode a burst in the decode pool (``decoder.threads`` threads, in parts of DECODE_PART frames so the
+        threads share it); the loop admits its jobs when every part is done (:meth:`_admit_decoded`), with ``now``
+        (when their frames were taken) as their release time."""
+        if self._decode_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._decode_pool = ThreadPoolExecutor(self.decoder.threads,
+                                                   thread_name_prefix="daris-decode")
+        parts = []
+        for i in range(0, len(taken), DECODE_PART):
+            future = self._decode_pool.submit(self._decode, tasks[i:i + DECODE_PART],
+                                              [item.payload for _, _, item in taken[i:i + DECODE_PART]])
+            future.add_done_callback(lambda _f: self._wake.set())
+            parts.append(future)
+        self._decoding.append((parts, taken, tasks, now))
+
+    def _admit_decoded(self) -> None:
+        """Admit the bursts whose decoding finished, in the order they were taken."""
+        decoding = self._decoding
+        while decoding and all(f.done() for f in decoding[0][0]):
+            parts, taken, tasks, at = decoding.popleft()
+            frames = [frame for f in parts for frame in f.result()]
+            self._admit(taken, tasks, frames, at)
+
+    def _admit(self, taken: list[tuple[str, float, FrameItem]], tasks: list[TaskSettings], frames: list[Any],
+               now: float) -> None:
+        """Ask the core to admit a job per decoded frame (a frame that failed is dropped and counted) and
+        preprocess the admitted ones per model as one batch."""
+        inbox = self.inbox
         core = self._core
         assert core is not None
         by_key: dict[str, list[tuple[_JobRun, Any]]] = {}
         ages: list[tuple[str, float, float | None, float]] = []
         for (name, _at, item), t, frame in zip(taken, tasks, frames, strict=True):
+            if name not in self._task:
+                continue  # removed while its frame was decoded
             if isinstance(frame, BaseException):
                 reason = frame.reason if isinstance(frame, FrameError) else "invalid"
                 inbox.drop(name, reason, at_release=True)
@@ -563,7 +611,6 @@ class Engine:
         inbox.released_many(ages)
         for key, members in by_key.items():
             self._prepare_inputs(key, members)
-        return len(taken)
 
     def _prepare_inputs(self, key: str, members: list[tuple[_JobRun, Any]]) -> None:
         """Stage-0 inputs of one model's jobs of a burst: row i of one preprocessed batch (or, on a backend whose
@@ -818,8 +865,8 @@ class Engine:
         return self.call(feasibility_of)
 
     def in_flight(self) -> int:
-        """Jobs admitted and not finished."""
-        return self.call(lambda _core: len(self._jobs))
+        """Jobs admitted and not finished, and frames taken by a release and still being decoded."""
+        return self.call(lambda _core: len(self._jobs) + sum(len(burst[1]) for burst in self._decoding))
 
     def update_task(self, task: TaskSettings) -> None:
         """Apply a changed rate/period, deadline or priority of an existing task (jobs already released keep

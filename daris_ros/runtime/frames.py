@@ -26,12 +26,18 @@ class FrameError(ValueError):
 
 
 class FrameDecoder(Protocol):
+    #: > 0: the engine decodes bursts in a pool of this many threads, off its loop (decoding costs CPU time);
+    #: 0: in its loop (payloads that are frames already).
+    threads: int
+
     def decode(self, tasks: Sequence[Any], payloads: Sequence[Any]) -> list[Any]:
         """Per payload (of task ``tasks[i]``, a TaskSettings): an HxWx3 RGB uint8 frame, or a FrameError."""
 
 
 class ArrayDecoder:
     """Payloads that are frames already: HxWx3 uint8 numpy arrays or torch tensors."""
+
+    threads = 0
 
     def decode(self, tasks: Sequence[Any], payloads: Sequence[Any]) -> list[Any]:
         out: list[Any] = []
