@@ -82,9 +82,8 @@ def tune_process_for_latency() -> None:
     """Process-wide settings for the engine's loop (a node process runs one engine): the objects built at start-up
     (models, graphs) leave the garbage collector's generations (``gc.freeze``) and collections run less often (a
     full one every ~1M allocations, so cyclic garbage stays bounded), so a collection never stalls the loop for tens
-    of milliseconds (measured: 40 -> 26 us of host time per release, and no release skipped, with 300 tasks on the
-    CI CPU); the interpreter hands the GIL over every 0.5 ms instead of 5 ms, so the loop gets it back soon after a
-    worker or the ROS executor took it."""
+    of milliseconds (docs/benchmarks/engine/README.md, runs 1 -> 2); the interpreter hands the GIL over every 0.5 ms
+    instead of 5 ms, so the loop gets it back soon after a worker or the ROS executor took it."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
