@@ -462,11 +462,10 @@ class Engine:
                 for _ in range(min(RELEASE_CHUNK, len(backlog))):
                     due.append(backlog.popleft())
             if due:
-                n = self._release_burst(due, now)
                 c1 = cpu_clock()
-                stats.release_cpu += c1 - c0
+                n = self._release_burst(due, now)
+                stats.release_cpu += cpu_clock() - c1
                 stats.releases += n
-                c0 = c1
             if self._decoding:
                 self._admit_decoded()
             finished = poll()

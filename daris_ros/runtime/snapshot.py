@@ -11,8 +11,9 @@ from daris_ros.runtime.inbox import IntakeCounters
 
 @dataclass(slots=True)
 class LoopStats:
-    """The loop's own work since start: turns, releases, and thread CPU time (seconds) spent releasing (decode,
-    admission, preprocessing) and in all (releases, completions, dispatches, launches, post-processing)."""
+    """The loop's own work since start: turns, releases, and thread CPU time (seconds) spent releasing (taking the
+    frames, decoding them when the loop decodes, admission, preprocessing) and in all (``busy_cpu``: releases,
+    completions, dispatches, launches, post-processing, commands)."""
 
     iterations: int = 0
     releases: int = 0
