@@ -23,6 +23,7 @@ daris_scheduler:
   ros__parameters:
     backend: cpu
     profile_runs: 1
+    feasibility: warn  # a one-run profile on CI's loaded CPU can be far too slow (test_feasibility.py covers refusal)
     task_names: [a, b, c, d, e, f]
     tasks:
       a: {topic: /sd/a, rate: 1.0, model: inception_v3, input_size: [299, 299]}
@@ -48,6 +49,7 @@ daris_scheduler:
     backend: cpu
     n_contexts: 2
     profile_runs: 1
+    feasibility: warn  # a one-run profile on CI's loaded CPU can be far too slow (test_feasibility.py covers refusal)
     stats_period: 0.2
     task_names: [a, b]
     tasks:
@@ -120,6 +122,7 @@ daris_scheduler:
   ros__parameters:
     backend: mps
     profile_runs: 1
+    feasibility: warn  # a one-run profile on CI's loaded CPU can be far too slow (test_feasibility.py covers refusal)
     task_names: [a]
     tasks:
       a: {topic: /sd/a, rate: 5.0, model: resnet18, input_size: [32, 32]}

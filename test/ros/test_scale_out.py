@@ -20,6 +20,10 @@ CONFIG = """
     n_contexts: 1
     stats_period: 0.5
     profile_runs: 1
+    # two nodes profile at once on CI's 2 shared cores: a one-run profile can come out 100x too slow (seen: 450 ms
+    # for a 32x32 ResNet18) and the start-up feasibility check would then refuse the HP task; this test is about
+    # splitting cameras, so a pessimistic profile only warns (test_feasibility.py covers the refusal)
+    feasibility: warn
     task_names: [{a}, {b}]
     tasks:
       {a}: {{topic: /shared/{a}/image_raw, priority: HP, rate: 4.0, model: resnet18, input_size: [32, 32]}}
