@@ -406,15 +406,9 @@ def reader_main(spec: dict[str, Any]) -> int:
 
     if spec.get("stats_topic"):
         node.create_subscription(SchedulerStats, spec["stats_topic"], on_stats, 10)
-    stop = threading.Event()
+    from daris_ros.bench.per_camera_node import stop_when_told
 
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            if line.strip() == "STOP":
-                break
-        stop.set()
-
-    threading.Thread(target=read_stdin, daemon=True).start()
+    stop = stop_when_told()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     ready = not topics

@@ -73,6 +73,20 @@ class Inference:
             return start, {"class_ids": ids, "scores": scores}
 
 
+def stop_when_told() -> threading.Event:
+    """An event set when the harness writes ``STOP`` on this child process's stdin (or closes it)."""
+    stop = threading.Event()
+
+    def read_stdin() -> None:
+        for line in sys.stdin:
+            if line.strip() == "STOP":
+                break
+        stop.set()
+
+    threading.Thread(target=read_stdin, name="daris-stop", daemon=True).start()
+    return stop
+
+
 def _ros_time(ns: int) -> Any:
     from builtin_interfaces.msg import Time
 
@@ -145,15 +159,7 @@ def run(spec: dict[str, Any]) -> int:
                      reliability=ReliabilityPolicy.BEST_EFFORT)
     msg_type = CompressedImage if spec.get("input_type", "compressed") == "compressed" else Image
     node.create_subscription(msg_type, spec["topic"], on_frame, qos)
-    stop = threading.Event()
-
-    def read_stdin() -> None:
-        for line in sys.stdin:
-            if line.strip() == "STOP":
-                break
-        stop.set()
-
-    threading.Thread(target=read_stdin, daemon=True).start()
+    stop = stop_when_told()
     print("@@READY", flush=True)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
