@@ -419,8 +419,10 @@ def reader_main(spec: dict[str, Any]) -> int:
         if not ready and all(node.count_publishers(t) >= 1 for t in topics):
             ready = True
             print("@@READY", flush=True)
+    print("stop received, writing results", file=sys.stderr, flush=True)
     Path(spec["result"]).write_text(json.dumps({"results": results, "stats": stats["last"],
                                                 "stats_messages": stats["count"]}))
+    print("@@WROTE", flush=True)  # the harness needs only this; the teardown below may be slow under load
     executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
@@ -749,7 +751,7 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
         time.sleep(args.drain + 2 * max_period + (2 * args.stats_period if system == "node" else 0.0))
         for r in readers + ([stats_reader] if stats_reader else []):
             r.send("STOP")
-        _wait_all(readers + ([stats_reader] if stats_reader else []), "DONE", time.monotonic() + 30.0)
+        _wait_all(readers + ([stats_reader] if stats_reader else []), "WROTE", time.monotonic() + 60.0)
         published: dict[str, list[int]] = {}
         pub_lag = []
         jpeg_bytes: list[int] = []
