@@ -55,12 +55,14 @@ from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
 from daris_ros.runtime.release_clock import ReleaseClock
 from daris_ros.runtime.results import JobResult, StageTrace, classify_rows, segment_rows
 from daris_ros.runtime.snapshot import EngineSnapshot, LoopStats
+from daris_ros.runtime.throttled_log import ThrottledLog
 from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES, FaultLog, FaultRecord, Watchdog
 from daris_ros.settings import SchedulerSettings, TaskSettings
 
 __all__ = ["Engine", "JobResult", "StageTrace", "summarize_afet", "to_scheduler_config", "to_task_spec"]
 
 log = logging.getLogger("daris_ros.engine")
+throttled = ThrottledLog(log)  # per-frame and per-stage warnings: one line per key per 5 s
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -598,7 +600,8 @@ class Engine:
             if isinstance(frame, BaseException):
                 reason = frame.reason if isinstance(frame, FrameError) else "invalid"
                 inbox.drop(name, reason, at_release=True)
-                log.warning("task %s: dropped a frame from %s at release (%s): %s", name, t.topic, reason, frame)
+                throttled.warning((name, reason), "task %s: dropped a frame from %s at release (%s): %s", name,
+                                  t.topic, reason, frame)
                 continue
             decision = core.release(name, now)
             ages.append((name, now, item.stamp, t.period))
@@ -694,7 +697,8 @@ class Engine:
             if f.error is not None:
                 self.counters.stage_errors += 1
                 message = f"{type(f.error).__name__}: {f.error}"
-                log.error("%s stage %d (%d job(s)) failed: %s", d.model, d.stage, n, message)
+                throttled.error((d.model, d.stage, type(f.error).__name__), "%s stage %d (%d job(s) of %s) failed: %s",
+                                d.model, d.stage, n, ", ".join(sorted({jobs[j].task.name for j in d.jobs})), message)
             for i, job in enumerate(d.jobs):
                 run = jobs[job]
                 if f.error is not None:
