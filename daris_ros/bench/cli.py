@@ -5,10 +5,12 @@
     python -m daris_ros.bench.cli --mps                    # + every green configuration again on 'mps'
     python -m daris_ros.bench.cli --batching default       # cross-task batching + precision (issue 7)
     python -m daris_ros.bench.cli --device cpu --configs cpu:STR:1x2:1 --offered 20 --no-baselines  # no GPU
+    python -m daris_ros.bench.cli --params-file config/vehicle.yaml --device cuda:0  # the node's file, its config
 
 Every DARIS configuration runs through the scheduler node's engine (daris_ros/bench/engine_run.py) with synthetic
-frames; the baselines are plain torch references (daris_ros/bench/baselines.py). Writes results.csv, <model>.png,
-summary.md and summary.json to ``--out`` (docs/benchmarks).
+frames; the baselines are plain torch references (daris_ros/bench/baselines.py). ``--params-file`` takes the node's
+own parameter file, validated by the node's code (daris_ros/settings.py), as the base of every configuration.
+Writes results.csv, <model>.png, summary.md and summary.json to ``--out`` (docs/benchmarks).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import Any
 import torch
 
 from daris_ros.bench import baselines, batching
-from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, model_input_size, run_engine
+from daris_ros.bench.engine_run import (
+    BenchRun,
+    bench_settings,
+    describe,
+    model_input_size,
+    node_scheduler_parameters,
+    run_engine,
+)
 from daris_ros.bench.report import (
     ModelBaselines,
     Row,
@@ -39,6 +48,7 @@ from daris_ros.bench.report import (
 from daris_ros.bench.workload import MIXED, BenchTask, TaskRate, make_taskset, parse_task_rate
 from daris_ros.core import effective_layout
 from daris_ros.runtime.engine import to_scheduler_config
+from daris_ros.settings import ConfigError, validate_settings
 
 log = logging.getLogger("daris_ros.bench")
 
@@ -102,6 +112,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mret-source", choices=("events",), default="events",
                    help="kept for old command lines: the engine feeds MRET the backend's measured stage time "
                    "(CUDA events on a GPU); the old bench loop's host-observed times are gone")
+    p.add_argument("--params-file", default="", metavar="YAML",
+                   help="the scheduler node's parameter file (its 'daris_scheduler' or '/**' ros__parameters), checked "
+                        "as the node checks it (exit 2 naming the parameter): its scheduler parameters are the base of "
+                        "every configuration instead of the bench's paper defaults; a configuration sets backend, "
+                        "policy, N_c, N_s and OS (without --configs: one configuration, the file's), --device sets the "
+                        "device, and the options above win where they differ from their defaults. The tasks are the "
+                        "bench's (--models, --offered), not the file's")
     p.add_argument("--out", default="docs/benchmarks")
     p.add_argument("--afet-cache", default="", help="AFET cache file (default <out>/afet_cache.json)")
     p.add_argument("--device", default="cuda", help="cuda[:N], or cpu (cpu backend configurations only)")
@@ -201,17 +218,42 @@ def measure_baselines(name: str, models: tuple[str, ...], dev: torch.device, arg
                           nv.n_threads, ceiling, ceiling_staged, ref_name, offered, {"naive_warmup_s": nv.warmup_s})
 
 
+def bench_option_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The scheduler parameters the bench's options set (``--hp-admission`` ... ``--mps-pipe-dir``): all of them
+    without ``--params-file``; with it, only those that differ from the option's default (the file's values stand)."""
+    options = {"hp_admission": (args.hp_admission, False), "cuda_graphs": (not args.no_graphs, True),
+               "reprobe_after": (args.reprobe_after, 0), "skip_late": (args.skip_late, 0.0),
+               "mps_pipe_directory": (args.mps_pipe_dir, "")}
+    from_file = bool(getattr(args, "params_file", ""))
+    return {name: value for name, (value, default) in options.items() if not from_file or value != default}
+
+
+def base_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameters every configuration starts from: the ``--params-file``'s scheduler parameters (read by
+    :func:`main` into ``args.file_params``), else the bench's (the paper's behaviour: no re-probe, no skipping)."""
+    if getattr(args, "params_file", ""):
+        return dict(args.file_params)
+    return {"afet_profile": "auto", "afet_cache": args.afet_cache or str(Path(args.out) / "afet_cache.json")}
+
+
 def config_params(cfg: Config, args: argparse.Namespace, ablation: str = "") -> dict[str, Any]:
     """The engine's parameters (the node's, as in a parameter file) for one bench configuration."""
     backend, policy, nc, ns, os_ = cfg
-    flags = {a: a == ablation for a in ABLATIONS}
-    cache = args.afet_cache or str(Path(args.out) / "afet_cache.json")
-    return {"policy": policy, "backend": backend, "device": args.device, "n_contexts": nc, "n_streams": ns,
-            "oversubscription": os_, "hp_admission": args.hp_admission, "cuda_graphs": not args.no_graphs,
-            "reprobe_after": args.reprobe_after, "skip_late": args.skip_late, "afet_profile": "auto",
-            # the cache is keyed by model, not by staging: a merged (No Staging) model is profiled every time
-            "afet_cache": "" if flags["no_staging"] else cache,
-            "mps_pipe_directory": args.mps_pipe_dir, **flags}
+    params = {**base_params(args), **bench_option_params(args), "policy": policy, "backend": backend,
+              "device": args.device, "n_contexts": nc, "n_streams": ns, "oversubscription": os_}
+    if args.afet_cache:
+        params["afet_cache"] = args.afet_cache
+    if ablation or not getattr(args, "params_file", ""):
+        params.update({a: a == ablation for a in ABLATIONS})
+    if params.get("no_staging"):  # the cache is keyed by model, not by staging: a merged model is profiled every time
+        params["afet_cache"] = ""
+    return params
+
+
+def file_config(args: argparse.Namespace) -> Config:
+    """The configuration of the ``--params-file`` (its backend, policy, N_c, N_s, OS)."""
+    s = validate_settings(args.file_params, ())
+    return s.backend, s.policy, s.n_contexts, s.n_streams, s.oversubscription
 
 
 def run_config(name: str, models: tuple[str, ...], cfg: Config, offered: float, args: argparse.Namespace,
@@ -248,6 +290,12 @@ def _row(name: str, kind: str, cfg: Config, layout: Any, graphs: bool, run: Benc
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    if args.params_file:
+        try:
+            args.file_params = node_scheduler_parameters(args.params_file)
+        except (ConfigError, OSError) as exc:
+            print(f"daris-bench: invalid parameter file {args.params_file}: {exc}", file=sys.stderr)
+            return 2
     on_cpu = args.device == "cpu"
     if not on_cpu and not torch.cuda.is_available():
         print("daris-bench needs a CUDA GPU (torch.cuda.is_available() is False); for the cpu backend give "
@@ -258,13 +306,21 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
     command = batching.command_line(argv, sys.argv[1:])
     if args.batching:
+        if args.params_file:
+            print("daris-bench --batching runs its own modes: it takes no --params-file", file=sys.stderr)
+            return 2
         if on_cpu:
             print("daris-bench --batching needs a CUDA GPU (its upper baselines are CUDA graphs)", file=sys.stderr)
             return 2
         return batching.main_batching(args, argv, command)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = parse_configs(args.configs) if args.configs else (full_configs() if args.full else QUICK)
+    if args.configs:
+        configs = parse_configs(args.configs)
+    elif args.params_file:
+        configs = [file_config(args)]
+    else:
+        configs = full_configs() if args.full else QUICK
     if args.mps:
         configs = with_mps(configs)
     if on_cpu and any(c[0] != "cpu" for c in configs):

@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,15 @@ from daris_ros.core import BatchStats, percentile
 from daris_ros.runtime.backends.base import HostFrames, SmCounts
 from daris_ros.runtime.driver import drain
 from daris_ros.runtime.engine import Engine, JobResult
-from daris_ros.settings import SchedulerSettings, TaskSettings, validate_settings
+from daris_ros.settings import (
+    SCHEDULER_FIELDS,
+    ConfigError,
+    SchedulerSettings,
+    TaskSettings,
+    load_parameter_file,
+    settings_from_mapping,
+    validate_settings,
+)
 
 log = logging.getLogger("daris_ros.bench")
 
@@ -118,6 +127,22 @@ def bench_settings(params: Mapping[str, Any], tasks: Sequence[BenchTask],
     if params.get("backend") == "mps" and not params.get("mps_frame_pixels"):
         params["mps_frame_pixels"] = max(t.input_size[0] * t.input_size[1] for t in ts)  # workers preprocess
     return validate_settings(params, ts)
+
+
+def node_scheduler_parameters(path: str | Path) -> dict[str, Any]:
+    """The scheduler-level parameters (``policy``, ``n_contexts``, ``skip_late``, ...) of the node's parameter file
+    ``path`` (the ``ros__parameters`` of ``daris_scheduler`` or ``/**``), after the whole file, tasks included, passed
+    the node's own validation (:func:`~daris_ros.settings.settings_from_mapping`, and every task's model is known).
+    A :class:`~daris_ros.settings.ConfigError` names the parameter the node would refuse."""
+    from daris_ros.runtime.models import BUILTIN_MODELS, is_known_model
+
+    params = load_parameter_file(path)
+    node_settings = settings_from_mapping(params)
+    for t in node_settings.tasks:
+        if not is_known_model(t.model):
+            raise ConfigError(f"tasks.{t.name}.model", f"unknown model {t.model!r}; built-in: "
+                                                       f"{', '.join(BUILTIN_MODELS)}, or a torchvision model name")
+    return {name: value for name, value in params.items() if name in SCHEDULER_FIELDS and name != "task_names"}
 
 
 def synthetic_frames(engine: Engine, seed: int = 0) -> dict[str, Any]:
@@ -257,5 +282,5 @@ def describe(run: BenchRun) -> str:
                                                                    else ""))
 
 
-__all__ = ["BenchRun", "bench_settings", "describe", "model_input_size", "run_engine",
+__all__ = ["BenchRun", "bench_settings", "describe", "model_input_size", "node_scheduler_parameters", "run_engine",
            "synthetic_frames", "task_settings"]

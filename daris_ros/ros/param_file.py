@@ -11,8 +11,9 @@ keeps the sections of each file that apply to this node (``node``, ``/ns/node``,
 1. each file exists and is YAML (a syntax error names its line);
 2. rcl itself accepts the arguments (a trial ``rclpy.init`` in a context of its own, rcl's own message);
 3. each file has a section for this node (else: which top keys it has and which would match);
-4. every parameter is in the parameter table (:mod:`daris_ros.ros.parameters`; a misspelt name gets a
-   "did you mean"), has the table's type (``rate: "fast"`` is a string, not a number) and is within its range;
+4. every parameter is in the parameter table (:mod:`daris_ros.parameter_table`; a misspelt name gets a
+   "did you mean"), has the table's type (``rate: "fast"`` is a string, not a number), is one of its choices and
+   within its range (the same check :mod:`daris_ros.settings` makes);
 5. there is at least one task, :func:`daris_ros.settings.settings_from_mapping` accepts the values and every
    task's model is known.
 
@@ -32,7 +33,8 @@ from typing import Any
 
 import yaml
 
-from daris_ros.ros.parameters import NO_TASKS, SCHEDULER_PARAMS, TASK_PARAMS, ParamSpec
+from daris_ros.parameter_table import parameter_of, parse_value, type_name
+from daris_ros.ros.parameters import NO_TASKS
 from daris_ros.settings import (
     ROS_NODE_PARAMETERS,
     ConfigError,
@@ -267,83 +269,22 @@ def pattern_matches(pattern: str, fqn: str) -> bool:
 
 
 # -- checks ---------------------------------------------------------------------------------------------
-_SPECS: dict[str, ParamSpec] = {s.name: s for s in SCHEDULER_PARAMS}
-_TASK_SPECS: dict[str, ParamSpec] = {s.name: s for s in TASK_PARAMS}
-
-
-def _spec(name: str) -> ParamSpec | None:
-    if name.startswith("tasks."):
-        return _TASK_SPECS.get(name.rpartition(".")[2])
-    return _SPECS.get(name)
-
-
-def _kind(spec: ParamSpec) -> str:
-    d = spec.default
-    if isinstance(d, bool):
-        return "bool"
-    if isinstance(d, int):
-        return "integer"
-    if isinstance(d, float):
-        return "number"  # dynamic typing: an integer is taken too
-    if isinstance(d, str):
-        return "string"
-    if d and all(isinstance(v, int) for v in d):
-        return "integer list"
-    return "string list"
-
-
-_KIND_TEXT = {"bool": "true or false", "integer": "an integer", "number": "a number", "string": "a string",
-              "integer list": "a list of integers", "string list": "a list of names"}
-
-
-def _type_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number with a fraction" if value == value and value != int(value) else "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "a list"
-
-
-def _type_ok(kind: str, value: Any) -> bool:
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "integer":
-        return is_int(value)
-    if kind == "number":
-        return is_int(value) or isinstance(value, float)
-    if kind == "string":
-        return isinstance(value, str)
-    if not isinstance(value, list):
-        return False
-    if kind == "integer list":
-        return all(is_int(v) for v in value)
-    return all(isinstance(v, str) for v in value)
-
-
 def check_value(name: str, value: Any) -> str | None:
-    """Why ``value`` is not a value of parameter ``name`` (unknown name, type, range), or None."""
+    """Why ``value`` is not a value of parameter ``name`` (unknown name; type, choices or range by the parameter
+    table, :func:`daris_ros.parameter_table.parse_value`), or None."""
     err = unknown_parameter(name)
     if err is not None:
         return str(err)
     if name in ROS_NODE_PARAMETERS:
-        return None if isinstance(value, bool) else f"parameter {name!r}: {value!r} is {_type_text(value)}; " \
+        return None if isinstance(value, bool) else f"parameter {name!r}: {value!r} is {type_name(value)}; " \
                                                      "expected true or false"
-    spec = _spec(name)
-    if spec is None:  # qos_overrides.*: rclpy checks those
+    parameter = parameter_of(name)
+    if parameter is None:  # qos_overrides.*: rclpy checks those
         return None
-    kind = _kind(spec)
-    if not _type_ok(kind, value):
-        return f"parameter {name!r}: {value!r} is {_type_text(value)}; expected {_KIND_TEXT[kind]}"
-    rng = spec.int_range or spec.float_range
-    if rng is not None and not isinstance(value, list) and not rng[0] <= value <= rng[1]:
-        return f"parameter {name!r}: {value!r} is out of range; allowed: {rng[0]:g}..{rng[1]:g}"
+    try:
+        parse_value(parameter, value, name)
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 

@@ -211,3 +211,17 @@ def test_node_refuses_unknown_overrides_and_no_tasks_when_started_without_the_ch
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_ros_declarations_follow_the_parameter_table():
+    """Descriptors come from daris_ros/parameter_table.py: read-only, integer and floating-point ranges."""
+    from daris_ros.parameter_table import SCHEDULER_PARAMETERS, TASK_PARAMETERS, Kind, Runtime
+    from daris_ros.ros.parameters import ros_descriptor
+
+    for p in SCHEDULER_PARAMETERS + TASK_PARAMETERS:
+        d = ros_descriptor(p, p.name)
+        assert d.description == p.description
+        assert d.read_only == (p.runtime is Runtime.READ_ONLY), p.name
+        ranges = [(r.from_value, r.to_value) for r in (*d.integer_range, *d.floating_point_range)]
+        assert ranges == ([p.bounds] if p.bounds and p.kind in (Kind.INTEGER, Kind.NUMBER) else []), p.name
+        assert d.dynamic_typing == (p.kind is Kind.NUMBER), p.name
