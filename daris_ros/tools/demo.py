@@ -5,7 +5,11 @@
 It starts ``lib/daris_ros/scheduler_node`` as its own process with the parameter file, publishes one
 synthetic camera per task in this process, collects every InferenceResult, SchedulerStats and
 /diagnostics message for ``--duration`` seconds after the node reports ready, stops the node with
-SIGINT and prints a per-task table plus the per-frame overhead of the ROS path.
+SIGINT and prints a per-task table, the per-frame overhead of the ROS path and the promise: every HP
+job meets its deadline.
+
+Exit codes: 0 the promise was kept (no HP job missed its deadline or was skipped), 1 the demo could not
+run (the node did not start or no result came), 3 an HP job missed its deadline or was skipped.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ from rclpy.node import Node
 from daris_ros.msg import InferenceResult, SchedulerStats
 from daris_ros.ros.camera_publisher_node import CameraPublisherNode
 from daris_ros.settings import SchedulerSettings, load_parameter_file, settings_from_mapping
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the node did not start, or no result came
+EXIT_HP_MISSED = 3  # the promise is broken: an HP job missed its deadline or was skipped
 
 
 def _sec(t: Any) -> float:
@@ -107,6 +115,7 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float,
         st = stats.get(t.name)
         rows.append({
             "task": t.name, "priority": t.priority, "rate_hz": t.rate, "model": t.model,
+            "deadline_ms": t.deadline * 1e3,
             "completed": len(res), "jps": len(res) / duration if duration > 0 else 0.0,
             "missed": sum(1 for r in res if not r.met),
             "miss_rate": (sum(1 for r in res if not r.met) / len(res)) if res else 0.0,
@@ -116,10 +125,11 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float,
             "stale": int(st.stale) if st else 0, "dropped": int(st.dropped) if st else 0,
             # skip_late: admitted, never started (overload), no result: a lost deadline the results cannot show
             "skipped": int(st.skipped) if st else 0,
+            "node_completed": int(st.completed) if st else 0, "node_missed": int(st.missed) if st else 0,
         })
     samples = [r for res in data.results.values() for r in res]
     overhead = [r.e2e - r.sampling_wait - r.exec_time for r in samples]
-    return {
+    out = {
         "duration_s": duration,
         "tasks": rows,
         "total_jps": sum(r["jps"] for r in rows),
@@ -138,6 +148,60 @@ def summarize(settings: SchedulerSettings, data: Collected, duration: float,
             else math.nan,
         },
     }
+    out["promise"] = promise(out)
+    return out
+
+
+def promise(summary: dict[str, Any]) -> dict[str, Any]:
+    """The demo's promise, from the results received in the window and the node's own counters since it
+    started (which also cover the jobs before and after the window): no HP job misses its deadline or is
+    skipped. LP jobs may be rejected by admission control or miss; their rates are reported."""
+    hp = [r for r in summary["tasks"] if r["priority"] == "HP"]
+    lp = [r for r in summary["tasks"] if r["priority"] != "HP"]
+    hp_missed = sum(r["missed"] for r in hp)
+    hp_node_missed = sum(r["node_missed"] for r in hp)
+    hp_skipped = sum(r["skipped"] for r in hp)
+    lp_released = sum(r["released"] for r in lp)
+    lp_done = sum(r["completed"] for r in lp)
+    return {
+        "hp_jobs": sum(r["completed"] for r in hp), "hp_missed": hp_missed, "hp_skipped": hp_skipped,
+        "hp_node_completed": sum(r["node_completed"] for r in hp), "hp_node_missed": hp_node_missed,
+        "hp_worst_p99_ms": max((r["p99_ms"] for r in hp if r["completed"]), default=math.nan),
+        "hp_worst_p99_share": max((r["p99_ms"] / r["deadline_ms"] for r in hp if r["completed"]),
+                                  default=math.nan),
+        "lp_jobs": lp_done, "lp_missed": sum(r["missed"] for r in lp),
+        "lp_released": lp_released, "lp_rejected": sum(r["rejected"] for r in lp),
+        "lp_skipped": sum(r["skipped"] for r in lp),
+        "kept": hp_missed == 0 and hp_node_missed == 0 and hp_skipped == 0,
+    }
+
+
+def format_promise(summary: dict[str, Any]) -> str:
+    p = summary.get("promise") or promise(summary)
+    hp = [r for r in summary["tasks"] if r["priority"] == "HP"]
+    per_task = ", ".join(f"{r['task']} p99 {r['p99_ms']:.1f} ms of {r['deadline_ms']:.0f} ms" for r in hp)
+    lp_miss = p["lp_missed"] / p["lp_jobs"] if p["lp_jobs"] else 0.0
+    lp_rej = p["lp_rejected"] / p["lp_released"] if p["lp_released"] else 0.0
+    lines = [
+        f"HP: {p['hp_jobs']} jobs in the window, {p['hp_missed']} missed, {p['hp_skipped']} skipped "
+        f"(node since start: {p['hp_node_completed']} done, {p['hp_node_missed']} missed) "
+        "(promise: 0 HP deadline misses)",
+        f"HP margin: {per_task} (worst p99 = {p['hp_worst_p99_share'] * 100:.0f}% of the deadline)",
+        f"LP: {p['lp_jobs']} jobs, miss rate {lp_miss * 100:.1f}%, rejected {p['lp_rejected']} of "
+        f"{p['lp_released']} releases ({lp_rej * 100:.1f}%), skipped {p['lp_skipped']} "
+        "(LP jobs may be rejected by admission control: no promise)",
+    ]
+    if p["kept"]:
+        lines.append("RESULT: promise kept: no HP job missed its deadline")
+    else:
+        lines.append("RESULT: PROMISE BROKEN: HP deadline misses (see the table); exit code 3")
+    return "\n".join(lines)
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    if not any(r["completed"] for r in summary["tasks"]):
+        return EXIT_FAILED
+    return EXIT_OK if (summary.get("promise") or promise(summary))["kept"] else EXIT_HP_MISSED
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -223,7 +287,7 @@ def run_demo(config: str, duration: float, width: int, height: int, camera_rate:
         nodes.append(collector)
         for i, t in enumerate(settings.tasks):
             cameras[t.name] = CameraPublisherNode(f"demo_camera_{t.name}", topic=t.topic,
-                                                  rate=camera_rate or max(t.rate, 15.0), width=width,
+                                                  rate=camera_rate or t.rate, width=width,
                                                   height=height, encoding="rgb8", camera=i)
             nodes.append(cameras[t.name])
         for n in nodes:
@@ -254,16 +318,22 @@ def run_demo(config: str, duration: float, width: int, height: int, camera_rate:
             n.destroy_node()
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="daris-demo", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="daris-demo", description=__doc__.split("\n\n")[0],
+                                 epilog="Exit codes: 0 no HP deadline missed, 1 the demo could not run, "
+                                        "3 an HP job missed its deadline or was skipped.")
     ap.add_argument("--config", default=None, help="parameter file (default: share/daris_ros/config/demo.yaml)")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of measurement (default 30)")
-    ap.add_argument("--width", type=int, default=640)
-    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=320, help="camera frame width (default 320)")
+    ap.add_argument("--height", type=int, default=240, help="camera frame height (default 240)")
     ap.add_argument("--camera-rate", type=float, default=None,
-                    help="camera frame rate in Hz (default: max(task rate, 15))")
+                    help="camera frame rate in Hz (default: each camera at its task's rate)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
-    ns, ros_args = ap.parse_known_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns, ros_args = build_parser().parse_known_args(argv)
     use_large_frame_transport()
     rclpy.init(args=ros_args)
     try:
@@ -276,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         rclpy.try_shutdown()
     print(format_table(summary))
+    print(format_promise(summary))
     if ns.json:
         ns.json.write_text(json.dumps(summary, indent=2, default=lambda o: asdict(o)))
-    return 0 if any(r["completed"] for r in summary["tasks"]) else 1
+    return exit_code(summary)
 
 
 if __name__ == "__main__":
