@@ -112,6 +112,7 @@ class SchedulerSettings:
     launch_ahead: int = 0  # SchedulerConfig.launch_ahead: dispatches a stream may hold queued behind its running one
     ahead_lead: float = 0.001  # SchedulerConfig.ahead_lead (s): how early before a stream frees the next is formed
     feasibility: str = "refuse"  # HP utilization over N_s in a context at start-up: refuse (exit 2) | warn (run)
+    autostart: bool = True  # the node configures and activates itself (False: waits for a lifecycle manager)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -267,6 +268,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         launch_ahead=_int(raw, "launch_ahead", 0),
         ahead_lead=_float(raw, "ahead_lead", 0.001),
         feasibility=_str(raw, "feasibility", "refuse").lower(),
+        autostart=_bool(raw, "autostart", True),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")

@@ -128,6 +128,9 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "figures) or warn (log a WARN and run; HP deadlines will be missed). LP over-subscription (LP "
               "utilization over eq. 11's N_s - U_hp) is always a WARN with the expected rejection rate. The figures "
               "are on /diagnostics."),
+    ParamSpec("autostart", True, "Managed (lifecycle) node: at start-up the node configures and activates itself, "
+              "so one command runs it; false: it starts unconfigured and waits for the configure and activate "
+              "transitions (ros2 lifecycle set, a lifecycle manager). README.md, Lifecycle."),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "
@@ -192,7 +195,10 @@ def _descriptor(spec: ParamSpec, name: str) -> ParameterDescriptor:
 
 
 def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescriptor) -> Any:
-    """Declare one parameter; rclpy's type and range errors become a ConfigError naming it."""
+    """Declare one parameter (or return it when declared already: a managed node reads its parameters again at
+    every configure); rclpy's type and range errors become a ConfigError naming it."""
+    if node.has_parameter(name):
+        return node.get_parameter(name)
     try:
         return node.declare_parameter(name, default, descriptor)
     except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
