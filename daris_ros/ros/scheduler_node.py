@@ -1,10 +1,16 @@
 """The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out.
 
-Start-up order: read and validate parameters -> load models (resident in every context) -> profile the
-initial AFET -> offline phase (Algorithm 1) -> start the engine's loop -> feasibility check -> subscribe to the
-cameras. The feasibility check (daris_ros.core.feasibility) logs one line per context: its HP utilization (eq. 4)
+A managed (lifecycle) node. configure: read and validate parameters -> load models (resident in every context)
+-> profile the initial AFET -> offline phase (Algorithm 1) -> start the engine's loop, releases paused ->
+feasibility check. activate: subscribe to the cameras, release. deactivate: unsubscribe, stop releasing, wait
+for the jobs in flight and their results. cleanup: close the engine (loop, workers, backend). shutdown: the
+same, from any state. With ``autostart`` (the default) :func:`main` configures and activates at once, so the
+executable is one command as before; ``autostart: false`` waits unconfigured for a lifecycle manager
+(README.md, "Lifecycle").
+
+The feasibility check (daris_ros.core.feasibility) logs one line per context: its HP utilization (eq. 4)
 against N_s, its LP utilization (eq. 5) and the LP share left (eq. 11). HP over N_s in a context (or an HP task
-whose AFET exceeds its deadline) stops the node with ``feasibility: refuse`` (the default) and is a WARN with
+whose AFET exceeds its deadline) fails configure with ``feasibility: refuse`` (the default) and is a WARN with
 ``feasibility: warn``; LP over-subscription is a WARN with the expected rejection rate. /diagnostics carries the
 figures, re-evaluated from the live MRETs at every stats period.
 
@@ -19,10 +25,10 @@ counted as stale. Per task, always: ``frames == released + superseded + dropped 
 by the engine and published by a publisher thread of the node; statistics come from snapshots the engine takes in
 its loop.
 
-SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0. Exit
-code 2: an invalid parameter, or an infeasible HP task set with ``feasibility: refuse``; 3: the backend cannot run
-(BackendError) or the GPU ran out of memory while starting; in every case the engine and its workers are closed
-first (no half-started node).
+SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0, and so does the
+shutdown transition. A failed autostart exits 2 for an invalid parameter or an infeasible HP task set with
+``feasibility: refuse``, 3 when the backend cannot run (BackendError) or the GPU ran out of memory while starting;
+in every case the engine and its workers are closed first (no half-started node).
 """
 
 from __future__ import annotations
