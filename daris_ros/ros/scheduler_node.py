@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import gc
 import math
 import signal
 import sys
@@ -82,7 +81,7 @@ from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.backends.base import SmCounts
 from daris_ros.runtime.driver import drain
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
-from daris_ros.runtime.memory import is_cuda_oom
+from daris_ros.runtime.memory import is_cuda_oom, release_device_memory
 from daris_ros.runtime.snapshot import EngineSnapshot
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
 
@@ -224,7 +223,11 @@ class SchedulerNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """A transition raised (it was not caught): release everything and go back to unconfigured."""
         self.get_logger().error(f"error in a transition from {state.label}: releasing everything")
-        return self._transition("error processing", lambda: (self._release(), "unconfigured")[1])
+
+        def release_all() -> str:
+            self._release()
+            return "unconfigured"
+        return self._transition("error processing", release_all)
 
     def _configure(self) -> str:
         self._phase = "parameters"
@@ -317,7 +320,7 @@ class SchedulerNode(LifecycleNode):
         if engine is not None:
             engine.close()
             del engine
-            _free_device_memory()
+            release_device_memory()
         self._feasibility_at_start = None
         self._phase = "unconfigured"
 
@@ -777,16 +780,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, StartupInterrupted):
         return f"{exc} received"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _free_device_memory() -> None:
-    """After the engine closed: collect what it held (the objects frozen at its start included) and give the
-    CUDA caching allocator's free blocks back to the device."""
-    gc.unfreeze()
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def _check_models(settings: Any) -> None:
