@@ -215,6 +215,9 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
        "(log a WARN and run; HP deadlines will be missed). LP over-subscription (LP utilization over eq. 11's N_s - "
        "U_hp) is always a WARN with the expected rejection rate. The figures are on /diagnostics.",
        choices=FEASIBILITY_MODES, case="lower"),
+    _P("autostart", _B, True, "Managed (lifecycle) node: at start-up the node configures and activates itself, so "
+       "one command runs it; false: it starts unconfigured and waits for the configure and activate transitions "
+       "(ros2 lifecycle set, a lifecycle manager). README.md, Lifecycle."),
     _P("max_pixels", _I, 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped and "
        "counted as too_large.", bounds=(1, _LARGEST_COUNT)),
     _P("stamp_future_tolerance", _N, 1.0, "Frames whose header.stamp is more than this many seconds ahead of the "

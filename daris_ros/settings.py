@@ -124,6 +124,7 @@ class SchedulerSettings:
     launch_ahead: int = default_of(_SCHED, "launch_ahead")  # dispatches a stream may hold queued behind its running one
     ahead_lead: float = default_of(_SCHED, "ahead_lead")  # s: how early before a stream frees the next is formed
     feasibility: str = default_of(_SCHED, "feasibility")  # HP utilization over N_s at start-up: refuse | warn
+    autostart: bool = default_of(_SCHED, "autostart")  # configure and activate at start (False: a lifecycle manager)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:

@@ -3,6 +3,7 @@
     ros2 launch daris_ros daris.launch.py
     ros2 launch daris_ros daris.launch.py config:=/path/to/tasks.yaml namespace:=vehicle1 device:=cuda:1
     ros2 launch daris_ros daris.launch.py use_sim_time:=true log_level:=debug    # bag replay with /clock
+    ros2 launch daris_ros daris.launch.py autostart:=false    # unconfigured: a lifecycle manager brings it up
 
 Arguments:
   config        parameter file (ros__parameters); default: the package's config/default.yaml
@@ -10,6 +11,12 @@ Arguments:
   use_sim_time  take time from /clock (bag replay)
   log_level     debug | info | warn | error
   device        overrides the file's `device` parameter (cpu, cuda:N); empty keeps the file's value
+  autostart     overrides the file's `autostart` parameter: true (the node configures and activates itself),
+                false (it starts unconfigured and waits for `ros2 lifecycle set` or a lifecycle manager); empty
+                keeps the file's value (true when the file has none), so by default the node reaches active
+
+The node is a managed (lifecycle) node; it is started as a plain `Node` action whose `autostart` parameter
+brings it to active, so the launch needs no lifecycle event handlers (README.md, "Lifecycle").
 
 The launch stops when the node exits (Shutdown with the reason), and fails when the node failed: the node
 exits 2 on invalid parameters, 3 when its backend cannot run; launch then ends with exit code 1, the only
@@ -61,6 +68,11 @@ def _scheduler(context, *args, **kwargs):
     device = LaunchConfiguration("device").perform(context)
     if device:
         overrides["device"] = device
+    autostart = LaunchConfiguration("autostart").perform(context).strip().lower()
+    if autostart:
+        if autostart not in ("true", "false"):
+            raise ValueError(f"autostart:={autostart!r}: expected true or false (empty: the file's value)")
+        overrides["autostart"] = autostart == "true"
     node = Node(
         package="daris_ros",
         executable="scheduler_node",
@@ -86,5 +98,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn or error"),
         DeclareLaunchArgument("device", default_value="",
                               description="cpu or cuda:N; empty keeps the parameter file's device"),
+        DeclareLaunchArgument("autostart", default_value="",
+                              description="true: the node configures and activates itself; false: it stays "
+                                          "unconfigured for a lifecycle manager; empty keeps the file's value "
+                                          "(true by default)"),
         OpaqueFunction(function=_scheduler),
     ])

@@ -11,6 +11,8 @@ Arguments:
   configs      comma-separated parameter files, one per device, or one for all; empty: config_gpu0 for the
                first node, config_gpu1 for the second, the package's config/default.yaml for the others
   config_gpu0, config_gpu1   parameter files of the first and second node (when configs is empty)
+  autostart    true or false: overrides every node's `autostart` parameter (false: they start unconfigured
+               and wait for a lifecycle manager); empty keeps the files' values (true by default)
 
 A camera topic may appear in several files (each of those nodes subscribes to it). When a node exits the
 launch stops (Shutdown with the reason) and the other nodes with it; when it failed (exit code 2: invalid
@@ -89,6 +91,10 @@ def _schedulers(context, *args, **kwargs):
     fallback.append(os.path.join(get_package_share_directory("daris_ros"), "config", "default.yaml"))
     plan = scheduler_plan(LaunchConfiguration("devices").perform(context),
                           LaunchConfiguration("configs").perform(context), fallback)
+    autostart = LaunchConfiguration("autostart").perform(context).strip().lower()
+    if autostart not in ("", "true", "false"):
+        raise ValueError(f"autostart:={autostart!r}: expected true or false (empty: the files' values)")
+    lifecycle = {"autostart": autostart == "true"} if autostart else {}
     actions = []
     for namespace, config, overrides in plan:
         node = Node(
@@ -96,7 +102,7 @@ def _schedulers(context, *args, **kwargs):
             executable="scheduler_node",
             name="daris_scheduler",
             namespace=namespace,
-            parameters=[config, overrides],
+            parameters=[config, {**overrides, **lifecycle}],
             output="screen",
         )
         actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_scheduler_exit))]
@@ -115,5 +121,8 @@ def generate_launch_description() -> LaunchDescription:
                               description="parameter file of the first node (when configs is empty)"),
         DeclareLaunchArgument("config_gpu1", default_value=default_config,
                               description="parameter file of the second node (when configs is empty)"),
+        DeclareLaunchArgument("autostart", default_value="",
+                              description="true or false for every node (false: unconfigured, for a lifecycle "
+                                          "manager); empty keeps the files' values (true by default)"),
         OpaqueFunction(function=_schedulers),
     ])

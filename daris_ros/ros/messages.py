@@ -337,6 +337,19 @@ def scheduler_diagnostic(node: str, hardware_id: str, info: Mapping[str, object]
     return st
 
 
+def lifecycle_diagnostic(node: str, hardware_id: str, state: str, error: str = "") -> DiagnosticStatus:
+    """The scheduler's status while it holds no engine (unconfigured, finalized): OK while it waits for
+    configure, ERROR when the last transition failed (``error``: why)."""
+    st = DiagnosticStatus()
+    st.name = f"{node}: scheduler"
+    st.hardware_id = hardware_id
+    st.level = DiagnosticStatus.ERROR if error else DiagnosticStatus.OK
+    st.message = f"{state}: " + (f"transition failed: {error}" if error else "waiting for configure"
+                                  if state == "unconfigured" else "no engine")
+    st.values = [_kv("lifecycle_state", state)] + ([_kv("error", error)] if error else [])
+    return st
+
+
 def diagnostic_array(header: Header, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
     a = DiagnosticArray()
     a.header = header

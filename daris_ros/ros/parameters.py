@@ -53,7 +53,10 @@ def _ros_default(spec: ParamSpec) -> Any:
 
 
 def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescriptor) -> Any:
-    """Declare one parameter; rclpy's type and range errors become a ConfigError naming it."""
+    """Declare one parameter (or return it when declared already: a managed node reads its parameters again at
+    every configure); rclpy's type and range errors become a ConfigError naming it."""
+    if node.has_parameter(name):
+        return node.get_parameter(name)
     try:
         return node.declare_parameter(name, default, descriptor)
     except (InvalidParameterValueException, InvalidParameterTypeException) as exc:

@@ -1,10 +1,16 @@
 """The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out.
 
-Start-up order: read and validate parameters -> load models (resident in every context) -> profile the
-initial AFET -> offline phase (Algorithm 1) -> start the engine's loop -> feasibility check -> subscribe to the
-cameras. The feasibility check (daris_ros.core.feasibility) logs one line per context: its HP utilization (eq. 4)
+A managed (lifecycle) node. configure: read and validate parameters -> load models (resident in every context)
+-> profile the initial AFET -> offline phase (Algorithm 1) -> start the engine's loop, releases paused ->
+feasibility check. activate: subscribe to the cameras, release. deactivate: unsubscribe, stop releasing, wait
+for the jobs in flight and their results. cleanup: close the engine (loop, workers, backend). shutdown: the
+same, from any state. With ``autostart`` (the default) :func:`main` configures and activates at once, so the
+executable is one command as before; ``autostart: false`` waits unconfigured for a lifecycle manager
+(README.md, "Lifecycle").
+
+The feasibility check (daris_ros.core.feasibility) logs one line per context: its HP utilization (eq. 4)
 against N_s, its LP utilization (eq. 5) and the LP share left (eq. 11). HP over N_s in a context (or an HP task
-whose AFET exceeds its deadline) stops the node with ``feasibility: refuse`` (the default) and is a WARN with
+whose AFET exceeds its deadline) fails configure with ``feasibility: refuse`` (the default) and is a WARN with
 ``feasibility: warn``; LP over-subscription is a WARN with the expected rejection rate. /diagnostics carries the
 figures, re-evaluated from the live MRETs at every stats period.
 
@@ -19,10 +25,10 @@ counted as stale. Per task, always: ``frames == released + superseded + dropped 
 by the engine and published by a publisher thread of the node; statistics come from snapshots the engine takes in
 its loop.
 
-SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0. Exit
-code 2: an invalid parameter, or an infeasible HP task set with ``feasibility: refuse``; 3: the backend cannot run
-(BackendError) or the GPU ran out of memory while starting; in every case the engine and its workers are closed
-first (no half-started node).
+SIGINT/SIGTERM at any phase (loading, profiling, running) stop the node cleanly with exit code 0, and so does the
+shutdown transition. A failed autostart exits 2 for an invalid parameter or an infeasible HP task set with
+``feasibility: refuse``, 3 when the backend cannot run (BackendError) or the GPU ran out of memory while starting;
+in every case the engine and its workers are closed first (no half-started node).
 """
 
 from __future__ import annotations
@@ -43,10 +49,11 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions, install_signal_handlers
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -60,6 +67,7 @@ from daris_ros.ros.messages import (
     TaskRow,
     context_stats_msg,
     diagnostic_array,
+    lifecycle_diagnostic,
     priority_stats_msg,
     result_msg,
     scheduler_diagnostic,
@@ -71,10 +79,15 @@ from daris_ros.ros.param_file import check_node_arguments
 from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
 from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.backends.base import SmCounts
+from daris_ros.runtime.driver import drain
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
-from daris_ros.runtime.memory import is_cuda_oom
+from daris_ros.runtime.memory import is_cuda_oom, release_device_memory
 from daris_ros.runtime.snapshot import EngineSnapshot
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
+
+#: deactivate waits this long (at least 3 deadlines of the longest task) for the jobs in flight to finish.
+DRAIN_TIMEOUT = 10.0
+INFEASIBLE_HINT = "lower the HP rates, add contexts or streams, or set feasibility: warn to run anyway"
 
 
 class StartupInterrupted(BaseException):
@@ -96,25 +109,128 @@ class _TaskState:
     subscription: Any = None
 
 
-class SchedulerNode(Node):
-    """One scheduler node owns one device (``device`` parameter) and all its camera tasks."""
+class SchedulerNode(LifecycleNode):
+    """One scheduler node owns one device (``device`` parameter) and all its camera tasks; a managed node.
+
+    ``unconfigured``: parameters declared (and settable), nothing loaded. ``configure``: parameters validated,
+    models loaded, AFET profiled, offline phase, the engine's loop started with its releases paused, feasibility
+    checked, result publishers created. ``activate``: camera subscriptions, releases start. ``deactivate``:
+    subscriptions gone, releases stopped, jobs in flight finish and their results are published. ``cleanup``:
+    the engine, its workers and the backend (the MPS daemon if this node started it) closed, device memory
+    released. ``shutdown`` (from any of them): the same as cleanup, then :attr:`finished` is done.
+    A transition that fails logs why (naming the parameter of a ConfigError), keeps it in
+    :attr:`transition_error` and leaves the node where it was (configure: unconfigured, nothing held).
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("daris_scheduler", **kwargs)
-        self._phase = "parameters"
+        self._phase = "unconfigured"
+        self._engine: Engine | None = None
+        self._lifecycle_state = "unconfigured"
+        self.transition_error: BaseException | None = None  # why the last transition failed (None: it succeeded)
+        self.finished: Future = Future()  # done once the node is shut down (finalized)
+        self._tasks: dict[str, _TaskState] = {}
+        self._pending: set[str] = set()  # added to task_names, waiting for valid tasks.<name>.* values
+        self._active = False
+        self._results: collections.deque[JobResult] = collections.deque()
+        self._results_ready = threading.Event()
+        self._results_queued = 0  # results handed out by the engine ...
+        self._results_handled = 0  # ... and taken by the publisher thread (published, or dropped: task gone)
+        self._publishing = False
+        self._publisher_thread: threading.Thread | None = None
+        self._parameter_callbacks = False  # live-tuning callbacks registered (configured states)
+        self._feasibility_at_start: FeasibilityReport | None = None
+        self._started = time.monotonic()
+        self._last_stats_time = self._started
+        self._last_worker_faults = 0
+        self._destroyed = False
+        try:  # declared now, so that they can be set before configure; validated by configure
+            declare_and_read(self, known_models=None)
+        except ConfigError:
+            pass  # configure declares the rest and fails naming the parameter
+        self.autostart: bool = bool(self.get_parameter("autostart").value) if self.has_parameter("autostart") \
+            else True
+        self._stats_pub = self.create_publisher(SchedulerStats, "daris/stats", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        period = self.get_parameter("stats_period").value if self.has_parameter("stats_period") else 1.0
+        self._stats_timer = self.create_timer(float(period), self._publish_stats)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (configured states only)."""
+        if self._engine is None:
+            raise RuntimeError("the scheduler node is not configured")
+        return self._engine
+
+    @property
+    def lifecycle_state(self) -> str:
+        """unconfigured, inactive, active or finalized (the primary state the last transition left)."""
+        return self._lifecycle_state
+
+    # -- lifecycle transitions ------------------------------------------------------------------------
+    def bring_up(self) -> None:
+        """configure, then activate (``autostart``, the plain executable's start-up); raises what made a
+        transition fail (ConfigError, InfeasibleTaskSet, BackendError, StartupInterrupted...)."""
+        for trigger in (self.trigger_configure, self.trigger_activate):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                raise self.transition_error or RuntimeError(f"{trigger.__name__} failed")
+
+    def _transition(self, name: str, work: Callable[[], str], undo: Callable[[], None] | None = None
+                    ) -> TransitionCallbackReturn:
+        """Run ``work`` (it returns the state reached); on any exception log it, keep it, ``undo`` and fail."""
+        self.transition_error = None
         try:
-            self._setup()
-        except BaseException as exc:  # SIGINT/SIGTERM (StartupInterrupted) or a failed start: no half-started node
+            self._lifecycle_state = work()
+        except BaseException as exc:  # noqa: BLE001 - SIGINT/SIGTERM in start-up (StartupInterrupted) included
             try:
                 exc.daris_phase = self._phase  # type: ignore[attr-defined]
             except AttributeError:
                 pass
             if isinstance(exc, StartupInterrupted):
                 exc.phase = self._phase
-            self.destroy_node()
-            raise
+            self.transition_error = exc
+            self.get_logger().error(f"{name} failed ({self._phase}): {_describe(exc)}")
+            if undo is not None:
+                try:
+                    undo()
+                except Exception as undo_exc:  # noqa: BLE001 - the first error is the one to report
+                    self.get_logger().error(f"{name}: undoing it failed too: {_describe(undo_exc)}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
 
-    def _setup(self) -> None:
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure, undo=self._release)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("activate", self._activate, undo=self._stop_releases)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self._deactivate)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._cleanup)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def shutdown() -> str:
+            self._release()
+            self.get_logger().info(f"shut down (from {state.label})")
+            return "finalized"
+        result = self._transition("shutdown", shutdown)
+        if not self.finished.done():
+            self.finished.set_result(True)
+        return result
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised (it was not caught): release everything and go back to unconfigured."""
+        self.get_logger().error(f"error in a transition from {state.label}: releasing everything")
+
+        def release_all() -> str:
+            self._release()
+            return "unconfigured"
+        return self._transition("error processing", release_all)
+
+    def _configure(self) -> str:
+        self._phase = "parameters"
         self.settings = declare_and_read(self, known_models=None)
         _check_models(self.settings)
         if not self.settings.tasks:
@@ -123,40 +239,113 @@ class SchedulerNode(Node):
                 f"key match this node ({self.get_fully_qualified_name()})? Use '/**/daris_scheduler:' to match "
                 "any namespace.")
         s = self.settings
-        self._started = time.monotonic()
-        self._lock = threading.Lock()
         self._thresholds = DiagnosticThresholds(s.miss_rate_warn, s.miss_rate_error, s.rejection_rate_warn,
                                                 s.stale_warn_periods)
-        self._last_stats_time = time.monotonic()
         self._stamp_tolerance = (s.stamp_future_tolerance, s.stamp_past_tolerance)
         self._last_worker_faults = 0
-        self._results: collections.deque[JobResult] = collections.deque()
-        self._results_ready = threading.Event()
-        self._publishing = True
         self._load_and_profile(s)
 
-        self._phase = "subscribing"
-        self._tasks: dict[str, _TaskState] = {}
-        self._pending: set[str] = set()  # added to task_names, waiting for valid tasks.<name>.* values
-        self._stats_pub = self.create_publisher(SchedulerStats, "daris/stats", 10)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._phase = "starting"
+        self.engine.pause_releases()  # the loop runs from now on; releases start at activate
         for t in s.tasks:
             self._start_task(t)
-        self._publisher_thread = threading.Thread(target=self._publish_results, name="daris-results", daemon=True)
-        self._publisher_thread.start()
-        # Subscribe last: models are loaded and profiled, so the first release can run at once.
+        self._start_publisher_thread()
         self.engine.start()
         self._phase = "feasibility"
         self._feasibility_at_start = self._check_feasibility()
-        for t in s.tasks:
-            self._subscribe(t)
-        self._stats_timer = self.create_timer(s.stats_period, self._publish_stats)
+        self._restart_stats_timer(s.stats_period)
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._parameter_callbacks = True
+        self._phase = "inactive"
+        self.get_logger().info(f"configured (inactive): {len(s.tasks)} task(s), releases start at activate")
+        return "inactive"
+
+    def _activate(self) -> str:
+        self._phase = "activating"
+        # Subscribe now: models are loaded and profiled, so the first release can run at once.
+        for st in self._tasks.values():
+            self._subscribe(st.settings)
+        self.engine.resume_releases()
+        self._active = True
         self._phase = "running"
         self.get_logger().info(
-            "running: " + ", ".join(f"{t.name}({t.priority} {t.rate:g} Hz {t.model} <- {t.topic})"
-                                    for t in s.tasks))
+            "running: " + ", ".join(f"{st.settings.name}({st.settings.priority} {st.settings.rate:g} Hz "
+                                    f"{st.settings.model} <- {st.settings.topic})" for st in self._tasks.values()))
+        return "active"
+
+    def _deactivate(self) -> str:
+        self._phase = "deactivating"
+        dropped = self._stop_releases()
+        timeout = max(DRAIN_TIMEOUT, 3 * max((st.settings.deadline for st in self._tasks.values()), default=0.0))
+        try:
+            drain(self.engine, timeout)
+        except TimeoutError as exc:
+            self.get_logger().warning(f"deactivate: {exc} within {timeout:g} s; their results follow when they do")
+        self._wait_results_published(timeout)
+        self._phase = "inactive"
+        self.get_logger().info(f"deactivated (inactive): releases stopped, jobs in flight finished and published"
+                               f"{f', {dropped} frame(s) waiting for a release dropped (inactive)' if dropped else ''}")
+        return "inactive"
+
+    def _stop_releases(self) -> int:
+        """Camera subscriptions gone and the engine's releases paused (jobs in flight run on); returns the frames
+        that were waiting for a release (dropped, counted as ``inactive``)."""
+        self._active = False
+        for st in self._tasks.values():
+            if st.subscription is not None:
+                self.destroy_subscription(st.subscription)
+                st.subscription = None
+        return self._engine.pause_releases() if self._engine is not None else 0
+
+    def _cleanup(self) -> str:
+        self._phase = "cleaning up"
+        self._release()
+        self.get_logger().info("cleaned up (unconfigured): engine, workers and backend closed")
+        return "unconfigured"
+
+    def _release(self) -> None:
+        """Back to nothing held: subscriptions, parameter callbacks, result publishers and their thread, the
+        engine (its loop, workers, backend, the MPS daemon if started here) and the device memory. Idempotent."""
+        self._stop_releases()
+        if self._parameter_callbacks:  # (unconfigured: values are checked by the next configure)
+            self.remove_on_set_parameters_callback(self._validate_parameters)
+            self.remove_post_set_parameters_callback(self._apply_parameters)
+            self._parameter_callbacks = False
+        self._stop_publisher_thread()
+        for name in list(self._tasks):
+            self._stop_task(name)
+        self._pending.clear()
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+            del engine
+            release_device_memory()
+        self._feasibility_at_start = None
+        self._phase = "unconfigured"
+
+    def _start_publisher_thread(self) -> None:
+        self._results.clear()
+        self._results_queued = self._results_handled = 0
+        self._publishing = True
+        self._publisher_thread = threading.Thread(target=self._publish_results, name="daris-results", daemon=True)
+        self._publisher_thread.start()
+
+    def _stop_publisher_thread(self) -> None:
+        self._publishing = False
+        self._results_ready.set()
+        thread, self._publisher_thread = self._publisher_thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+
+    def _wait_results_published(self, timeout: float) -> None:
+        t_end = time.monotonic() + timeout
+        while self._results_handled < self._results_queued and time.monotonic() < t_end:
+            time.sleep(0.01)
+
+    def _restart_stats_timer(self, period: float) -> None:
+        self.destroy_timer(self._stats_timer)
+        self._stats_timer = self.create_timer(period, self._publish_stats)
 
     def _load_and_profile(self, s: Any) -> None:
         self._phase = "loading"  # (creating the backend included: devices, MPS daemon, worker processes)
@@ -169,8 +358,8 @@ class SchedulerNode(Node):
         if self.get_parameter("use_sim_time").value:
             ros_clock = self.get_clock()
             self._engine_clock = lambda: ros_clock.now().nanoseconds * 1e-9
-        self.engine = Engine(s, on_result=self._on_result, decoder=RosFrameDecoder(s.max_pixels, device),
-                             clock=self._engine_clock)
+        self._engine = Engine(s, on_result=self._on_result, decoder=RosFrameDecoder(s.max_pixels, device),
+                              clock=self._engine_clock)
         self.get_logger().info(
             f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
             f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
@@ -279,6 +468,7 @@ class SchedulerNode(Node):
     def _on_result(self, r: JobResult) -> None:
         """Called by the engine's loop: hand the result to the publisher thread."""
         self._results.append(r)
+        self._results_queued += 1
         self._results_ready.set()
 
     def _publish_results(self) -> None:
@@ -288,16 +478,22 @@ class SchedulerNode(Node):
             self._results_ready.clear()
             while results:
                 r = results.popleft()
-                st = self._tasks.get(r.task)
-                if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
-                    continue
                 try:
-                    header, offset_ns = r.meta
-                    st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns)))
-                except Exception:  # noqa: BLE001 - a result that cannot be published must not stop the others
-                    if self.context.ok():
-                        self.get_logger().error(f"task {r.task}: publishing result {r.job_id} failed",
-                                                throttle_duration_sec=5.0)
+                    self._publish_result(r)
+                finally:
+                    self._results_handled += 1
+
+    def _publish_result(self, r: JobResult) -> None:
+        st = self._tasks.get(r.task)
+        if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
+            return
+        try:
+            header, offset_ns = r.meta
+            st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns)))
+        except Exception:  # noqa: BLE001 - a result that cannot be published must not stop the others
+            if self.context.ok():
+                self.get_logger().error(f"task {r.task}: publishing result {r.job_id} failed",
+                                        throttle_duration_sec=5.0)
 
     def task_rows(self, snap: EngineSnapshot) -> list[TaskRow]:
         """Current figures per task; JPS over the time since the previous call."""
@@ -335,7 +531,8 @@ class SchedulerNode(Node):
         s = self.settings
         mem = self.engine.memory()
         loop = snap.loop
-        return {"policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
+        return {"lifecycle_state": self._lifecycle_state,
+                "policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
                 "n_streams": s.n_streams, "oversubscription": s.oversubscription,
                 "sm_per_context": snap.sm_per_context,
                 "uptime": time.monotonic() - self._started,
@@ -381,6 +578,13 @@ class SchedulerNode(Node):
         return rows
 
     def _publish_stats(self) -> None:
+        if self._engine is None:  # unconfigured: /diagnostics says so (and why the last configure failed)
+            device = self.get_parameter("device").value if self.has_parameter("device") else ""
+            header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+            self._diag_pub.publish(diagnostic_array(header, [lifecycle_diagnostic(
+                self.get_fully_qualified_name(), str(device), self._lifecycle_state,
+                _describe(self.transition_error) if self.transition_error is not None else "")]))
+            return
         if not self.engine.running:
             self.get_logger().error("the engine's loop stopped: no more results", throttle_duration_sec=5.0)
             return
@@ -411,10 +615,14 @@ class SchedulerNode(Node):
             statuses.append(task_diagnostic(node, self.settings.device, r, delta, self._thresholds,
                                             skip_late=self.settings.skip_late))
         faults = self.engine.faults.worker_faults
-        statuses.insert(0, scheduler_diagnostic(node, self.settings.device, info, statuses,
-                                                new_worker_faults=faults - self._last_worker_faults,
-                                                feasibility=self.engine.feasibility(),
-                                                feasibility_at_start=self._feasibility_at_start))
+        scheduler = scheduler_diagnostic(node, self.settings.device, info, statuses,
+                                         new_worker_faults=faults - self._last_worker_faults,
+                                         feasibility=self.engine.feasibility(),
+                                         feasibility_at_start=self._feasibility_at_start)
+        if self._lifecycle_state != "active":  # inactive: configured, nothing released
+            scheduler.message = f"{self._lifecycle_state}: no releases" + (
+                f"; {scheduler.message}" if scheduler.message != "OK" else "")
+        statuses.insert(0, scheduler)
         self._last_worker_faults = faults
         self._diag_pub.publish(diagnostic_array(header, statuses))
 
@@ -477,8 +685,7 @@ class SchedulerNode(Node):
             if p.name == "mret_window":
                 self.engine.set_mret_window(int(p.value))
             elif p.name == "stats_period":
-                self.destroy_timer(self._stats_timer)
-                self._stats_timer = self.create_timer(float(p.value), self._publish_stats)
+                self._restart_stats_timer(float(p.value))
             elif p.name in ("stamp_future_tolerance", "stamp_past_tolerance"):
                 future, past = self._stamp_tolerance
                 self._stamp_tolerance = (float(p.value), past) if p.name == "stamp_future_tolerance" \
@@ -549,18 +756,30 @@ class SchedulerNode(Node):
         self.engine.add_task(t)
         self._pending.discard(name)
         self._start_task(t)
-        self._subscribe(t)
+        if self._active:  # (inactive: subscribed at activate)
+            self._subscribe(t)
         self.get_logger().info(f"task {name} started: {t.priority} {t.rate:g} Hz {t.model} <- {t.topic}")
 
     def destroy_node(self) -> None:
-        self._publishing = False
-        engine = getattr(self, "engine", None)  # absent when start-up failed before it was built
-        if engine is not None:
-            engine.close()
-        if getattr(self, "_destroyed", False):
+        """Release everything (whatever the state: the engine, its workers and backend), then the node."""
+        self._release()
+        if self._destroyed:
             return
         self._destroyed = True
         super().destroy_node()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failed transition (the ConfigError's text names the parameter)."""
+    if isinstance(exc, ConfigError):
+        return f"invalid configuration: {exc}"
+    if isinstance(exc, InfeasibleTaskSet):
+        return f"infeasible: {exc} ({INFEASIBLE_HINT})"
+    if isinstance(exc, BackendError):
+        return f"the execution backend cannot run{' (out of GPU memory)' if is_cuda_oom(exc) else ''}: {exc}"
+    if isinstance(exc, StartupInterrupted):
+        return f"{exc} received"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _check_models(settings: Any) -> None:
@@ -614,18 +833,24 @@ def main(args: list[str] | None = None) -> int:
     signals = _Signals()
     signals.install()
     node = None
+    started = False
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = SchedulerNode()
+        if node.autostart:  # one command: configure and activate now (a failure: its exit code below)
+            node.bring_up()
+        else:
+            node.get_logger().info("unconfigured, waiting for the configure and activate transitions "
+                                   "(autostart: false)")
+        started = True
         signals.running()
         if signals.received is None:  # (a signal between start-up and here: exit without spinning)
-            rclpy.spin(node)
+            rclpy.spin_until_future_complete(node, node.finished)  # until a signal, or the shutdown transition
     except ConfigError as exc:
         print(f"[daris_scheduler] invalid configuration: {exc}", file=sys.stderr)
         return 2
     except InfeasibleTaskSet as exc:  # feasibility: refuse (the default)
-        print(f"[daris_scheduler] infeasible: {exc} (lower the HP rates, add contexts or streams, or set "
-              "feasibility: warn to run anyway)", file=sys.stderr)
+        print(f"[daris_scheduler] infeasible: {exc} ({INFEASIBLE_HINT})", file=sys.stderr)
         return 2
     except StartupInterrupted as exc:
         print(f"[daris_scheduler] {exc} during start-up ({exc.phase}): stopped", file=sys.stderr)
@@ -637,7 +862,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:
-        if node is None and is_cuda_oom(exc):  # torch.OutOfMemoryError, or "CUDA error: out of memory"
+        if not started and is_cuda_oom(exc):  # torch.OutOfMemoryError, or "CUDA error: out of memory"
             print(f"[daris_scheduler] out of GPU memory while {getattr(exc, 'daris_phase', 'starting')}: {exc}",
                   file=sys.stderr)
             return 3

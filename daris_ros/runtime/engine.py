@@ -78,6 +78,8 @@ DECODE_PART = 8
 #: The longest sleep of the loop when its clock is not ``time.monotonic`` (ROS time under use_sim_time: /clock may
 #: run faster than the wall clock, and sleeps are on the wall clock).
 FOREIGN_CLOCK_MAX_WAIT = 0.002
+#: The longest sleep of the loop while releases are paused (a command or a completion wakes it at once).
+PAUSED_MAX_WAIT = 0.5
 
 
 def tune_process_for_latency() -> None:
@@ -189,6 +191,7 @@ class Engine:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._paused = False  # releases stopped (pause_releases): jobs in flight still run to their results
         self._stopped = threading.Event()
         self._watchdog: Watchdog | None = None
         self._loop_stats = LoopStats()
@@ -453,7 +456,10 @@ class Engine:
             while commands:
                 commands.popleft()()
             due.clear()
-            if started:
+            if self._paused:
+                fresh.clear()
+                backlog.clear()
+            elif started:
                 if fresh:
                     self._fresh_releases(now, due)
                 if now >= releases.next_time():
@@ -482,7 +488,7 @@ class Engine:
             stats.iterations += 1
             stats.busy_cpu += cpu_clock() - c0
             # sleep until the next release, the core's next wake-up, a completion (notify) or a command
-            timeout = releases.next_time() - clock()
+            timeout = PAUSED_MAX_WAIT if self._paused else releases.next_time() - clock()
             wakeup = core.next_wakeup()
             if wakeup is not None and wakeup - now < timeout:
                 timeout = wakeup - now
@@ -870,6 +876,40 @@ class Engine:
         """Jobs admitted and not finished, and frames taken by a release and still being decoded."""
         return self.call(lambda _core: len(self._jobs) + sum(len(burst[1]) for burst in self._decoding))
 
+    def pause_releases(self, drop_reason: str = "inactive") -> int:
+        """Stop releasing tasks (a managed node's deactivate): no job is released from now on, no stale period is
+        counted, and the frames waiting for a release are dropped and counted as ``drop_reason``; jobs in flight
+        run on and hand out their results (wait for them with :func:`daris_ros.runtime.driver.drain`). Before
+        :meth:`start` the engine then starts paused. Returns the frames dropped."""
+        if self._core is None or not self.running:
+            self._paused = True
+            return self.inbox.discard_pending(drop_reason)
+
+        def pause(_core: Scheduler) -> int:
+            self._paused = True
+            self._fresh.clear()
+            return self.inbox.discard_pending(drop_reason)
+        return self.call(pause)
+
+    def resume_releases(self) -> None:
+        """Release again (activate): every task's next release (frame-triggered: its first allowed one) is now,
+        so the time spent paused counts neither as skipped releases nor as stale periods."""
+        if self._core is None or not self.running:
+            self._paused = False
+            return
+
+        def resume(_core: Scheduler) -> None:
+            if self._paused:
+                assert self._releases is not None
+                self._releases.rebase(self._clock())
+            self._paused = False
+        self.call(resume)
+
+    @property
+    def releasing(self) -> bool:
+        """False while releases are paused (:meth:`pause_releases`)."""
+        return not self._paused
+
     def update_task(self, task: TaskSettings) -> None:
         """Apply a changed rate/period, deadline or priority of an existing task (jobs already released keep
         theirs). Model, input size and weights cannot change at run time."""
@@ -1102,6 +1142,8 @@ class Engine:
             self._watchdog.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        if self._decode_pool is not None:
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
 
     @property

@@ -3,7 +3,8 @@
 Producers (the ROS node's subscription callbacks, a bag player, the bench) call :meth:`FrameInbox.offer`; it keeps
 only the newest item per task (what a release takes) and counts the one it replaces as *superseded*. The engine's
 loop :meth:`FrameInbox.take`\\ s an item at each release of the task (none new since the last release: a *stale*
-period). A frame dropped (a malformed header at arrival, a decoding error at release) is counted by reason.
+period). A frame dropped (a malformed header at arrival, a decoding error at release, or left waiting when
+releases stop: :meth:`FrameInbox.discard_pending`) is counted by reason.
 Per task, always::
 
     frames == taken + superseded + dropped_at_arrival + pending      (pending: 1 while a frame waits)
@@ -145,6 +146,17 @@ class FrameInbox:
             else:
                 c.dropped_at_release += 1
             c.dropped[reason] = c.dropped.get(reason, 0) + 1
+
+    def discard_pending(self, reason: str) -> int:
+        """Drop every frame waiting for a release (not the sticky ones), counted by ``reason`` (releases stopped:
+        a frame must not be released long after it arrived). Returns how many."""
+        with self._lock:
+            waiting = [t for t in self._items if t not in self._sticky]
+            for task in waiting:
+                del self._items[task]
+                c = self._counters[task]
+                c.dropped[reason] = c.dropped.get(reason, 0) + 1
+            return len(waiting)
 
     def take(self, task: str) -> FrameItem | None:
         """The frame a release of ``task`` runs on (None: nothing new since the previous release, a stale

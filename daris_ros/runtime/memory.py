@@ -7,7 +7,9 @@ resident in each context (every model is resident in every context).
 
 from __future__ import annotations
 
+import gc
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +48,21 @@ def cuda_reserved(device: str) -> int:
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return 0
     return int(torch.cuda.memory_reserved(torch.device(device)))
+
+
+def release_device_memory() -> None:
+    """After an engine was closed and dropped (a managed node's cleanup): collect what it held, the objects
+    :func:`~daris_ros.runtime.engine.tune_process_for_latency` froze at its start included (``gc.unfreeze``;
+    the next engine's start freezes again), and give the CUDA caching allocator's free blocks back to the device."""
+    gc.unfreeze()
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        clear_cublas = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # (held per handle and stream)
+        if clear_cublas is not None:
+            clear_cublas()
+        torch.cuda.empty_cache()
 
 
 def is_cuda_oom(exc: BaseException) -> bool:

@@ -157,3 +157,14 @@ def test_multi_gpu_devices_argument_and_plan():
                                     ("", "", "devices is empty"), ("cpu,cpu", "a,b,c", "3 files for 2")):
         with pytest.raises(ValueError, match=match):
             plan(devices, configs, fb)
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_autostart_argument_reaches_the_node(path):
+    """The node is active by default (its autostart parameter, true unless the file says otherwise);
+    `autostart:=false` leaves it unconfigured for a lifecycle manager (README.md, "Lifecycle")."""
+    src = path.read_text(encoding="utf-8")
+    tree = _tree(path)
+    autostart = [c for c in _calls(tree, "DeclareLaunchArgument") if c.args[0].value == "autostart"]
+    assert len(autostart) == 1 and _kw(autostart[0], "default_value").value == "", path.name
+    assert 'LaunchConfiguration("autostart")' in src and '"autostart"' in src
