@@ -112,6 +112,7 @@ class SchedulerSettings:
     launch_ahead: int = 0  # SchedulerConfig.launch_ahead: dispatches a stream may hold queued behind its running one
     ahead_lead: float = 0.001  # SchedulerConfig.ahead_lead (s): how early before a stream frees the next is formed
     feasibility: str = "refuse"  # HP utilization over N_s in a context at start-up: refuse (exit 2) | warn (run)
+    sm_limit: int = 0  # SMs of the GPU this node may use, eq. 9's N_SM,max (0: the whole device)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:
@@ -267,6 +268,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         launch_ahead=_int(raw, "launch_ahead", 0),
         ahead_lead=_float(raw, "ahead_lead", 0.001),
         feasibility=_str(raw, "feasibility", "refuse").lower(),
+        sm_limit=_int(raw, "sm_limit", 0),
         tasks=tuple(tasks),
     )
     _require(s.policy in POLICIES, "policy", f"{s.policy!r} is not one of {', '.join(POLICIES)}")
@@ -280,6 +282,7 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
     _require(0.0 <= s.ahead_lead <= 1.0, "ahead_lead", f"{s.ahead_lead} s is not allowed: 0..1 s")
     _require(s.n_contexts >= 1, "n_contexts", f"{s.n_contexts} is not allowed: must be >= 1")
     _require(s.n_streams >= 1, "n_streams", f"{s.n_streams} is not allowed: must be >= 1")
+    _require(s.sm_limit >= 0, "sm_limit", f"{s.sm_limit} is not allowed: >= 0 SMs (0: the whole device)")
     if s.policy == "STR":
         _require(s.n_contexts == 1, "n_contexts", "policy STR uses exactly one context (N_c = 1)")
     if s.policy == "MPS":

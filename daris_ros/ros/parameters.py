@@ -128,6 +128,15 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = (
               "figures) or warn (log a WARN and run; HP deadlines will be missed). LP over-subscription (LP "
               "utilization over eq. 11's N_s - U_hp) is always a WARN with the expected rejection rate. The figures "
               "are on /diagnostics."),
+    ParamSpec("sm_limit", 0, "Beyond the paper, a node that shares its GPU (with lidar, planning, display): the "
+              "number of SMs the node may use; eq. 9 sizes its contexts from it (N_SM,max = sm_limit). green: the "
+              "contexts are carved from the device's first sm_limit / 8 granules of 8 SMs (Hopper), the rest stays "
+              "free; str: its streams run in one green context of sm_limit SMs; mps: each client's "
+              "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE is its eq. 9 share of sm_limit over the device's SMs (how many SMs, "
+              "not which); cpu: eq. 9's arithmetic only (SMs per context in the stats). At start a GPU backend "
+              "refuses a limit above the device's SMs or not a multiple of its granularity (8 for str and green, 2 "
+              "for mps). 16 = a Jetson AGX Orin's SM count. Reported in SchedulerStats (sm_limit, usable_sms). 0: "
+              "the whole device.", int_range=(0, 1 << 16)),
     ParamSpec("max_pixels", 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped "
               "and counted as too_large.", int_range=(1, 1 << 30)),
     ParamSpec("stamp_future_tolerance", 1.0, "Frames whose header.stamp is more than this many seconds ahead of "
