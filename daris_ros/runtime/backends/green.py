@@ -144,7 +144,8 @@ class GreenBackend(CudaStreamsBackend, SmCounts):
         try:  # layout check before any work; the real plan follows the driver's split at start()
             self.plan: SmPlan = plan_sm_partitions(n_contexts, oversubscription, self.usable_sms, sm_granularity)
         except ValueError as exc:
-            raise BackendError(f"green: {exc}") from exc
+            raise BackendError(f"green: {exc}" + (f" (confined to sm_limit = {sm_limit} SMs)" if sm_limit else "")
+                               ) from exc
         _driver()  # feature detection before any work
 
     def _make_streams(self) -> list[list[AnyStream]]:
