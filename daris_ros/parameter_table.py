@@ -218,6 +218,14 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
     _P("autostart", _B, True, "Managed (lifecycle) node: at start-up the node configures and activates itself, so "
        "one command runs it; false: it starts unconfigured and waits for the configure and activate transitions "
        "(ros2 lifecycle set, a lifecycle manager). README.md, Lifecycle."),
+    _P("sm_limit", _I, 0, "Beyond the paper, a node that shares its GPU (with lidar, planning, display): the number "
+       "of SMs the node may use; eq. 9 sizes its contexts from it (N_SM,max = sm_limit). green: the contexts are "
+       "carved from the device's first sm_limit / 8 granules of 8 SMs (Hopper), the rest stays free; str: its "
+       "streams run in one green context of sm_limit SMs; mps: each client's CUDA_MPS_ACTIVE_THREAD_PERCENTAGE is "
+       "its eq. 9 share of sm_limit over the device's SMs (how many SMs, not which); cpu: eq. 9's arithmetic only "
+       "(SMs per context in the stats). At start a GPU backend refuses a limit above the device's SMs or not a "
+       "multiple of its granularity (8 for str and green, 2 for mps). 16 = a Jetson AGX Orin's SM count. Reported "
+       "in SchedulerStats (sm_limit, usable_sms). 0: the whole device.", bounds=(0, 1 << 16)),
     _P("max_pixels", _I, 4096 * 4096, "Largest accepted frame (width x height); larger frames are dropped and "
        "counted as too_large.", bounds=(1, _LARGEST_COUNT)),
     _P("stamp_future_tolerance", _N, 1.0, "Frames whose header.stamp is more than this many seconds ahead of the "

@@ -125,6 +125,7 @@ class SchedulerSettings:
     ahead_lead: float = default_of(_SCHED, "ahead_lead")  # s: how early before a stream frees the next is formed
     feasibility: str = default_of(_SCHED, "feasibility")  # HP utilization over N_s at start-up: refuse | warn
     autostart: bool = default_of(_SCHED, "autostart")  # configure and activate at start (False: a lifecycle manager)
+    sm_limit: int = default_of(_SCHED, "sm_limit")  # SMs of the GPU this node may use, eq. 9's N_SM,max (0: all)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
     def task(self, name: str) -> TaskSettings:

@@ -229,7 +229,7 @@ def run_engine(settings: SchedulerSettings, *, seconds: float, warmup: float = 0
         snap = engine.snapshot()
         wall = max(snap.time - origin, 1e-9)
         backend = engine.backend
-        sms = backend.sm_counts() if isinstance(backend, SmCounts) else [backend.n_sm_max] * backend.n_contexts
+        sms = backend.sm_counts() if isinstance(backend, SmCounts) else [backend.usable_sms] * backend.n_contexts
         afet = {Engine.model_label(k): v for k, v in engine.afet.items()}
     finally:
         if gc_was_enabled:

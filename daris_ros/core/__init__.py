@@ -39,6 +39,7 @@ from daris_ros.core.hyperparams import (
     SchedulerConfig,
     ceil_to_multiple,
     effective_layout,
+    n_sm_max_for_limit,
     sm_per_context_eq9,
 )
 from daris_ros.core.job import Dispatch, Job, JobOutcome, ReleaseDecision
@@ -107,6 +108,7 @@ __all__ = [
     "min_util_context",
     "mret_stage_eq1",
     "mret_task_eq2",
+    "n_sm_max_for_limit",
     "percentile",
     "populate_contexts_alg1",
     "predicted_finish",

@@ -64,6 +64,7 @@ class SchedulerConfig:
     launch_ahead: int = 0  # dispatches a busy stream may hold queued behind its running one (0: off)
     ahead_lead: float = 0.001  # s before a busy stream's predicted free time that its next dispatch is formed
     skip_late: float | None = None  # skip a job not started by release + skip_late x D_i (None / 0: off; >= 1)
+    sm_limit: int = 0  # SMs of the device this node may use; eq. 9's N_SM,max (0: all n_sm_max)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policy", Policy.parse(self.policy))
@@ -84,6 +85,12 @@ class SchedulerConfig:
                              f"got {self.skip_late!r}")
         if not math.isfinite(self.oversubscription) or self.oversubscription < 1.0:
             raise ValueError(f"oversubscription must be >= 1, got {self.oversubscription!r}")
+        n_sm_max_for_limit(self.sm_limit, self.n_sm_max, self.sm_granularity)  # raises ValueError naming sm_limit
+
+    @property
+    def usable_sms(self) -> int:
+        """N_SM,max of eq. 9 for this node: ``sm_limit`` SMs, or the whole device (``n_sm_max``) without a limit."""
+        return n_sm_max_for_limit(self.sm_limit, self.n_sm_max, self.sm_granularity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +132,31 @@ def ceil_to_multiple(x: float, granularity: int) -> int:
     return int(q) * granularity
 
 
+def n_sm_max_for_limit(sm_limit: int, device_sms: int, granularity: int = 1) -> int:
+    """N_SM,max of eq. 9 for a node confined to ``sm_limit`` of a device's ``device_sms`` SMs (0: no limit, the
+    whole device). The limit must be an int, ``0 <= sm_limit <= device_sms`` and a multiple of ``granularity``
+    (contexts are made of whole granules: 8 SMs for Hopper green contexts, 2 for MPS); else a ValueError that
+    names ``sm_limit``."""
+    if isinstance(sm_limit, bool) or not isinstance(sm_limit, int) or sm_limit < 0:
+        raise ValueError(f"sm_limit must be an int >= 0 (0: the whole device), got {sm_limit!r}")
+    if sm_limit == 0:
+        return device_sms
+    if sm_limit > device_sms:
+        raise ValueError(f"sm_limit = {sm_limit} SMs is more than the device has ({device_sms} SMs)")
+    if sm_limit % granularity:
+        raise ValueError(f"sm_limit = {sm_limit} SMs is not a multiple of the SM granularity {granularity} "
+                         f"(e.g. {max(granularity, sm_limit // granularity * granularity)})")
+    return sm_limit
+
+
 def sm_per_context_eq9(oversubscription: float, n_sm_max: int, n_contexts: int, granularity: int = 2) -> int:
     """Eq. 9: ``N_SM = ceil_even(OS * N_SM,max / N_c)`` with a configurable rounding granularity.
 
     ``granularity = 2`` is the paper's ceil_even; Hopper green contexts need multiples of 8. The
     result is at least one granule and never more than the GPU has: if rounding up passes
     ``n_sm_max``, the largest multiple of the granularity not above ``n_sm_max`` is used (or
-    ``n_sm_max`` itself when it is smaller than one granule).
+    ``n_sm_max`` itself when it is smaller than one granule). A node confined to ``sm_limit`` SMs passes
+    :func:`n_sm_max_for_limit` (``SchedulerConfig.usable_sms``) as ``n_sm_max``.
     """
     if n_contexts < 1 or n_sm_max < 1:
         raise ValueError("n_contexts and n_sm_max must be >= 1")

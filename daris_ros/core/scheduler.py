@@ -150,7 +150,7 @@ class Scheduler(BatchingMixin):
         self._layout: Layout = effective_layout(config)
         n_c, n_s = self._layout.n_contexts, self._layout.n_streams
         self._sm = sm_per_context_eq9(
-            self._layout.oversubscription, config.n_sm_max, n_c, config.sm_granularity
+            self._layout.oversubscription, config.usable_sms, n_c, config.sm_granularity
         )
         self._ws = config.mret_window
         self._afet_source = afet_source
@@ -975,7 +975,7 @@ class Scheduler(BatchingMixin):
         return self._ws
 
     def sm_per_context(self) -> int:
-        """Eq. 9."""
+        """Eq. 9, from ``config.usable_sms`` (``sm_limit`` SMs, or the whole device)."""
         return self._sm
 
     def context_of(self, task: str) -> int:

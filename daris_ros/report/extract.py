@@ -136,6 +136,8 @@ class StatsSnapshot:
     sm_per_context: int
     uptime: float
     tasks: dict[str, TaskSnapshot]
+    sm_limit: int | None = None  # the node's sm_limit (0: the whole device); None: a bag from before the field
+    usable_sms: int | None = None  # eq. 9's N_SM,max (sm_limit, else the device's SMs)
 
 
 @dataclass(slots=True)
@@ -242,6 +244,7 @@ def stats_snapshot(m: Any, log_ns: int = 0) -> StatsSnapshot:
         backend=str(m.backend), device=str(m.device), n_contexts=int(m.n_contexts), n_streams=int(m.n_streams),
         oversubscription=float(m.oversubscription), sm_per_context=int(m.sm_per_context),
         uptime=float(m.uptime), tasks={str(t.task): task_snapshot(t) for t in m.tasks},
+        sm_limit=_optional_int(m, "sm_limit"), usable_sms=_optional_int(m, "usable_sms"),
     )
 
 

@@ -325,7 +325,8 @@ def config_of(snap: StatsSnapshot | None) -> dict[str, Any]:
         return {}
     return {"node": snap.node, "policy": snap.policy, "backend": snap.backend, "device": snap.device,
             "n_contexts": snap.n_contexts, "n_streams": snap.n_streams,
-            "oversubscription": snap.oversubscription, "sm_per_context": snap.sm_per_context}
+            "oversubscription": snap.oversubscription, "sm_per_context": snap.sm_per_context,
+            "sm_limit": snap.sm_limit, "usable_sms": snap.usable_sms}
 
 
 def compute(run: RunData) -> RunFigures:

@@ -97,7 +97,8 @@ def _intro(figures: RunFigures) -> list[str]:
     if c:
         lines.append(f"Node `{c['node']}`: policy {c['policy']}, backend {c['backend']} on {c['device']}, "
                      f"N_c = {c['n_contexts']}, N_s = {c['n_streams']}, OS = {c['oversubscription']:g}, "
-                     f"{c['sm_per_context']} SMs per context.")
+                     f"{c['sm_per_context']} SMs per context"
+                     + (f" (confined to {c['sm_limit']} SMs: sm_limit)." if c.get("sm_limit") else "."))
     r = figures.replay
     if r:
         mode = "as fast as possible (sim time)" if r.get("fast") else f"rate {r.get('rate', 1.0):g}"

@@ -192,6 +192,8 @@ def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, object], t
     m.memory_shared = memory_shared
     m.models = list(model_bytes or {})
     m.model_bytes = [int(v) for v in (model_bytes or {}).values()]
+    m.sm_limit = int(info.get("sm_limit", 0))
+    m.usable_sms = int(info.get("usable_sms", 0))
     return m
 
 

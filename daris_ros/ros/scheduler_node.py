@@ -534,7 +534,7 @@ class SchedulerNode(LifecycleNode):
         return {"lifecycle_state": self._lifecycle_state,
                 "policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
                 "n_streams": s.n_streams, "oversubscription": s.oversubscription,
-                "sm_per_context": snap.sm_per_context,
+                "sm_per_context": snap.sm_per_context, "sm_limit": snap.sm_limit, "usable_sms": snap.usable_sms,
                 "uptime": time.monotonic() - self._started,
                 # bounded-queue evidence: jobs admitted and unfinished, stages queued (per context) or running
                 "in_flight_jobs": snap.in_flight_jobs, "outstanding_stages": snap.outstanding_stages,

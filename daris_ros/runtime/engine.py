@@ -109,10 +109,13 @@ def batching_config(s: SchedulerSettings) -> BatchingConfig | None:
                           lp_admit_margin=s.batch_lp_admit_margin or None, min_size=s.batch_min_size)
 
 
-def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularity: int = 2) -> SchedulerConfig:
+def to_scheduler_config(s: SchedulerSettings, n_sm_max: int = 132, sm_granularity: int = 2,
+                        sm_limit: int = 0) -> SchedulerConfig:
+    """The core's configuration; ``n_sm_max`` and ``sm_granularity`` are the backend's (``sm_limit``: the node's
+    ``sm_limit``, passed where the backend's device is known, so that eq. 9 uses it)."""
     return SchedulerConfig(
         policy=Policy(s.policy), n_contexts=s.n_contexts, n_streams=s.n_streams,
-        oversubscription=s.oversubscription, n_sm_max=n_sm_max, sm_granularity=sm_granularity,
+        oversubscription=s.oversubscription, n_sm_max=n_sm_max, sm_granularity=sm_granularity, sm_limit=sm_limit,
         mret_window=s.mret_window, hp_admission=s.hp_admission, reprobe_after=s.reprobe_after,
         no_staging=s.no_staging, no_last=s.no_last, no_prior=s.no_prior, no_fixed=s.no_fixed,
         batching=batching_config(s), launch_ahead=s.launch_ahead, ahead_lead=s.ahead_lead,
@@ -215,7 +218,7 @@ class Engine:
                               cuda_graphs=settings.cuda_graphs, mps_pipe_dir=settings.mps_pipe_directory or None,
                               mps_log_dir=settings.mps_log_directory or None,
                               mps_spares=None if settings.mps_spares < 0 else settings.mps_spares,
-                              mps_frame_pixels=settings.mps_frame_pixels)
+                              mps_frame_pixels=settings.mps_frame_pixels, sm_limit=settings.sm_limit)
 
     # ===================================================================================== start-up (caller thread)
     def load_models(self) -> None:
@@ -323,7 +326,9 @@ class Engine:
         if device.startswith("cuda"):
             device = torch.cuda.get_device_name(torch.device(device))
         b = self.backend
-        return cache_key(device, self.settings.backend, f"{b.n_contexts}x{b.n_streams}", self.settings.oversubscription,
+        limit = self.settings.sm_limit
+        layout = f"{b.n_contexts}x{b.n_streams}" + (f" on {limit} SMs" if limit else "")  # AFETs differ per limit
+        return cache_key(device, self.settings.backend, layout, self.settings.oversubscription,
                          self.settings.cuda_graphs, model_key, mode)
 
     def start(self, *, origin: float | None = None, phases: Mapping[str, float] | None = None) -> None:
@@ -333,7 +338,8 @@ class Engine:
         paper's benchmarks release it)."""
         specs = [to_task_spec(t, self.afet[self._model_key(t)], self._model_key(t)) for t in self.settings.tasks]
         b = self.backend
-        self._core = Scheduler(to_scheduler_config(self.settings, n_sm_max=b.n_sm_max, sm_granularity=b.sm_granularity),
+        self._core = Scheduler(to_scheduler_config(self.settings, n_sm_max=b.n_sm_max, sm_granularity=b.sm_granularity,
+                                                   sm_limit=self.settings.sm_limit),
                                specs, response_window=RESPONSE_WINDOW,
                                batch_afet=self._batch_estimate if self.settings.batching else None)
         self._releases = ReleaseClock(self._clock() if origin is None else origin)
@@ -863,7 +869,8 @@ class Engine:
                 outstanding_stages=core.outstanding_stages(), in_flight_jobs=len(self._jobs),
                 reprobes=core.reprobes(), batch=core.batch_stats(), sm_per_context=core.sm_per_context(),
                 intake=self.inbox.snapshot(), loop=dataclasses.replace(self._loop_stats),
-                counters=dataclasses.replace(self.counters))
+                counters=dataclasses.replace(self.counters), sm_limit=core.config.sm_limit,
+                usable_sms=core.config.usable_sms)
         return self.call(read)
 
     def feasibility(self) -> FeasibilityReport:

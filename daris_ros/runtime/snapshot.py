@@ -43,3 +43,5 @@ class EngineSnapshot:
     intake: dict[str, tuple[IntakeCounters, int]]  # task -> (counters, pending frame 0/1)
     loop: LoopStats = field(default_factory=LoopStats)
     counters: Any = None
+    sm_limit: int = 0  # the sm_limit parameter (0: the whole device)
+    usable_sms: int = 0  # eq. 9's N_SM,max: sm_limit, else the backend's device SMs (cpu: a nominal 132)

@@ -85,9 +85,10 @@ class Simulation:
         self.seed = scenario.seed if seed is None else seed
         cfg = scenario.config
         layout = effective_layout(cfg)
-        sm = sm_per_context_eq9(layout.oversubscription, cfg.n_sm_max, layout.n_contexts, cfg.sm_granularity)
+        # eq. 9 from the SMs the node may use (scheduler.sm_limit, else the whole device), as the core does
+        sm = sm_per_context_eq9(layout.oversubscription, cfg.usable_sms, layout.n_contexts, cfg.sm_granularity)
         self.geometry = Geometry(
-            cfg.n_sm_max, sm, layout.n_contexts, layout.n_streams, layout.oversubscription
+            cfg.n_sm_max, sm, layout.n_contexts, layout.n_streams, layout.oversubscription, cfg.usable_sms
         )
         self.exec_model: ExecTimeModel = build_exec_model(scenario.exec_model, self.geometry)
         # AFET per model: explicit in the scenario, or the exec model's full-load estimate

@@ -13,7 +13,9 @@ discrete-event loop and deterministic.
   ``s = min(N_SM / (c_k + overlap * (C - c_k)), N / C)`` with ``N_SM`` from eq. 9 and
   ``overlap = (OS - 1) / (N_c - 1)`` (0 for OS = 1: contexts own disjoint SMs; 1 for OS = N_c:
   every context spans the whole GPU); the ``N / C`` cap keeps the SMs handed out within the GPU
-  (eq. 9 rounds up, so 6 x 12 SMs of an OS = 1 split on 68 SMs would otherwise be 72).
+  (eq. 9 rounds up, so 6 x 12 SMs of an OS = 1 split on 68 SMs would otherwise be 72). A node
+  confined to ``sm_limit`` SMs (``scheduler.sm_limit``) takes ``N_SM`` from eq. 9 on those SMs and caps
+  ``s`` at ``sm_limit / C``, while ``N`` stays the whole device (``base`` is measured on all of it).
   ``beta`` in [0, 1] is how strongly a stage slows down with fewer SMs (DNN kernels do not scale
   linearly, so sharing raises throughput); ``alpha`` is the interference (memory, cache) that
   every other running stage adds.
@@ -113,13 +115,23 @@ class Distribution:
 
 @dataclass(frozen=True, slots=True)
 class Geometry:
-    """What the contention model needs to know about the GPU partitioning."""
+    """What the contention model needs to know about the GPU partitioning.
+
+    ``n_sm_max`` is the device's SM count (stage times are measured alone on all of them); ``usable_sms`` the SMs
+    the node may use (``SchedulerConfig.sm_limit``; 0: all ``n_sm_max``), which eq. 9's ``sm_per_context`` is
+    computed from."""
 
     n_sm_max: int
     sm_per_context: int
     n_contexts: int
     n_streams: int
     oversubscription: float
+    usable_sms: int = 0
+
+    @property
+    def node_sms(self) -> int:
+        """The SMs the node's contexts share: ``usable_sms``, or the whole device."""
+        return self.usable_sms or self.n_sm_max
 
     @property
     def overlap(self) -> float:
@@ -195,8 +207,8 @@ class ContentionModel:
         c_k = max(1, in_context)
         c = max(c_k, total)
         sharers = c_k + g.overlap * (c - c_k)
-        # never more than the context's share, nor more than an equal split of the GPU's SMs
-        s = min(g.sm_per_context / sharers, g.n_sm_max / c)
+        # never more than the context's share, nor more than an equal split of the node's SMs (sm_limit)
+        s = min(g.sm_per_context / sharers, g.node_sms / c)
         return (g.n_sm_max / s) ** self.beta_for(size) * (1.0 + self.alpha * (c - 1))
 
     def exec_time(self, base: float, in_context: int, total: int, rng: random.Random, size: int = 1) -> float:

@@ -28,6 +28,7 @@ daris_scheduler:
     n_streams: 1
     stats_period: 0.5
     profile_runs: 2
+    sm_limit: 16  # cpu backend: eq. 9's arithmetic only (SchedulerStats.sm_limit, usable_sms, sm_per_context)
     task_names: [cam_hp, cam_lp, cam_dead]
     tasks:
       cam_hp: {topic: /e2e/cam_hp/image_raw, priority: HP, rate: 5.0, model: resnet18, input_size: [64, 64]}
@@ -177,6 +178,7 @@ def test_stats_message_counts(run):
     s = node.stats[-1]
     rows = {t.task: t for t in s.tasks}
     assert s.policy == "MPS" and s.n_contexts == 2 and s.backend == "cpu"
+    assert (s.sm_limit, s.usable_sms, s.sm_per_context) == (16, 16, 8)  # eq. 9: 16 SMs over N_c = 2, OS = 1
     for name in ("cam_hp", "cam_lp"):
         r = rows[name]
         assert r.completed >= len(node.results[name]) - 1

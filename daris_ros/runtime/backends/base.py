@@ -59,6 +59,13 @@ class Backend(abc.ABC):
     #: The device's SM count and the rounding of eq. 9 (8 for green contexts on Hopper).
     n_sm_max: int = 132
     sm_granularity: int = 2
+    #: The ``sm_limit`` parameter: the SMs this node may use (0: all ``n_sm_max``); eq. 9's N_SM,max.
+    sm_limit: int = 0
+
+    @property
+    def usable_sms(self) -> int:
+        """The SMs the contexts are carved from (eq. 9's N_SM,max): ``sm_limit``, or the whole device."""
+        return self.sm_limit or self.n_sm_max
 
     @abc.abstractmethod
     def start(self, models: Mapping[str, Any]) -> None:
@@ -85,6 +92,18 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stop workers and release the device; idempotent. Launches in flight are discarded."""
+
+
+def checked_sm_limit(sm_limit: int, device_sms: int, granularity: int, backend: str) -> int:
+    """``sm_limit`` if a node on ``backend`` can be confined to that many of the device's ``device_sms`` SMs (0, or
+    a multiple of ``granularity`` up to ``device_sms``); else a :class:`BackendError` naming the parameter."""
+    from daris_ros.core import n_sm_max_for_limit
+
+    try:
+        n_sm_max_for_limit(sm_limit, device_sms, granularity)
+    except ValueError as exc:
+        raise BackendError(f"parameter 'sm_limit': {exc} (backend {backend})") from exc
+    return sm_limit
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from daris_ros.runtime.backends.base import (
     Rows,
     RuntimeModels,
     WorkerFaults,
+    checked_sm_limit,
 )
 from daris_ros.runtime.backends.cuda_graphs import stack_rows
 
@@ -101,9 +102,12 @@ class CpuBackend(Backend, WorkerFaults, RuntimeModels):
     worker_scope = "stream"  # one thread per (context, stream): a dead thread leaves its context's others
     polled = False  # workers notify the engine loop after each completion
 
-    def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cpu") -> None:
+    def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cpu", sm_limit: int = 0) -> None:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendError(f"device {device!r} requested but torch sees no CUDA device")
+        # no SMs to confine: the limit only feeds eq. 9's arithmetic (SMs per context in the stats), checked
+        # against the nominal n_sm_max the cpu backend stands for
+        self.sm_limit = checked_sm_limit(sm_limit, self.n_sm_max, self.sm_granularity, self.name)
         self.device = device
         self.n_contexts = n_contexts
         self.n_streams = n_streams

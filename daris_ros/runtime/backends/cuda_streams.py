@@ -12,7 +12,10 @@ ticket at once; ``poll`` queries the end events of the launches in flight and re
 their CUDA-event execution times. No thread of its own: a stage costs no thread hand-off.
 
 There is no SM partitioning here: contexts are groups of streams (the STR policy uses one). The
-``green`` backend (:mod:`.green`) reuses all of this with streams of green contexts.
+``green`` backend (:mod:`.green`) reuses all of this with streams of green contexts. With ``sm_limit``
+(a node that shares its GPU) every stream is created in ONE green context of ``sm_limit`` SMs, the
+device's first ``sm_limit / 8`` granules (:class:`~.green.GreenContexts`), so the node's kernels stay
+on those SMs; without it the streams are ordinary CUDA streams on the whole device.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from daris_ros.runtime.backends.base import (
     MemoryStats,
     Rows,
     RuntimeModels,
+    checked_sm_limit,
 )
 from daris_ros.runtime.backends.cuda_graphs import StageGraph, clone_io, row_input, stack_rows, take_rows
 from daris_ros.runtime.memory import SOURCE_PROCESS, ContextMemory, cuda_reserved
@@ -79,7 +83,7 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
     polled = True  # the engine loop queries the CUDA events while launches are in flight
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
-                 oversubscription: float = 1.0) -> None:
+                 oversubscription: float = 1.0, sm_limit: int = 0) -> None:
         if n_contexts < 1 or n_streams < 1:
             raise BackendError(f"need n_contexts >= 1 and n_streams >= 1, got {n_contexts} x {n_streams}")
         self.torch_device = resolve_cuda_device(device)
@@ -91,6 +95,14 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
         props = torch.cuda.get_device_properties(self.torch_device)
         self.n_sm_max: int = props.multi_processor_count
         self.sm_granularity: int = 2
+        self.sm_limit = sm_limit
+        self.green: Any = None  # the GreenContexts the streams live in (green; str under sm_limit), after start
+        if sm_limit:  # the streams will live in one green context of whole granules: checked before any work
+            from daris_ros.runtime.backends.green import _driver  # green.py imports this module
+            from daris_ros.runtime.backends.sm_partitions import GREEN_SM_GRANULARITY
+
+            checked_sm_limit(sm_limit, self.n_sm_max, GREEN_SM_GRANULARITY, self.name)
+            _driver()
         self.models: dict[str, Any] = {}
         self.streams: list[list[AnyStream]] = []
         self.graphs: dict[tuple[str, int, int, int], StageGraph] = {}
@@ -107,8 +119,18 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
 
     # -- start-up ------------------------------------------------------------------------------------
     def _make_streams(self) -> list[list[AnyStream]]:
-        return [[torch.cuda.Stream(self.torch_device) for _ in range(self.n_streams)]
-                for _ in range(self.n_contexts)]
+        if not self.sm_limit:
+            return [[torch.cuda.Stream(self.torch_device) for _ in range(self.n_streams)]
+                    for _ in range(self.n_contexts)]
+        from daris_ros.runtime.backends.green import GreenContexts  # green.py imports this module
+
+        torch.cuda.init()
+        self.green = GreenContexts(self.torch_device.index or 0, 1, 1.0, self.n_contexts * self.n_streams,
+                                   sm_limit=self.sm_limit)
+        log.info("str: %d x %d streams in one green context of %s SMs (sm_limit %d)", self.n_contexts,
+                 self.n_streams, self.green.sm_counts, self.sm_limit)
+        (row,) = self.green.torch_streams(self.torch_device)
+        return [row[c * self.n_streams:(c + 1) * self.n_streams] for c in range(self.n_contexts)]
 
     def _capture_stream(self, context: int, stream: int) -> AnyStream:
         """The stream a graph of (context, stream) is captured on (its own execution stream)."""
@@ -295,3 +317,6 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
 
     def _release_streams(self) -> None:
         self.streams = []
+        if self.green is not None:
+            self.green.destroy()
+            self.green = None

@@ -9,6 +9,11 @@ and each context's streams come from ``cuGreenCtxStreamCreate``. torch then runs
 through ``torch.cuda.ExternalStream``: weights and buffers are ordinary torch allocations, kernels
 launched (or graphs replayed) on a green stream execute only on that context's SMs. The test
 test/gpu/test_gpu_green.py reads ``%smid`` to prove it.
+
+With ``sm_limit`` (a node that shares its GPU) the contexts are carved from the first ``sm_limit //
+granularity`` granules only (eq. 9 on ``sm_limit`` SMs); the other granules and the remainder are left to
+the other processes on the GPU. The ``str`` backend uses :class:`GreenContexts` the same way for its
+streams under a limit (one context of ``sm_limit`` SMs).
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from typing import Any
 
 import torch
 
-from daris_ros.runtime.backends.base import BackendError, SmCounts
+from daris_ros.runtime.backends.base import BackendError, SmCounts, checked_sm_limit
 from daris_ros.runtime.backends.cuda_streams import AnyStream, CudaStreamsBackend
-from daris_ros.runtime.backends.sm_partitions import SmPlan, plan_sm_partitions
+from daris_ros.runtime.backends.sm_partitions import GREEN_SM_GRANULARITY, SmPlan, plan_sm_partitions
 
 log = logging.getLogger("daris_ros.backends")
 
@@ -52,10 +57,13 @@ def _check(driver: Any, result: Any, what: str) -> Any:
 
 
 class GreenContexts:
-    """The green contexts and their streams, built from an :class:`SmPlan` (owns the driver handles)."""
+    """The green contexts and their streams, built from an :class:`SmPlan` (owns the driver handles).
+
+    ``sm_limit`` > 0: the contexts are carved from the first ``sm_limit // granularity`` granules only (the
+    rest of the device, remainder included, is left to other processes)."""
 
     def __init__(self, device_index: int, n_contexts: int, oversubscription: float, n_streams: int,
-                 granularity: int = 8) -> None:
+                 granularity: int = GREEN_SM_GRANULARITY, sm_limit: int = 0) -> None:
         d = _driver()
         self._d = d
         self.contexts: list[Any] = []
@@ -74,18 +82,28 @@ class GreenContexts:
         if any(n != granularity for n in self.granule_sms):
             raise BackendError(f"the driver split the device into groups of {self.granule_sms} SMs, "
                                f"not {granularity}: set sm_granularity to the device's granularity")
+        checked_sm_limit(sm_limit, self.device_sms, granularity, "green")
+        self.sm_limit = sm_limit
+        if sm_limit:
+            n_usable = sm_limit // granularity
+            if n_usable > n_got:
+                raise BackendError(f"parameter 'sm_limit': {sm_limit} SMs need {n_usable} groups of {granularity} "
+                                   f"SMs; the driver split the device into {n_got} (and {int(remainder.sm.smCount)} "
+                                   "SMs left over)")
+            granules = granules[:n_usable]  # the first granules; the others stay with the other processes
         try:
-            plan = plan_sm_partitions(n_contexts, oversubscription, self.device_sms, granularity, n_got)
+            plan = plan_sm_partitions(n_contexts, oversubscription, sm_limit or self.device_sms, granularity,
+                                      len(granules))
         except ValueError as exc:
             raise BackendError(f"green: {exc}") from exc
-        if plan.remainder_sms != int(remainder.sm.smCount):
+        if not sm_limit and plan.remainder_sms != int(remainder.sm.smCount):
             raise BackendError(f"green: remainder of {int(remainder.sm.smCount)} SMs, expected {plan.remainder_sms}")
         self.plan = plan
         self.sm_counts: list[int] = []
         flags = int(d.CUstream_flags.CU_STREAM_NON_BLOCKING)
         for k, members in enumerate(plan.contexts):
             parts = [granules[i] for i in members]
-            if plan.with_remainder[k] and int(remainder.sm.smCount) > 0:
+            if plan.with_remainder[k] and plan.remainder_sms > 0:
                 parts.append(remainder)
             desc = _check(d, d.cuDevResourceGenerateDesc(parts, len(parts)), f"cuDevResourceGenerateDesc (ctx {k})")
             ctx = _check(d, d.cuGreenCtxCreate(desc, dev, int(d.CUgreenCtxCreate_flags.CU_GREEN_CTX_DEFAULT_STREAM)),
@@ -116,32 +134,29 @@ class GreenBackend(CudaStreamsBackend, SmCounts):
     name = "green"
 
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
-                 oversubscription: float = 1.0, sm_granularity: int = 8) -> None:
+                 oversubscription: float = 1.0, sm_granularity: int = GREEN_SM_GRANULARITY,
+                 sm_limit: int = 0) -> None:
+        # (sm_limit is not handed to the str part: green carves its own contexts from the limited granules)
         super().__init__(n_contexts=n_contexts, n_streams=n_streams, device=device, cuda_graphs=cuda_graphs,
                          oversubscription=oversubscription)
         self.sm_granularity = sm_granularity
+        self.sm_limit = checked_sm_limit(sm_limit, self.n_sm_max, sm_granularity, self.name)
         try:  # layout check before any work; the real plan follows the driver's split at start()
-            self.plan: SmPlan = plan_sm_partitions(n_contexts, oversubscription, self.n_sm_max, sm_granularity)
+            self.plan: SmPlan = plan_sm_partitions(n_contexts, oversubscription, self.usable_sms, sm_granularity)
         except ValueError as exc:
-            raise BackendError(f"green: {exc}") from exc
+            raise BackendError(f"green: {exc}" + (f" (confined to sm_limit = {sm_limit} SMs)" if sm_limit else "")
+                               ) from exc
         _driver()  # feature detection before any work
-        self.green: GreenContexts | None = None
 
     def _make_streams(self) -> list[list[AnyStream]]:
         torch.cuda.init()
         self.green = GreenContexts(self.torch_device.index or 0, self.n_contexts, self.oversubscription,
-                                   self.n_streams, self.sm_granularity)
+                                   self.n_streams, self.sm_granularity, sm_limit=self.sm_limit)
         self.plan = self.green.plan
-        log.info("green: %d contexts with %s SMs (OS=%s)", self.n_contexts, self.green.sm_counts,
-                 self.oversubscription)
+        log.info("green: %d contexts with %s SMs (OS=%s, sm_limit %s)", self.n_contexts, self.green.sm_counts,
+                 self.oversubscription, self.sm_limit or "none")
         return self.green.torch_streams(self.torch_device)
 
     def sm_counts(self) -> list[int]:
         """SMs per context as the driver reports them (after start)."""
         return list(self.green.sm_counts) if self.green else [self.plan.sm_count(k) for k in range(self.n_contexts)]
-
-    def _release_streams(self) -> None:
-        super()._release_streams()
-        if self.green is not None:
-            self.green.destroy()
-            self.green = None

@@ -2,7 +2,9 @@
 
 The paper's contexts are MPS contexts; stock PyTorch only uses the primary context, so here each context
 is a process (:mod:`.mps_worker`) started with ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`` from eq. 9
-(``N_SM = ceil_even(OS * N_SM,max / N_c)``; MPS gives SMs in pairs, so ``sm_granularity = 2``). The
+(``N_SM = ceil_even(OS * N_SM,max / N_c)``; MPS gives SMs in pairs, so ``sm_granularity = 2``). With
+``sm_limit`` (a node that shares its GPU) N_SM,max is the limit and each client's percentage is its eq. 9
+share of the limited set against the whole device (MPS bounds how many SMs a client uses, not which). The
 in-process counterpart is ``green`` (green contexts); docs/gpu_runtime.md compares the two.
 
 The pieces: :mod:`.mps_pool` starts, replaces and stops the worker processes and supervises the MPS daemon
@@ -64,6 +66,7 @@ from daris_ros.runtime.backends.base import (
     RuntimeModels,
     SmCounts,
     WorkerFaults,
+    checked_sm_limit,
 )
 from daris_ros.runtime.backends.mps_daemon import MpsDaemon
 from daris_ros.runtime.backends.mps_pool import (
@@ -101,7 +104,7 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
     def __init__(self, *, n_contexts: int, n_streams: int, device: str = "cuda", cuda_graphs: bool = True,
                  oversubscription: float = 1.0, pipe_dir: str | None = None, log_dir: str | None = None,
                  sm_granularity: int = 2, spares: int | None = None, start_timeout: float = 300.0,
-                 hang_after: float = 1.0, cpu_workers: bool = False, frame_pixels: int = 0) -> None:
+                 hang_after: float = 1.0, cpu_workers: bool = False, frame_pixels: int = 0, sm_limit: int = 0) -> None:
         if n_contexts < 1 or n_streams < 1:
             raise BackendError(f"need n_contexts >= 1 and n_streams >= 1, got {n_contexts} x {n_streams}")
         from daris_ros.core import sm_per_context_eq9
@@ -141,8 +144,9 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
             worker_device = f"cuda:{self.gpu_index}"
             self.torch_device = torch.device("cuda", self.gpu_index)
         self.worker_device = worker_device
-        try:
-            self.sm_per_context = sm_per_context_eq9(oversubscription, self.n_sm_max, n_contexts, sm_granularity)
+        self.sm_limit = checked_sm_limit(sm_limit, self.n_sm_max, sm_granularity, self.name)
+        try:  # eq. 9 on the SMs this node may use; the percentage is of the whole device's SMs
+            self.sm_per_context = sm_per_context_eq9(oversubscription, self.usable_sms, n_contexts, sm_granularity)
         except ValueError as exc:
             raise BackendError(f"mps: {exc}") from exc
         self.thread_percentage = mps_thread_percentage(self.sm_per_context, self.n_sm_max)

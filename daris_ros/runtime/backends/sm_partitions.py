@@ -11,6 +11,10 @@ A context is a run of consecutive granules, wrapping around:
 * ``OS > 1``: runs of eq. 9's size (``ceil_g(OS * n_sm / N_c)``, capped at every granule) starting at
   evenly spread offsets, so neighbouring contexts overlap and each SM is shared by about OS contexts;
 * a context that holds every granule also gets the remainder (it is the whole device).
+
+A node confined to ``sm_limit`` SMs (a GPU shared with other processes) is planned on its first
+``sm_limit // granularity`` granules only: ``n_sm = sm_limit`` and ``n_granules`` that many, so there is
+no remainder and the other granules stay free for the other processes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from daris_ros.core import sm_per_context_eq9
+
+#: SMs per granule of green contexts on Hopper (the driver's smallest SM group there); GreenBackend's default.
+GREEN_SM_GRANULARITY = 8
 
 
 @dataclass(frozen=True, slots=True)
