@@ -287,6 +287,7 @@ CHECK: dict[tuple[str, str], Check] = {
      'test/gpu/test_gpu_reliability.py" TEST_TIMEOUT=500 scripts/gpu_session.sh'): Check(_GPU),
     ("docs/reliability/README.md", "python3 test/reliability/engine_soak_run.py --backend mps --contexts 2 --hp 4 "
      "--lp 8 --duration 360 --warmup 60 --window 60 --json $OUT/soak_gpu.json"): Check(_GPU + " (MPS), 6 min"),
+    ("docs/benchmarks/sm_limit/README.md", "scripts/gpu_sm_limit.sh tests bench"): Check(_GPU),
     ("docs/replay.md", "daris-compare bags/demo4 my.yaml tuned.yaml --out runs/base_vs_tuned"): Check(
         "two node runs (~40 s on CI); daris-replay and daris-compare --outputs are run above"),
     ("docs/replay.md", "ros2 run daris_ros scheduler_node --ros-args -p use_sim_time:=true ..."): Check(_ROS2),
@@ -432,9 +433,10 @@ def _check_flags(tool: str, parser: argparse.ArgumentParser, args: list[str], pr
 
 
 def _scheduler_param_names() -> tuple[dict[str, bool], set[str]]:
-    from daris_ros.ros.parameters import SCHEDULER_PARAMS, TASK_PARAMS
+    from daris_ros.parameter_table import SCHEDULER_PARAMETERS, TASK_PARAMETERS, Runtime
 
-    return {p.name: p.read_only for p in SCHEDULER_PARAMS}, {p.name for p in TASK_PARAMS}
+    return ({p.name: p.runtime is Runtime.READ_ONLY for p in SCHEDULER_PARAMETERS},
+            {p.name for p in TASK_PARAMETERS})
 
 
 def _check_ros_args(args: list[str], renames: dict[str, str], problems: list[str]) -> None:
