@@ -59,6 +59,7 @@ from std_msgs.msg import Header
 
 from daris_ros.core import FeasibilityReport, InfeasibleTaskSet
 from daris_ros.msg import InferenceResult, SchedulerStats
+from daris_ros.parameter_table import parameter_of, parse_value
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
 from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
 from daris_ros.ros.messages import (
@@ -83,6 +84,7 @@ from daris_ros.runtime.driver import drain
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
 from daris_ros.runtime.memory import is_cuda_oom, release_device_memory
 from daris_ros.runtime.snapshot import EngineSnapshot
+from daris_ros.runtime.throttled_log import ThrottledLog
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
 
 #: deactivate waits this long (at least 3 deadlines of the longest task) for the jobs in flight to finish.
@@ -132,6 +134,7 @@ class SchedulerNode(LifecycleNode):
         self._tasks: dict[str, _TaskState] = {}
         self._pending: set[str] = set()  # added to task_names, waiting for valid tasks.<name>.* values
         self._active = False
+        self._drop_log = ThrottledLog()  # frame-drop warnings: per task and reason
         self._results: collections.deque[JobResult] = collections.deque()
         self._results_ready = threading.Event()
         self._results_queued = 0  # results handed out by the engine ...
@@ -451,8 +454,10 @@ class SchedulerNode(LifecycleNode):
 
     def _drop(self, st: _TaskState, reason: str, why: str) -> None:
         self.engine.inbox.drop(st.settings.name, reason)
-        self.get_logger().warning(f"task {st.settings.name}: dropped a frame from {st.settings.topic} ({reason}): "
-                                  f"{why}", throttle_duration_sec=5.0)
+        held_back = self._drop_log.admit((st.settings.name, reason))  # one line per task and reason per 5 s
+        if held_back is not None:
+            self.get_logger().warning(f"task {st.settings.name}: dropped a frame from {st.settings.topic} ({reason}): "
+                                      f"{why}{self._drop_log.suffix(held_back)}")
 
     # -- outputs ----------------------------------------------------------------------------------------
     @staticmethod
@@ -645,12 +650,12 @@ class SchedulerNode(LifecycleNode):
         per_task: dict[str, dict[str, Any]] = {}
         for p in params:
             v = p.value
-            if p.name == "mret_window" and not (isinstance(v, int) and v >= 1):
-                return fail(f"mret_window must be an integer >= 1, got {v!r}")
-            if p.name == "stats_period" and not (isinstance(v, int | float) and v > 0):
-                return fail(f"stats_period must be > 0 s, got {v!r}")
-            if p.name in ("miss_rate_warn", "miss_rate_error") and not (isinstance(v, int | float) and 0 <= v <= 1):
-                return fail(f"{p.name} must be within [0, 1], got {v!r}")
+            entry = parameter_of(p.name)
+            if entry is not None and not p.name.startswith("tasks."):
+                try:  # the one parameter table's type, range and choices (rclpy checked the descriptor already)
+                    parse_value(entry, v, p.name)
+                except ConfigError as exc:
+                    return fail(str(exc))
             if p.name == "task_names":
                 names = list(v or [])
                 if len(set(names)) != len(names):

@@ -43,3 +43,16 @@ def test_period_zero_logs_everything_and_negative_is_refused(caplog: pytest.LogC
     assert len(caplog.records) == 3
     with pytest.raises(ValueError, match="throttle period"):
         ThrottledLog(logging.getLogger("x"), period=-1.0)
+
+
+def test_admit_gates_a_logger_of_another_kind() -> None:
+    clock = _Clock()
+    gate = ThrottledLog(period=5.0, clock=clock)
+    assert gate.admit(("cam", "bad_step")) == 0
+    assert gate.admit(("cam", "bad_step")) is None and gate.admit(("cam", "bad_step")) is None
+    assert gate.admit(("cam", "too_large")) == 0  # another reason of the same task is not hidden
+    clock.now += 5.0
+    held = gate.admit(("cam", "bad_step"))
+    assert held == 2 and gate.suffix(held) == " (2 more like this in the last 5 s not logged)"
+    with pytest.raises(RuntimeError, match="admit"):
+        gate.warning("k", "no logger")
