@@ -547,8 +547,7 @@ class SchedulerNode(LifecycleNode):
                 "contexts_down": ",".join(str(k) for k in sorted(snap.contexts_down)) or "none",
                 # tasks that forgot stale MRETs after reprobe_after rejections in a row, and how often
                 "reprobes": ",".join(f"{t}:{n}" for t, n in sorted(snap.reprobes.items())) or "none",
-                **({"mps_daemon_restarts": self.engine.backend.daemon_restarts}
-                   if hasattr(self.engine.backend, "daemon_restarts") else {}),
+                **({"mps_daemon_restarts": snap.daemon_restarts} if snap.daemon_restarts is not None else {}),
                 "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
                 "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
                 # the engine loop's own cost: thread CPU time per release (decode, admission, preprocessing,

@@ -48,7 +48,14 @@ from daris_ros.core import (
     feasibility_of,
 )
 from daris_ros.runtime.backends import Backend, create_backend
-from daris_ros.runtime.backends.base import BatchGraphs, HostFrames, MemoryStats, RuntimeModels, WorkerFaults
+from daris_ros.runtime.backends.base import (
+    BatchGraphs,
+    HostFrames,
+    MemoryStats,
+    RuntimeModels,
+    SupervisedDaemon,
+    WorkerFaults,
+)
 from daris_ros.runtime.frames import ArrayDecoder, FrameDecoder, FrameError
 from daris_ros.runtime.inbox import FrameInbox, FrameItem
 from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
@@ -870,7 +877,8 @@ class Engine:
                 reprobes=core.reprobes(), batch=core.batch_stats(), sm_per_context=core.sm_per_context(),
                 intake=self.inbox.snapshot(), loop=dataclasses.replace(self._loop_stats),
                 counters=dataclasses.replace(self.counters), sm_limit=core.config.sm_limit,
-                usable_sms=core.config.usable_sms)
+                usable_sms=core.config.usable_sms,
+                daemon_restarts=self.backend.daemon_restarts if isinstance(self.backend, SupervisedDaemon) else None)
         return self.call(read)
 
     def feasibility(self) -> FeasibilityReport:

@@ -45,3 +45,4 @@ class EngineSnapshot:
     counters: Any = None
     sm_limit: int = 0  # the sm_limit parameter (0: the whole device)
     usable_sms: int = 0  # eq. 9's N_SM,max: sm_limit, else the backend's device SMs (cpu: a nominal 132)
+    daemon_restarts: int | None = None  # a backend with a supervised daemon (mps): its restarts; else None

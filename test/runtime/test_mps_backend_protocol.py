@@ -26,6 +26,7 @@ from daris_ros.runtime.backends.base import (
     MemoryStats,
     RuntimeModels,
     SmCounts,
+    SupervisedDaemon,
     WorkerFaults,
 )
 from daris_ros.runtime.backends.mps import MpsBackend, WorkerLost, WorkerTensor
@@ -86,8 +87,9 @@ def backend(model: Any) -> Iterator[MpsBackend]:
 def test_declares_the_protocol_and_its_capabilities_by_type(backend: MpsBackend) -> None:
     b = backend
     assert isinstance(b, Backend) and not b.polled and b.device == "cpu"
-    for cap in (WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames):
+    for cap in (WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames, SupervisedDaemon):
         assert isinstance(b, cap)
+    assert b.daemon_restarts == 0  # (CPU workers: no MPS daemon to supervise)
     assert b.worker_scope == "context"
     assert b.sm_counts() == [0, 0]  # CPU workers report no SMs
     mem = b.memory_by_context()

@@ -144,6 +144,7 @@ def test_engine_snapshot_carries_the_limit_on_the_cpu_backend() -> None:
             e.start()
             snap = e.snapshot()
             assert (snap.sm_limit, snap.usable_sms, snap.sm_per_context) == (limit, usable, per_context)
+            assert snap.daemon_restarts is None  # the cpu backend supervises no daemon (mps: SupervisedDaemon)
             key = e.afet_cache_key("resnet18", "isolated")
             assert (f"on {limit} SMs" in key) == bool(limit)  # AFETs measured on 16 SMs are not reused on 132
         finally:

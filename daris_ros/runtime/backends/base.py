@@ -135,6 +135,15 @@ class WorkerFaults(abc.ABC):
         """Test hook: ``kill`` or ``hang`` the worker; returns whether a stage was in flight."""
 
 
+class SupervisedDaemon(abc.ABC):
+    """A backend that depends on a daemon it supervises (mps: the MPS control daemon)."""
+
+    @property
+    @abc.abstractmethod
+    def daemon_restarts(self) -> int:
+        """Times the daemon was found dead and started again."""
+
+
 class MemoryStats(abc.ABC):
     @abc.abstractmethod
     def memory_by_context(self) -> Any:

@@ -65,6 +65,7 @@ from daris_ros.runtime.backends.base import (
     Rows,
     RuntimeModels,
     SmCounts,
+    SupervisedDaemon,
     WorkerFaults,
     checked_sm_limit,
 )
@@ -94,7 +95,7 @@ __all__ = ["DEAD", "READY", "STARTING", "MpsBackend", "WorkerLost", "WorkerTenso
 FAULT_KINDS = ("kill", "hang")
 
 
-class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames):
+class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames, SupervisedDaemon):
     """N_c MPS client processes x N_s streams (see the module docstring)."""
 
     name = "mps"
