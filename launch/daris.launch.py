@@ -27,40 +27,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-
-def node_exit_reason(process: str, returncode: int) -> tuple[bool, str]:
-    """(failed, reason) for the launch's shutdown after ``process`` exited with ``returncode``."""
-    meaning = {2: "invalid parameters", 3: "the execution backend cannot run"}.get(returncode, "")
-    if returncode == 0:
-        return False, f"{process} exited (code 0): stopping the launch"
-    if returncode < 0:
-        meaning = f"killed by signal {-returncode}"
-    return True, f"{process} failed with exit code {returncode}" + (f" ({meaning})" if meaning else "") + \
-        ": stopping the launch"
-
-
-class NodeFailed(RuntimeError):
-    """Raised by an action: launch shuts everything down with this message and exits 1."""
-
-
-def _raise(_context, reason):
-    raise NodeFailed(reason)
-
-
-def _on_scheduler_exit(event, context):
-    """OnProcessExit of the scheduler: stop the launch; fail it when the node failed. An exit while the
-    launch is already stopping (Ctrl-C, another node's failure) is the expected end and changes nothing."""
-    if getattr(context, "is_shutdown", False):
-        return None
-    failed, reason = node_exit_reason(event.process_name, event.returncode)
-    if failed:  # an error in an action is what makes `ros2 launch` return non-zero (and shut down)
-        return [OpaqueFunction(function=_raise, args=[reason])]
-    return [Shutdown(reason=reason)]
+from daris_ros.launch_support import autostart_override, on_scheduler_exit
 
 
 def _scheduler(context, *args, **kwargs):
@@ -68,11 +40,9 @@ def _scheduler(context, *args, **kwargs):
     device = LaunchConfiguration("device").perform(context)
     if device:
         overrides["device"] = device
-    autostart = LaunchConfiguration("autostart").perform(context).strip().lower()
-    if autostart:
-        if autostart not in ("true", "false"):
-            raise ValueError(f"autostart:={autostart!r}: expected true or false (empty: the file's value)")
-        overrides["autostart"] = autostart == "true"
+    autostart = autostart_override(LaunchConfiguration("autostart").perform(context))
+    if autostart is not None:
+        overrides["autostart"] = autostart
     node = Node(
         package="daris_ros",
         executable="scheduler_node",
@@ -83,7 +53,7 @@ def _scheduler(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_scheduler_exit))]
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_scheduler_exit))]
 
 
 def generate_launch_description() -> LaunchDescription:

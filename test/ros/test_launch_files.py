@@ -4,7 +4,7 @@
 scheduler `Node` gets an `OnProcessExit` handler whose action is `Shutdown(reason=...)` on a clean exit and an
 error raised in an action on a failure (what makes `ros2 launch` exit non-zero); the names imported from
 `launch`/`launch_ros` exist in their API (launch 3.x, launch_ros 0.2x: the Humble..Rolling API); the
-launch-free helpers (`node_exit_reason`, `scheduler_plan`) are compiled on their own and run.
+launch-free logic both files import (daris_ros/launch_support.py: exit reasons, autostart, the device plan) is run.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from daris_ros import launch_support
+
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
+SUPPORT = REPO / "daris_ros" / "launch_support.py"
 
 # Public names of the modules the launch files import from (launch/__init__.py, launch/actions/__init__.py, ...
 # of ros2/launch and ros2/launch_ros), restricted to what a launch file of this package may reasonably use.
@@ -52,16 +55,6 @@ def _kw(call: ast.Call, name: str) -> ast.expr | None:
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
-def _helpers(path: Path, *names: str) -> dict:
-    """Compile the launch-free top-level functions ``names`` of a launch file on their own and return them."""
-    tree = _tree(path)
-    src = path.read_text(encoding="utf-8")
-    funcs = _functions(tree)
-    code = "\n\n".join(ast.get_source_segment(src, funcs[n]) for n in names)
-    ns: dict = {"os": __import__("os")}
-    exec(compile(code, str(path), "exec"), ns)  # noqa: S102 - our own launch file's helpers
-    return {n: ns[n] for n in names}
-
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
 def test_imports_exist_in_the_launch_api(path):
@@ -72,6 +65,11 @@ def test_imports_exist_in_the_launch_api(path):
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("launch",
                                                                                                "launch_ros"):
             pytest.fail(f"{path.name}: unexpected import from {node.module}")
+
+
+def _imported_from_support(tree: ast.Module) -> set[str]:
+    return {alias.name for node in tree.body if isinstance(node, ast.ImportFrom)
+            and node.module == "daris_ros.launch_support" for alias in node.names}
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
@@ -94,27 +92,40 @@ def test_every_scheduler_node_stops_the_launch_when_it_exits(path):
             (h,) = handlers
             assert any(h in list(ast.walk(r)) for r in _calls(fn, "RegisterEventHandler")), "handler not registered"
             on_exit = _kw(h, "on_exit")
-            assert isinstance(on_exit, ast.Name) and on_exit.id in funcs
-            _check_exit_handler(path, funcs, funcs[on_exit.id])
+            # the one exit handler of both launch files (daris_ros/launch_support.py), checked below
+            assert isinstance(on_exit, ast.Name) and on_exit.id == "on_scheduler_exit"
+            assert "on_scheduler_exit" in _imported_from_support(tree), f"{path.name}: its own exit handler"
 
 
-def _check_exit_handler(path: Path, funcs: dict[str, ast.FunctionDef], handler: ast.FunctionDef) -> None:
+def test_the_exit_handler_shuts_down_or_fails_the_launch():
     """On a clean exit: Shutdown(reason=...); on a failure: an OpaqueFunction whose function raises (launch
     then shuts down with that message and returns 1); nothing while the launch is already stopping."""
+    tree = _tree(SUPPORT)
+    funcs = _functions(tree)
+    handler = funcs["on_scheduler_exit"]
     src = ast.unparse(handler)
     assert "is_shutdown" in src and "node_exit_reason(event.process_name, event.returncode)" in src, src
     shutdowns = _calls(handler, "Shutdown")
-    assert shutdowns and all(_kw(s, "reason") is not None for s in shutdowns), f"{path.name}: Shutdown without reason"
+    assert shutdowns and all(_kw(s, "reason") is not None for s in shutdowns), "Shutdown without reason"
     failing = _calls(handler, "OpaqueFunction")
-    assert failing, f"{path.name}: a failed node must fail the launch"
+    assert failing, "a failed node must fail the launch"
     fn = _kw(failing[0], "function")
     assert isinstance(fn, ast.Name) and fn.id in funcs
     assert any(isinstance(n, ast.Raise) for n in ast.walk(funcs[fn.id])), f"{fn.id} does not raise"
+    with pytest.raises(launch_support.NodeFailed, match="exit code 2"):
+        launch_support.raise_node_failed(None, "scheduler_node-1 failed with exit code 2")
+
+    class _Stopping:
+        is_shutdown = True
+
+    class _Exit:
+        process_name, returncode = "scheduler_node-1", 3
+
+    assert launch_support.on_scheduler_exit(_Exit(), _Stopping()) is None  # the launch is stopping already
 
 
-@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
-def test_exit_reasons(path):
-    reason = _helpers(path, "node_exit_reason")["node_exit_reason"]
+def test_exit_reasons():
+    reason = launch_support.node_exit_reason
     assert reason("scheduler_node-1", 0) == (False, "scheduler_node-1 exited (code 0): stopping the launch")
     failed, text = reason("scheduler_node-1", 2)
     assert failed and "exit code 2 (invalid parameters)" in text
@@ -126,13 +137,20 @@ def test_exit_reasons(path):
 
 
 def test_launch_files_share_their_exit_logic():
-    srcs = []
+    """Both launch files use the one handler and keep no copy of its logic."""
     for path in LAUNCH_FILES:
-        src = path.read_text(encoding="utf-8")
-        funcs = _functions(_tree(path))
-        srcs.append([ast.dump(funcs[n]) for n in ("node_exit_reason", "_raise", "_on_scheduler_exit")])
-        assert "class NodeFailed(RuntimeError)" in src
-    assert all(s == srcs[0] for s in srcs[1:])
+        tree = _tree(path)
+        assert {"on_scheduler_exit", "autostart_override"} <= _imported_from_support(tree), path.name
+        assert not {"node_exit_reason", "_raise", "_on_scheduler_exit", "scheduler_plan"} & set(_functions(tree))
+        assert "class NodeFailed" not in path.read_text(encoding="utf-8")
+
+
+def test_autostart_override():
+    assert launch_support.autostart_override("") is None and launch_support.autostart_override("  ") is None
+    assert launch_support.autostart_override("True") is True
+    assert launch_support.autostart_override("false") is False
+    with pytest.raises(ValueError, match="expected true or false"):
+        launch_support.autostart_override("maybe")
 
 
 def test_multi_gpu_devices_argument_and_plan():
@@ -142,7 +160,8 @@ def test_multi_gpu_devices_argument_and_plan():
     args = {c.args[0].value for c in _calls(tree, "DeclareLaunchArgument")}
     assert {"devices", "configs", "config_gpu0", "config_gpu1"} <= args
     assert 'LaunchConfiguration("devices")' in src
-    plan = _helpers(path, "scheduler_plan")["scheduler_plan"]
+    assert "scheduler_plan" in _imported_from_support(tree)
+    plan = launch_support.scheduler_plan
     fb = ["g0.yaml", "g1.yaml", "default.yaml"]
     assert plan("cuda:0,cuda:1", "", fb) == [("gpu0", "g0.yaml", {"device": "cuda:0"}),
                                               ("gpu1", "g1.yaml", {"device": "cuda:1"})]  # as before
