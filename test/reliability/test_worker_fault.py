@@ -7,7 +7,6 @@ in the core until the replacement serves: its tasks and the lost stage move to t
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -37,14 +36,8 @@ def _engine(stage_timeout: float = 0.3, *, policy: str = "MPS", n_contexts: int 
              TaskSettings("lp", "/lp", "LP", LP_PERIOD, HP_MARGIN * LP_PERIOD, "resnet18", input_size=(32, 32)))
     s = SchedulerSettings(policy=policy, n_contexts=n_contexts, n_streams=n_streams, profile_runs=3, tasks=tasks,
                           worker_stage_timeout=stage_timeout)
-    results: list[JobResult] = []
-    lock = threading.Lock()
-
-    def on_result(r: JobResult) -> None:
-        with lock:
-            results.append(r)
-
-    e = Engine(s, on_result=on_result)
+    results: list[JobResult] = []  # (list.append is atomic: the engine's loop appends)
+    e = Engine(s, on_result=results.append)
     e.load_models()
     e.profile()
     e.start()

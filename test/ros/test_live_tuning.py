@@ -77,40 +77,32 @@ class _Harness(Node):
         time.sleep(seconds)
         return (len(self.results[name]) - n0) / seconds
 
-    def _periods(self, name: str) -> tuple[float, int]:
-        """(uptime, release periods so far: released + stale) of ``name`` from the latest stats."""
+    def _count(self, name: str, fields: tuple[str, ...]) -> tuple[float, int]:
+        """(uptime, sum of the TaskStats ``fields`` of ``name``) from the latest stats."""
         last = self.stats[-1]
         (t,) = [t for t in last.tasks if t.task == name]
-        return last.uptime, t.released + t.stale
+        return last.uptime, sum(getattr(t, f) for f in fields)
 
-    def _counts(self, name: str) -> tuple[float, int]:
-        """(uptime, jobs decided so far: completed + rejected + skipped) of ``name`` from the latest stats."""
-        last = self.stats[-1]
-        (t,) = [t for t in last.tasks if t.task == name]
-        return last.uptime, t.completed + t.rejected + t.skipped
-
-    def decided_rate(self, name: str, seconds: float) -> float:
-        """Released jobs of ``name`` that reached an outcome (completed, rejected by admission or skipped), per
-        second of the node's uptime over at least ``seconds``: what the node did with each release, whatever the
-        load makes of admission."""
-        u0, n0 = self._counts(name)
+    def _stats_rate(self, name: str, seconds: float, fields: tuple[str, ...]) -> float:
+        """Growth per second of the node's own counters ``fields`` of ``name`` over at least ``seconds`` of its
+        uptime (the node's clock, whatever the load does to the test's)."""
+        u0, n0 = self._count(name, fields)
         time.sleep(seconds)
         t0 = time.monotonic()
-        while self._counts(name)[0] < u0 + seconds and time.monotonic() - t0 < 10:
+        while self._count(name, fields)[0] < u0 + seconds and time.monotonic() - t0 < 10:
             time.sleep(0.05)
-        u1, n1 = self._counts(name)
+        u1, n1 = self._count(name, fields)
         return (n1 - n0) / (u1 - u0)
 
     def release_rate(self, name: str, seconds: float) -> float:
-        """Release periods per second of ``name`` from the node's own stats (its timer, whatever the
-        load does to admission and results), over at least ``seconds`` of the node's uptime."""
-        u0, n0 = self._periods(name)
-        time.sleep(seconds)
-        t0 = time.monotonic()
-        while self._periods(name)[0] < u0 + seconds and time.monotonic() - t0 < 10:
-            time.sleep(0.05)
-        u1, n1 = self._periods(name)
-        return (n1 - n0) / (u1 - u0)
+        """Release periods per second of ``name`` (released + stale: its release clock, whatever the load does
+        to admission and results)."""
+        return self._stats_rate(name, seconds, ("released", "stale"))
+
+    def decided_rate(self, name: str, seconds: float) -> float:
+        """Released jobs of ``name`` that reached an outcome (completed, rejected by admission or skipped) per
+        second: what the node did with each release, whatever the load makes of admission."""
+        return self._stats_rate(name, seconds, ("completed", "rejected", "skipped"))
 
 
 def _children(pid: int) -> list[int]:
