@@ -11,24 +11,14 @@
 # DARIS_COMMIT (and DARIS_COMMIT_DIRTY=1 for a changed tree) name the measured commit where the copy has no .git.
 set -u
 OUT=${OUT:-/tmp/out}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-T0=$(date +%s)
-BUDGET_S=${BUDGET_S:-560}
+BUDGET_S=${BUDGET_S:-560} RUN_LOG_DIR=$OUT/bench RUN_MIN_S=40
+# shellcheck source=scripts/lib/device_budget.sh
+source "$(dirname "$0")/lib/device_budget.sh"
 CLI=(python3 -m daris_ros.bench.cli)
 BATCH=("${CLI[@]}" --out "$OUT/bench" --batching x --seconds 4 --warmup 0.5)
 US='unet=1,2,4,8,12,16,20,24,26,28,30,32,34,36,38,40,44,48,56,64'
 IS='inception_v3=1,2,4,8,12,16,20,24,28,32,36,40,44,48,56,64,80,96,128'
 RS='resnet18=1,2,4,8,16,24,32,40,48,56,64,72,80,88,96,104,112,120,128,144,160,176,192'
-run() {  # run TAG LIMIT_S COMMAND...
-  local tag=$1 limit=$2 left
-  shift 2
-  left=$((BUDGET_S - ($(date +%s) - T0)))
-  [ "$left" -lt "$limit" ] && limit=$left
-  [ "$limit" -gt 40 ] || { echo "$tag: skipped, no time left"; return; }
-  timeout "$limit" "$@" >> "$OUT/bench/$tag.log" 2>&1
-  echo "$tag: rc $? at $(($(date +%s) - T0)) s"
-}
-mkdir -p "$OUT/bench"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/bench/device.txt" 2>&1
 for step in "$@"; do
   case $step in
@@ -58,4 +48,4 @@ for step in "$@"; do
   esac
 done
 tar czf "$OUT/bench.tgz" -C "$OUT" bench
-grep -h "JPS = \|upper fp\|upper bf\| JPS (window" "$OUT"/bench/*.log | cut -c25-400
+grep -h "JPS = \|upper fp\|upper bf\| JPS (window" "$OUT"/bench/*.txt | cut -c25-400

@@ -4,24 +4,9 @@
 # Usage on the device machine, repo root: scripts/gpu_engine_session6.sh STEP... (BUDGET_S, default 540)
 set -u
 OUT=${OUT:-/tmp/out}
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-T0=$(date +%s)
-BUDGET_S=${BUDGET_S:-540}
-left() { echo $((BUDGET_S - ($(date +%s) - T0))); }
-run() {  # run TAG LIMIT_S CMD...
-  local tag=$1 limit=$2
-  shift 2
-  [ "$(left)" -lt "$limit" ] && limit=$(left)
-  [ "$limit" -gt 20 ] || { echo "$tag: skipped, no time left"; return; }
-  echo "== $tag: $*" | tee -a "$OUT/$tag.txt"
-  timeout "$limit" "$@" >> "$OUT/$tag.txt" 2>&1
-  echo "$tag: rc $? at $(($(date +%s) - T0)) s" | tee -a "$OUT/$tag.txt"
-}
-EL=(python3 -m daris_ros.bench.engine_load --model resnet18 --precision fp16 --channels-last --backend str --streams 3
-    --sizes 1,2,4,8,16,32,48,64,96,128,160,192 --seconds 6 --warmup 2)
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/device.txt" 2>&1
-git rev-parse HEAD >> "$OUT/device.txt" 2>/dev/null
+# shellcheck source=scripts/lib/device_budget.sh
+source "$(dirname "$0")/lib/device_budget.sh"
+device_header
 for step in "$@"; do
   case $step in
     tests)  # launch/poll on str/green, batched stages, the engine loop on the GPU
