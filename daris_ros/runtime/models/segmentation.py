@@ -89,14 +89,14 @@ class SegmentationSpec:
 SEGMENTATION_SPECS: dict[str, SegmentationSpec] = {
     "deeplabv3_resnet50": SegmentationSpec(
         "deeplabv3_resnet50", "DeepLabV3_ResNet50_Weights", _RESNET_BACKBONE_STAGES, (("out", 8),), True),
-    "fcn_resnet50": SegmentationSpec(
-        "fcn_resnet50", "FCN_ResNet50_Weights", _RESNET_BACKBONE_STAGES, (("out", 8),), True),
     "deeplabv3_mobilenet_v3_large": SegmentationSpec(
         "deeplabv3_mobilenet_v3_large", "DeepLabV3_MobileNet_V3_Large_Weights", _MOBILENET_BACKBONE_STAGES,
         (("out", 16),), True),
     "lraspp_mobilenet_v3_large": SegmentationSpec(
         "lraspp_mobilenet_v3_large", "LRASPP_MobileNet_V3_Large_Weights", _MOBILENET_BACKBONE_STAGES,
         (("high", 16), ("low", 8)), False),
+    "fcn_resnet50": SegmentationSpec(
+        "fcn_resnet50", "FCN_ResNet50_Weights", _RESNET_BACKBONE_STAGES, (("out", 8),), True),
 }
 
 SEGMENTATION_NAMES: tuple[str, ...] = tuple(SEGMENTATION_SPECS)
