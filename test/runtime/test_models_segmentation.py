@@ -14,6 +14,7 @@ from torch import Tensor
 from daris_ros.runtime.models import (
     BUILTIN_MODELS,
     StagedModel,
+    StageIO,
     UnknownModelError,
     available_models,
     build_staged_model,
@@ -147,6 +148,51 @@ def test_intermediate_shapes_are_fixed(models: dict[str, StagedModel], name: str
             out, shapes = _run_stages(model, x)
             assert shapes == expected
             assert out.dtype == torch.float32
+
+
+#: Exported ops that read a tensor value back to the host or make a shape depend on data.
+HOST_SYNC_OPS = ("aten.item", "aten._local_scalar_dense", "aten.nonzero", "aten._assert_scalar")
+
+
+def host_syncs_and_dynamic_shapes(module: torch.nn.Module, example: StageIO) -> list[str]:
+    """What in ``module``'s exported graph would stop a CUDA-graph capture: host read-backs, shapes
+    that are not plain ints (data-dependent). Empty when there is nothing."""
+    exported = torch.export.export(module, (example,), strict=False)
+    problems: list[str] = []
+    for node in exported.graph.nodes:
+        if node.op == "call_function" and any(op in str(node.target) for op in HOST_SYNC_OPS):
+            problems.append(f"{node.name}: {node.target}")
+        for value in torch.utils._pytree.tree_leaves(node.meta.get("val")):
+            if isinstance(value, Tensor) and not all(isinstance(d, int) for d in value.shape):
+                problems.append(f"{node.name}: shape {tuple(value.shape)}")
+    return problems
+
+
+def test_the_capture_check_finds_syncs_and_dynamic_shapes() -> None:
+    class ReadsBack(torch.nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x * x.sum().item()
+
+    class MasksByValue(torch.nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x[x > 0]
+
+    assert host_syncs_and_dynamic_shapes(ReadsBack(), torch.randn(2, 3))
+    assert host_syncs_and_dynamic_shapes(MasksByValue(), torch.randn(2, 3))
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"])
+def test_stages_are_capturable(name: str) -> None:
+    """A CPU stand-in for CUDA-graph capture (CI has no GPU): each stage exports with ``torch.export`` as
+    one graph with static shapes and no read-back of a tensor value to the host."""
+    torch.manual_seed(13)
+    model = build_staged_model(name, input_size=(64, 64))
+    x: StageIO = _images(2, seed=14, h=64, w=64)
+    for i, stage in enumerate(model.stages):
+        assert host_syncs_and_dynamic_shapes(stage, x) == [], f"stage {i}"
+        with torch.no_grad():  # (export cannot take inference-mode tensors)
+            x = stage(x)
+    assert isinstance(x, Tensor) and x.shape == (2, 21, 64, 64)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
