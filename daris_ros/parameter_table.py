@@ -252,7 +252,9 @@ TASK_PARAMETERS: tuple[Parameter, ...] = (
        bounds=(0.0, 3600.0), unit="s"),
     _P("deadline", _N, 0.0, "Relative deadline D_i in seconds; 0 means the period.", runtime=_LIVE,
        bounds=(0.0, 3600.0), unit="s"),
-    _P("model", _S, "", "Model: resnet18, resnet50, unet, inception_v3 or a torchvision model name.",
+    _P("model", _S, "", ("Model: resnet18, resnet50, inception_v3, unet, deeplabv3_resnet50, "
+                         "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50 (docs/models.md) "
+                         "or a torchvision classification model name."),
        runtime=_TASK_RESTART),
     _P("input_type", _S, "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
        runtime=_TASK_RESTART, choices=INPUT_TYPES, blank_is_default=True),

@@ -175,8 +175,9 @@ def test_unknown_model_error_lists_builtins() -> None:
 
 def test_available_models() -> None:
     models = available_models()
-    assert models[:4] == ["resnet18", "resnet50", "unet", "inception_v3"]
-    assert len(models) == 5 and "torchvision" in models[-1]
+    assert models[:8] == ["resnet18", "resnet50", "unet", "inception_v3", "deeplabv3_resnet50",
+                          "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
+    assert len(models) == 9 and "torchvision" in models[-1]
     assert available_models(include_note=False) == list(BUILTIN_MODELS)
 
 

@@ -1,7 +1,9 @@
 """Staged DNNs for DARIS: each model is cut into sequential stages, preemptible between stages.
 
-Built-in: ``resnet18``, ``resnet50``, ``inception_v3`` (torchvision layers) and ``unet`` (ours), four
-stages each; any torchvision classification model by name or a TorchScript file, staged by a config.
+Built-in: ``resnet18``, ``resnet50``, ``inception_v3`` (torchvision layers), ``unet`` (ours) and the
+torchvision segmentation models ``deeplabv3_resnet50``, ``deeplabv3_mobilenet_v3_large``,
+``lraspp_mobilenet_v3_large``, ``fcn_resnet50``, four stages each; any torchvision classification model
+by name or a TorchScript file, staged by a config.
 See docs/models.md.
 """
 

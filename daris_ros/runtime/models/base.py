@@ -113,7 +113,8 @@ class StagedModel(nn.Module):
             ignored_weight_prefixes=self._ignored_weight_prefixes,
         )
         merged.train(self.training)
-        for attr in ("input_dtype", "memory_format", "precision"):  # runtime/models/precision.py
+        # runtime/models/precision.py's attributes, and the optional label names (index = class id)
+        for attr in ("input_dtype", "memory_format", "precision", "class_names"):
             if attr in self.__dict__:
                 setattr(merged, attr, self.__dict__[attr])
         return merged

@@ -12,10 +12,14 @@ from daris_ros.runtime.models.generic import (
 )
 from daris_ros.runtime.models.inception import build_inception_v3
 from daris_ros.runtime.models.resnet import RESNET_NAMES, build_resnet
+from daris_ros.runtime.models.segmentation import SEGMENTATION_NAMES, build_segmentation
 from daris_ros.runtime.models.unet import build_unet
 
 #: The models with a built-in stage split.
-BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3")
+BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3", *SEGMENTATION_NAMES)
+
+#: The built-in models of kind "segmentation" (the others are classifiers).
+SEGMENTATION_MODELS: tuple[str, ...] = ("unet", *SEGMENTATION_NAMES)
 
 TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
                     "module=torchvision.models)), staged by a `stages` config; or a TorchScript file")
@@ -56,16 +60,19 @@ def build_staged_model(
     """Build a staged model in eval mode, on the CPU.
 
     Args:
-        name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, or any torchvision
-            classification model name (case-insensitive). With ``torchscript`` it is only a label.
+        name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, ``"deeplabv3_resnet50"``,
+            ``"deeplabv3_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``, ``"fcn_resnet50"``, or any
+            torchvision classification model name (case-insensitive). With ``torchscript`` it is only a label.
         weights: path to a state_dict of the UNSTAGED model (.pt/.pth). ``None``: random
             initialisation and a warning on the ``daris_ros.models`` logger. Never downloads.
-        num_classes: output classes (default 1000; 21 for ``unet``; inferred for TorchScript).
+        num_classes: output classes (default 1000; 21 for the segmentation models; inferred for
+            TorchScript).
         stages: stage boundaries as lists of top-level child names (docs/models.md); overrides the
-            built-in split of resnet*/inception_v3; not allowed for ``unet``. ``None`` for a
-            non-built-in model: one stage.
+            built-in split of resnet*/inception_v3; not allowed for the segmentation models. ``None`` for
+            a non-built-in model: one stage.
         torchscript: path to a TorchScript file; ``stages`` then names its top-level children.
-        input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3).
+        input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3; 512x512 for
+            the torchvision segmentation models).
         transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
         kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``.
 
@@ -83,12 +90,15 @@ def build_staged_model(
         return build_torchscript_staged(name.strip(), torchscript, stages=stages, weights=weights,
                                         num_classes=num_classes, input_size=input_size, kind=kind)
     key = name.strip().lower()
-    if kind is not None and kind != ("segmentation" if key == "unet" else "classification"):
+    if kind is not None and kind != ("segmentation" if key in SEGMENTATION_MODELS else "classification"):
         raise ValueError(f"{key}: kind {kind!r} does not match the model")
     if transform_input is not None and key not in ("inception_v3", "googlenet"):
         raise ValueError(f"{key}: transform_input only applies to inception_v3 and googlenet")
     if key == "unet":
         return build_unet(weights=weights, num_classes=num_classes, input_size=input_size, stages=stages)
+    if key in SEGMENTATION_NAMES:
+        return build_segmentation(key, weights=weights, num_classes=num_classes, input_size=input_size,
+                                  stages=stages)
     if key in RESNET_NAMES:
         return build_resnet(key, weights=weights, num_classes=num_classes, input_size=input_size,
                             stages=stages)
