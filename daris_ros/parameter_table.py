@@ -41,6 +41,8 @@ PRIORITIES: tuple[str, ...] = ("HP", "LP")
 INPUT_TYPES: tuple[str, ...] = ("image", "compressed")
 QOS_RELIABILITY: tuple[str, ...] = ("best_effort", "reliable")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+#: A task's ``model`` ending in one of these is a model file with a graph (daris_ros/runtime/models/graph_file.py).
+MODEL_FILE_SUFFIXES: tuple[str, ...] = (".pt2", ".onnx")
 #: Backends that run cross-task batched stages (``batching``): in-process models the engine can stack rows for.
 BATCHING_BACKENDS: tuple[str, ...] = ("cpu", "str", "green")
 MAX_BATCH_SIZE = 1024
@@ -252,10 +254,10 @@ TASK_PARAMETERS: tuple[Parameter, ...] = (
        bounds=(0.0, 3600.0), unit="s"),
     _P("deadline", _N, 0.0, "Relative deadline D_i in seconds; 0 means the period.", runtime=_LIVE,
        bounds=(0.0, 3600.0), unit="s"),
-    _P("model", _S, "", ("Model: resnet18, resnet50, inception_v3, unet, deeplabv3_resnet50, "
-                         "deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50 (docs/models.md) "
-                         "or a torchvision classification model name."),
-       runtime=_TASK_RESTART),
+    _P("model", _S, "", "Model: a built-in staged model (resnet18, resnet50, inception_v3, unet, the torchvision "
+       "segmentation models deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50: "
+       "docs/models.md), a torchvision classification model name, or the path of a .pt2 (torch.export) or .onnx "
+       "model file (README.md, Bring your own model).", runtime=_TASK_RESTART),
     _P("input_type", _S, "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
        runtime=_TASK_RESTART, choices=INPUT_TYPES, blank_is_default=True),
     _P("weights", _S, "", "Path to a state_dict file; empty means random weights (a warning is logged).",
@@ -272,6 +274,9 @@ TASK_PARAMETERS: tuple[Parameter, ...] = (
     _P("precision", _S, "fp32", "Model precision: fp32, fp16 or bf16 (converted weights; GPU backends str and green; "
        "the outputs' difference against fp32 is in docs/benchmarks/batching.md).", runtime=_TASK_RESTART,
        choices=PRECISIONS, case="lower", blank_is_default=True),
+    _P("stage_boundaries", _SL, (), "A .pt2/.onnx model file's stage boundaries: the graph node (.pt2) or tensor "
+       "(.onnx) names after which a stage ends (N names: N + 1 stages; empty: one stage). Checked at start-up: the "
+       "staged output must equal the whole model's.", runtime=_TASK_RESTART),
     _P("channels_last", _B, False, "Run the model in channels-last (NHWC) memory format (faster convolutions on "
        "tensor-core GPUs).", runtime=_TASK_RESTART),
 )

@@ -24,6 +24,7 @@ from daris_ros.parameter_table import (
     INPUT_TYPES,
     MAX_BATCH_SIZE,
     MAX_SKIP_LATE,
+    MODEL_FILE_SUFFIXES,
     POLICIES,
     PRECISIONS,
     PRIORITIES,
@@ -70,6 +71,7 @@ class TaskSettings:
     qos_depth: int = default_of(_TASK, "qos_depth")
     precision: str = default_of(_TASK, "precision")  # converted weights (runtime/models/precision.py)
     channels_last: bool = default_of(_TASK, "channels_last")  # NHWC weights and inputs
+    stage_boundaries: tuple[str, ...] = default_of(_TASK, "stage_boundaries")  # .pt2/.onnx model files
 
     @property
     def rate(self) -> float:
@@ -218,12 +220,18 @@ def validate_task(name: str, raw: Mapping[str, Any], known_models: Sequence[str]
     weights = v["weights"]
     if weights:
         _require(os.path.isfile(weights), f"{p}.weights", f"weights file {weights!r} does not exist")
+    model_file = os.path.splitext(model)[1].lower() in MODEL_FILE_SUFFIXES
+    if model_file:
+        _require(os.path.isfile(os.path.expanduser(model)), f"{p}.model", f"model file {model!r} does not exist")
+        _require(not weights, f"{p}.weights", "a .pt2/.onnx model file carries its weights; leave weights empty")
+    _require(model_file or not v["stage_boundaries"], f"{p}.stage_boundaries",
+             "stage boundaries apply to .pt2/.onnx model files only")
     height, width = v["input_size"]
     return TaskSettings(name=name, topic=v["topic"], priority=v["priority"], period=period, deadline=deadline,
                         model=model, input_type=v["input_type"], weights=weights, input_size=(height, width),
                         output_topic=v["output_topic"] or f"daris/{name}/result",
                         qos_reliability=v["qos_reliability"], qos_depth=v["qos_depth"], precision=v["precision"],
-                        channels_last=v["channels_last"])
+                        channels_last=v["channels_last"], stage_boundaries=v["stage_boundaries"])
 
 
 def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> SchedulerSettings:

@@ -379,8 +379,8 @@ def check_parameters(args: NodeArguments) -> None:
         if not is_known_model(t.model):
             name = f"tasks.{t.name}.model"
             raise ParameterProblem(f"{_where(name, values, files)}: parameter {name!r}: unknown model {t.model!r}; "
-                                   f"built-in: {', '.join(BUILTIN_MODELS)}, or any torchvision classification model "
-                                   "name")
+                                   f"built-in: {', '.join(BUILTIN_MODELS)}, any torchvision classification model "
+                                   "name, or a .pt2/.onnx model file")
 
 
 @contextlib.contextmanager

@@ -798,7 +798,7 @@ def _check_models_of(tasks: Any) -> None:
         if not is_known_model(t.model):
             raise ConfigError(f"tasks.{t.name}.model",
                               f"unknown model {t.model!r}; built-in: {', '.join(BUILTIN_MODELS)}, "
-                              "or any torchvision classification model name")
+                              "any torchvision classification model name, or a .pt2/.onnx model file")
 
 
 class _Signals:

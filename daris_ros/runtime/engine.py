@@ -245,7 +245,8 @@ class Engine:
         from daris_ros.runtime.models import build_staged_model
         from daris_ros.runtime.models.precision import apply_precision
 
-        model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size)
+        model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size,
+                                   stage_boundaries=t.stage_boundaries or None)
         if t.precision != "fp32" or t.channels_last:
             apply_precision(model, t.precision, t.channels_last)  # records input_dtype / memory_format
             self._converted.add(self._model_key(t))
@@ -374,7 +375,8 @@ class Engine:
         fmt = ""
         if t.precision != "fp32" or t.channels_last:
             fmt = f"/{t.precision}{'-cl' if t.channels_last else ''}"
-        return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}{fmt}:{t.weights}"
+        cuts = f"|{','.join(t.stage_boundaries)}" if t.stage_boundaries else ""
+        return f"{t.model}@{t.input_size[0]}x{t.input_size[1]}{fmt}:{t.weights}{cuts}"
 
     def _model_input(self, key: str, x: Any) -> Any:
         """A preprocessed fp32 NCHW batch in the dtype and memory format of the model of ``key``."""

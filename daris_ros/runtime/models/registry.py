@@ -10,6 +10,7 @@ from daris_ros.runtime.models.generic import (
     build_torchvision_staged,
     torchvision_names,
 )
+from daris_ros.runtime.models.graph_file import build_graph_file_staged, is_graph_model_file
 from daris_ros.runtime.models.inception import build_inception_v3
 from daris_ros.runtime.models.resnet import RESNET_NAMES, build_resnet
 from daris_ros.runtime.models.segmentation import SEGMENTATION_NAMES, build_segmentation
@@ -22,7 +23,8 @@ BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3
 SEGMENTATION_MODELS: tuple[str, ...] = ("unet", *SEGMENTATION_NAMES)
 
 TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
-                    "module=torchvision.models)), staged by a `stages` config; or a TorchScript file")
+                    "module=torchvision.models)), staged by a `stages` config; or a TorchScript file; or the path "
+                    "of a .pt2 (torch.export) or .onnx file, staged at `stage_boundaries`")
 
 
 class UnknownModelError(ValueError):
@@ -41,7 +43,10 @@ def available_models(include_note: bool = True) -> list[str]:
 
 
 def is_known_model(name: str) -> bool:
-    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in or torchvision classification)."""
+    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in or torchvision classification, or the path
+    of a ``.pt2``/``.onnx`` file: the file itself is checked when the model is built)."""
+    if is_graph_model_file(name):
+        return True
     key = str(name).strip().lower()
     return key in BUILTIN_MODELS or key in torchvision_names()
 
@@ -56,13 +61,15 @@ def build_staged_model(
     input_size: tuple[int, int] | None = None,
     transform_input: bool | None = None,
     kind: str | None = None,
+    stage_boundaries: Sequence[str] | None = None,
 ) -> StagedModel:
     """Build a staged model in eval mode, on the CPU.
 
     Args:
         name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, ``"deeplabv3_resnet50"``,
             ``"deeplabv3_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``, ``"fcn_resnet50"``, or any
-            torchvision classification model name (case-insensitive). With ``torchscript`` it is only a label.
+            torchvision classification model name (case-insensitive). With ``torchscript`` it is only a label. A
+            path ending in ``.pt2`` (``torch.export.save``) or ``.onnx`` loads that file (graph_file.py).
         weights: path to a state_dict of the UNSTAGED model (.pt/.pth). ``None``: random
             initialisation and a warning on the ``daris_ros.models`` logger. Never downloads.
         num_classes: output classes (default 1000; 21 for the segmentation models; inferred for
@@ -74,7 +81,10 @@ def build_staged_model(
         input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3; 512x512 for
             the torchvision segmentation models).
         transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
-        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``.
+        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``; for a .pt2/.onnx file
+            it is inferred from the outputs (and, when given, must match).
+        stage_boundaries: .pt2/.onnx files only: the graph node (.pt2) or tensor (.onnx) names after which a
+            stage ends (N names: N + 1 stages); ``None``/empty: one stage. Checked at load: staged == whole.
 
     Raises:
         UnknownModelError: unknown name. FileNotFoundError: missing weights/TorchScript file.
@@ -84,6 +94,14 @@ def build_staged_model(
         raise UnknownModelError(str(name))
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if is_graph_model_file(name):
+        if torchscript is not None or weights is not None or stages is not None or transform_input is not None:
+            raise ValueError(f"{name}: a .pt2/.onnx file carries its weights and is cut at stage_boundaries; "
+                             "torchscript, weights, stages and transform_input do not apply")
+        return build_graph_file_staged(name.strip(), name.strip(), boundaries=stage_boundaries,
+                                       num_classes=num_classes, input_size=input_size, kind=kind)
+    if stage_boundaries:
+        raise ValueError(f"{name}: stage_boundaries apply to .pt2/.onnx model files only (use stages)")
     if torchscript is not None:
         if transform_input is not None:
             raise ValueError("transform_input does not apply to TorchScript models")
