@@ -176,7 +176,7 @@ def test_unknown_model_error_lists_builtins() -> None:
 def test_available_models() -> None:
     models = available_models()
     assert models[:4] == ["resnet18", "resnet50", "unet", "inception_v3"]
-    assert len(models) == 5 and "torchvision" in models[-1]
+    assert len(models) == len(BUILTIN_MODELS) + 1 and "torchvision" in models[-1]
     assert available_models(include_note=False) == list(BUILTIN_MODELS)
 
 

@@ -1,7 +1,8 @@
 """Staged DNNs for DARIS: each model is cut into sequential stages, preemptible between stages.
 
 Built-in: ``resnet18``, ``resnet50``, ``inception_v3`` (torchvision layers) and ``unet`` (ours), four
-stages each; any torchvision classification model by name or a TorchScript file, staged by a config.
+stages each; torchvision's detectors (SSDlite, RetinaNet, FCOS, Faster R-CNN; runtime/models/detection.py);
+any torchvision classification model by name or a TorchScript file, staged by a config.
 See docs/models.md.
 """
 

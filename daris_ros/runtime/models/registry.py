@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from daris_ros.runtime.models.base import KINDS, StagedModel
+from daris_ros.runtime.models.detection import DETECTION_MODELS, build_detection
 from daris_ros.runtime.models.generic import (
     build_torchscript_staged,
     build_torchvision_staged,
@@ -14,8 +15,8 @@ from daris_ros.runtime.models.inception import build_inception_v3
 from daris_ros.runtime.models.resnet import RESNET_NAMES, build_resnet
 from daris_ros.runtime.models.unet import build_unet
 
-#: The models with a built-in stage split.
-BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3")
+#: The models with a built-in stage split (the torchvision detectors last: runtime/models/detection.py).
+BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3", *DETECTION_MODELS)
 
 TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
                     "module=torchvision.models)), staged by a `stages` config; or a TorchScript file")
@@ -37,7 +38,7 @@ def available_models(include_note: bool = True) -> list[str]:
 
 
 def is_known_model(name: str) -> bool:
-    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in or torchvision classification)."""
+    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in, detector or torchvision classification)."""
     key = str(name).strip().lower()
     return key in BUILTIN_MODELS or key in torchvision_names()
 
@@ -52,22 +53,29 @@ def build_staged_model(
     input_size: tuple[int, int] | None = None,
     transform_input: bool | None = None,
     kind: str | None = None,
+    max_detections: int | None = None,
 ) -> StagedModel:
     """Build a staged model in eval mode, on the CPU.
 
     Args:
-        name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, or any torchvision
+        name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, a detector
+            (``"ssdlite320_mobilenet_v3_large"``, ``"retinanet_resnet50_fpn"``, ``"fcos_resnet50_fpn"``,
+            ``"fasterrcnn_resnet50_fpn"``, ``"fasterrcnn_mobilenet_v3_large_fpn"``), or any torchvision
             classification model name (case-insensitive). With ``torchscript`` it is only a label.
         weights: path to a state_dict of the UNSTAGED model (.pt/.pth). ``None``: random
             initialisation and a warning on the ``daris_ros.models`` logger. Never downloads.
-        num_classes: output classes (default 1000; 21 for ``unet``; inferred for TorchScript).
+        num_classes: output classes (default 1000; 21 for ``unet``; 91, COCO as torchvision, for the
+            detectors; inferred for TorchScript).
         stages: stage boundaries as lists of top-level child names (docs/models.md); overrides the
-            built-in split of resnet*/inception_v3; not allowed for ``unet``. ``None`` for a
+            built-in split of resnet*/inception_v3; not allowed for ``unet`` and the detectors. ``None`` for a
             non-built-in model: one stage.
         torchscript: path to a TorchScript file; ``stages`` then names its top-level children.
-        input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3).
+        input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3; 320x320 for
+            ssdlite320_mobilenet_v3_large; 640x640 for the other detectors).
         transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
-        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``.
+        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``; for a built-in
+            model it must match the model's kind.
+        max_detections: detectors only: K, the detections per image the last stage returns (default 100).
 
     Raises:
         UnknownModelError: unknown name. FileNotFoundError: missing weights/TorchScript file.
@@ -78,13 +86,23 @@ def build_staged_model(
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if torchscript is not None:
+        if max_detections is not None:
+            raise ValueError("max_detections applies to the built-in detectors only")
         if transform_input is not None:
             raise ValueError("transform_input does not apply to TorchScript models")
         return build_torchscript_staged(name.strip(), torchscript, stages=stages, weights=weights,
                                         num_classes=num_classes, input_size=input_size, kind=kind)
     key = name.strip().lower()
-    if kind is not None and kind != ("segmentation" if key == "unet" else "classification"):
+    model_kind = "segmentation" if key == "unet" else "detection" if key in DETECTION_MODELS else "classification"
+    if kind is not None and kind != model_kind:
         raise ValueError(f"{key}: kind {kind!r} does not match the model")
+    if max_detections is not None and model_kind != "detection":
+        raise ValueError(f"{key}: max_detections only applies to the detectors {list(DETECTION_MODELS)}")
+    if key in DETECTION_MODELS:
+        if transform_input is not None:
+            raise ValueError(f"{key}: transform_input only applies to inception_v3 and googlenet")
+        return build_detection(key, weights=weights, num_classes=num_classes, input_size=input_size, stages=stages,
+                               max_detections=max_detections)
     if transform_input is not None and key not in ("inception_v3", "googlenet"):
         raise ValueError(f"{key}: transform_input only applies to inception_v3 and googlenet")
     if key == "unet":
