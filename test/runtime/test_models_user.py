@@ -177,7 +177,7 @@ def test_available_models() -> None:
     models = available_models()
     assert models[:8] == ["resnet18", "resnet50", "unet", "inception_v3", "deeplabv3_resnet50",
                           "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "fcn_resnet50"]
-    assert len(models) == 9 and "torchvision" in models[-1]
+    assert len(models) == len(BUILTIN_MODELS) + 1 and "torchvision" in models[-1]
     assert available_models(include_note=False) == list(BUILTIN_MODELS)
 
 

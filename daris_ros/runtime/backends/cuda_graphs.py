@@ -35,6 +35,14 @@ def like_structure(template: Any, tensors: Sequence[torch.Tensor]) -> Any:
     return tuple(tensors)
 
 
+def graph_stage_indices(model: Any) -> list[int]:
+    """The stages of ``model`` that may be captured as CUDA graphs: those its ``graph_stages`` flags allow
+    (every stage when the model has no flags). The others (e.g. a detector's NMS stage, whose shapes depend on
+    the data) always run eagerly: a backend finds no graph for them and takes its eager path."""
+    flags = getattr(model, "graph_stages", None)
+    return [j for j in range(model.num_stages) if flags is None or bool(flags[j])]
+
+
 def clone_io(x: Any) -> Any:
     """A copy of a stage output, allocated on the current stream."""
     if isinstance(x, torch.Tensor):

@@ -40,7 +40,14 @@ from daris_ros.runtime.backends.base import (
     RuntimeModels,
     checked_sm_limit,
 )
-from daris_ros.runtime.backends.cuda_graphs import StageGraph, clone_io, row_input, stack_rows, take_rows
+from daris_ros.runtime.backends.cuda_graphs import (
+    StageGraph,
+    clone_io,
+    graph_stage_indices,
+    row_input,
+    stack_rows,
+    take_rows,
+)
 from daris_ros.runtime.memory import SOURCE_PROCESS, ContextMemory, cuda_reserved
 
 log = logging.getLogger("daris_ros.backends")
@@ -188,7 +195,7 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
             for s in range(self.n_streams):
                 pool = self._pool(c, s)  # one pool per stream: its graphs never overlap
                 cap = self._capture_stream(c, s)
-                for j in range(model.num_stages):
+                for j in graph_stage_indices(model):  # a stage flagged eager gets no graph
                     self.graphs[(name, j, c, s)] = StageGraph(model.stages[j], examples[j], cap, pool=pool)
 
     def _pool(self, context: int, stream: int) -> Any:
@@ -209,7 +216,7 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
                 for c in range(self.n_contexts):
                     for s in range(self.n_streams):
                         cap = self._capture_stream(c, s)
-                        for j in range(model.num_stages):
+                        for j in graph_stage_indices(model):
                             self.batch_graphs[(name, j, size, c, s)] = StageGraph(
                                 model.stages[j], examples[j], cap, pool=self._pool(c, s))
                 del examples

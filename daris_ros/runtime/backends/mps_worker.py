@@ -315,7 +315,7 @@ class _Worker:
             self.ctrl.send(("error", traceback.format_exc()))
 
     def _add_cuda(self, key: str, model: Any) -> None:
-        from daris_ros.runtime.backends.cuda_graphs import StageGraph
+        from daris_ros.runtime.backends.cuda_graphs import StageGraph, graph_stage_indices
 
         torch = self.torch
         model = model.to(self.dev).eval()
@@ -327,7 +327,7 @@ class _Worker:
             for s in range(self.cfg.n_streams):
                 pool = torch.cuda.graph_pool_handle()
                 cap = self.str.streams[0][s]
-                for j in range(model.num_stages):
+                for j in graph_stage_indices(model):  # a stage flagged eager gets no graph
                     self.str.graphs[(key, j, 0, s)] = StageGraph(model.stages[j], ex[j], cap, pool=pool)
             torch.cuda.synchronize(self.dev)
         self._add(key, model)

@@ -2,8 +2,9 @@
 
 Built-in: ``resnet18``, ``resnet50``, ``inception_v3`` (torchvision layers), ``unet`` (ours) and the
 torchvision segmentation models ``deeplabv3_resnet50``, ``deeplabv3_mobilenet_v3_large``,
-``lraspp_mobilenet_v3_large``, ``fcn_resnet50``, four stages each; any torchvision classification model
-by name or a TorchScript file, staged by a config.
+``lraspp_mobilenet_v3_large``, ``fcn_resnet50``, four stages each; torchvision's detectors (SSDlite, RetinaNet,
+FCOS, Faster R-CNN; runtime/models/detection.py); any torchvision classification model by name or a TorchScript
+file, staged by a config; a .pt2 or .onnx file staged at named boundaries (graph_file.py).
 See docs/models.md.
 """
 

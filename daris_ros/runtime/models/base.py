@@ -18,7 +18,7 @@ from torch import Tensor, nn
 #: What flows between stages: one tensor, or a flat tuple of tensors.
 StageIO = Tensor | tuple[Tensor, ...]
 
-KINDS = ("classification", "segmentation")
+KINDS = ("classification", "segmentation", "detection")
 
 
 def stage_tensors(x: StageIO) -> tuple[Tensor, ...]:
@@ -46,12 +46,17 @@ class StagedModel(nn.Module):
 
     Attributes:
         name: model name, e.g. ``"resnet18"``.
-        kind: ``"classification"`` (output ``N x num_classes`` logits) or ``"segmentation"``
-            (output ``N x num_classes x H x W`` logits at input resolution).
+        kind: ``"classification"`` (output ``N x num_classes`` logits), ``"segmentation"``
+            (output ``N x num_classes x H x W`` logits at input resolution) or ``"detection"`` (output
+            the tuple ``(boxes N x K x 4, scores N x K, labels N x K, counts N)``, K = ``max_detections``;
+            runtime/models/detection.py).
         input_size: ``(H, W)`` the model expects (what ``preprocess`` should resize to).
         num_classes: number of output classes.
         stage_names: one human-readable name per stage.
         stages: the stage modules, run in order.
+        graph_stages: per stage, whether a GPU backend may capture it as a CUDA graph (``False`` for a
+            stage with data-dependent shapes or host synchronisation, e.g. a detector's NMS stage; such a
+            stage always runs eagerly). Default: every stage.
     """
 
     def __init__(
@@ -65,6 +70,7 @@ class StagedModel(nn.Module):
         stages: Sequence[nn.Module],
         unstaged: nn.Module | None = None,
         ignored_weight_prefixes: Sequence[str] = (),
+        graph_stages: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -73,12 +79,16 @@ class StagedModel(nn.Module):
             raise ValueError("a staged model needs at least one stage")
         if len(stage_names) != len(stages):
             raise ValueError(f"{len(stage_names)} stage names for {len(stages)} stages")
+        if graph_stages is not None and len(graph_stages) != len(stages):
+            raise ValueError(f"{len(graph_stages)} graph_stages flags for {len(stages)} stages")
         self.name = name
         self.kind = kind
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.num_classes = int(num_classes)
         self.stage_names = tuple(stage_names)
         self.stages = nn.ModuleList(stages)
+        self.graph_stages: tuple[bool, ...] = (tuple(bool(g) for g in graph_stages) if graph_stages is not None
+                                               else (True,) * len(stages))
         # The unstaged model the stages were cut from (shares every module with them). Kept out of
         # the module tree on purpose: registering it would list every parameter twice.
         self.__dict__["_unstaged"] = unstaged
@@ -111,10 +121,11 @@ class StagedModel(nn.Module):
             stages=[MergedStage(list(self.stages))],
             unstaged=self._unstaged,
             ignored_weight_prefixes=self._ignored_weight_prefixes,
+            graph_stages=(all(self.graph_stages),),
         )
         merged.train(self.training)
-        # runtime/models/precision.py's attributes, and the optional label names (index = class id)
-        for attr in ("input_dtype", "memory_format", "precision", "class_names"):
+        # runtime/models/precision.py; a detector's class_names and max_detections (runtime/models/detection.py)
+        for attr in ("input_dtype", "memory_format", "precision", "class_names", "max_detections"):
             if attr in self.__dict__:
                 setattr(merged, attr, self.__dict__[attr])
         return merged

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from daris_ros.runtime.models.base import KINDS, StagedModel
+from daris_ros.runtime.models.detection import DETECTION_MODELS, build_detection
 from daris_ros.runtime.models.generic import (
     build_torchscript_staged,
     build_torchvision_staged,
@@ -16,10 +17,11 @@ from daris_ros.runtime.models.resnet import RESNET_NAMES, build_resnet
 from daris_ros.runtime.models.segmentation import SEGMENTATION_NAMES, build_segmentation
 from daris_ros.runtime.models.unet import build_unet
 
-#: The models with a built-in stage split.
-BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3", *SEGMENTATION_NAMES)
+#: The models with a built-in stage split (the torchvision detectors last: runtime/models/detection.py).
+BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3", *SEGMENTATION_NAMES,
+                                   *DETECTION_MODELS)
 
-#: The built-in models of kind "segmentation" (the others are classifiers).
+#: The built-in models of kind "segmentation" (the detectors are DETECTION_MODELS; the others are classifiers).
 SEGMENTATION_MODELS: tuple[str, ...] = ("unet", *SEGMENTATION_NAMES)
 
 TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
@@ -62,29 +64,33 @@ def build_staged_model(
     transform_input: bool | None = None,
     kind: str | None = None,
     stage_boundaries: Sequence[str] | None = None,
+    max_detections: int | None = None,
 ) -> StagedModel:
     """Build a staged model in eval mode, on the CPU.
 
     Args:
         name: ``"resnet18"``, ``"resnet50"``, ``"unet"``, ``"inception_v3"``, ``"deeplabv3_resnet50"``,
-            ``"deeplabv3_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``, ``"fcn_resnet50"``, or any
-            torchvision classification model name (case-insensitive). With ``torchscript`` it is only a label. A
-            path ending in ``.pt2`` (``torch.export.save``) or ``.onnx`` loads that file (graph_file.py).
+            ``"deeplabv3_mobilenet_v3_large"``, ``"lraspp_mobilenet_v3_large"``, ``"fcn_resnet50"``, a detector
+            (``"ssdlite320_mobilenet_v3_large"``, ``"retinanet_resnet50_fpn"``, ``"fcos_resnet50_fpn"``,
+            ``"fasterrcnn_resnet50_fpn"``, ``"fasterrcnn_mobilenet_v3_large_fpn"``), or any torchvision
+            classification model name (case-insensitive). With ``torchscript`` it is only a label. A path ending
+            in ``.pt2`` (``torch.export.save``) or ``.onnx`` loads that file (graph_file.py).
         weights: path to a state_dict of the UNSTAGED model (.pt/.pth). ``None``: random
             initialisation and a warning on the ``daris_ros.models`` logger. Never downloads.
-        num_classes: output classes (default 1000; 21 for the segmentation models; inferred for
-            TorchScript).
+        num_classes: output classes (default 1000; 21 for the segmentation models; 91, COCO as torchvision,
+            for the detectors; inferred for TorchScript).
         stages: stage boundaries as lists of top-level child names (docs/models.md); overrides the
-            built-in split of resnet*/inception_v3; not allowed for the segmentation models. ``None`` for
-            a non-built-in model: one stage.
+            built-in split of resnet*/inception_v3; not allowed for the segmentation models and the detectors.
+            ``None`` for a non-built-in model: one stage.
         torchscript: path to a TorchScript file; ``stages`` then names its top-level children.
         input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3; 512x512 for
-            the torchvision segmentation models).
+            the torchvision segmentation models; 320x320 SSDlite, 640x640 the other detectors).
         transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
         kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``; for a .pt2/.onnx file
             it is inferred from the outputs (and, when given, must match).
         stage_boundaries: .pt2/.onnx files only: the graph node (.pt2) or tensor (.onnx) names after which a
             stage ends (N names: N + 1 stages); ``None``/empty: one stage. Checked at load: staged == whole.
+        max_detections: detectors only: K, the detections per image the last stage returns (default 100).
 
     Raises:
         UnknownModelError: unknown name. FileNotFoundError: missing weights/TorchScript file.
@@ -103,13 +109,24 @@ def build_staged_model(
     if stage_boundaries:
         raise ValueError(f"{name}: stage_boundaries apply to .pt2/.onnx model files only (use stages)")
     if torchscript is not None:
+        if max_detections is not None:
+            raise ValueError("max_detections applies to the built-in detectors only")
         if transform_input is not None:
             raise ValueError("transform_input does not apply to TorchScript models")
         return build_torchscript_staged(name.strip(), torchscript, stages=stages, weights=weights,
                                         num_classes=num_classes, input_size=input_size, kind=kind)
     key = name.strip().lower()
-    if kind is not None and kind != ("segmentation" if key in SEGMENTATION_MODELS else "classification"):
+    model_kind = ("segmentation" if key in SEGMENTATION_MODELS else "detection" if key in DETECTION_MODELS
+                  else "classification")
+    if kind is not None and kind != model_kind:
         raise ValueError(f"{key}: kind {kind!r} does not match the model")
+    if max_detections is not None and model_kind != "detection":
+        raise ValueError(f"{key}: max_detections only applies to the detectors {list(DETECTION_MODELS)}")
+    if key in DETECTION_MODELS:
+        if transform_input is not None:
+            raise ValueError(f"{key}: transform_input only applies to inception_v3 and googlenet")
+        return build_detection(key, weights=weights, num_classes=num_classes, input_size=input_size, stages=stages,
+                               max_detections=max_detections)
     if transform_input is not None and key not in ("inception_v3", "googlenet"):
         raise ValueError(f"{key}: transform_input only applies to inception_v3 and googlenet")
     if key == "unet":
