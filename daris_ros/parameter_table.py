@@ -254,11 +254,12 @@ TASK_PARAMETERS: tuple[Parameter, ...] = (
        bounds=(0.0, 3600.0), unit="s"),
     _P("deadline", _N, 0.0, "Relative deadline D_i in seconds; 0 means the period.", runtime=_LIVE,
        bounds=(0.0, 3600.0), unit="s"),
-    _P("model", _S, "", "Model: a built-in staged model (resnet18, resnet50, inception_v3, unet, the torchvision "
-       "segmentation models deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, fcn_resnet50, "
-       "the torchvision detectors ssdlite320_mobilenet_v3_large, retinanet_resnet50_fpn, fcos_resnet50_fpn, "
-       "fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn: docs/models.md), a torchvision classification model name, or the path of a .pt2 (torch.export) or .onnx "
-       "model file (README.md, Bring your own model).", runtime=_TASK_RESTART),
+    _P("model", _S, "", "Model: a built-in staged model (resnet18, resnet50, inception_v3, unet; the torchvision "
+       "segmentation models deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, "
+       "fcn_resnet50; the torchvision detectors ssdlite320_mobilenet_v3_large, retinanet_resnet50_fpn, "
+       "fcos_resnet50_fpn, fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn: docs/models.md), a torchvision "
+       "classification model name, or the path of a .pt2 (torch.export) or .onnx model file (README.md, Bring your "
+       "own model).", runtime=_TASK_RESTART),
     _P("input_type", _S, "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
        runtime=_TASK_RESTART, choices=INPUT_TYPES, blank_is_default=True),
     _P("weights", _S, "", "Path to a state_dict file; empty means random weights (a warning is logged).",
