@@ -18,7 +18,9 @@ from torch import Tensor, nn
 #: What flows between stages: one tensor, or a flat tuple of tensors.
 StageIO = Tensor | tuple[Tensor, ...]
 
-KINDS = ("classification", "segmentation")
+KINDS = ("classification", "segmentation", "detection")
+#: Detections per image a detection model returns (its last stage's K) unless it sets ``max_detections``.
+DEFAULT_MAX_DETECTIONS = 100
 
 
 def stage_tensors(x: StageIO) -> tuple[Tensor, ...]:
@@ -46,8 +48,10 @@ class StagedModel(nn.Module):
 
     Attributes:
         name: model name, e.g. ``"resnet18"``.
-        kind: ``"classification"`` (output ``N x num_classes`` logits) or ``"segmentation"``
-            (output ``N x num_classes x H x W`` logits at input resolution).
+        kind: ``"classification"`` (output ``N x num_classes`` logits), ``"segmentation"``
+            (output ``N x num_classes x H x W`` logits at input resolution) or ``"detection"`` (output
+            ``(boxes N x K x 4, scores N x K, labels N x K, counts N)``, boxes x1, y1, x2, y2 in the input's
+            pixels, K = ``max_detections``; issue 16's contract, docs/models.md).
         input_size: ``(H, W)`` the model expects (what ``preprocess`` should resize to).
         num_classes: number of output classes.
         stage_names: one human-readable name per stage.
@@ -113,7 +117,8 @@ class StagedModel(nn.Module):
             ignored_weight_prefixes=self._ignored_weight_prefixes,
         )
         merged.train(self.training)
-        for attr in ("input_dtype", "memory_format", "precision"):  # runtime/models/precision.py
+        # runtime/models/precision.py; a model's optional class_names and max_detections (detection)
+        for attr in ("input_dtype", "memory_format", "precision", "class_names", "max_detections"):
             if attr in self.__dict__:
                 setattr(merged, attr, self.__dict__[attr])
         return merged

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from daris_ros.runtime.models.base import KINDS, StagedModel
 from daris_ros.runtime.models.generic import (
@@ -19,6 +20,8 @@ BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3
 
 TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
                     "module=torchvision.models)), staged by a `stages` config; or a TorchScript file")
+#: A model name with one of these suffixes that names an existing file is a TorchScript file (``torch.jit.save``).
+TORCHSCRIPT_SUFFIXES: tuple[str, ...] = (".pt", ".ts", ".torchscript")
 
 
 class UnknownModelError(ValueError):
@@ -36,10 +39,18 @@ def available_models(include_note: bool = True) -> list[str]:
     return [*BUILTIN_MODELS, TORCHVISION_NOTE] if include_note else list(BUILTIN_MODELS)
 
 
+def is_torchscript_file(name: str) -> bool:
+    """Whether a model name is the path of a TorchScript file (a task's ``model`` may be one): an existing file
+    whose name ends in one of :data:`TORCHSCRIPT_SUFFIXES`."""
+    path = Path(str(name).strip()).expanduser()
+    return path.suffix.lower() in TORCHSCRIPT_SUFFIXES and path.is_file()
+
+
 def is_known_model(name: str) -> bool:
-    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in or torchvision classification)."""
+    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in, torchvision classification, or the path
+    of a TorchScript file)."""
     key = str(name).strip().lower()
-    return key in BUILTIN_MODELS or key in torchvision_names()
+    return key in BUILTIN_MODELS or key in torchvision_names() or is_torchscript_file(name)
 
 
 def build_staged_model(
@@ -67,7 +78,9 @@ def build_staged_model(
         torchscript: path to a TorchScript file; ``stages`` then names its top-level children.
         input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3).
         transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
-        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``.
+        kind: TorchScript only: ``"classification"``, ``"segmentation"`` or ``"detection"`` (default: the
+            file's ``kind`` attribute, else classification). A ``name`` that is the path of an existing
+            ``.pt``/``.ts``/``.torchscript`` file loads that TorchScript file (a task's ``model``).
 
     Raises:
         UnknownModelError: unknown name. FileNotFoundError: missing weights/TorchScript file.
@@ -77,6 +90,8 @@ def build_staged_model(
         raise UnknownModelError(str(name))
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if torchscript is None and is_torchscript_file(name):  # a task's model given as a TorchScript file
+        torchscript = str(Path(name.strip()).expanduser())
     if torchscript is not None:
         if transform_input is not None:
             raise ValueError("transform_input does not apply to TorchScript models")
