@@ -13,6 +13,9 @@ from pathlib import Path
 
 from daris_ros.parameter_table import ConfigError
 
+#: The most class names a task may have: LabelInfo's VisionClass.class_id is a uint16 (vision_msgs too).
+MAX_CLASS_NAMES = 1 << 16
+
 
 def read_labels_file(path: str, parameter: str = "labels_file") -> tuple[str, ...]:
     """The class names in ``path`` (index = class id). Raises ConfigError naming ``parameter`` when the file does
@@ -34,6 +37,9 @@ def read_labels_file(path: str, parameter: str = "labels_file") -> tuple[str, ..
         names.pop()
     if not names:
         raise ConfigError(parameter, f"labels file {path!r} names no class (one class name per line)")
+    if len(names) > MAX_CLASS_NAMES:
+        raise ConfigError(parameter, f"labels file {path!r} names {len(names)} classes; LabelInfo's class ids are "
+                                     f"uint16 (at most {MAX_CLASS_NAMES})")
     return tuple(names)
 
 
