@@ -43,6 +43,12 @@ QOS_RELIABILITY: tuple[str, ...] = ("best_effort", "reliable")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 #: A task's ``model`` ending in one of these is a model file with a graph (daris_ros/runtime/models/graph_file.py).
 MODEL_FILE_SUFFIXES: tuple[str, ...] = (".pt2", ".onnx")
+#: Where a segmentation task's class mask is published: at the source frame's size or at the model's.
+MASK_RESOLUTIONS: tuple[str, ...] = ("source", "model")
+#: The message types of the detections and labels topics (README.md, Perception outputs).
+PERCEPTION_MSGS: tuple[str, ...] = ("auto", "vision_msgs", "daris_ros")
+#: The largest max_detections of a task.
+MAX_DETECTIONS = 1000
 #: Backends that run cross-task batched stages (``batching``): in-process models the engine can stack rows for.
 BATCHING_BACKENDS: tuple[str, ...] = ("cpu", "str", "green")
 MAX_BATCH_SIZE = 1024
@@ -220,6 +226,10 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
     _P("autostart", _B, True, "Managed (lifecycle) node: at start-up the node configures and activates itself, so "
        "one command runs it; false: it starts unconfigured and waits for the configure and activate transitions "
        "(ros2 lifecycle set, a lifecycle manager). README.md, Lifecycle."),
+    _P("perception_msgs", _S, "auto", "Message types of the detections and labels topics (README.md, Perception "
+       "outputs): vision_msgs (vision_msgs/Detection2DArray and LabelInfo, 4.x; configure fails when vision_msgs is "
+       "not installed), daris_ros (the package's own daris_ros/Detection2DArray and LabelInfo, the same fields), or "
+       "auto (vision_msgs when it is importable, else daris_ros).", choices=PERCEPTION_MSGS, case="lower"),
     _P("sm_limit", _I, 0, "Beyond the paper, a node that shares its GPU (with lidar, planning, display): the number "
        "of SMs the node may use; eq. 9 sizes its contexts from it (N_SM,max = sm_limit). green: the contexts are "
        "carved from the device's first sm_limit / 8 granules of 8 SMs (Hopper), the rest stays free; str: its "
@@ -258,8 +268,9 @@ TASK_PARAMETERS: tuple[Parameter, ...] = (
        "segmentation models deeplabv3_resnet50, deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large, "
        "fcn_resnet50; the torchvision detectors ssdlite320_mobilenet_v3_large, retinanet_resnet50_fpn, "
        "fcos_resnet50_fpn, fasterrcnn_resnet50_fpn, fasterrcnn_mobilenet_v3_large_fpn: docs/models.md), a torchvision "
-       "classification model name, or the path of a .pt2 (torch.export) or .onnx model file (README.md, Bring your "
-       "own model).", runtime=_TASK_RESTART),
+       "classification model name, the path of a .pt2 (torch.export) or .onnx model file (README.md, Bring your "
+       "own model), or the path of a TorchScript file (.pt, .ts, .torchscript; docs/models.md).",
+       runtime=_TASK_RESTART),
     _P("input_type", _S, "image", "image (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage).",
        runtime=_TASK_RESTART, choices=INPUT_TYPES, blank_is_default=True),
     _P("weights", _S, "", "Path to a state_dict file; empty means random weights (a warning is logged).",
@@ -281,6 +292,22 @@ TASK_PARAMETERS: tuple[Parameter, ...] = (
        "staged output must equal the whole model's.", runtime=_TASK_RESTART),
     _P("channels_last", _B, False, "Run the model in channels-last (NHWC) memory format (faster convolutions on "
        "tensor-core GPUs).", runtime=_TASK_RESTART),
+    _P("score_threshold", _N, 0.5, "Detection: detections scoring below this are not published.",
+       runtime=_TASK_RESTART, bounds=(0.0, 1.0)),
+    _P("max_detections", _I, 100, "Detection: at most this many detections per frame are published (the best).",
+       runtime=_TASK_RESTART, bounds=(1, MAX_DETECTIONS)),
+    _P("labels_file", _S, "", "Class names, one per line (line i names class id i); empty: the model's own names "
+       "(torchvision detectors and segmenters), else none. The file must exist and be UTF-8 text.",
+       runtime=_TASK_RESTART),
+    _P("detections_topic", _S, "", "Detection: the detections topic; empty means daris/<task>/detections.",
+       runtime=_TASK_RESTART),
+    _P("mask_topic", _S, "", "Segmentation: the class mask topic (sensor_msgs/Image mono8, class id per pixel); "
+       "empty means daris/<task>/mask.", runtime=_TASK_RESTART),
+    _P("mask_resolution", _S, "source", "Segmentation: the mask at the source frame's size (source: resized on the "
+       "device, nearest) or at the model's input size (model: scale by the source size in InferenceResult).",
+       runtime=_TASK_RESTART, choices=MASK_RESOLUTIONS, case="lower", blank_is_default=True),
+    _P("labels_topic", _S, "", "The class names (LabelInfo, latched: transient-local, depth 1); empty means "
+       "daris/<task>/labels.", runtime=_TASK_RESTART),
 )
 
 SCHEDULER_BY_NAME: dict[str, Parameter] = {p.name: p for p in SCHEDULER_PARAMETERS}

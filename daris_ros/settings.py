@@ -22,9 +22,11 @@ from daris_ros.parameter_table import (
     BATCHING_BACKENDS,
     FEASIBILITY_MODES,
     INPUT_TYPES,
+    MASK_RESOLUTIONS,
     MAX_BATCH_SIZE,
     MAX_SKIP_LATE,
     MODEL_FILE_SUFFIXES,
+    PERCEPTION_MSGS,
     POLICIES,
     PRECISIONS,
     PRIORITIES,
@@ -39,13 +41,14 @@ from daris_ros.parameter_table import (
     default_of,
     parse_value,
 )
+from daris_ros.runtime.labels import read_labels_file
 
 __all__ = [
-    "AFET_PROFILES", "BACKENDS", "BATCHING_BACKENDS", "FEASIBILITY_MODES", "INPUT_TYPES", "MAX_BATCH_SIZE",
-    "MAX_SKIP_LATE", "POLICIES", "PRECISIONS", "PRIORITIES", "QOS_RELIABILITY", "ROS_NODE_PARAMETERS",
-    "SCHEDULER_FIELDS", "TASK_FIELDS", "ConfigError", "SchedulerSettings", "TaskSettings", "check_parameter_names",
-    "did_you_mean", "flatten_parameters", "load_parameter_file", "settings_from_mapping", "unknown_parameter",
-    "validate_settings", "validate_task",
+    "AFET_PROFILES", "BACKENDS", "BATCHING_BACKENDS", "FEASIBILITY_MODES", "INPUT_TYPES", "MASK_RESOLUTIONS",
+    "MAX_BATCH_SIZE", "MAX_SKIP_LATE", "PERCEPTION_MSGS", "POLICIES", "PRECISIONS", "PRIORITIES", "QOS_RELIABILITY",
+    "ROS_NODE_PARAMETERS", "SCHEDULER_FIELDS", "TASK_FIELDS", "ConfigError", "SchedulerSettings", "TaskSettings",
+    "check_parameter_names", "did_you_mean", "flatten_parameters", "load_parameter_file", "settings_from_mapping",
+    "unknown_parameter", "validate_settings", "validate_task",
 ]
 
 _TASK = TASK_BY_NAME
@@ -72,6 +75,18 @@ class TaskSettings:
     precision: str = default_of(_TASK, "precision")  # converted weights (runtime/models/precision.py)
     channels_last: bool = default_of(_TASK, "channels_last")  # NHWC weights and inputs
     stage_boundaries: tuple[str, ...] = default_of(_TASK, "stage_boundaries")  # .pt2/.onnx model files
+    score_threshold: float = default_of(_TASK, "score_threshold")  # detection: published at this score or above
+    max_detections: int = default_of(_TASK, "max_detections")  # detection: at most this many published per frame
+    labels_file: str = default_of(_TASK, "labels_file")  # class names, one per line ("": the model's, else none)
+    detections_topic: str = default_of(_TASK, "detections_topic")  # "" -> daris/<task>/detections
+    mask_topic: str = default_of(_TASK, "mask_topic")  # "" -> daris/<task>/mask
+    mask_resolution: str = default_of(_TASK, "mask_resolution")  # "source" | "model"
+    labels_topic: str = default_of(_TASK, "labels_topic")  # "" -> daris/<task>/labels
+
+    def output_topics(self) -> dict[str, str]:
+        """The task's output topics by parameter (result, detections, mask, labels)."""
+        return {"output_topic": self.output_topic, "detections_topic": self.detections_topic,
+                "mask_topic": self.mask_topic, "labels_topic": self.labels_topic}
 
     @property
     def rate(self) -> float:
@@ -127,6 +142,7 @@ class SchedulerSettings:
     ahead_lead: float = default_of(_SCHED, "ahead_lead")  # s: how early before a stream frees the next is formed
     feasibility: str = default_of(_SCHED, "feasibility")  # HP utilization over N_s at start-up: refuse | warn
     autostart: bool = default_of(_SCHED, "autostart")  # configure and activate at start (False: a lifecycle manager)
+    perception_msgs: str = default_of(_SCHED, "perception_msgs")  # detections/labels: auto|vision_msgs|daris_ros
     sm_limit: int = default_of(_SCHED, "sm_limit")  # SMs of the GPU this node may use, eq. 9's N_SM,max (0: all)
     tasks: tuple[TaskSettings, ...] = field(default_factory=tuple)
 
@@ -227,11 +243,25 @@ def validate_task(name: str, raw: Mapping[str, Any], known_models: Sequence[str]
     _require(model_file or not v["stage_boundaries"], f"{p}.stage_boundaries",
              "stage boundaries apply to .pt2/.onnx model files only")
     height, width = v["input_size"]
+    if v["labels_file"]:
+        read_labels_file(v["labels_file"], f"{p}.labels_file")  # exists, readable, UTF-8, names a class
+    topics = {f: v[f] or f"daris/{name}/{suffix}" for f, suffix in (("output_topic", "result"),
+              ("detections_topic", "detections"), ("mask_topic", "mask"), ("labels_topic", "labels"))}
+    seen: dict[str, str] = {}
+    for fld, topic in topics.items():
+        other = seen.setdefault(topic, fld)
+        if other != fld:  # named: the field given explicitly (the later one when both are)
+            named, also = (fld, other) if v[fld] else (other, fld)
+            raise ConfigError(f"{p}.{named}", f"topic {topic!r} is also the task's {also}; output topics must differ")
     return TaskSettings(name=name, topic=v["topic"], priority=v["priority"], period=period, deadline=deadline,
                         model=model, input_type=v["input_type"], weights=weights, input_size=(height, width),
-                        output_topic=v["output_topic"] or f"daris/{name}/result",
+                        output_topic=topics["output_topic"],
                         qos_reliability=v["qos_reliability"], qos_depth=v["qos_depth"], precision=v["precision"],
-                        channels_last=v["channels_last"], stage_boundaries=v["stage_boundaries"])
+                        channels_last=v["channels_last"], stage_boundaries=v["stage_boundaries"],
+                        score_threshold=v["score_threshold"],
+                        max_detections=v["max_detections"], labels_file=v["labels_file"],
+                        detections_topic=topics["detections_topic"], mask_topic=topics["mask_topic"],
+                        mask_resolution=v["mask_resolution"], labels_topic=topics["labels_topic"])
 
 
 def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> SchedulerSettings:
@@ -262,6 +292,12 @@ def validate_settings(raw: Mapping[str, Any], tasks: Sequence[TaskSettings]) -> 
         seen[t.topic] = t.name
     outs = [t.output_topic for t in s.tasks]
     _require(len(set(outs)) == len(outs), "output_topic", "output topics must be unique per task")
+    owners: dict[str, str] = {}
+    for t in s.tasks:
+        for fld, topic in t.output_topics().items():
+            owner = owners.setdefault(topic, t.name)
+            _require(owner == t.name, f"tasks.{t.name}.{fld}",
+                     f"topic {topic!r} is already an output topic of task {owner!r}; output topics must be unique")
     return s
 
 

@@ -29,7 +29,9 @@ ROS_DISTRO = "kilted"
 KILTED_STORE: Stores = getattr(Stores, "ROS2_KILTED", Stores.LATEST)
 
 #: daris_ros message types, in dependency order.
-DARIS_MSG_NAMES: tuple[str, ...] = ("PriorityStats", "TaskStats", "SchedulerStats", "StageRecord", "InferenceResult")
+DARIS_MSG_NAMES: tuple[str, ...] = ("PriorityStats", "TaskStats", "SchedulerStats", "StageRecord", "InferenceResult",
+                                    "BoundingBox2D", "ObjectHypothesis", "Detection2D", "Detection2DArray",
+                                    "VisionClass", "LabelInfo")
 DARIS_TYPES: tuple[str, ...] = tuple(f"{PACKAGE}/msg/{name}" for name in DARIS_MSG_NAMES)
 
 MSG_DIR_ENV = "DARIS_ROS_MSG_DIR"

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import array
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from daris_ros.core import FeasibilityReport
-from daris_ros.msg import ContextStats, InferenceResult, PriorityStats, SchedulerStats, StageRecord, TaskStats
+from daris_ros.msg import (
+    BoundingBox2D,
+    ContextStats,
+    Detection2D,
+    Detection2DArray,
+    InferenceResult,
+    LabelInfo,
+    ObjectHypothesis,
+    PriorityStats,
+    SchedulerStats,
+    StageRecord,
+    TaskStats,
+    VisionClass,
+)
 from daris_ros.runtime.engine import JobResult
+from daris_ros.runtime.labels import name_of
+from daris_ros.runtime.results import Detections
 
 ToRosTime = Callable[[float], Time]
 
@@ -21,9 +39,25 @@ def _prio(p: str) -> int:
     return InferenceResult.PRIORITY_HIGH if p == "HP" else InferenceResult.PRIORITY_LOW
 
 
-def result_msg(r: JobResult, header: Header, to_ros: ToRosTime) -> InferenceResult:
-    """An InferenceResult whose header is the source image's header."""
+#: InferenceResult.kind per model kind.
+KIND_CODES: dict[str, int] = {"classification": InferenceResult.KIND_CLASSIFICATION,
+                              "segmentation": InferenceResult.KIND_SEGMENTATION,
+                              "detection": InferenceResult.KIND_DETECTION}
+
+
+def result_msg(r: JobResult, header: Header, to_ros: ToRosTime, *, payload_topic: str = "",
+               class_names: Sequence[str] = ()) -> InferenceResult:
+    """An InferenceResult whose header is the source image's header; ``payload_topic``: where the job's payload
+    was published, ``class_names``: the task's names (index = class id) for a classification's ``class_names``."""
     m = InferenceResult()
+    m.kind = KIND_CODES[r.kind]
+    m.payload_topic = payload_topic
+    if r.source_size is not None:
+        m.source_height, m.source_width = int(r.source_size[0]), int(r.source_size[1])
+    if class_names and r.class_ids:
+        m.class_names = [name_of(class_names, int(c)) for c in r.class_ids]
+    if r.detections is not None:
+        m.num_detections = len(r.detections)
     m.header = header
     m.task = r.task
     m.job_id = r.job_id
@@ -52,6 +86,38 @@ def result_msg(r: JobResult, header: Header, to_ros: ToRosTime) -> InferenceResu
                             exec_time=t.exec_time, virtual_deadline=t.virtual_deadline - r.release_time)
                 for t in r.stages]
     return m
+
+
+def detection_array_msg(header: Header, detections: Detections, class_names: Sequence[str]) -> Detection2DArray:
+    """A daris_ros Detection2DArray: the source image's header, one Detection2D per detection (best first), its
+    box as centre and size in the source image's pixels, one hypothesis (class id as a decimal string, its name,
+    the score)."""
+    m = Detection2DArray(header=header)
+    out = m.detections
+    for (x1, y1, x2, y2), score, class_id in zip(detections.boxes.tolist(), detections.scores.tolist(),
+                                                 detections.class_ids.tolist(), strict=True):
+        out.append(Detection2D(
+            header=header, bbox=BoundingBox2D(center_x=(x1 + x2) / 2, center_y=(y1 + y2) / 2, size_x=x2 - x1,
+                                              size_y=y2 - y1),
+            results=[ObjectHypothesis(class_id=str(class_id), class_name=name_of(class_names, class_id),
+                                      score=score)]))
+    return m
+
+
+def mask_msg(header: Header, mask: np.ndarray) -> Image:
+    """A class mask (H x W uint8 class ids) as sensor_msgs/Image mono8 with the source image's header."""
+    if mask.dtype != np.uint8 or mask.ndim != 2:
+        raise ValueError(f"a mask is H x W uint8, got {mask.dtype} of shape {mask.shape}")
+    height, width = mask.shape
+    data = array.array("B")
+    data.frombytes(np.ascontiguousarray(mask).tobytes())
+    return Image(header=header, height=height, width=width, encoding="mono8", is_bigendian=0, step=width, data=data)
+
+
+def label_info_msg(header: Header, class_names: Sequence[str], threshold: float) -> LabelInfo:
+    """A daris_ros LabelInfo: one VisionClass per class id with a name entry, and the score threshold."""
+    return LabelInfo(header=header, threshold=float(threshold),
+                     class_map=[VisionClass(class_id=i, class_name=n) for i, n in enumerate(class_names)])
 
 
 def _nz(x: float) -> float:

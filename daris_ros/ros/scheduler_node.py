@@ -1,4 +1,6 @@
-"""The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out.
+"""The daris_ros scheduler node: camera topics in, InferenceResult / stats / diagnostics out, and per task the
+perception outputs of its model's kind: detections (Detection2DArray, boxes in the source image's pixels), the
+class mask (sensor_msgs/Image mono8) and the class names (LabelInfo, latched); README.md, "Perception outputs".
 
 A managed (lifecycle) node. configure: read and validate parameters -> load models (resident in every context)
 -> profile the initial AFET -> offline phase (Algorithm 1) -> start the engine's loop, releases paused ->
@@ -58,7 +60,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from daris_ros.core import FeasibilityReport, InfeasibleTaskSet
-from daris_ros.msg import InferenceResult, SchedulerStats
+from daris_ros.msg import Detection2DArray, InferenceResult, LabelInfo, SchedulerStats
 from daris_ros.parameter_table import parameter_of, parse_value
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
 from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
@@ -67,8 +69,11 @@ from daris_ros.ros.messages import (
     DiagnosticThresholds,
     TaskRow,
     context_stats_msg,
+    detection_array_msg,
     diagnostic_array,
+    label_info_msg,
     lifecycle_diagnostic,
+    mask_msg,
     priority_stats_msg,
     result_msg,
     scheduler_diagnostic,
@@ -78,6 +83,7 @@ from daris_ros.ros.messages import (
 )
 from daris_ros.ros.param_file import check_node_arguments
 from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
+from daris_ros.ros.vision import vision_detection_array, vision_label_info, vision_msgs_available
 from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.backends.base import SmCounts
 from daris_ros.runtime.driver import drain
@@ -101,11 +107,21 @@ class StartupInterrupted(BaseException):
         self.phase = "init"
 
 
+#: The labels topic's QoS: latched (a subscriber that comes later gets the last message), one message.
+LABELS_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                        reliability=ReliabilityPolicy.RELIABLE)
+
+
 @dataclass(slots=True)
 class _TaskState:
     settings: TaskSettings
-    publisher: Any
+    publisher: Any  # InferenceResult
     msg_type: Any = Image
+    kind: str = "classification"  # the model's
+    class_names: tuple[str, ...] = ()
+    payload_publisher: Any = None  # detection: detections topic; segmentation: mask topic
+    labels_publisher: Any = None
+    payload_topic: str = ""  # the resolved name of the topic a job's payload goes to
     last_report: dict[str, int] = field(default_factory=dict)
     last_completed: int = 0
     subscription: Any = None
@@ -128,6 +144,7 @@ class SchedulerNode(LifecycleNode):
         super().__init__("daris_scheduler", **kwargs)
         self._phase = "unconfigured"
         self._engine: Engine | None = None
+        self._vision_msgs = False  # detections and labels as vision_msgs types (perception_msgs; set by configure)
         self._lifecycle_state = "unconfigured"
         self.transition_error: BaseException | None = None  # why the last transition failed (None: it succeeded)
         self.finished: Future = Future()  # done once the node is shut down (finalized)
@@ -236,6 +253,7 @@ class SchedulerNode(LifecycleNode):
         self._phase = "parameters"
         self.settings = declare_and_read(self, known_models=None)
         _check_models(self.settings)
+        self._vision_msgs = _use_vision_msgs(self.settings.perception_msgs)
         if not self.settings.tasks:
             self.get_logger().warning(
                 "no camera tasks configured (task_names is empty). If a parameter file was given, does its top "
@@ -393,10 +411,40 @@ class SchedulerNode(LifecycleNode):
         return report
 
     def _start_task(self, t: TaskSettings) -> None:
-        """Result publisher of one task (its camera subscription follows once the engine runs)."""
+        """The publishers of one task (its camera subscription follows once the engine runs): InferenceResult;
+        by the model's kind, the detections (Detection2DArray) or the mask (sensor_msgs/Image mono8); and the
+        latched labels (LabelInfo), published now."""
         msg_type = CompressedImage if t.input_type == "compressed" else Image
-        self._tasks[t.name] = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic,
-                                                                                     10), msg_type=msg_type)
+        st = _TaskState(settings=t, publisher=self.create_publisher(InferenceResult, t.output_topic, 10),
+                        msg_type=msg_type, kind=self.engine.kind_of(t.name),
+                        class_names=self.engine.class_names(t.name))
+        self._tasks[t.name] = st
+        st.payload_topic = st.publisher.topic_name
+        if st.kind == "detection":
+            st.payload_publisher = self.create_publisher(self._detections_type(), t.detections_topic, 10)
+        elif st.kind == "segmentation":
+            st.payload_publisher = self.create_publisher(Image, t.mask_topic, 10)
+        if st.payload_publisher is not None:
+            st.payload_topic = st.payload_publisher.topic_name
+        st.labels_publisher = self.create_publisher(self._labels_type(), t.labels_topic, LABELS_QOS)
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        threshold = t.score_threshold if st.kind == "detection" else 0.0
+        st.labels_publisher.publish(vision_label_info(header, st.class_names, threshold) if self._vision_msgs
+                                    else label_info_msg(header, st.class_names, threshold))
+
+    def _detections_type(self) -> Any:
+        if self._vision_msgs:
+            from vision_msgs.msg import Detection2DArray as VisionDetection2DArray
+
+            return VisionDetection2DArray
+        return Detection2DArray
+
+    def _labels_type(self) -> Any:
+        if self._vision_msgs:
+            from vision_msgs.msg import LabelInfo as VisionLabelInfo
+
+            return VisionLabelInfo
+        return LabelInfo
 
     def _subscribe(self, t: TaskSettings) -> None:
         qos = QoSProfile(
@@ -414,7 +462,9 @@ class SchedulerNode(LifecycleNode):
         st = self._tasks.pop(name)
         if st.subscription is not None:
             self.destroy_subscription(st.subscription)
-        self.destroy_publisher(st.publisher)
+        for publisher in (st.publisher, st.payload_publisher, st.labels_publisher):
+            if publisher is not None:
+                self.destroy_publisher(publisher)
 
     # -- inputs -----------------------------------------------------------------------------------------
     def _on_frame(self, task: str, compressed: bool, raw: bytes) -> None:
@@ -494,11 +544,25 @@ class SchedulerNode(LifecycleNode):
             return
         try:
             header, offset_ns = r.meta
-            st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns)))
+            payload_topic = self._publish_payload(st, r, header)
+            st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns), payload_topic=payload_topic,
+                                            class_names=st.class_names))
         except Exception:  # noqa: BLE001 - a result that cannot be published must not stop the others
             if self.context.ok():
                 self.get_logger().error(f"task {r.task}: publishing result {r.job_id} failed",
                                         throttle_duration_sec=5.0)
+
+    def _publish_payload(self, st: _TaskState, r: JobResult, header: Header) -> str:
+        """Publish a detection's boxes or a segmentation's mask, with the source image's header, before its
+        InferenceResult; returns the topic the payload went to ("" when the job failed: nothing published)."""
+        if r.detections is not None:
+            st.payload_publisher.publish(vision_detection_array(header, r.detections) if self._vision_msgs
+                                         else detection_array_msg(header, r.detections, st.class_names))
+        elif r.mask is not None:
+            st.payload_publisher.publish(mask_msg(header, r.mask))
+        elif st.kind != "classification" or r.error:
+            return ""
+        return st.payload_topic
 
     def task_rows(self, snap: EngineSnapshot) -> list[TaskRow]:
         """Current figures per task; JPS over the time since the previous call."""
@@ -798,7 +862,16 @@ def _check_models_of(tasks: Any) -> None:
         if not is_known_model(t.model):
             raise ConfigError(f"tasks.{t.name}.model",
                               f"unknown model {t.model!r}; built-in: {', '.join(BUILTIN_MODELS)}, "
-                              "any torchvision classification model name, or a .pt2/.onnx model file")
+                              "any torchvision classification model name, a .pt2/.onnx model file, or the path of a "
+                              "TorchScript file (.pt, .ts, .torchscript)")
+
+
+def _use_vision_msgs(choice: str) -> bool:
+    """Whether the detections and labels topics carry vision_msgs types (``perception_msgs``)."""
+    if choice == "vision_msgs" and not vision_msgs_available():
+        raise ConfigError("perception_msgs", "vision_msgs is not installed here; use auto or daris_ros (the "
+                          "package's own messages, the same fields)")
+    return choice == "vision_msgs" or (choice == "auto" and vision_msgs_available())
 
 
 class _Signals:

@@ -58,13 +58,22 @@ from daris_ros.runtime.backends.base import (
 )
 from daris_ros.runtime.frames import ArrayDecoder, FrameDecoder, FrameError
 from daris_ros.runtime.inbox import FrameInbox, FrameItem
+from daris_ros.runtime.labels import class_names_for
 from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
 from daris_ros.runtime.release_clock import ReleaseClock
-from daris_ros.runtime.results import JobResult, StageTrace, classify_rows, segment_rows
+from daris_ros.runtime.results import (
+    Detections,
+    JobResult,
+    SegmentationRow,
+    StageTrace,
+    classify_rows,
+    detect_rows,
+    mask_rows,
+)
 from daris_ros.runtime.snapshot import EngineSnapshot, LoopStats
 from daris_ros.runtime.throttled_log import ThrottledLog
 from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES, FaultLog, FaultRecord, Watchdog
-from daris_ros.settings import SchedulerSettings, TaskSettings
+from daris_ros.settings import ConfigError, SchedulerSettings, TaskSettings
 
 __all__ = ["Engine", "JobResult", "StageTrace", "summarize_afet", "to_scheduler_config", "to_task_spec"]
 
@@ -139,6 +148,7 @@ class _JobRun:
     item: FrameItem
     source: Any = None  # the stage input: row ``row`` of ``source`` (a frame batch, or a dispatch's output)
     row: int = 0
+    source_size: tuple[int, int] | None = None  # (H_src, W_src) of the decoded frame
     exec_time: float = 0.0
     error: str = ""
     mret: float = 0.0
@@ -190,6 +200,7 @@ class Engine:
         self._converted: set[str] = set()  # model keys in reduced precision or channels-last (inputs converted)
         self._batch_afet: dict[tuple[str, int, int], float] = {}  # (model key, stage, size) -> profiled seconds
         self._task: dict[str, TaskSettings] = {t.name: t for t in settings.tasks}
+        self._class_names: dict[str, tuple[str, ...]] = {}  # task -> class names (labels file, or the model's)
         self._key: dict[str, str] = {t.name: self._model_key(t) for t in settings.tasks}
         # loop state (touched by the loop thread only)
         self._jobs: dict[Any, _JobRun] = {}  # Job (hashed by identity) -> its run
@@ -233,10 +244,10 @@ class Engine:
         in every context; with batching, capture the batch-size graphs (str, green)."""
         for t in self.settings.tasks:
             key = self._model_key(t)
-            if key in self.models:
-                continue
-            self.models[key] = self._build_model(t)
-            self.model_bytes[key] = model_bytes(self.models[key])
+            if key not in self.models:
+                self.models[key] = self._build_model(t)
+                self.model_bytes[key] = model_bytes(self.models[key])
+            self._class_names[t.name] = self._names_of(t, self.models[key])
         self.backend.start(self.models)
         if self.settings.batching:
             self._capture_batches(list(self.models))
@@ -247,10 +258,29 @@ class Engine:
 
         model = build_staged_model(t.model, weights=t.weights or None, input_size=t.input_size,
                                    stage_boundaries=t.stage_boundaries or None)
+        if model.kind == "segmentation" and model.num_classes > 256:
+            raise ConfigError(f"tasks.{t.name}.model", f"{t.model} has {model.num_classes} classes; a segmentation "
+                              "mask is mono8 (class ids 0..255), so at most 256 classes")
         if t.precision != "fp32" or t.channels_last:
             apply_precision(model, t.precision, t.channels_last)  # records input_dtype / memory_format
             self._converted.add(self._model_key(t))
         return model.merged() if self.settings.no_staging else model
+
+    @staticmethod
+    def _names_of(t: TaskSettings, model: Any) -> tuple[str, ...]:
+        names = class_names_for(t.labels_file, getattr(model, "class_names", None), f"tasks.{t.name}.labels_file")
+        if t.labels_file and len(names) != model.num_classes:
+            log.warning("task %s: labels file %s names %d classes, the model has %d", t.name, t.labels_file,
+                        len(names), model.num_classes)
+        return names
+
+    def class_names(self, task: str) -> tuple[str, ...]:
+        """The class names of ``task`` (index = class id): its labels file, else the model's, else none."""
+        return self._class_names.get(task, ())
+
+    def kind_of(self, task: str) -> str:
+        """The kind of ``task``'s model: classification, segmentation or detection (after :meth:`load_models`)."""
+        return str(self.models[self._key[task]].kind)
 
     def _capture_batches(self, keys: list[str]) -> None:
         if isinstance(self.backend, BatchGraphs) and self.settings.cuda_graphs:
@@ -627,7 +657,10 @@ class Engine:
             decision = core.release(name, now)
             ages.append((name, now, item.stamp, t.period))
             if decision.admitted and decision.job is not None:
-                run = _JobRun(t, self._key[name], item, mret=core.mret(name))
+                shape = getattr(frame, "shape", None)
+                run = _JobRun(t, self._key[name], item, mret=core.mret(name),
+                              source_size=(int(shape[0]), int(shape[1])) if shape is not None and len(shape) >= 2
+                              else None)
                 self._jobs[decision.job] = run
                 by_key.setdefault(self._key[name], []).append((run, frame))
         inbox.released_many(ages)
@@ -779,15 +812,15 @@ class Engine:
             if gid:
                 run0 = members[0][1]
                 model = self.models[run0.key]
-                rows = [run.row for _, run in members]
+                runs = [run for _, run in members]
                 try:
                     if post is not None:
                         import torch
 
                         with torch.cuda.stream(post):
-                            payloads = self._postprocess(model.kind, run0.source, rows)
+                            payloads = self._postprocess(model, run0.source, runs)
                     else:
-                        payloads = self._postprocess(model.kind, run0.source, rows)
+                        payloads = self._postprocess(model, run0.source, runs)
                 except Exception as exc:  # noqa: BLE001 - a failing post-processing fails these jobs only
                     for _, run in members:
                         run.error = f"post-processing failed: {type(exc).__name__}: {exc}"
@@ -806,9 +839,17 @@ class Engine:
                     self._troubled -= 1
                 run.source = None
 
-    def _postprocess(self, kind: str, output: Any, rows: list[int]) -> list[Any]:
-        if kind == "segmentation":
-            return list(segment_rows(output, rows))
+    def _postprocess(self, model: Any, output: Any, runs: list[_JobRun]) -> list[Any]:
+        """The payloads of ``runs``, rows of one output of ``model``: per task its own threshold, cap and mask
+        resolution, per job its source frame's size."""
+        rows = [run.row for run in runs]
+        if model.kind == "detection":
+            return list(detect_rows(output, rows, [run.source_size for run in runs], model.input_size,
+                                    [run.task.score_threshold for run in runs],
+                                    [run.task.max_detections for run in runs]))
+        if model.kind == "segmentation":
+            return list(mask_rows(output, rows, [run.source_size if run.task.mask_resolution == "source" else None
+                                                 for run in runs]))
         return list(classify_rows(output, rows, self.settings.top_k))
 
     def _deliver(self, o: JobOutcome, run: _JobRun, payload: Any) -> None:
@@ -816,9 +857,13 @@ class Engine:
         class_ids: list[int] = []
         scores: list[float] = []
         seg = None
+        detections: Detections | None = None
+        mask = None
         if payload is not None and not run.error:
-            if len(payload) == 4:
-                seg = payload
+            if isinstance(payload, SegmentationRow):
+                seg, mask = payload.summary, payload.mask
+            elif isinstance(payload, Detections):
+                detections = payload
             else:
                 class_ids, scores = payload
         last = run.stages[-1] if run.stages else None
@@ -829,7 +874,8 @@ class Engine:
             finish_time=o.finish, deadline=job.abs_deadline, response_time=o.response_time,
             exec_time=run.exec_time, met=o.met and not run.error,
             context=last.context if last else job.context, stream=last.stream if last else 0,
-            meta=run.item.meta, error=run.error, mret=run.mret, stages=run.stages, stamp=run.item.stamp)
+            meta=run.item.meta, error=run.error, mret=run.mret, stages=run.stages, stamp=run.item.stamp,
+            kind=self.models[run.key].kind, source_size=run.source_size, detections=detections, mask=mask)
         run.source = None
         self.counters.results += 1
         try:
@@ -958,6 +1004,7 @@ class Engine:
             self._memory = None
             if self.settings.batching:
                 self._capture_batches([key])
+        self._class_names[task.name] = self._names_of(task, self.models[key])
         self._replace_settings((*self.settings.tasks, task))
         self.profile()  # (with batching, also the batch times of a new model)
 

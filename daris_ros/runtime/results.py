@@ -1,8 +1,13 @@
 """What the engine hands out for a finished job, and the batched post-processing that makes it.
 
 Jobs that finish in one turn of the engine's loop and whose outputs are rows of one stage output are
-post-processed together: one softmax/top-k (classification) or one argmax/bincount (segmentation) over their
-rows, and one copy to the host, on a stream of their own so the copy waits for nothing else.
+post-processed together: one softmax/top-k (classification), one argmax/bincount plus the class mask
+(segmentation, :func:`mask_rows`) or one threshold/cap/rescale (detection, :func:`detect_rows`) over their rows,
+and one copy to the host, on a stream of their own so the copy waits for nothing else.
+
+Coordinates: every frame was resized (stretched, bilinear) from its source size ``(H_src, W_src)`` to the model's
+``input_size`` ``(H, W)`` (runtime/preprocess.py), so a model-input pixel coordinate maps back to the source frame
+by ``x * W_src / W`` and ``y * H_src / H``.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,32 @@ class JobResult:
     mret: float = 0.0
     stages: list[StageTrace] = field(default_factory=list)
     stamp: float | None = None  # the image stamp on the engine clock (None: unknown)
+    kind: str = "classification"  # the model's kind: classification, segmentation or detection
+    source_size: tuple[int, int] | None = None  # (H_src, W_src) of the decoded frame, before preprocessing
+    detections: Detections | None = None  # detection: the boxes in source pixels, thresholded and capped
+    mask: np.ndarray | None = None  # segmentation: H x W uint8 class ids (the source's size, or the model's)
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """One image's detections, best first: ``boxes`` float32 ``n x 4`` (x1, y1, x2, y2 in the source frame's
+    pixels), ``scores`` float32 ``n``, ``class_ids`` int64 ``n`` (the model's label space)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentationRow:
+    """One image's segmentation: the summary (``H, W`` at the model's resolution, class ids present, pixel
+    fractions, largest first) and the class mask, H' x W' uint8 (the source's size, or the model's)."""
+
+    summary: tuple[int, int, list[int], list[float]]
+    mask: np.ndarray
 
 
 def _rows_of(output: Any, rows: list[int]) -> torch.Tensor:
@@ -91,4 +124,95 @@ def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int]
     for row in counts.cpu().tolist():
         present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
         out.append((height, width, present, [row[c] / total for c in present]))
+    return out
+
+
+def _select_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    if len(rows) == x.shape[0] and rows == list(range(len(rows))):
+        return x
+    return x.index_select(0, torch.tensor(rows, device=x.device))
+
+
+def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None], input_size: tuple[int, int],
+                thresholds: list[float], caps: list[int]) -> list[Detections]:
+    """The detections of each row of a detection model's last-stage output ``(boxes N x K x 4, scores N x K,
+    labels N x K, counts N)`` (issue 16's contract: boxes x1, y1, x2, y2 in the model input's pixels, scores
+    sorted descending per row, ``counts`` valid entries per row).
+
+    Row ``rows[i]`` keeps its first ``counts`` entries whose score is at least ``thresholds[i]``, at most
+    ``caps[i]`` of them, best first; its boxes are scaled from ``input_size`` (H, W) to ``sizes[i]`` (the source
+    frame's H_src, W_src; None: kept in model-input pixels) and clipped to that frame. The selection runs on the
+    output's device; the burst's rows come to the host in one copy."""
+    if not isinstance(output, tuple | list) or len(output) != 4:
+        got = f"{type(output).__name__}" + (f" of {len(output)}" if isinstance(output, tuple | list) else "")
+        raise ValueError(f"a detection model's last stage returns (boxes, scores, labels, counts), got {got}")
+    boxes, scores, labels, counts = (_select_rows(t.detach(), rows) for t in output)
+    n = len(rows)
+    if boxes.dim() != 3 or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] or labels.shape != scores.shape \
+            or counts.shape != (n,) or boxes.shape[0] != n:
+        raise ValueError(f"detection output shapes: boxes {tuple(boxes.shape)}, scores {tuple(scores.shape)}, labels "
+                         f"{tuple(labels.shape)}, counts {tuple(counts.shape)}; expected N x K x 4, N x K, N x K, N")
+    if not (len(sizes) == len(thresholds) == len(caps) == n):
+        raise ValueError(f"{n} rows with {len(sizes)} sizes, {len(thresholds)} thresholds and {len(caps)} caps")
+    dev = boxes.device
+    height, width = input_size
+    k = scores.shape[1]
+    # per row: the factors from model-input pixels to source pixels, and the source frame's bounds
+    factors = [(1.0, 1.0) if s is None else (s[1] / width, s[0] / height) for s in sizes]
+    bounds = [(float(width), float(height)) if s is None else (float(s[1]), float(s[0])) for s in sizes]
+    per_row = torch.tensor([[fx, fy, fx, fy, bx, by, th, cap] for (fx, fy), (bx, by), th, cap
+                            in zip(factors, bounds, thresholds, caps, strict=True)], dtype=torch.float32, device=dev)
+    scale, limit = per_row[:, 0:4].unsqueeze(1), per_row[:, 4:6].repeat(1, 2).unsqueeze(1)
+    scaled = torch.minimum((boxes.float() * scale).clamp_min(0.0), limit)
+    valid = torch.arange(k, device=dev).unsqueeze(0) < counts.unsqueeze(1)
+    keep = valid & (scores.float() >= per_row[:, 6:7])
+    keep &= torch.cumsum(keep.int(), dim=1) <= per_row[:, 7:8]
+    packed = torch.cat([scaled, scores.float().unsqueeze(2), labels.float().unsqueeze(2),
+                        keep.float().unsqueeze(2)], dim=2).cpu().numpy()  # one device -> host copy
+    out = []
+    for row in packed:
+        chosen = row[row[:, 6] > 0]
+        out.append(Detections(boxes=np.ascontiguousarray(chosen[:, 0:4]), scores=np.ascontiguousarray(chosen[:, 4]),
+                              class_ids=chosen[:, 5].astype(np.int64)))
+    return out
+
+
+def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None]) -> list[SegmentationRow]:
+    """Per-pixel argmax of each row of segmentation logits (``N x C x H x W``, C <= 256): the summary of
+    :func:`segment_rows` and the class mask as uint8, resized (nearest, pixel centres) on the output's device to
+    ``sizes[i]`` (H', W'; None: kept at the model's H x W); the burst's masks come to the host in one copy."""
+    logits = _rows_of(output, rows).detach()
+    if logits.dim() != 4 or logits.numel() == 0:
+        raise ValueError(f"expected logits of shape (N, C, H, W), got {tuple(logits.shape)}")
+    n, num_classes, height, width = (int(v) for v in logits.shape)
+    if num_classes > 256:
+        raise ValueError(f"{num_classes} classes do not fit a mono8 mask (at most 256)")
+    if len(sizes) != n:
+        raise ValueError(f"{n} rows with {len(sizes)} sizes")
+    labels = logits.argmax(dim=1)  # N x H x W
+    offsets = (torch.arange(n, device=labels.device) * num_classes).view(n, 1)
+    counts = torch.bincount((labels.view(n, -1) + offsets).flatten(), minlength=n * num_classes)
+    small = labels.to(torch.uint8).unsqueeze(1)  # N x 1 x H x W
+    targets = [(height, width) if s is None else (int(s[0]), int(s[1])) for s in sizes]
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(targets):
+        by_size.setdefault(size, []).append(i)
+    parts: list[torch.Tensor | None] = [None] * n
+    for size, idx in by_size.items():
+        part = small if len(idx) == n else small.index_select(0, torch.tensor(idx, device=small.device))
+        if size != (height, width):
+            part = F.interpolate(part, size=size, mode="nearest-exact")
+        for j, i in enumerate(idx):
+            parts[i] = part[j].reshape(-1)
+    # one device -> host copy: the pixel counts (int64, as bytes) and every mask
+    count_bytes = counts.contiguous().view(torch.uint8)
+    host = torch.cat([count_bytes, *(p for p in parts if p is not None)]).cpu().numpy()
+    pixels = host[:count_bytes.numel()].view(np.int64).reshape(n, num_classes).tolist()
+    out, offset, total = [], count_bytes.numel(), height * width
+    for i, (h, w) in enumerate(targets):
+        row = pixels[i]
+        present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
+        mask = host[offset:offset + h * w].reshape(h, w)
+        offset += h * w
+        out.append(SegmentationRow((height, width, present, [row[c] / total for c in present]), mask))
     return out

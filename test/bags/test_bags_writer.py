@@ -304,6 +304,12 @@ def _daris_result(store):
         stream=0,
         stages=[T["daris_ros/msg/StageRecord"](stage=0, context=1, stream=0, level=3, start=0.0, finish=0.01,
                                                exec_time=0.005, virtual_deadline=0.5)],
+        kind=0,
+        payload_topic="/daris/results",
+        source_height=480,
+        source_width=640,
+        class_names=["cat", "dog"],
+        num_detections=0,
     )
 
 

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 StageIO = Tensor | tuple[Tensor, ...]
 
 KINDS = ("classification", "segmentation", "detection")
+#: Detections per image a detection model returns (its last stage's K) unless it sets ``max_detections``.
+DEFAULT_MAX_DETECTIONS = 100
 
 
 def stage_tensors(x: StageIO) -> tuple[Tensor, ...]:
@@ -48,8 +50,8 @@ class StagedModel(nn.Module):
         name: model name, e.g. ``"resnet18"``.
         kind: ``"classification"`` (output ``N x num_classes`` logits), ``"segmentation"``
             (output ``N x num_classes x H x W`` logits at input resolution) or ``"detection"`` (output
-            the tuple ``(boxes N x K x 4, scores N x K, labels N x K, counts N)``, K = ``max_detections``;
-            runtime/models/detection.py).
+            ``(boxes N x K x 4, scores N x K, labels N x K, counts N)``, boxes x1, y1, x2, y2 in the input's
+            pixels, K = ``max_detections``; issue 16's contract, docs/models.md).
         input_size: ``(H, W)`` the model expects (what ``preprocess`` should resize to).
         num_classes: number of output classes.
         stage_names: one human-readable name per stage.
@@ -124,7 +126,7 @@ class StagedModel(nn.Module):
             graph_stages=(all(self.graph_stages),),
         )
         merged.train(self.training)
-        # runtime/models/precision.py; a detector's class_names and max_detections (runtime/models/detection.py)
+        # runtime/models/precision.py; a model's optional class_names and max_detections (detection)
         for attr in ("input_dtype", "memory_format", "precision", "class_names", "max_detections"):
             if attr in self.__dict__:
                 setattr(merged, attr, self.__dict__[attr])

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from daris_ros.runtime.models.base import StagedModel, StageIO, check_input_size
+from daris_ros.runtime.models.base import DEFAULT_MAX_DETECTIONS, KINDS, StagedModel, StageIO, check_input_size
 from daris_ros.runtime.models.ops import OPS, FlattenForLinear, ImageNetToInception
 from daris_ros.runtime.models.weights import apply_state_dict, load_state_dict_file, warn_random_init
 
@@ -284,8 +284,12 @@ def build_torchscript_staged(
     if weights is not None:
         apply_state_dict(model, load_state_dict_file(weights), model_name=name, source=str(weights))
     model.eval()
+    declared = _script_attributes(model, name)
+    kind = kind or str(declared.get("kind", "classification"))
+    if kind != declared.get("kind", kind):
+        raise ValueError(f"{name}: kind {kind!r} does not match the file's kind attribute {declared['kind']!r}")
     if num_classes is None:
-        num_classes = _infer_num_classes(model)
+        num_classes = declared.get("num_classes") or _infer_num_classes(model)  # type: ignore[assignment]
         if num_classes is None:
             raise ValueError(f"{name}: cannot infer num_classes from {file}; give num_classes")
     size = check_input_size(name, input_size, DEFAULT_INPUT_SIZE)
@@ -294,9 +298,40 @@ def build_torchscript_staged(
         names, modules = ["all"], [WholeModelStage(model)]
     else:
         names, modules = build_chain_stages(model, stages, model_name=name)
-    staged = StagedModel(name=name, kind=kind or "classification", input_size=size, num_classes=num_classes,
+    staged = StagedModel(name=name, kind=kind, input_size=size, num_classes=int(num_classes),
                          stage_names=names, stages=modules, unstaged=model)
+    if "class_names" in declared:
+        staged.class_names = declared["class_names"]
+    if kind == "detection":
+        staged.max_detections = int(declared.get("max_detections", DEFAULT_MAX_DETECTIONS))
     return staged.eval()
+
+
+#: Attributes a scripted module may declare about itself (``self.kind: str = "detection"`` in ``__init__``
+#: before ``torch.jit.script``), read by :func:`build_torchscript_staged`.
+SCRIPT_ATTRIBUTES = ("kind", "num_classes", "class_names", "max_detections")
+
+
+def _script_attributes(model: nn.Module, name: str) -> dict[str, object]:
+    """The :data:`SCRIPT_ATTRIBUTES` a TorchScript module carries, checked (ValueError)."""
+    found: dict[str, object] = {}
+    kind = getattr(model, "kind", None)
+    if kind is not None:
+        if kind not in KINDS:
+            raise ValueError(f"{name}: the file's kind attribute {kind!r} is not one of {KINDS}")
+        found["kind"] = str(kind)
+    for attr in ("num_classes", "max_detections"):
+        value = getattr(model, attr, None)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: the file's {attr} attribute must be an integer >= 1, got {value!r}")
+            found[attr] = int(value)
+    names = getattr(model, "class_names", None)
+    if names is not None:
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{name}: the file's class_names attribute must be a list of strings")
+        found["class_names"] = tuple(names)
+    return found
 
 
 def stage_spec(spec: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[str], list[list[str]]]:

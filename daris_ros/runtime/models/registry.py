@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from daris_ros.runtime.models.base import KINDS, StagedModel
 from daris_ros.runtime.models.detection import DETECTION_MODELS, build_detection
@@ -25,8 +26,11 @@ BUILTIN_MODELS: tuple[str, ...] = ("resnet18", "resnet50", "unet", "inception_v3
 SEGMENTATION_MODELS: tuple[str, ...] = ("unet", *SEGMENTATION_NAMES)
 
 TORCHVISION_NOTE = ("any torchvision classification model name (torchvision.models.list_models("
-                    "module=torchvision.models)), staged by a `stages` config; or a TorchScript file; or the path "
-                    "of a .pt2 (torch.export) or .onnx file, staged at `stage_boundaries`")
+                    "module=torchvision.models)), staged by a `stages` config; the path of a TorchScript file (.pt, "
+                    ".ts, .torchscript); or the path of a .pt2 (torch.export) or .onnx file, staged at "
+                    "`stage_boundaries`")
+#: A model name with one of these suffixes that names an existing file is a TorchScript file (``torch.jit.save``).
+TORCHSCRIPT_SUFFIXES: tuple[str, ...] = (".pt", ".ts", ".torchscript")
 
 
 class UnknownModelError(ValueError):
@@ -44,13 +48,21 @@ def available_models(include_note: bool = True) -> list[str]:
     return [*BUILTIN_MODELS, TORCHVISION_NOTE] if include_note else list(BUILTIN_MODELS)
 
 
+def is_torchscript_file(name: str) -> bool:
+    """Whether a model name is the path of a TorchScript file (a task's ``model`` may be one): an existing file
+    whose name ends in one of :data:`TORCHSCRIPT_SUFFIXES`."""
+    path = Path(str(name).strip()).expanduser()
+    return path.suffix.lower() in TORCHSCRIPT_SUFFIXES and path.is_file()
+
+
 def is_known_model(name: str) -> bool:
-    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in or torchvision classification, or the path
-    of a ``.pt2``/``.onnx`` file: the file itself is checked when the model is built)."""
+    """Whether ``build_staged_model(name)`` accepts ``name`` (built-in, torchvision classification, the path of a
+    TorchScript file, or the path of a ``.pt2``/``.onnx`` file: the file itself is checked when the model is
+    built)."""
     if is_graph_model_file(name):
         return True
     key = str(name).strip().lower()
-    return key in BUILTIN_MODELS or key in torchvision_names()
+    return key in BUILTIN_MODELS or key in torchvision_names() or is_torchscript_file(name)
 
 
 def build_staged_model(
@@ -86,8 +98,10 @@ def build_staged_model(
         input_size: ``(H, W)`` the model expects (default 224x224; 299x299 for inception_v3; 512x512 for
             the torchvision segmentation models; 320x320 SSDlite, 640x640 the other detectors).
         transform_input: inception_v3/googlenet only; default: on iff ``weights`` is given.
-        kind: TorchScript only: ``"classification"`` (default) or ``"segmentation"``; for a .pt2/.onnx file
-            it is inferred from the outputs (and, when given, must match).
+        kind: TorchScript only: ``"classification"``, ``"segmentation"`` or ``"detection"`` (default: the
+            file's ``kind`` attribute, else classification). A ``name`` that is the path of an existing
+            ``.pt``/``.ts``/``.torchscript`` file loads that TorchScript file (a task's ``model``). For a
+            .pt2/.onnx file the kind is inferred from the outputs (and, when given, must match).
         stage_boundaries: .pt2/.onnx files only: the graph node (.pt2) or tensor (.onnx) names after which a
             stage ends (N names: N + 1 stages); ``None``/empty: one stage. Checked at load: staged == whole.
         max_detections: detectors only: K, the detections per image the last stage returns (default 100).
@@ -108,6 +122,8 @@ def build_staged_model(
                                        num_classes=num_classes, input_size=input_size, kind=kind)
     if stage_boundaries:
         raise ValueError(f"{name}: stage_boundaries apply to .pt2/.onnx model files only (use stages)")
+    if torchscript is None and is_torchscript_file(name):  # a task's model given as a TorchScript file
+        torchscript = str(Path(name.strip()).expanduser())
     if torchscript is not None:
         if max_detections is not None:
             raise ValueError("max_detections applies to the built-in detectors only")
