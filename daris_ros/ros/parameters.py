@@ -8,7 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterUninitializedException,
+)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -56,7 +60,10 @@ def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescripto
     """Declare one parameter (or return it when declared already: a managed node reads its parameters again at
     every configure); rclpy's type and range errors become a ConfigError naming it."""
     if node.has_parameter(name):
-        return node.get_parameter(name)
+        try:
+            return node.get_parameter(name)
+        except ParameterUninitializedException:  # declared by type only (an empty string list) and never set
+            return Parameter(name)  # value None: the table's default
     try:
         return node.declare_parameter(name, default, descriptor)
     except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
