@@ -31,7 +31,7 @@ SCHEDULER_PARAMS: tuple[ParamSpec, ...] = SCHEDULER_PARAMETERS
 TASK_PARAMS: tuple[ParamSpec, ...] = TASK_PARAMETERS
 
 __all__ = ["NO_TASKS", "RUNTIME_TASK_FIELDS", "SCHEDULER_PARAMS", "TASK_PARAMS", "ParamSpec", "declare_and_read",
-           "declare_task_parameter", "ros_descriptor"]
+           "declare_task_parameter", "declared_value", "ros_descriptor"]
 
 
 def ros_descriptor(spec: ParamSpec, name: str) -> ParameterDescriptor:
@@ -56,14 +56,20 @@ def _ros_default(spec: ParamSpec) -> Any:
     return spec.ros_default
 
 
+def declared_value(node: Node, name: str) -> Any:
+    """The value of a declared parameter; None when it is declared by type only and was never set (an empty string
+    list such as ``stage_boundaries``: the table's default)."""
+    try:
+        return node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return None
+
+
 def _declare(node: Node, name: str, default: Any, descriptor: ParameterDescriptor) -> Any:
     """Declare one parameter (or return it when declared already: a managed node reads its parameters again at
     every configure); rclpy's type and range errors become a ConfigError naming it."""
-    if node.has_parameter(name):
-        try:
-            return node.get_parameter(name)
-        except ParameterUninitializedException:  # declared by type only (an empty string list) and never set
-            return Parameter(name)  # value None: the table's default
+    if node.has_parameter(name):  # a second configure: as declared (value None: declared by type only, never set)
+        return node.get_parameter(name) if declared_value(node, name) is not None else Parameter(name)
     try:
         return node.declare_parameter(name, default, descriptor)
     except (InvalidParameterValueException, InvalidParameterTypeException) as exc:

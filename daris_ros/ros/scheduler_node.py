@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import rclpy
@@ -65,31 +64,27 @@ from daris_ros.parameter_table import parameter_of, parse_value
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
 from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
 from daris_ros.ros.messages import (
-    ContextRow,
-    DiagnosticThresholds,
-    TaskRow,
-    context_stats_msg,
     detection_array_msg,
     diagnostic_array,
     label_info_msg,
     lifecycle_diagnostic,
     mask_msg,
-    priority_stats_msg,
     result_msg,
-    scheduler_diagnostic,
-    scheduler_stats_msg,
-    task_diagnostic,
-    task_stats_msg,
 )
+from daris_ros.ros.node_stats import StatsReport
 from daris_ros.ros.param_file import check_node_arguments
-from daris_ros.ros.parameters import RUNTIME_TASK_FIELDS, TASK_PARAMS, declare_and_read, declare_task_parameter
+from daris_ros.ros.parameters import (
+    RUNTIME_TASK_FIELDS,
+    TASK_PARAMS,
+    declare_and_read,
+    declare_task_parameter,
+    declared_value,
+)
 from daris_ros.ros.vision import vision_detection_array, vision_label_info, vision_msgs_available
 from daris_ros.runtime.backends import BackendError
-from daris_ros.runtime.backends.base import SmCounts
 from daris_ros.runtime.driver import drain
 from daris_ros.runtime.engine import Engine, JobResult, summarize_afet
 from daris_ros.runtime.memory import is_cuda_oom, release_device_memory
-from daris_ros.runtime.snapshot import EngineSnapshot
 from daris_ros.runtime.throttled_log import ThrottledLog
 from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_task
 
@@ -122,8 +117,6 @@ class _TaskState:
     payload_publisher: Any = None  # detection: detections topic; segmentation: mask topic
     labels_publisher: Any = None
     payload_topic: str = ""  # the resolved name of the topic a job's payload goes to
-    last_report: dict[str, int] = field(default_factory=dict)
-    last_completed: int = 0
     subscription: Any = None
 
 
@@ -161,8 +154,7 @@ class SchedulerNode(LifecycleNode):
         self._parameter_callbacks = False  # live-tuning callbacks registered (configured states)
         self._feasibility_at_start: FeasibilityReport | None = None
         self._started = time.monotonic()
-        self._last_stats_time = self._started
-        self._last_worker_faults = 0
+        self._report: StatsReport | None = None  # one per configure
         self._destroyed = False
         try:  # declared now, so that they can be set before configure; validated by configure
             declare_and_read(self, known_models=None)
@@ -260,10 +252,8 @@ class SchedulerNode(LifecycleNode):
                 f"key match this node ({self.get_fully_qualified_name()})? Use '/**/daris_scheduler:' to match "
                 "any namespace.")
         s = self.settings
-        self._thresholds = DiagnosticThresholds(s.miss_rate_warn, s.miss_rate_error, s.rejection_rate_warn,
-                                                s.stale_warn_periods)
+        self._report = StatsReport(s, started=self._started)
         self._stamp_tolerance = (s.stamp_future_tolerance, s.stamp_past_tolerance)
-        self._last_worker_faults = 0
         self._load_and_profile(s)
 
         self._phase = "starting"
@@ -564,89 +554,9 @@ class SchedulerNode(LifecycleNode):
             return ""
         return st.payload_topic
 
-    def task_rows(self, snap: EngineSnapshot) -> list[TaskRow]:
-        """Current figures per task; JPS over the time since the previous call."""
-        now = time.monotonic()
-        dt = max(now - self._last_stats_time, 1e-9)
-        self._last_stats_time = now
-        rows = []
-        for name, st in self._tasks.items():
-            ts = snap.tasks.get(name)
-            intake = snap.intake.get(name)
-            if ts is None or intake is None:
-                continue
-            counters, pending = intake
-            jps = (ts.completed - st.last_completed) / dt
-            st.last_completed = ts.completed
-            t = st.settings
-            rows.append(TaskRow(
-                task=name, topic=t.topic, model=t.model, priority=t.priority,
-                context=snap.context_of.get(name, 0), period=t.period, deadline=t.deadline,
-                frames=counters.frames, superseded=counters.superseded,
-                released=ts.released, admitted=ts.admitted, rejected=ts.rejected,
-                completed=ts.completed, missed=ts.missed, stale=counters.stale,
-                dropped=counters.dropped_total, migrations=ts.migrations, jps=jps,
-                miss_rate=ts.dmr, p50=ts.p50, p99=ts.p99, max=ts.max_response, mret=snap.mret.get(name, 0.0),
-                pending=pending, frame_id_changes=counters.frame_id_changes,
-                drop_reasons=tuple(sorted(counters.dropped.items())), releases_skipped=counters.releases_skipped,
-                frame_age_last=counters.age_last, frame_age_mean=counters.age_mean, frame_age_max=counters.age_max,
-                frame_age_over_period=counters.age_over_period, intake_lag_mean=counters.lag_mean,
-                intake_lag_max=counters.lag_max, skipped=ts.skipped))
-        self._pstats = {p.name: {"p50": ps.p50, "p99": ps.p99, "max": ps.max_response}
-                        for p, ps in snap.priorities.items()}
-        return rows
-
-    def _info(self, snap: EngineSnapshot) -> dict[str, object]:
-        s = self.settings
-        mem = self.engine.memory()
-        loop = snap.loop
-        return {"lifecycle_state": self._lifecycle_state,
-                "policy": s.policy, "backend": s.backend, "device": s.device, "n_contexts": s.n_contexts,
-                "n_streams": s.n_streams, "oversubscription": s.oversubscription,
-                "sm_per_context": snap.sm_per_context, "sm_limit": snap.sm_limit, "usable_sms": snap.usable_sms,
-                "uptime": time.monotonic() - self._started,
-                # bounded-queue evidence: jobs admitted and unfinished, stages queued (per context) or running
-                "in_flight_jobs": snap.in_flight_jobs, "outstanding_stages": snap.outstanding_stages,
-                "queued_stages": ",".join(str(q) for q in snap.queued),
-                "contexts_down": ",".join(str(k) for k in sorted(snap.contexts_down)) or "none",
-                # tasks that forgot stale MRETs after reprobe_after rejections in a row, and how often
-                "reprobes": ",".join(f"{t}:{n}" for t, n in sorted(snap.reprobes.items())) or "none",
-                **({"mps_daemon_restarts": snap.daemon_restarts} if snap.daemon_restarts is not None else {}),
-                "memory_bytes_by_context": ",".join(str(b) for b in mem.bytes),
-                "memory_source": mem.source + (" (shared by all contexts)" if mem.shared else ""),
-                # the engine loop's own cost: thread CPU time per release (decode, admission, preprocessing,
-                # dispatch, launch, completion and post-processing included)
-                "engine_releases": loop.releases, "engine_host_us_per_release": round(loop.host_us_per_release, 1),
-                **(self._batch_info(snap) if s.batching else {}),
-                **self.engine.faults.summary()}
-
-    @staticmethod
-    def _batch_info(snap: EngineSnapshot) -> dict[str, object]:
-        """Cross-task batching since start: batches run, jobs per batch, padded share of the batch slots, and
-        batches per size."""
-        bs = snap.batch
-        return {"batches": bs.batches, "mean_batch": round(bs.mean_batch, 2), "batch_padding": round(bs.padding, 4),
-                "batches_by_size": ",".join(f"{k}:{v}" for k, v in sorted(bs.by_size.items())) or "none"}
-
-    def context_rows(self, snap: EngineSnapshot) -> list[ContextRow]:
-        """Per context: state, placement, utilization (eqs. 4, 5, 7), queue and memory."""
-        mem = self.engine.memory()
-        backend = self.engine.backend
-        sm = backend.sm_counts() if isinstance(backend, SmCounts) else []
-        n_c = len(snap.utilization)
-        names: dict[int, list[str]] = {k: [] for k in range(n_c)}
-        for name in self._tasks:
-            if name in snap.context_of:
-                names[snap.context_of[name]].append(name)
-        rows = []
-        for k, u in enumerate(snap.utilization):
-            rows.append(ContextRow(context=k, up=k not in snap.contexts_down, sm_count=sm[k] if k < len(sm) else 0,
-                                   task_names=tuple(names[k]), hp=u.hp, lp=u.lp, active_lp=u.active_lp,
-                                   queued=snap.queued[k], memory_bytes=mem.bytes[k] if k < len(mem.bytes) else 0))
-        return rows
-
     def _publish_stats(self) -> None:
-        if self._engine is None:  # unconfigured: /diagnostics says so (and why the last configure failed)
+        if self._engine is None or self._report is None:  # unconfigured: /diagnostics says so (and why the last
+            # configure failed)
             device = self.get_parameter("device").value if self.has_parameter("device") else ""
             header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
             self._diag_pub.publish(diagnostic_array(header, [lifecycle_diagnostic(
@@ -657,42 +567,13 @@ class SchedulerNode(LifecycleNode):
             self.get_logger().error("the engine's loop stopped: no more results", throttle_duration_sec=5.0)
             return
         self.engine.refresh_unmeasured_afet()
-        snap = self.engine.snapshot()
-        rows = self.task_rows(snap)
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
-        info = self._info(snap)
-        node = self.get_fully_qualified_name()
-        prios = []
-        for prio in ("HP", "LP"):
-            pct = self._pstats.get(prio, {"p50": math.nan, "p99": math.nan, "max": math.nan})
-            prios.append(priority_stats_msg(prio, [r for r in rows if r.priority == prio], pct))
-        mem = self.engine.memory()
-        models = {self.engine.model_label(k): v for k, v in self.engine.model_bytes.items()}
-        self._stats_pub.publish(scheduler_stats_msg(header, node, info, [task_stats_msg(r) for r in rows], prios,
-                                                    [context_stats_msg(c) for c in self.context_rows(snap)],
-                                                    mem.source, mem.shared, models))
-        statuses = []
-        for r in rows:
-            st = self._tasks[r.task]
-            now_counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected, "skipped": r.skipped,
-                          "dropped": r.dropped, "frame_id_changes": r.frame_id_changes,
-                          "releases_skipped": r.releases_skipped, "frame_age_over_period": r.frame_age_over_period,
-                          **{f"dropped.{k}": v for k, v in r.drop_reasons}}
-            delta = {k: v - st.last_report.get(k, 0) for k, v in now_counts.items()}
-            st.last_report = now_counts
-            statuses.append(task_diagnostic(node, self.settings.device, r, delta, self._thresholds,
-                                            skip_late=self.settings.skip_late))
-        faults = self.engine.faults.worker_faults
-        scheduler = scheduler_diagnostic(node, self.settings.device, info, statuses,
-                                         new_worker_faults=faults - self._last_worker_faults,
-                                         feasibility=self.engine.feasibility(),
-                                         feasibility_at_start=self._feasibility_at_start)
-        if self._lifecycle_state != "active":  # inactive: configured, nothing released
-            scheduler.message = f"{self._lifecycle_state}: no releases" + (
-                f"; {scheduler.message}" if scheduler.message != "OK" else "")
-        statuses.insert(0, scheduler)
-        self._last_worker_faults = faults
-        self._diag_pub.publish(diagnostic_array(header, statuses))
+        stats, diagnostics = self._report.messages(
+            self.engine.snapshot(), self.engine, {name: st.settings for name, st in self._tasks.items()},
+            node=self.get_fully_qualified_name(), header=header, lifecycle_state=self._lifecycle_state,
+            feasibility_at_start=self._feasibility_at_start)
+        self._stats_pub.publish(stats)
+        self._diag_pub.publish(diagnostics)
 
     # -- live tuning (ros2 param set) ----------------------------------------------------------------------
     def _task_values(self, name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -700,7 +581,7 @@ class SchedulerNode(LifecycleNode):
         for f in TASK_FIELDS:
             full = f"tasks.{name}.{f}"
             if self.has_parameter(full):
-                values[f] = self.get_parameter(full).value
+                values[f] = declared_value(self, full)
         values.update(overrides or {})
         return values
 
@@ -760,7 +641,8 @@ class SchedulerNode(LifecycleNode):
                     else (future, float(p.value))
             elif p.name in ("miss_rate_warn", "miss_rate_error", "rejection_rate_warn", "stale_warn_periods"):
                 cast = int if p.name == "stale_warn_periods" else float
-                self._thresholds = dataclasses.replace(self._thresholds, **{p.name: cast(p.value)})
+                if self._report is not None:
+                    self._report.thresholds = dataclasses.replace(self._report.thresholds, **{p.name: cast(p.value)})
             elif p.name == "task_names":
                 self._apply_task_names(list(p.value or []))
             elif p.name.startswith("tasks."):
