@@ -25,7 +25,7 @@ daris_scheduler:
     n_streams: 1
     stats_period: 0.5
     profile_runs: 2
-    feasibility: warn  # CI's loaded cores once profiled ResNet18 64x64 at 160 ms a stage (refused); feasibility: test_feasibility.py
+    feasibility: warn  # CI once profiled ResNet18 64x64 at 160 ms a stage (refused); see test_feasibility.py
     batching: true
     batch_sizes: [1, 2, 4, 8]
     batch_lp_admit_margin: 0.0

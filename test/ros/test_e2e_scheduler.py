@@ -28,7 +28,7 @@ daris_scheduler:
     n_streams: 1
     stats_period: 0.5
     profile_runs: 2
-    feasibility: warn  # CI's loaded cores once profiled ResNet18 64x64 at 160 ms a stage (refused); feasibility: test_feasibility.py
+    feasibility: warn  # CI once profiled ResNet18 64x64 at 160 ms a stage (refused); see test_feasibility.py
     sm_limit: 16  # cpu backend: eq. 9's arithmetic only (SchedulerStats.sm_limit, usable_sms, sm_per_context)
     task_names: [cam_hp, cam_lp, cam_dead]
     tasks:

@@ -40,7 +40,7 @@ daris_scheduler:
     n_streams: 1
     stats_period: 0.25
     profile_runs: 2
-    feasibility: warn  # CI's loaded cores once profiled ResNet18 64x64 at 160 ms a stage (refused); feasibility: test_feasibility.py
+    feasibility: warn  # CI once profiled ResNet18 64x64 at 160 ms a stage (refused); see test_feasibility.py
     task_names: [cam_hp, cam_lp]
     tasks:
       cam_hp: {{topic: /cameras/cam0/image_raw, priority: HP, rate: 5.0, model: resnet18, input_size: [64, 64],
