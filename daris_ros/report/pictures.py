@@ -321,7 +321,8 @@ def timing_lines(job: ResultRecord, t0_ns: int | None = None) -> tuple[str, str,
     """The text above a picture: who (task, job, priority, model, time into the run), its timing (response
     time against the deadline) and its status (MET, or MISSED and by how much)."""
     when = f"  t = {(job.release_ns - t0_ns) * 1e-9:.2f} s" if t0_ns is not None else ""
-    who = f"{job.task}  job {job.job_id}  {job.priority}  {job.model}{when}"
+    model = job.model.replace("\\", "/").rsplit("/", 1)[-1]  # a model file: its name, not its path
+    who = f"{job.task}  job {job.job_id}  {job.priority}  {model}{when}"
     late_ms = (job.finish_ns - job.deadline_ns) * 1e-6
     status = "MET" if job.met else (f"MISSED (+{late_ms:.1f} ms)" if late_ms > 0 else "MISSED")
     return who, f"response {job.response_time * 1e3:.1f} ms / deadline {job.deadline_s * 1e3:.1f} ms", status

@@ -187,7 +187,8 @@ def report_dict(figures: RunFigures, plot_files: dict[str, Path], pictures: Pict
     data["plots"] = {key: path.name for key, path in plot_files.items()}
     if pictures is not None:
         data["pictures"] = [{"file": p.path.name, "task": p.task, "job_id": p.job_id, "priority": p.priority,
-                             "kind": p.kind, "met": p.met, "boxes": len(p.boxes),
+                             "kind": p.kind, "met": p.met, "size": list(p.size), "frame_rect": list(p.frame_rect),
+                             "boxes": [{"rect": list(b.rect), "label": b.label} for b in p.boxes],
                              "mask_classes": [c for c, _n, _rgb in p.mask_classes], "notes": list(p.notes)}
                             for p in pictures.pictures]
         data["pictures_source"] = pictures.source

@@ -195,7 +195,9 @@ def test_report_shows_the_pictures(out_bag: Path, tmp_path: Path) -> None:
     assert "(frame_front_1.png)" in files.markdown.read_text()
     data = json.loads(files.json.read_text())
     missed = next(p for p in data["pictures"] if p["file"] == "frame_front_1.png")
-    assert (missed["met"], missed["priority"], missed["boxes"]) == (False, "HP", 1)
+    assert (missed["met"], missed["priority"], [b["label"] for b in missed["boxes"]]) == (False, "HP", ["car 0.90"])
+    pic = _by_job(make_pictures(read_run(out_bag), tmp_path / "again", 3).pictures)[("front", 1)]
+    assert missed["boxes"][0]["rect"] == list(pic.boxes[0].rect) and missed["frame_rect"] == list(pic.frame_rect)
 
 
 def test_no_frames_gives_a_note(tmp_path: Path) -> None:
