@@ -7,7 +7,12 @@ Topics are recognised by their message type, not their name, so a bag recorded b
 - ``daris_ros/msg/SchedulerStats``   -> :class:`StatsSnapshot` per message, in log-time order;
 - ``diagnostic_msgs/msg/DiagnosticArray`` -> :class:`DiagnosticSummary` per status name;
 - ``sensor_msgs/msg/Image`` / ``CompressedImage`` (recorded camera inputs) -> :class:`InputFrame` per
-  message, only the header (read from the CDR bytes, the pixels are not decoded).
+  message, only the header (read from the CDR bytes, the pixels are not decoded);
+- the perception payloads a result names in ``payload_topic`` (``daris_ros/msg/Detection2DArray``, the mono8
+  mask ``sensor_msgs/msg/Image``) -> :class:`InputFrame` headers in ``RunData.payloads`` (a mask topic is
+  not a camera); ``daris_ros/msg/LabelInfo`` -> class names per labels topic.
+
+``daris_ros.report.pictures`` reads the pixels and boxes of the few jobs it draws in a second pass.
 
 ``custom_data`` written by the daris_ros tools (``daris_ros.replay``, ``daris_ros.recorder``) comes along
 as parsed JSON.
@@ -31,6 +36,11 @@ RESULT_TYPE = "daris_ros/msg/InferenceResult"
 STATS_TYPE = "daris_ros/msg/SchedulerStats"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+DETECTIONS_TYPE = "daris_ros/msg/Detection2DArray"
+LABELS_TYPE = "daris_ros/msg/LabelInfo"
+
+#: InferenceResult.kind (KIND_CLASSIFICATION, KIND_SEGMENTATION, KIND_DETECTION)
+KIND_NAMES = {0: "classification", 1: "segmentation", 2: "detection"}
 
 #: InferenceResult.PRIORITY_HIGH / PRIORITY_LOW
 PRIORITY_NAMES = {0: "HP", 1: "LP"}
@@ -85,6 +95,20 @@ class ResultRecord:
     context: int
     stream: int
     stages: tuple[StageRow, ...] = ()
+    #: perception outputs (defaults: a bag of a node from before them)
+    kind: str = "classification"
+    payload_topic: str = ""  # where the job's mask or detections went ("" for classification or none)
+    source_height: int = 0  # the camera frame's size (0: unknown)
+    source_width: int = 0
+    class_ids: tuple[int, ...] = ()  # classification: top-k, best first
+    scores: tuple[float, ...] = ()
+    class_names: tuple[str, ...] = ()  # names of class_ids (empty when none are known)
+    num_detections: int = 0
+
+    @property
+    def deadline_s(self) -> float:
+        """The relative deadline D_i of the job (absolute deadline - release), seconds."""
+        return (self.deadline_ns - self.release_ns) * 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +196,8 @@ class RunData:
     stats: list[StatsSnapshot] = field(default_factory=list)
     diagnostics: dict[str, DiagnosticSummary] = field(default_factory=dict)
     inputs: dict[str, list[InputFrame]] = field(default_factory=dict)  # camera topic -> frames
+    payloads: dict[str, list[InputFrame]] = field(default_factory=dict)  # mask / detections topic -> headers
+    labels: dict[str, dict[int, str]] = field(default_factory=dict)  # labels topic -> class id -> name
     replay: dict[str, Any] | None = None  # custom_data daris_ros.replay
     recorder: dict[str, Any] | None = None  # custom_data daris_ros.recorder
 
@@ -210,7 +236,17 @@ def result_record(m: Any, topic: str = "", log_ns: int = 0) -> ResultRecord:
         start_ns=time_ns(m.start_time), finish_ns=time_ns(m.finish_time), deadline_ns=time_ns(m.deadline),
         response_time=float(m.response_time), exec_time=float(m.exec_time), met=bool(m.met), mret=float(m.mret),
         context=int(m.context), stream=int(m.stream), stages=tuple(stage_row(s) for s in m.stages),
+        kind=KIND_NAMES.get(int(getattr(m, "kind", 0)), "classification"),
+        payload_topic=str(getattr(m, "payload_topic", "")), source_height=int(getattr(m, "source_height", 0)),
+        source_width=int(getattr(m, "source_width", 0)), class_ids=tuple(int(c) for c in m.class_ids),
+        scores=tuple(float(x) for x in m.scores), class_names=tuple(str(n) for n in getattr(m, "class_names", ())),
+        num_detections=int(getattr(m, "num_detections", 0)),
     )
+
+
+def label_names(m: Any) -> dict[int, str]:
+    """A LabelInfo (daris_ros or vision_msgs layout) -> class id -> name."""
+    return {int(c.class_id): str(c.class_name) for c in m.class_map}
 
 
 def _optional_int(m: Any, name: str) -> int | None:
@@ -285,12 +321,13 @@ def read_run(bag: Path | str, *, store: Typestore | None = None, inputs: bool = 
         for conn in reader.connections:
             run.topics[conn.topic] = conn.msgtype
             run.counts[conn.topic] = run.counts.get(conn.topic, 0) + int(conn.msgcount)
-            if conn.msgtype in (RESULT_TYPE, STATS_TYPE, DIAGNOSTICS_TYPE) or (
+            if conn.msgtype in (RESULT_TYPE, STATS_TYPE, DIAGNOSTICS_TYPE, DETECTIONS_TYPE, LABELS_TYPE) or (
                     inputs and conn.msgtype in IMAGE_TYPES):
                 wanted.append(conn)
         _read_messages(run, reader.messages(connections=wanted), store)
     for rows in run.results.values():
         rows.sort(key=lambda r: (r.job_id, r.log_ns))
+    _separate_payloads(run)
     run.stats.sort(key=lambda s: (s.log_ns, s.uptime))
     run.replay = _safe_info(path, "replay")
     run.recorder = _safe_info(path, "recorder")
@@ -307,10 +344,21 @@ def _read_messages(run: RunData, messages: Iterable[tuple[Any, int, bytes]], sto
             run.stats.append(stats_snapshot(store.deserialize_cdr(raw, msgtype), log_ns))
         elif msgtype == DIAGNOSTICS_TYPE:
             add_diagnostics(run.diagnostics, store.deserialize_cdr(raw, msgtype))
+        elif msgtype == LABELS_TYPE:
+            run.labels[conn.topic] = label_names(store.deserialize_cdr(raw, msgtype))
         else:
             header = cdr_header(raw)
             if header is not None:
                 run.inputs.setdefault(conn.topic, []).append(InputFrame(conn.topic, log_ns, *header))
+
+
+def _separate_payloads(run: RunData) -> None:
+    """Move the topics results name as their payload (masks are Images too; detections) from ``inputs`` to
+    ``payloads``; a detections topic no result names stays among the payloads (it is no camera either)."""
+    named = {r.payload_topic for r in run.all_results() if r.payload_topic}
+    for topic in list(run.inputs):
+        if topic in named or run.topics.get(topic) == DETECTIONS_TYPE:
+            run.payloads[topic] = run.inputs.pop(topic)
 
 
 def _safe_info(path: Path, key: str) -> dict[str, Any] | None:

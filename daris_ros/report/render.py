@@ -3,7 +3,8 @@
 ``report.json`` (schema ``daris_ros.report/1``) holds every number of the markdown: per task and per
 priority figures (times in seconds), the frame accounting, the consistency checks, the configuration
 read from the stats messages, the replay metadata when the bag came from ``daris-replay``, and the
-file names of the figures.
+file names of the figures and of the pictures of sampled jobs (``frame_<task>_<job>.png``,
+:mod:`daris_ros.report.pictures`: their frames with boxes or masks and their timing, in the "Frames" section).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from . import plots
 from .extract import RunData, read_run
 from .metrics import PRIORITIES, PriorityFigures, RunFigures, TaskFigures, compute
+from .pictures import DEFAULT_PICTURES, PictureSet, make_pictures
 from .tables import Document, Image, Table, dump_json, fmt
 
 SCHEMA = "daris_ros.report/1"
@@ -35,6 +37,7 @@ class ReportFiles:
     html: Path
     json: Path
     plots: dict[str, Path] = field(default_factory=dict)
+    pictures: list[Path] = field(default_factory=list)  # frame_<task>_<job>.png
 
 
 def ms(value: float) -> str:
@@ -117,7 +120,23 @@ def _intro(figures: RunFigures) -> list[str]:
     return lines
 
 
-def build_document(figures: RunFigures, plot_files: dict[str, Path], title: str) -> Document:
+def frames_section(doc: Document, pictures: PictureSet) -> None:
+    """The "Frames" section: the sampled jobs' pictures, or why there are none."""
+    sec = doc.section("Frames")
+    if pictures.pictures:
+        sec.blocks.append(f"{len(pictures.pictures)} jobs, every HP miss first (up to half of them), the rest spread "
+                          "over the run and the tasks; frames from " + pictures.source + ". Boxes (detection) in "
+                          "their class colour with class name and score, masks (segmentation) blended per class, "
+                          "top classes (classification); above each frame the job's response time against its "
+                          "deadline, MET or MISSED (red, red border).")
+    if pictures.note:
+        sec.blocks.append(pictures.note)
+    for pic in pictures.pictures:
+        sec.blocks.append(Image(pic.path.name, pic.caption))
+
+
+def build_document(figures: RunFigures, plot_files: dict[str, Path], title: str,
+                   pictures: PictureSet | None = None) -> Document:
     doc = Document(title, intro=_intro(figures))
     doc.section("Per task").blocks.append(task_table(figures))
     doc.section("Per priority").blocks.append(priority_table(figures))
@@ -140,6 +159,8 @@ def build_document(figures: RunFigures, plot_files: dict[str, Path], title: str)
     }
     for key, path in plot_files.items():
         fig.blocks.append(Image(path.name, captions.get(key, key)))
+    if pictures is not None and (pictures.pictures or pictures.note):
+        frames_section(doc, pictures)
     if failed:
         doc.intro.append("Some checks FAILED: see the Checks section.")
     return doc
@@ -160,24 +181,39 @@ def make_plots(run: RunData, figures: RunFigures, out_dir: Path, zoom_s: float =
     return files
 
 
-def report_dict(figures: RunFigures, plot_files: dict[str, Path]) -> dict[str, Any]:
+def report_dict(figures: RunFigures, plot_files: dict[str, Path], pictures: PictureSet | None = None
+                ) -> dict[str, Any]:
     data = {"schema": SCHEMA, **figures.to_dict()}
     data["plots"] = {key: path.name for key, path in plot_files.items()}
+    if pictures is not None:
+        data["pictures"] = [{"file": p.path.name, "task": p.task, "job_id": p.job_id, "priority": p.priority,
+                             "kind": p.kind, "met": p.met, "size": list(p.size), "frame_rect": list(p.frame_rect),
+                             "boxes": [{"rect": list(b.rect), "label": b.label} for b in p.boxes],
+                             "mask_classes": [c for c, _n, _rgb in p.mask_classes], "notes": list(p.notes)}
+                            for p in pictures.pictures]
+        data["pictures_source"] = pictures.source
+        data["pictures_note"] = pictures.note
     return data
 
 
 def write_report(run: RunData, out_dir: Path | str, *, title: str = "daris_ros replay report",
-                 zoom_s: float = 1.0) -> tuple[RunFigures, ReportFiles]:
-    """Compute the figures of ``run`` and write the report files into ``out_dir``."""
+                 zoom_s: float = 1.0, pictures: int = DEFAULT_PICTURES, frames_bag: Path | str | None = None
+                 ) -> tuple[RunFigures, ReportFiles]:
+    """Compute the figures of ``run`` and write the report files into ``out_dir``; ``pictures``: how many
+    jobs to draw on their frames (0: none), ``frames_bag``: the bag with the camera frames when the output
+    bag has none (default: the replay's input bag, where it exists)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = compute(run)
     plot_files = make_plots(run, figures, out, zoom_s)
-    doc = build_document(figures, plot_files, title)
-    files = ReportFiles(out, out / "report.md", out / "report.html", out / "report.json", plot_files)
+    picture_set = make_pictures(run, out, pictures, frames_bag=None if frames_bag is None else Path(frames_bag),
+                                t0_ns=figures.t0_ns) if pictures > 0 else None
+    doc = build_document(figures, plot_files, title, picture_set)
+    files = ReportFiles(out, out / "report.md", out / "report.html", out / "report.json", plot_files,
+                        [p.path for p in picture_set.pictures] if picture_set is not None else [])
     files.markdown.write_text(doc.markdown(), encoding="utf-8")
     files.html.write_text(doc.html(), encoding="utf-8")
-    files.json.write_text(dump_json(report_dict(figures, plot_files)), encoding="utf-8")
+    files.json.write_text(dump_json(report_dict(figures, plot_files, picture_set)), encoding="utf-8")
     return figures, files
 
 

@@ -10,8 +10,9 @@ Examples::
 Steps: start ``lib/daris_ros/scheduler_node`` from the install space with the parameter file (log in
 ``DIR/scheduler.log``; ``-p use_sim_time:=true`` with ``--clock``/``--fast``) -> wait until it is ready
 (its camera subscriptions and result publishers are matched and, on the wall clock, its first
-/daris/stats message arrived) -> record the result topics, the stats topic, /diagnostics and (when the
-bag is small, ``--record-inputs``) the camera topics into ``DIR/output`` -> play the bag (reliable
+/daris/stats message arrived) -> record the result topics, the detections / mask / labels topics the node
+publishes, the stats topic, /diagnostics and (when the bag is small, ``--record-inputs``) the camera topics
+into ``DIR/output`` -> play the bag (reliable
 publishers by default, so no frame is lost) -> wait until every published frame was received and every
 job has finished (read from the node's stats) -> stop the node and the recorder -> write
 ``DIR/replay.json`` and the report (``DIR/report.{md,html,json}`` and PNG figures).
@@ -116,13 +117,22 @@ class TopicPlan:
     published: dict[str, str]  # bag topic -> published topic
     types: dict[str, str]  # published topic -> msgtype
     node: str = "/daris_scheduler"  # fully qualified name of the node under test
+    #: task -> its resolved detections and mask topics (the node publishes the one of its model's kind)
+    payload_topics: dict[str, list[str]] = field(default_factory=dict)
+    labels_topics: dict[str, str] = field(default_factory=dict)  # task -> resolved labels topic (latched)
+
+    def perception_topics(self) -> list[str]:
+        """The detections, mask and labels topics: recorded where the node publishes them (their types come from
+        the graph: a detections topic is daris_ros's or vision_msgs' Detection2DArray)."""
+        return [*(t for topics in self.payload_topics.values() for t in topics), *self.labels_topics.values()]
 
     def output_topics(self) -> list[str]:
         """What the node under test publishes (and only it should, on these topics)."""
-        return [*self.result_topics.values(), self.stats_topic, DIAGNOSTICS_TOPIC]
+        return [*self.result_topics.values(), *self.perception_topics(), self.stats_topic, DIAGNOSTICS_TOPIC]
 
-    def record_topics(self, inputs: bool) -> dict[str, str]:
-        topics = {t: RESULT_TYPE for t in self.result_topics.values()}
+    def record_topics(self, inputs: bool) -> dict[str, str | None]:
+        topics: dict[str, str | None] = {t: RESULT_TYPE for t in self.result_topics.values()}
+        topics.update(dict.fromkeys(self.perception_topics()))
         topics[self.stats_topic] = STATS_TYPE
         topics[DIAGNOSTICS_TOPIC] = DIAGNOSTICS_TYPE
         if inputs:
@@ -140,6 +150,9 @@ def plan_topics(settings: SchedulerSettings, bag_topics: dict[str, str], remap: 
     return TopicPlan(
         task_topics=task_topics,
         result_topics={t.name: resolve(t.output_topic, namespace) for t in settings.tasks},
+        payload_topics={t.name: [resolve(t.detections_topic, namespace), resolve(t.mask_topic, namespace)]
+                        for t in settings.tasks},
+        labels_topics={t.name: resolve(t.labels_topic, namespace) for t in settings.tasks},
         stats_topic=resolve("daris/stats", namespace),
         play=play,
         published=published,
@@ -606,7 +619,7 @@ class Replay:
                                   f"{log_tail(log_path)}")
             self.own.check()
             cams = {t: p.get_subscription_count() for t, p in player.publishers.items()}
-            recorded = recorder.publisher_counts()
+            recorded = self._to_match(recorder)
             count, last = monitor.snapshot()
             if last is not None and {t.task for t in last.tasks} != set(self.plan.task_topics):
                 raise ReplayError(f"the node runs the tasks {sorted(t.task for t in last.tasks)}, the parameter "
@@ -627,6 +640,18 @@ class Replay:
         self.log(f"[replay] following node {self.plan.node} (pid {proc.pid}, stats on {self.plan.stats_topic})"
                  + (f"; ignoring the outputs of {', '.join(others)}" if others else ""))
         self.log(f"[replay] node ready after {self.info['ready_s']:.1f} s; playing {len(self.plan.play)} topic(s)")
+
+    def _to_match(self, recorder: Any) -> dict[str, int]:
+        """Recorded topic -> publishers its subscription matched: every topic but the perception topics, of which
+        only those the node publishes (a detection task has no mask) in a type the recorder knows (vision_msgs
+        types are not in the type store: those topics are not recorded)."""
+        counts = recorder.publisher_counts()
+        known = recorder.store.fielddefs
+        for topic in self.plan.perception_topics():
+            publishers = recorder.node.get_publishers_info_by_topic(topic)
+            if not any(p.topic_type in known for p in publishers):
+                counts.pop(topic, None)
+        return counts
 
     def _play(self, player: Any) -> Any:
         player.start()
@@ -695,6 +720,8 @@ class Replay:
             "namespace": o.namespace,
             "task_topics": self.plan.task_topics,
             "result_topics": self.plan.result_topics,
+            "payload_topics": self.plan.payload_topics,
+            "labels_topics": self.plan.labels_topics,
             "recorded_inputs": self.record_inputs,
             "published": published,
             "expected_frames": self.expected_frames(published),

@@ -209,8 +209,9 @@ RUN: dict[tuple[str, str], Run] = {
                        "--storage sqlite3"): Run(
         expect=r"out/run2", replace=(("out/run1", "out/run2"), ("--duration 60", "--duration 1")),
         why="1 s instead of 60; out/run1 was written by the command above (the output must not exist)"),
-    ("docs/replay.md", "daris-report runs/base/output --out runs/base [--strict] [--zoom S]"): Run(
-        expect=r"report", replace=((" [--strict] [--zoom S]", ""),),
+    ("docs/replay.md", "daris-report runs/base/output --out runs/base [--strict] [--zoom S] [--pictures N] "
+                       "[--frames INPUT_BAG]"): Run(
+        expect=r"report", replace=((" [--strict] [--zoom S] [--pictures N] [--frames INPUT_BAG]", ""),),
         why="the bracketed options are optional (a synopsis); runs/base/output is the daris-replay run above"),
     ("docs/replay.md", "daris-report runs/base/output --out runs/base"): Run(expect=r"report"),
     ("docs/replay.md", "daris-compare --outputs runs/base/output runs/tuned/output --out runs/base_vs_tuned"): Run(

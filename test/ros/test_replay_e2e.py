@@ -238,6 +238,23 @@ def test_output_bag_records_inputs_results_stats_and_diagnostics(wall_run: Path,
         assert counts[topic] == len(frames)  # the recorder saw every published frame too
     assert counts["/daris/cam_hp/result"] == len(results["cam_hp"]) and counts["/diagnostics"] >= 2
     assert len(stats) >= 3
+    # the latched class names of every task (classifiers publish no detections or masks)
+    assert counts["/daris/cam_hp/labels"] == 1 and counts["/daris/cam_lp/labels"] == 1
+    assert "/daris/cam_hp/detections" not in counts and "/daris/cam_hp/mask" not in counts
+
+
+def test_report_draws_sampled_jobs_on_their_recorded_frames(wall_run: Path) -> None:
+    report = json.loads((wall_run / "report.json").read_text())
+    pictures = report["pictures"]
+    assert len(pictures) == 6 and {p["task"] for p in pictures} == set(CAMERAS), report["pictures_note"]
+    assert report["pictures_source"].startswith("the output bag")
+    results, _, _ = read_outputs(wall_run / "output")
+    missed_hp = {m.job_id for m in results["cam_hp"] if not m.met}
+    drawn_hp = {p["job_id"] for p in pictures if p["task"] == "cam_hp"}
+    assert not missed_hp or drawn_hp & missed_hp  # an HP miss, when there is one, is among them
+    html = (wall_run / "report.html").read_text()
+    for p in pictures:
+        assert (wall_run / p["file"]).read_bytes()[:4] == b"\x89PNG" and f'<img src="{p["file"]}"' in html
 
 
 def test_daris_report_cli_reproduces_the_report(install_prefix: Path, wall_run: Path, tmp_path: Path) -> None:
