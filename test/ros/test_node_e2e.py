@@ -23,7 +23,9 @@ def e2e(install_prefix, tmp_path_factory):
     cmd = [str(exe), "--sweep", "3", "--systems", "node,per-camera", "--group", "HP:resnet18:1,LP:resnet18:1,LP:unet:1",
            "--rate", "2", "--width", "64", "--height", "48", "--seconds", "4", "--warmup", "1", "--backend", "cpu",
            "--device", "cpu", "--contexts", "1", "--os", "1", "--input-size", "32x32", "--profile-runs", "1",
-           "--ready-timeout", "180", "--out", str(out)]
+           "--ready-timeout", "180", "--param", "feasibility=warn", "--out", str(out)]
+    # (feasibility: warn, as the other ROS tests not about feasibility: CI's loaded cores profile ResNet18 32x32 at
+    # hundreds of ms a stage, and the node would refuse the set)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, out, lines
