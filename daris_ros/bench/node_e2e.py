@@ -5,8 +5,17 @@
     daris-node-e2e --combine A/node_e2e.json B/node_e2e.json --out DIR      runs of several calls in one report
 
 Scenario: N cameras in groups (default per 12: 4 HP front cameras on ResNet50, 4 LP side cameras on ResNet18, 4 LP
-rear cameras on UNet; ``--group``), every camera a JPEG ``CompressedImage`` of ``--width`` x ``--height`` at
-``--rate`` Hz, the task's rate the camera's and its deadline the period. Systems under test (``--system(s)``):
+rear cameras on UNet; ``--group PRIORITY:MODEL:COUNT[:HxW],...``, any model the node runs: classifiers, segmenters,
+detectors; ``HxW`` the group's model input size, else ``--input-size``, else the model's), every camera a JPEG
+``CompressedImage`` of ``--width`` x ``--height`` at ``--rate`` Hz, the task's rate the camera's and its deadline
+the period. Every task publishes an ``InferenceResult`` per job (detectors and segmenters too, besides their
+detections and masks), which is what the readers read. The vehicle perception set (config/vehicle_perception.yaml)::
+
+    daris-node-e2e --cameras 6 --lp-rate 15 --backend str --policy STR --contexts 1 --streams 3 --os 1 \
+        --precision fp16 --channels-last --batching --batch-sizes 1,2,4 \
+        --group HP:ssdlite320_mobilenet_v3_large:2:320x320,LP:lraspp_mobilenet_v3_large:2:288x512,LP:resnet18:2
+
+Systems under test (``--system(s)``):
 
 - ``node``: the installed ``scheduler_node`` with a parameter file written to the run's folder (backend, contexts,
   OS, batching, precision, launch-ahead: options);
@@ -21,7 +30,10 @@ once the system has subscribed; they publish for ``--warmup`` + ``--seconds``; t
 Judged from outside, the same for both systems: an HP frame is served when its result reaches a reader within 2 task
 periods of the image stamp. ``hp_served`` = served HP results / HP frames published in the window (stamps in it);
 ``hp_missed`` = HP results read with ``met`` false (the system's own flag); ``hp_e2e_p99_ms`` = p99 of receipt -
-stamp over HP results in the window; ``frames_lost_in_transport`` = frames published - frames the system received;
+stamp over HP results in the window; ``lp_dmr`` (``hp_dmr``) = LP (HP) results read with ``met`` false / LP (HP)
+jobs released (the node's own TaskStats ``released``, summed over the tasks; per-camera nodes: their results), both
+over the whole run (warm-up included; an LP release that admission rejected has no result and counts as released
+but not missed: ``lp_rejected``); ``frames_lost_in_transport`` = frames published - frames the system received;
 ``frames_uncounted`` = received frames not accounted for: for the node, from its final TaskStats (read after the
 publishers stopped, before it stops), ``frames - (released + superseded + dropped + pending)`` per task, summed as
 absolute values; for per-camera nodes, received - processed - failed. ``reader_delay_p99_ms`` (receipt - the
@@ -52,7 +64,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -71,40 +83,54 @@ class Camera:
     rate: float
     topic: str
     result_topic: str
+    input_size: tuple[int, int] | None = None  # the group's model input (H, W); None: --input-size or the model's
 
     @property
     def period(self) -> float:
         return 1.0 / self.rate
 
 
-def parse_group(spec: str) -> list[tuple[str, str, int]]:
-    """``"HP:resnet50:4,LP:resnet18:4"`` -> [(priority, model, count), ...]."""
+class GroupEntry(NamedTuple):
+    """One entry of ``--group``: ``count`` cameras of ``priority`` running ``model`` (at ``input_size``)."""
+
+    priority: str  # HP | LP
+    model: str
+    count: int
+    input_size: tuple[int, int] | None = None  # (H, W); None: --input-size, else the model's default
+
+
+def parse_group(spec: str) -> list[GroupEntry]:
+    """``"HP:ssdlite320_mobilenet_v3_large:2:320x320,LP:resnet18:4"`` -> [GroupEntry, ...] (the input size
+    ``HxW`` is optional)."""
     out = []
     for part in spec.split(","):
         fields = part.strip().split(":")
-        if len(fields) != 3:
-            raise ValueError(f"group entry {part!r}: expected PRIORITY:MODEL:COUNT")
+        if len(fields) not in (3, 4):
+            raise ValueError(f"group entry {part!r}: expected PRIORITY:MODEL:COUNT or PRIORITY:MODEL:COUNT:HxW")
         prio, model, count = fields[0].upper(), fields[1].strip(), int(fields[2])
         if prio not in ("HP", "LP") or not model or count < 1:
             raise ValueError(f"group entry {part!r}: priority HP or LP, a model, a count >= 1")
-        out.append((prio, model, count))
+        size = parse_size(fields[3]) if len(fields) == 4 else None
+        if len(fields) == 4 and size is None:
+            raise ValueError(f"group entry {part!r}: the input size is HxW, e.g. 320x320")
+        out.append(GroupEntry(prio, model, count, None if size is None else (size[0], size[1])))
     return out
 
 
-def make_cameras(n: int, group: Sequence[tuple[str, str, int]], rate: float, lp_rate: float | None = None,
+def make_cameras(n: int, group: Sequence[GroupEntry], rate: float, lp_rate: float | None = None,
                  prefix: str = "/e2e") -> list[Camera]:
     """``n`` cameras, whole groups only; task ``cam07_lp_resnet18`` reads ``/e2e/cam07/image/compressed``."""
-    size = sum(c for _, _, c in group)
+    size = sum(g.count for g in group)
     if n < 1 or n % size:
         raise ValueError(f"--cameras {n} must be a positive multiple of the group size {size}")
     cams = []
     for _ in range(n // size):
-        for prio, model, count in group:
-            for _ in range(count):
+        for g in group:
+            for _ in range(g.count):
                 i = len(cams)
-                name = f"cam{i:02d}_{prio.lower()}_{model.lower()}"
-                cams.append(Camera(i, name, prio, model, rate if prio == "HP" or not lp_rate else lp_rate,
-                                   f"{prefix}/cam{i:02d}/image/compressed", f"/daris/{name}/result"))
+                name = f"cam{i:02d}_{g.priority.lower()}_{g.model.lower()}"
+                cams.append(Camera(i, name, g.priority, g.model, rate if g.priority == "HP" or not lp_rate else lp_rate,
+                                   f"{prefix}/cam{i:02d}/image/compressed", f"/daris/{name}/result", g.input_size))
     return cams
 
 
@@ -113,7 +139,18 @@ def parse_size(text: str | None) -> list[int] | None:
     if not text:
         return None
     h, _, w = text.lower().partition("x")
-    return [int(h), int(w or h)]
+    try:
+        size = [int(h), int(w or h)]
+    except ValueError:
+        raise ValueError(f"input size {text!r}: expected HxW, e.g. 224x224") from None
+    if min(size) < 1:
+        raise ValueError(f"input size {text!r}: both sides must be >= 1")
+    return size
+
+
+def camera_input_size(c: Camera, default: list[int] | None) -> list[int] | None:
+    """A camera's model input [H, W]: its group's, else ``--input-size``'s (``default``), else None (the model's)."""
+    return list(c.input_size) if c.input_size is not None else (list(default) if default else None)
 
 
 def node_params(args: argparse.Namespace, cams: Sequence[Camera]) -> dict[str, Any]:
@@ -128,15 +165,16 @@ def node_params(args: argparse.Namespace, cams: Sequence[Camera]) -> dict[str, A
     for item in args.param or ():
         key, _, value = item.partition("=")
         p[key.strip()] = yaml.safe_load(value)
-    size = parse_size(args.input_size)
+    default_size = parse_size(args.input_size)
     tasks = {}
     for c in cams:
         t: dict[str, Any] = {"topic": c.topic, "priority": c.priority, "rate": c.rate, "model": c.model,
                              "input_type": "compressed", "precision": args.precision, "output_topic": c.result_topic}
         if args.channels_last:
             t["channels_last"] = True
+        size = camera_input_size(c, default_size)  # (a new list per task: no YAML anchors in the parameter file)
         if size:
-            t["input_size"] = list(size)  # (a list per task: no YAML anchors in the parameter file)
+            t["input_size"] = size
         tasks[c.task] = t
     p["task_names"] = [c.task for c in cams]
     p["tasks"] = tasks
@@ -537,8 +575,8 @@ def judge(cams: Sequence[Camera], published: dict[str, list[int]], results: dict
     processes' received/processed/failed."""
     lo, hi = window
     rows = []
-    agg: dict[str, dict[str, Any]] = {p: {"frames": 0, "served": 0, "results": 0, "missed": 0, "e2e": []}
-                                      for p in ("HP", "LP")}
+    agg: dict[str, dict[str, Any]] = {p: {"frames": 0, "served": 0, "results": 0, "missed": 0, "e2e": [],
+                                          "released": 0, "rejected": 0} for p in ("HP", "LP")}
     split: dict[str, list[int]] = {"intake": [], "sampling": [], "response": [], "delivery": []}
     reader_delay: list[int] = []
     totals = {"published": 0, "received": 0, "lost_in_transport": 0, "uncounted": 0, "unmatched": 0,
@@ -593,6 +631,8 @@ def judge(cams: Sequence[Camera], published: dict[str, list[int]], results: dict
             row.update({k: int(st.get(k, 0)) for k in ("frames", "released", "superseded", "dropped", "pending",
                                                         "rejected", "completed", "stale", "releases_skipped")})
             row["node_missed"] = int(st.get("missed", 0))
+            a["released"] += int(st.get("released", 0))
+            a["rejected"] += int(st.get("rejected", 0))
             row["frame_age_mean_ms"] = _ms(float(st.get("frame_age_mean", 0.0)) * NS)
             row["intake_lag_mean_ms"] = _ms(float(st.get("intake_lag_mean", 0.0)) * NS)
             done = int(st.get("completed", 0))
@@ -605,6 +645,7 @@ def judge(cams: Sequence[Camera], published: dict[str, list[int]], results: dict
             received = int(cc.get("received", 0))
             accounted = int(cc.get("processed", 0)) + int(cc.get("failed", 0))
             done = int(cc.get("processed", 0))
+            a["released"] += done  # a per-camera node runs every frame it takes: its results are its releases
             row.update({k: int(cc.get(k, 0)) for k in ("received", "processed", "failed")})
         row["lost_in_transport"] = len(stamps) - received
         row["uncounted"] = received - accounted
@@ -619,6 +660,11 @@ def judge(cams: Sequence[Camera], published: dict[str, list[int]], results: dict
         totals["not_read"] += done - len(res) + dup
         rows.append(row)
     hp, lp = agg["HP"], agg["LP"]
+
+    def dmr(a: dict[str, Any]) -> float | None:
+        """Results flagged missed by the system / jobs it released (whole run)."""
+        return round(a["missed"] / a["released"], 5) if a["released"] else None
+
     out: dict[str, Any] = {
         "hp_frames": hp["frames"], "hp_results": hp["results"], "hp_served_n": hp["served"],
         "hp_served": round(hp["served"] / hp["frames"], 4) if hp["frames"] else None,
@@ -627,6 +673,8 @@ def judge(cams: Sequence[Camera], published: dict[str, list[int]], results: dict
         "lp_frames": lp["frames"], "lp_results": lp["results"], "lp_served_n": lp["served"],
         "lp_served": round(lp["served"] / lp["frames"], 4) if lp["frames"] else None,
         "lp_missed": lp["missed"], "lp_e2e_p99_ms": _ms(percentile(lp["e2e"], 99)),
+        "hp_released": hp["released"], "hp_dmr": dmr(hp),
+        "lp_released": lp["released"], "lp_rejected": lp["rejected"], "lp_dmr": dmr(lp),
         "frames_published": totals["published"], "frames_received": totals["received"],
         "frames_lost_in_transport": totals["lost_in_transport"], "frames_uncounted": totals["uncounted"],
         "results_read": totals["results"], "results_not_read": totals["not_read"],
@@ -692,10 +740,11 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
                                          start_new_session=True)
             sut_roots = [node_proc.pid]
         else:
-            size = parse_size(args.input_size)
+            default_size = parse_size(args.input_size)
             for c in cams:
                 spec = {"task": c.task, "topic": c.topic, "result_topic": c.result_topic, "model": c.model,
-                        "priority": c.priority, "period": c.period, "deadline": c.period, "input_size": size,
+                        "priority": c.priority, "period": c.period, "deadline": c.period,
+                        "input_size": camera_input_size(c, default_size),
                         "precision": args.precision, "channels_last": args.channels_last, "device": args.device,
                         "depth": args.per_camera_depth, "width": args.width, "height": args.height,
                         "result": str(run_dir / f"percam_{c.index:02d}.json")}
@@ -818,6 +867,7 @@ def summary_of(runs: Sequence[dict[str, Any]], target: float) -> dict[str, Any]:
     top = max(node_runs, key=lambda r: r["cameras"])
     return {"cameras": top["cameras"], "hp_served": top["hp_served"], "hp_missed": top["hp_missed"],
             "frames_uncounted": top["frames_uncounted"], "hp_e2e_p99_ms": top["hp_e2e_p99_ms"],
+            "lp_dmr": top.get("lp_dmr"),
             "max_cameras_node": max_cameras(runs, "node", target),
             "max_cameras_per_camera_nodes": max_cameras(runs, "per-camera", target)}
 
@@ -837,9 +887,9 @@ def render_md(report: dict[str, Any]) -> str:
            if report["max_cameras"].get("node") and report["max_cameras"].get("per-camera") else ""),
         "",
         "| system | cameras | HP frames | HP served | HP missed (own flag) | HP e2e p50 / p99 ms | HP superseded | "
-        "LP served | lost in transport | uncounted | results not read | reader delay p99 ms | CPU cores | GPU mem GB | "
-        "start-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "LP served | LP DMR (own flag; rejected) | lost in transport | uncounted | results not read | "
+        "reader delay p99 ms | CPU cores | GPU mem GB | start-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v: Any, pct: bool = False) -> str:
@@ -849,12 +899,12 @@ def render_md(report: dict[str, Any]) -> str:
 
     for r in report["runs"]:
         if "error" in r:
-            lines.append(f"| {r['system']} | {r['cameras']} | error: {r['error'][:80]} |" + " |" * 12)
+            lines.append(f"| {r['system']} | {r['cameras']} | error: {r['error'][:80]} |" + " |" * 13)
             continue
         lines.append(
             f"| {r['system']} | {r['cameras']} | {r['hp_frames']} | {f(r['hp_served'], True)} | {r['hp_missed']} | "
             f"{f(r['hp_e2e_p50_ms'])} / {f(r['hp_e2e_p99_ms'])} | {f(r.get('hp_frames_superseded'))} | "
-            f"{f(r['lp_served'], True)} | "
+            f"{f(r['lp_served'], True)} | {f(r.get('lp_dmr'), True)}; {f(r.get('lp_rejected'))} | "
             f"{r['frames_lost_in_transport']} | {r['frames_uncounted']} | {r['results_not_read']} | "
             f"{f(r['reader_delay_p99_ms'])} | {r['cpu_cores']} | {r['gpu_mem_gb']} | {r['startup_s']} |")
     s = report.get("node_e2e")
@@ -982,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["daris-node-e2e", *argv]), "commit": args.commit or git_commit(Path.cwd()),
         "device": device_name(args.device), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "served_target": args.served_target,
-        "scenario": (f"groups of {sum(c for _, _, c in group)} ({args.group}), JPEG {args.width}x{args.height} at "
+        "scenario": (f"groups of {sum(g.count for g in group)} ({args.group}), JPEG {args.width}x{args.height} at "
                      f"{args.rate:g} Hz" + (f" (LP {args.lp_rate:g} Hz)" if args.lp_rate else "")
                      + f", {args.seconds:g} s window after {args.warmup:g} s; node: {args.backend} {args.device} "
                      f"{args.policy} {args.contexts}x{args.streams} OS {args.os:g}, {args.precision}"

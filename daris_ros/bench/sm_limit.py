@@ -25,12 +25,13 @@ from daris_ros.bench.node_e2e import DEFAULT_GROUP, Camera, git_commit, make_cam
 
 
 def vehicle_tasks(cams: list[Camera], precision: str, channels_last: bool) -> tuple[Any, ...]:
-    """The cameras as the node's tasks (deadline = period, the model's own input size)."""
+    """The cameras as the node's tasks (deadline = period; the group's input size, else the model's own)."""
     from daris_ros.bench.engine_run import model_input_size
     from daris_ros.settings import TaskSettings
 
     return tuple(TaskSettings(name=c.task, topic=c.topic, priority=c.priority, period=c.period, deadline=c.period,
-                              model=c.model, input_size=model_input_size(c.model), output_topic=c.result_topic,
+                              model=c.model, input_size=c.input_size or model_input_size(c.model),
+                              output_topic=c.result_topic,
                               precision=precision, channels_last=channels_last) for c in cams)
 
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--warmup must be within [0, --seconds)")
     try:
         configs = [parse_config(c) for c in args.configs.split(",")]
-        cams = make_cameras(sum(n for _, _, n in parse_group(args.group)), parse_group(args.group), args.rate,
+        cams = make_cameras(sum(g.count for g in parse_group(args.group)), parse_group(args.group), args.rate,
                             args.lp_rate, prefix="/vehicle")
     except ValueError as exc:
         p.error(str(exc))

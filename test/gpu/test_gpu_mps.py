@@ -250,3 +250,44 @@ def test_worker_side_preprocessing_on_the_gpu_matches_host_preprocessing() -> No
         assert rel < 1e-3
     finally:
         b.close()
+
+
+@pytest.mark.gpu
+@needs_mps
+@needs_gpu
+@pytest.mark.usefixtures("private_daemon_dirs")
+def test_a_detector_and_a_segmenter_through_mps_workers() -> None:
+    """Issue 16: a worker captures CUDA graphs for a detector's graph stages only (its decode + NMS stage runs
+    eagerly) and for every stage of a segmenter; the detector's final tuple (boxes, scores, labels, counts) comes
+    back through the output slot, a segmenter's logits as one tensor, both equal to this process's eager model."""
+    from detection_helpers import assert_same_detections, imagenet_images, lively
+
+    from daris_ros.runtime.backends.cuda_graphs import graph_stage_indices
+
+    torch.manual_seed(0)
+    det = build_staged_model("ssdlite320_mobilenet_v3_large", input_size=(320, 320), max_detections=20)
+    _, x = imagenet_images(2, seed=1, size=(320, 320))
+    lively(det, x)
+    seg = build_staged_model("lraspp_mobilenet_v3_large", input_size=(192, 256), num_classes=8)
+    b = MpsBackend(n_contexts=1, n_streams=2, oversubscription=1.0, pipe_dir=PIPE, log_dir=LOG)
+    b.start({"d": det, "s": seg})
+    try:
+        n_graphs = b.n_streams * (len(graph_stage_indices(det)) + seg.num_stages)
+        assert len(graph_stage_indices(det)) == det.num_stages - 1
+        assert b.workers[0].info["graphs"] == n_graphs  # none for the detector's eager last stage
+        refs = {k: m.to("cuda").eval() for k, m in (("d", det), ("s", seg))}  # (this process: no MPS client)
+        for s in range(2):
+            with torch.inference_mode():
+                ref = tuple(t.cpu() for t in refs["d"](x[s:s + 1].cuda()))
+            y, times = _chain(b, 0, s, "d", x[s:s + 1], det.num_stages)
+            assert isinstance(y, tuple) and len(y) == 4 and all(t > 0 for t in times)
+            assert int(ref[3][0]) > 0
+            assert_same_detections(y, ref, box_tol=5e-2, score_tol=1e-3)
+        xs = torch.randn(1, 3, 192, 256)
+        with torch.inference_mode():
+            ref_s = refs["s"](xs.cuda()).cpu()
+        y_s, _ = _chain(b, 0, 1, "s", xs, seg.num_stages)
+        assert isinstance(y_s, torch.Tensor) and y_s.shape == ref_s.shape and _rel(y_s, ref_s) < 1e-3
+        print(f"\nmps detector + segmenter: worker graphs {b.workers[0].info['graphs']} (expected {n_graphs})")
+    finally:
+        b.close()

@@ -249,7 +249,10 @@ CHECK: dict[tuple[str, str], Check] = {
     ("README.md", "ros2 launch daris_ros daris.launch.py"): Check(_ROS2),
     ("README.md", "ros2 launch daris_ros daris.launch.py config:=/path/to/my_tasks.yaml namespace:=vehicle1"): Check(
         _ROS2),
+    ("README.md", "ros2 topic echo /daris/front/detections"): Check(_ROS2),
     ("README.md", "ros2 topic echo /daris/front/result"): Check(_ROS2),
+    ("README.md", "scripts/run_in_install.sh scheduler_node --ros-args --params-file config/vehicle_perception.yaml"):
+        Check(_GPU),
     ("README.md", "ros2 topic echo /daris/stats"): Check(_ROS2),
     ("README.md", "ros2 topic echo /diagnostics"): Check(_ROS2),
     ("README.md", "ros2 param set /daris_scheduler mret_window 7"): Check(_ROS2),
@@ -490,7 +493,7 @@ def _check_ros2(args: list[str], renames: dict[str, str], problems: list[str]) -
         elif name != "task_names" and not (name.startswith("tasks.") and name.split(".")[-1] in task_fields):
             problems.append(f"{name} is not a scheduler_node parameter")
     elif verb == "topic":
-        if not re.fullmatch(r"/(daris/\w+/result|daris/stats|diagnostics)", args[2]):
+        if not re.fullmatch(r"/(daris/\w+/(result|detections|mask|labels)|daris/stats|diagnostics)", args[2]):
             problems.append(f"{args[2]} is not a topic the scheduler node publishes")
     elif verb == "bag":
         for a in args[2:]:

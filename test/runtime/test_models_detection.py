@@ -1,18 +1,16 @@
 """The torchvision detectors as staged models (runtime/models/detection.py), on the CPU.
 
-Randomly initialised detectors give degenerate outputs (exploding activations, every score at the class
-prior), so :func:`_lively` first calibrates BatchNorm on the test images and spreads the classification
-layers' weights: the scores then differ from box to box and every model returns detections. The staged and
-unstaged models share those modules, so both see the same weights.
+Randomly initialised detectors give degenerate outputs, so the tests first make them lively
+(test/detection_helpers.py: BatchNorm calibrated on the test images, classification layers spread).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 import torch
+from detection_helpers import assert_same_detections, imagenet_images, lively
 from torch import Tensor, nn
 
 from daris_ros.runtime.backends.cuda_graphs import graph_stage_indices, stack_rows, take_rows
@@ -42,54 +40,6 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
-def _images(n: int, seed: int, size: tuple[int, int] = SIZE) -> tuple[Tensor, Tensor]:
-    """``n`` random [0, 1] images and the same images ImageNet-normalised (what the engine feeds)."""
-    x01 = torch.rand((n, 3, *size), generator=torch.Generator().manual_seed(seed))
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return x01, (x01 - mean) / std
-
-
-def _spread(module: nn.Module, seed: int, gain: float) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, (nn.Conv2d, nn.Linear)):
-                fan_in = layer.weight[0].numel()
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * gain / math.sqrt(fan_in))
-
-
-def _lively(model: StagedModel, x: Tensor, seed: int = 1) -> nn.Module:
-    """Calibrate BatchNorm on ``x`` (running stats of the backbone's activations) and spread the classification
-    layers, so that scores differ; returns the unstaged detector."""
-    detector = model.unstaged_model
-    assert detector is not None
-    norms = [m for m in detector.modules() if isinstance(m, nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average
-        norm.train()
-    with torch.no_grad():
-        y: object = x
-        for j in graph_stage_indices(model):
-            y = model.run_stage(j, y)  # type: ignore[arg-type]
-    for norm in norms:
-        norm.eval()
-    if hasattr(detector, "rpn"):
-        _spread(detector.rpn.head.cls_logits, seed, 1.0)
-        _spread(detector.roi_heads.box_predictor.cls_score, seed, 2.0)
-        detector.roi_heads.score_thresh = 0.01
-        detector.rpn._pre_nms_top_n["testing"] = 200  # fewer proposals: a quicker test
-        detector.rpn._post_nms_top_n["testing"] = 50
-    else:
-        classification = detector.head.classification_head
-        _spread(classification, seed, math.sqrt(2.0))  # the conv tower (He) and the logits
-        last = classification.cls_logits if hasattr(classification, "cls_logits") else classification.module_list
-        _spread(last, seed + 1, 1.0)
-        detector.score_thresh = min(detector.score_thresh, 0.05)  # FCOS: 0.2 of sqrt(class * centre-ness)
-    return detector
-
-
 def _run(model: StagedModel, x: Tensor) -> tuple[Tensor, ...]:
     y: object = x
     for j in range(model.num_stages):
@@ -107,22 +57,6 @@ def _contract(dets: list[dict[str, Tensor]], k: int) -> tuple[Tensor, Tensor, Te
         c = min(k, len(d["scores"]))
         boxes[i, :c], scores[i, :c], labels[i, :c], counts[i] = d["boxes"][:c], d["scores"][:c], d["labels"][:c], c
     return boxes, scores, labels, counts
-
-
-def _assert_same(got: tuple[Tensor, ...], expected: tuple[Tensor, ...], box_tol: float = 1e-3,
-                 score_tol: float = 1e-5) -> None:
-    """Same detections per row: equal counts, scores within tolerance; each detection has a partner of the same
-    label, score and box (boxes whose scores tie may come in either order)."""
-    boxes, scores, labels, counts = got
-    e_boxes, e_scores, e_labels, e_counts = expected
-    assert torch.equal(counts, e_counts)
-    torch.testing.assert_close(scores, e_scores, rtol=0, atol=score_tol)
-    for i in range(int(counts.shape[0])):
-        for d in range(int(counts[i])):
-            partner = ((e_scores[i] - scores[i, d]).abs() <= score_tol) & (e_labels[i] == labels[i, d]) & \
-                ((e_boxes[i] - boxes[i, d]).abs().amax(dim=1) <= box_tol)
-            partner[int(e_counts[i]):] = False
-            assert bool(partner.any()), f"row {i}: detection {d} has no partner"
 
 
 def _check_contract(out: tuple[Tensor, ...], n: int, k: int, size: tuple[int, int], num_classes: int) -> None:
@@ -162,8 +96,8 @@ def test_metadata(name: str) -> None:
 @pytest.mark.parametrize("name", DETECTION_MODELS)
 def test_staged_equals_unstaged_and_batched_equals_unbatched(name: str) -> None:
     model = build_staged_model(name, input_size=SIZE, max_detections=K)
-    x01, x = _images(3, seed=0)
-    detector = _lively(model, x)
+    x01, x = imagenet_images(3, seed=0, size=SIZE)
+    detector = lively(model, x)
     with torch.inference_mode():
         staged = _run(model, x)
         singles = [_run(model, x[i:i + 1]) for i in range(3)]
@@ -171,8 +105,8 @@ def test_staged_equals_unstaged_and_batched_equals_unbatched(name: str) -> None:
         forward = model(x)
     _check_contract(staged, 3, K, SIZE, 91)
     assert int(staged[3].min()) > 0, "a test without detections proves nothing"
-    _assert_same(staged, reference)
-    _assert_same(staged, tuple(torch.cat(parts) for parts in zip(*singles, strict=True)))
+    assert_same_detections(staged, reference)
+    assert_same_detections(staged, tuple(torch.cat(parts) for parts in zip(*singles, strict=True)))
     for a, b in zip(forward, staged, strict=True):
         assert torch.equal(a, b)
 
@@ -186,7 +120,7 @@ def test_graph_stages_have_fixed_shapes_and_rows(name: str) -> None:
     shapes: list[list[tuple[int, ...]]] = []
     with torch.inference_mode():
         for seed in (0, 1):
-            _, x = _images(2, seed)
+            _, x = imagenet_images(2, seed, SIZE)
             y: object = x
             per_stage = []
             for j in graph_stage_indices(model):
@@ -212,7 +146,7 @@ def test_wrong_input_size_is_refused() -> None:
 def test_ssdlite_first_stage_renormalises() -> None:
     """SSDlite was trained on (x - 0.5) / 0.5 of the [0, 1] image: its first stage maps the engine's ImageNet
     normalisation to that; the ResNet FPN detectors use ImageNet's own and only pad to a multiple of 32."""
-    x01, x = _images(1, seed=3, size=(40, 50))
+    x01, x = imagenet_images(1, seed=3, size=(40, 50))
     ssd = InputAdapter((40, 50), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1)
     torch.testing.assert_close(ssd(x), (x01 - 0.5) / 0.5, rtol=0, atol=1e-5)
     fpn = InputAdapter((40, 50), IMAGENET_MEAN, IMAGENET_STD, 32)
@@ -227,7 +161,7 @@ def test_merged_is_one_eager_stage() -> None:
     assert merged.num_stages == 1 and merged.graph_stages == (False,)
     assert graph_stage_indices(merged) == []
     assert merged.max_detections == K and merged.class_names == model.class_names
-    _, x = _images(2, seed=4, size=(96, 128))
+    _, x = imagenet_images(2, seed=4, size=(96, 128))
     with torch.inference_mode():
         for a, b in zip(merged(x), model(x), strict=True):
             assert torch.equal(a, b)
@@ -249,8 +183,8 @@ def test_graph_stages_flag() -> None:
 def test_weights_file_round_trip(tmp_path: Path) -> None:
     """A state_dict of the unstaged torchvision model loads through ``weights=`` (nothing downloaded)."""
     source = build_staged_model("ssdlite320_mobilenet_v3_large", input_size=(96, 128), max_detections=K)
-    x01, x = _images(2, seed=5, size=(96, 128))
-    detector = _lively(source, x)
+    x01, x = imagenet_images(2, seed=5, size=(96, 128))
+    detector = lively(source, x)
     path = tmp_path / "ssdlite.pt"
     torch.save(detector.state_dict(), path)
     loaded = build_staged_model("ssdlite320_mobilenet_v3_large", weights=str(path), input_size=(96, 128),
@@ -271,8 +205,8 @@ def test_num_classes_and_max_detections() -> None:
     model = build_staged_model("fcos_resnet50_fpn", num_classes=5, max_detections=7, input_size=(64, 96))
     assert model.num_classes == 5 and model.max_detections == 7
     assert getattr(model, "class_names", None) is None  # torchvision's names are COCO's: not for 5 classes
-    _, x = _images(2, seed=6, size=(64, 96))
-    _lively(model, x)
+    _, x = imagenet_images(2, seed=6, size=(64, 96))
+    lively(model, x)
     with torch.inference_mode():
         out = model(x)
     _check_contract(out, 2, 7, (64, 96), 5)
@@ -299,15 +233,15 @@ def test_channels_last_and_reduced_precision() -> None:
     """precision.py's helpers accept the detectors: fp32 channels-last gives the contiguous model's detections;
     bf16 (the reduced precision the CPU runs; fp16 is for the GPU) still gives float32 boxes and scores."""
     model = build_staged_model("retinanet_resnet50_fpn", input_size=(96, 128), max_detections=K)
-    _, x = _images(2, seed=7, size=(96, 128))
-    _lively(model, x)
+    _, x = imagenet_images(2, seed=7, size=(96, 128))
+    lively(model, x)
     with torch.inference_mode():
         expected = model(x)
     apply_precision(model, "fp32", channels_last=True)
     with torch.inference_mode():
         got = model(model_input(model, x))
     assert int(expected[3].min()) > 0
-    _assert_same(got, expected, box_tol=1e-2, score_tol=1e-4)
+    assert_same_detections(got, expected, box_tol=1e-2, score_tol=1e-4)
 
     ssd = build_staged_model("ssdlite320_mobilenet_v3_large", input_size=(96, 128), max_detections=K)
     apply_precision(ssd, "bf16", channels_last=True)

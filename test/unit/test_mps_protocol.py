@@ -121,6 +121,60 @@ def test_completion_record_carries_an_output(shm: SharedMemory) -> None:
     assert proto.new_completion(3, proto.STATUS_ERROR)[proto.C_STATUS] == proto.STATUS_ERROR
 
 
+def test_a_tuple_final_output_travels_part_by_part(shm: SharedMemory) -> None:
+    """A detector's (boxes, scores, labels, counts): copied into slot views at 64-byte aligned offsets, described
+    part by part in the completion, read back as a tuple of copies; one tensor still reads back as a tensor."""
+    slot_u8 = torch.frombuffer(shm.buf, dtype=torch.uint8, count=4096, offset=0)
+    k = 3
+    y = (torch.rand(2, k, 4) * 100, torch.rand(2, k), torch.randint(0, 91, (2, k)), torch.tensor([3, 1]))
+    views = proto.output_slot_views(slot_u8, y)
+    assert isinstance(views, tuple) and len(views) == 4
+    for dst, src in zip(views, y, strict=True):
+        dst.copy_(src)
+    offsets = [v.data_ptr() - slot_u8.data_ptr() for v in views]
+    assert offsets == [0, 128, 192, 256]  # 96, 24, 48 B parts, each at the next multiple of 64
+    rec = proto.new_completion(4)
+    proto.describe_output(rec, views)
+    assert rec[proto.C_PARTS] == 4
+    assert rec[proto.C_TENSOR + 2 * proto.TENSOR_FIELDS + 1 + proto.MAX_DIMS] == proto.DTYPES.index("int64")
+    back = proto.output_in_slot(slot_u8, rec.tolist())
+    assert isinstance(back, tuple) and len(back) == 4
+    for a, b in zip(back, y, strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    slot_u8.zero_()  # copies, not views: the slot is free for the next output
+    assert torch.equal(back[0], y[0])
+
+    logits = torch.randn(2, 7)
+    one = proto.output_slot_views(slot_u8, logits)
+    one.copy_(logits)
+    rec = proto.new_completion(5)
+    proto.describe_output(rec, one)
+    assert rec[proto.C_PARTS] == 0 and torch.equal(proto.output_in_slot(slot_u8, rec.tolist()), logits)
+
+    with pytest.raises(ValueError, match="does not fit an output slot"):
+        proto.output_slot_views(slot_u8, (torch.zeros(1000), torch.zeros(100)))
+    with pytest.raises(ValueError, match="5 tensors"):
+        proto.output_slot_views(slot_u8, tuple(torch.zeros(1) for _ in range(5)))
+    with pytest.raises(TypeError, match="flat tuple of tensors"):
+        proto.output_slot_views(slot_u8, (torch.zeros(1), (torch.zeros(1),)))
+    del slot_u8, views, one
+
+
+def test_final_output_bytes_from_the_output_spec() -> None:
+    class Spec:
+        def __init__(self, kind: str, num_classes: int, **extra: object) -> None:
+            self.kind, self.num_classes, self.input_size = kind, num_classes, (30, 40)
+            self.__dict__.update(extra)
+
+    assert proto.final_output_bytes(Spec("classification", 1000)) == 4000
+    assert proto.final_output_bytes(Spec("classification", 1000), rows=3) == 12000
+    assert proto.final_output_bytes(Spec("segmentation", 21)) == 21 * 30 * 40 * 4
+    # K = 100: boxes 1600 B, scores 400 B (at 1600), labels 800 B (at 2048), counts 8 B (at 2880)
+    assert proto.final_output_bytes(Spec("detection", 91)) == 2888
+    # 2 rows of K = 5: boxes 160 B, scores 40 B (at 192), labels 80 B (at 256), counts 16 B (at 384)
+    assert proto.final_output_bytes(Spec("detection", 91, max_detections=5), rows=2) == 400
+
+
 def test_worker_tensor() -> None:
     h = proto.WorkerTensor(1, 0, 5)
     assert h.rows == 1 and h == proto.WorkerTensor(1, 0, 5, 1) and h != proto.WorkerTensor(1, 1, 5)

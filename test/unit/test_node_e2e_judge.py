@@ -35,6 +35,26 @@ def test_cameras_in_whole_groups():
         parse_group("XP:resnet18:1")
 
 
+def test_a_group_gives_its_models_input_size():
+    """PRIORITY:MODEL:COUNT[:HxW]: detectors and segmenters at their own sizes, the rest at --input-size (or the
+    model's default when that is not given either)."""
+    group = parse_group("HP:ssdlite320_mobilenet_v3_large:1:320x320,LP:lraspp_mobilenet_v3_large:1:288x512,"
+                        "LP:resnet18:1")
+    assert [(g.priority, g.model, g.count, g.input_size) for g in group] == [
+        ("HP", "ssdlite320_mobilenet_v3_large", 1, (320, 320)), ("LP", "lraspp_mobilenet_v3_large", 1, (288, 512)),
+        ("LP", "resnet18", 1, None)]
+    cams = make_cameras(3, group, 30.0, lp_rate=15.0)
+    args = build_parser().parse_args(["--input-size", "64x64"])
+    tasks = node_params(args, cams)["/**/daris_scheduler"]["ros__parameters"]["tasks"]
+    assert [tasks[c.task]["input_size"] for c in cams] == [[320, 320], [288, 512], [64, 64]]
+    assert [tasks[c.task]["model"] for c in cams] == [g.model for g in group]
+    plain = node_params(build_parser().parse_args([]), cams)["/**/daris_scheduler"]["ros__parameters"]["tasks"]
+    assert "input_size" not in plain[cams[2].task] and plain[cams[0].task]["input_size"] == [320, 320]
+    for bad in ("HP:resnet18:1:big", "HP:resnet18:1:0x4", "HP:resnet18:1:2x2:x"):
+        with pytest.raises(ValueError):
+            parse_group(bad)
+
+
 def test_node_params_per_task():
     args = build_parser().parse_args(["--precision", "fp16", "--input-size", "64x48", "--batching",
                                       "--batch-sizes", "1,2,4", "--param", "afet_cache=/tmp/a.json"])
@@ -71,6 +91,9 @@ def test_judge_served_window_and_accounting():
     assert out["results_duplicate"] == 1 and out["results_unmatched"] == 1
     assert out["frames_lost_in_transport"] == 0 and out["frames_uncounted"] == 1  # lp: 2 received, 1 accounted
     assert out["lp_frames"] == 1 and out["lp_served"] == 1.0
+    # DMR by the node's own flag over the whole run: missed results / jobs the node released
+    assert out["hp_released"] == 3 and out["hp_dmr"] == pytest.approx(1 / 3, abs=1e-5)
+    assert out["lp_released"] == 1 and out["lp_missed"] == 0 and out["lp_dmr"] == 0.0 and out["lp_rejected"] == 0
     assert out["reader_delay_p99_ms"] == pytest.approx(1.0)
     rows = {r["task"]: r for r in out["tasks"]}
     assert rows[lp]["uncounted"] == 1 and rows[hp]["uncounted"] == 0 and rows[hp]["superseded"] == 1
@@ -84,6 +107,7 @@ def test_judge_per_camera_counts():
     out = judge(cams, published, {hp: [_res(0, 0, 10)]}, (0, NS), camera_counts=counts)
     assert out["frames_lost_in_transport"] == 1 and out["frames_uncounted"] == 0
     assert out["hp_served"] == 0.5 and "frames_superseded" not in out
+    assert out["hp_released"] == 1 and out["hp_dmr"] == 0.0 and out["lp_released"] == 0 and out["lp_dmr"] is None
 
 
 def test_max_cameras_and_report():
@@ -98,5 +122,9 @@ def test_max_cameras_and_report():
     assert s["cameras"] == 24 and s["max_cameras_node"] == 24 and s["max_cameras_per_camera_nodes"] is None
     md = render_md({"served_target": 0.99, "command": "c", "commit": "x", "device": "cpu", "date": "d",
                     "scenario": "s", "max_cameras": {"node": 24}, "runs": runs, "node_e2e": s})
-    assert "| node | 24 | 1 | 99.50% |" in md and "error: x" in md
+    assert "| node | 24 | 1 | 99.50% |" in md and "error: x" in md and "LP DMR" in md
+    runs[1]["lp_dmr"], runs[1]["lp_rejected"] = 0.0125, 3
+    md = render_md({"served_target": 0.99, "command": "c", "commit": "x", "device": "cpu", "date": "d",
+                    "scenario": "s", "max_cameras": {"node": 24}, "runs": runs, "node_e2e": summary_of(runs, 0.99)})
+    assert "| 100.00% | 1.25%; 3 |" in md and summary_of(runs, 0.99)["lp_dmr"] == 0.0125
     assert isinstance(build_parser().parse_args([]), argparse.Namespace)

@@ -17,7 +17,9 @@ of :mod:`.shm_channel`; this module is the backend: where each request goes, wha
   on the host, or hands raw frames over: :meth:`MpsBackend.accepts_frame`). A stage-0 input is copied once
   into a shared-memory slot that the worker has pinned; the worker's graph copies it to the GPU straight
   from there. Intermediate outputs stay in the worker (:class:`~.mps_protocol.WorkerTensor` handles: a job
-  stays in its context for all its stages); a final output comes back through an output slot.
+  stays in its context for all its stages); a final output (one tensor, or a tuple of fixed-shape tensors: a
+  detector's boxes, scores, labels, counts) comes back through an output slot sized from the models' output
+  specs (:func:`~.mps_protocol.final_output_bytes`).
 * **The Backend protocol** (:class:`~.base.Backend`): :meth:`MpsBackend.launch` writes the request at once
   and returns a ticket; one reader thread blocks on the workers' wake-up pipes, queues what finished for
   :meth:`MpsBackend.poll` and calls the engine's ``notify`` (``polled = False``). ``rows`` of one job is
@@ -93,6 +95,8 @@ log = logging.getLogger("daris_ros.backends.mps")
 __all__ = ["DEAD", "READY", "STARTING", "MpsBackend", "WorkerLost", "WorkerTensor", "mps_thread_percentage"]
 
 FAULT_KINDS = ("kill", "hang")
+#: Output slots are at least this large when every final output is small (logits, detections).
+OUT_SLOT_MIN_BYTES = 64 * 1024
 
 
 class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, HostFrames, SupervisedDaemon):
@@ -207,10 +211,11 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
         for m in models.values():
             h, w = m.input_size
             in_bytes = max(in_bytes, 3 * h * w * 4)
-            if getattr(m, "kind", "classification") == "segmentation":
-                out_bytes = max(out_bytes, m.num_classes * h * w * 4)
-            else:
-                out_bytes = max(out_bytes, int(getattr(m, "num_classes", 1000)) * 4, 64 * 1024)
+            # from the model's output spec (proto.final_output_bytes): a segmenter's slot holds one job's mask
+            # logits; logits and detections are small, so their slots hold a batch of several jobs (64 KiB)
+            one_job = proto.final_output_bytes(m)
+            small = getattr(m, "kind", "classification") != "segmentation"
+            out_bytes = max(out_bytes, one_job, OUT_SLOT_MIN_BYTES if small else 0)
         in_bytes = max(in_bytes, 3 * self.frame_pixels)  # a raw uint8 frame (worker-side preprocessing)
         return ch.ChannelLayout.make(self.n_streams, in_bytes, out_bytes)
 

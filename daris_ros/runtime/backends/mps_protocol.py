@@ -13,10 +13,17 @@ module gives their fields a meaning, for both sides (the scheduler process in :m
   (CUDA events) and, for an output slot, the output's shape and dtype; an error carries its text.
 
 A tensor in a slot is described by ``ndim``, 4 dims and a dtype code in consecutive fields
-(:func:`describe_tensor` / :func:`tensor_in_slot`). On the scheduler side, :class:`PendingRequest` is a
-request until its completion is read; :func:`write_request` encodes one into a worker's channel (its input
-copied into an input slot, an output slot or handle id reserved) and :func:`read_completions` decodes what
-the worker answered into :class:`Completion` records (slots given back, a final output copied out).
+(:func:`describe_tensor` / :func:`tensor_in_slot`). A final output is one tensor (a classifier's logits, a
+segmenter's mask logits) or a tuple of up to :data:`MAX_OUT_PARTS` tensors of fixed shapes (a detector's
+``boxes, scores, labels, counts``): the completion then says how many (``C_PARTS``) and describes each part in
+turn; the parts lie one after another in the output slot, each at a 64-byte aligned offset
+(:func:`part_offsets`, computed from the descriptions on both sides). :func:`final_output_bytes` sizes an output
+slot from a model's output spec (its kind, classes, input size and ``max_detections``).
+
+On the scheduler side, :class:`PendingRequest` is a request until its completion is read;
+:func:`write_request` encodes one into a worker's channel (its input copied into an input slot, an output slot
+or handle id reserved) and :func:`read_completions` decodes what the worker answered into :class:`Completion`
+records (slots given back, a final output copied out).
 """
 
 from __future__ import annotations
@@ -47,10 +54,14 @@ R_ROWS = 14  # jobs (batch rows) in the input; 0 or 1: one job (the stage's CUDA
 
 # -- completion record fields ---------------------------------------------------------------------------
 C_TOKEN, C_STATUS, C_EXEC_NS, C_OUT_KIND, C_OUT_ID = range(5)
-C_TENSOR = 5  # the output in a slot: ndim (5), MAX_DIMS dims (6-9), dtype code (10)
+C_TENSOR = 5  # the output in a slot: ndim (5), MAX_DIMS dims (6-9), dtype code (10); a tuple's part k follows
 C_NDIM, C_DIMS, C_DTYPE = C_TENSOR, C_TENSOR + 1, C_TENSOR + 1 + MAX_DIMS
+TENSOR_FIELDS = 2 + MAX_DIMS  # fields describing one tensor: ndim, dims, dtype code
+MAX_OUT_PARTS = 4  # tensors in a tuple final output (a detector's boxes, scores, labels, counts)
+C_PARTS = C_TENSOR + MAX_OUT_PARTS * TENSOR_FIELDS  # 0: one tensor; n >= 1: a tuple of n tensors
+PART_ALIGN = 64  # bytes: where each part of a tuple output starts in the slot
 
-assert R_ROWS < REQ_FIELDS and C_DTYPE < DONE_FIELDS
+assert R_ROWS < REQ_FIELDS and C_PARTS < DONE_FIELDS
 
 # -- codes ----------------------------------------------------------------------------------------------
 # where a stage input comes from
@@ -146,20 +157,116 @@ def describe_tensor(rec: array, at: int, t: Any) -> None:
     rec[at + 1 + MAX_DIMS] = dtype_code(t.dtype)
 
 
-def tensor_in_slot(slot_u8: Any, rec: list[int], at: int) -> Any:
-    """The tensor ``rec`` describes at ``at``, as a view of the first bytes of the uint8 slot ``slot_u8``."""
+def described(rec: list[int], at: int) -> tuple[list[int], Any]:
+    """The shape and torch dtype ``rec`` describes at ``at``."""
     import torch
 
-    dtype = getattr(torch, DTYPES[rec[at + 1 + MAX_DIMS]])
-    shape = rec[at + 1:at + 1 + rec[at]]
+    return rec[at + 1:at + 1 + rec[at]], getattr(torch, DTYPES[rec[at + 1 + MAX_DIMS]])
+
+
+def _numel(shape: list[int]) -> int:
     n = 1
     for d in shape:
         n *= d
-    return slot_u8[:n * dtype.itemsize].view(dtype).view(shape)
+    return n
+
+
+def tensor_in_slot(slot_u8: Any, rec: list[int], at: int, offset: int = 0) -> Any:
+    """The tensor ``rec`` describes at ``at``, as a view of the uint8 slot ``slot_u8`` from byte ``offset``."""
+    shape, dtype = described(rec, at)
+    return slot_u8[offset:offset + _numel(shape) * dtype.itemsize].view(dtype).view(shape)
 
 
 def tensor_bytes(t: Any) -> int:
     return t.numel() * t.element_size()
+
+
+# -- final outputs: one tensor or a tuple of fixed-shape tensors ------------------------------------------
+def output_parts(y: Any) -> tuple[Any, ...]:
+    """The tensors of a final stage output (one tensor, or a flat tuple/list of tensors); raises TypeError or
+    ValueError for an output that cannot travel through an output slot."""
+    import torch
+
+    if isinstance(y, torch.Tensor):
+        return (y,)
+    if not isinstance(y, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in y):
+        raise TypeError(f"a final stage output must be a tensor or a flat tuple of tensors to go back through "
+                        f"shared memory, got {type(y).__name__}")
+    if not 1 <= len(y) <= MAX_OUT_PARTS:
+        raise ValueError(f"a final stage output of {len(y)} tensors cannot go back through shared memory "
+                         f"(1 to {MAX_OUT_PARTS})")
+    return tuple(y)
+
+
+def part_offsets(nbytes: list[int]) -> tuple[list[int], int]:
+    """Where each part of ``nbytes`` bytes starts in an output slot (one after another, each at a
+    :data:`PART_ALIGN`-byte offset), and the bytes they need in all."""
+    offsets: list[int] = []
+    end = 0
+    for n in nbytes:
+        start = -(-end // PART_ALIGN) * PART_ALIGN
+        offsets.append(start)
+        end = start + n
+    return offsets, end
+
+
+def output_slot_views(slot_u8: Any, y: Any) -> Any:
+    """Views of output slot ``slot_u8`` shaped like the final output ``y`` (a tensor, or a tuple with one view
+    per part), for the worker to copy ``y`` into. Raises ValueError when ``y`` does not fit the slot."""
+    parts = output_parts(y)
+    for t in parts:
+        if t.dim() > MAX_DIMS:
+            raise ValueError(f"final output part {tuple(t.shape)} has more than {MAX_DIMS} dims")
+        dtype_code(t.dtype)  # (raises for a dtype that cannot travel)
+    offsets, total = part_offsets([tensor_bytes(t) for t in parts])
+    if total > slot_u8.numel():
+        shapes = ", ".join(str(tuple(t.shape)) for t in parts)
+        raise ValueError(f"final output {shapes} ({total} B) does not fit an output slot ({slot_u8.numel()} B)")
+    views = tuple(slot_u8[o:o + tensor_bytes(t)].view(t.dtype).view(t.shape) for o, t in zip(offsets, parts,
+                                                                                              strict=True))
+    return views[0] if not isinstance(y, (tuple, list)) else views
+
+
+def describe_output(rec: array, y: Any) -> None:
+    """The final output ``y`` (as :func:`output_slot_views` laid it out) into a completion record."""
+    parts = output_parts(y)
+    for k, t in enumerate(parts):
+        describe_tensor(rec, C_TENSOR + k * TENSOR_FIELDS, t)
+    rec[C_PARTS] = 0 if not isinstance(y, (tuple, list)) else len(parts)
+
+
+def output_in_slot(slot_u8: Any, rec: list[int]) -> Any:
+    """The final output a completion record describes, copied out of output slot ``slot_u8`` (a tensor, or a
+    tuple of tensors)."""
+    n = rec[C_PARTS]
+    if n == 0:
+        return tensor_in_slot(slot_u8, rec, C_TENSOR).clone()
+    ats = [C_TENSOR + k * TENSOR_FIELDS for k in range(n)]
+    sizes = []
+    for at in ats:
+        shape, dtype = described(rec, at)
+        sizes.append(_numel(shape) * dtype.itemsize)
+    offsets, _ = part_offsets(sizes)
+    return tuple(tensor_in_slot(slot_u8, rec, at, o).clone() for at, o in zip(ats, offsets, strict=True))
+
+
+def final_output_bytes(model: Any, rows: int = 1) -> int:
+    """Bytes of ``rows`` jobs' final output of ``model``, from its output spec (float32 upper bounds): logits
+    ``num_classes`` (classification), ``num_classes x H x W`` mask logits at the input size (segmentation), or
+    ``(boxes K x 4 float32, scores K float32, labels K int64)`` per row and ``counts`` (detection, K =
+    ``max_detections``; the parts' alignment included)."""
+    from daris_ros.runtime.models.base import DEFAULT_MAX_DETECTIONS
+
+    kind = getattr(model, "kind", "classification")
+    classes = int(getattr(model, "num_classes", 1000))
+    if kind == "segmentation":
+        h, w = model.input_size
+        return rows * classes * h * w * 4
+    if kind == "detection":
+        k = int(getattr(model, "max_detections", DEFAULT_MAX_DETECTIONS))
+        _, total = part_offsets([rows * k * 4 * 4, rows * k * 4, rows * k * 8, rows * 8])
+        return total
+    return rows * classes * 4
 
 
 # -- the scheduler side's records -----------------------------------------------------------------------
@@ -296,7 +403,7 @@ def read_completions(slot: WorkerSlot) -> list[Completion]:
             text = rec[-1] if len(rec) > DONE_FIELDS else ""
             err = BackendError(f"mps worker c{slot.context}: {text}")
         elif p.out_kind == OUT_SLOT:
-            y = tensor_in_slot(slot.out_u8[rec[C_OUT_ID]], rec, C_TENSOR).clone()
+            y = output_in_slot(slot.out_u8[rec[C_OUT_ID]], rec)
         elif p.out_kind == OUT_HANDLE:
             y = WorkerTensor(slot.context, slot.generation, p.hid, p.rows)
         if p.out_slot >= 0:

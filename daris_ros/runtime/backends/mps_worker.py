@@ -15,7 +15,9 @@ Started by :class:`~.mps_pool.WorkerPool` with the ``spawn`` start method (never
    record format: :mod:`.mps_protocol`).
 
 A stage's output stays in the worker under a handle id unless it is a job's final output (copied into
-an output slot), so intermediate tensors never cross the process boundary. Completions carry the
+an output slot: one tensor, or a tuple of fixed-shape tensors such as a detector's boxes, scores, labels and
+counts), so intermediate tensors never cross the process boundary. A stage whose ``graph_stages`` flag is
+False (a detector's decode + NMS stage) gets no CUDA graph and always runs eagerly. Completions carry the
 CUDA-event time of the stage. The worker only runs what it is sent, in order per stream: which stage runs
 where and when is decided by the engine in the scheduler process. ``device='cpu'`` runs the same protocol
 with CPU execution (tests without a GPU).
@@ -411,19 +413,12 @@ class _Worker:
         return _Launch(token, stream, y, x, out_kind, out_id, start, end)
 
     def _to_slot(self, y: Any, k: int) -> Any:
-        """Copy a final output into output slot ``k``; returns the slot view (what is reported)."""
-        torch = self.torch
-        if not isinstance(y, torch.Tensor):
-            raise TypeError("a final stage output must be one tensor to go back through shared memory")
-        nbytes = proto.tensor_bytes(y)
-        if y.dim() > proto.MAX_DIMS:
-            raise ValueError(f"final output {tuple(y.shape)} has more than {proto.MAX_DIMS} dims")
-        if nbytes > self.cfg.layout.out_slot_bytes:
-            raise ValueError(f"final output {tuple(y.shape)} ({nbytes} B) does not fit an output slot "
-                             f"({self.cfg.layout.out_slot_bytes} B)")
-        view = self.out_u8[k][:nbytes].view(y.dtype).view(y.shape)
-        view.copy_(y, non_blocking=True)
-        return view
+        """Copy a final output (one tensor, or a tuple of fixed-shape tensors such as a detector's boxes, scores,
+        labels and counts) into output slot ``k``; returns the slot views (what is reported)."""
+        views = proto.output_slot_views(self.out_u8[k], y)
+        for dst, src in zip(proto.output_parts(views), proto.output_parts(y), strict=True):
+            dst.copy_(src, non_blocking=True)
+        return views
 
     def _poll(self) -> bool:
         done_any = False
@@ -460,7 +455,7 @@ class _Worker:
         elif la.out_kind == proto.OUT_HANDLE:
             self.local[la.out_id] = la.y
         elif la.out_kind == proto.OUT_SLOT:
-            proto.describe_tensor(rec, proto.C_TENSOR, la.y)
+            proto.describe_output(rec, la.y)
         self.completed += 1
         self._push(rec, text)
 
