@@ -7,7 +7,8 @@ from __future__ import annotations
 import array
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,16 @@ def start_scheduler(install_prefix: Path, params: Path, *, args: Sequence[str] =
     exe = install_prefix / "lib" / "daris_ros" / "scheduler_node"
     return subprocess.Popen([str(exe), "--ros-args", *args, "--params-file", str(params)], env=env,
                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_until_running(proc: subprocess.Popen[str], running: Callable[[], bool], timeout: float = 120.0,
+                       what: str = "scheduler not ready") -> None:
+    """Poll ``running()`` until true; fail with the scheduler's output if it exits first, or after ``timeout`` s."""
+    t0 = time.monotonic()
+    while not running():
+        assert proc.poll() is None, f"scheduler exited early:\n{proc.stdout.read() if proc.stdout else ''}"
+        assert time.monotonic() - t0 < timeout, f"{what} within {timeout:g} s"
+        time.sleep(0.2)
 
 
 def stop_scheduler(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:

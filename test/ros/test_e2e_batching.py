@@ -11,7 +11,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
-from ros_helpers import Spinner, rgb8_cameras, start_scheduler, stop_scheduler
+from ros_helpers import Spinner, rgb8_cameras, start_scheduler, stop_scheduler, wait_until_running
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -60,11 +60,7 @@ def run(install_prefix, tmp_path_factory):
     spinner = Spinner(node)
     out = ""
     try:
-        t0 = time.monotonic()
-        while not node.stats:
-            assert proc.poll() is None, f"scheduler exited early:\n{proc.stdout.read()}"
-            assert time.monotonic() - t0 < 120, "scheduler not ready within 120 s"
-            time.sleep(0.2)
+        wait_until_running(proc, lambda: bool(node.stats))
         published = rgb8_cameras(node, [f"/eb/{c}/image_raw" for c in CAMS], 0.05, 32, 32)
         time.sleep(5.0)
         assert min(published.values()) > 20, published

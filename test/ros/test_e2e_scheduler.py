@@ -15,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+from ros_helpers import wait_until_running
 from sensor_msgs.msg import Image
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -92,11 +93,7 @@ def run(install_prefix, tmp_path_factory):
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
     try:
-        t0 = time.monotonic()
-        while not node.stats:
-            assert proc.poll() is None, f"scheduler exited early:\n{proc.stdout.read()}"
-            assert time.monotonic() - t0 < 120, "scheduler not ready within 120 s"
-            time.sleep(0.2)
+        wait_until_running(proc, lambda: bool(node.stats))
         node.publishing = True
         time.sleep(6.0)
         node.publishing = False
