@@ -1,12 +1,13 @@
 """The logic of the package's launch files (``launch/daris.launch.py``, ``launch/multi_gpu.launch.py``), kept here
 once: what happens when a scheduler node exits (stop the launch; fail it when the node failed), the ``autostart``
-argument, and multi_gpu's plan of nodes per device. ``launch`` is imported only when a node exits (it is a ROS
-install's package; CI has none: test/ros/test_launch_files.py reads the launch files statically and runs these
-functions directly).
+argument, and multi_gpu's plan of nodes per device. The package never imports ``launch`` (a ROS install's package;
+CI has none): the launch files pass its actions in, and test/ros/test_launch_files.py runs these functions with
+stand-ins and reads the launch files statically.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 #: The scheduler node's own exit codes (daris_ros.ros.scheduler_node.main).
@@ -30,17 +31,22 @@ def raise_node_failed(_context: Any, reason: str) -> None:
     raise NodeFailed(reason)
 
 
-def on_scheduler_exit(event: Any, context: Any) -> list[Any] | None:
-    """OnProcessExit of a scheduler node: stop the launch; fail it when the node failed. An exit while the
-    launch is already stopping (Ctrl-C, another node's failure) is the expected end and changes nothing."""
-    if getattr(context, "is_shutdown", False):
-        return None
-    failed, reason = node_exit_reason(event.process_name, event.returncode)
-    from launch.actions import OpaqueFunction, Shutdown
+def scheduler_exit_handler(opaque_function: Callable[..., Any], shutdown: Callable[..., Any]
+                           ) -> Callable[[Any, Any], list[Any] | None]:
+    """The OnProcessExit handler of a scheduler node, built from launch's ``OpaqueFunction`` and ``Shutdown`` (the
+    launch file passes them: this package does not import ``launch``). It stops the launch, and fails it when the
+    node failed; an exit while the launch is already stopping (Ctrl-C, another node's failure) is the expected end
+    and changes nothing."""
 
-    if failed:  # an error in an action is what makes `ros2 launch` return non-zero (and shut down)
-        return [OpaqueFunction(function=raise_node_failed, args=[reason])]
-    return [Shutdown(reason=reason)]
+    def on_scheduler_exit(event: Any, context: Any) -> list[Any] | None:
+        if getattr(context, "is_shutdown", False):
+            return None
+        failed, reason = node_exit_reason(event.process_name, event.returncode)
+        if failed:  # an error in an action is what makes `ros2 launch` return non-zero (and shut down)
+            return [opaque_function(function=raise_node_failed, args=[reason])]
+        return [shutdown(reason=reason)]
+
+    return on_scheduler_exit
 
 
 def autostart_override(value: str) -> bool | None:

@@ -27,12 +27,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from daris_ros.launch_support import autostart_override, on_scheduler_exit
+from daris_ros.launch_support import autostart_override, scheduler_exit_handler
 
 
 def _scheduler(context, *args, **kwargs):
@@ -53,7 +53,8 @@ def _scheduler(context, *args, **kwargs):
         output="screen",
         emulate_tty=True,
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_scheduler_exit))]
+    on_exit = scheduler_exit_handler(OpaqueFunction, Shutdown)
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
 
 
 def generate_launch_description() -> LaunchDescription:

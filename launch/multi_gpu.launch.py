@@ -23,12 +23,12 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
 from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from daris_ros.launch_support import autostart_override, on_scheduler_exit, scheduler_plan
+from daris_ros.launch_support import autostart_override, scheduler_exit_handler, scheduler_plan
 
 
 def _schedulers(context, *args, **kwargs):
@@ -48,7 +48,8 @@ def _schedulers(context, *args, **kwargs):
             parameters=[config, {**overrides, **lifecycle}],
             output="screen",
         )
-        actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_scheduler_exit))]
+        on_exit = scheduler_exit_handler(OpaqueFunction, Shutdown)
+        actions += [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))]
     return actions
 
 

@@ -18,7 +18,6 @@ from daris_ros import launch_support
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
-SUPPORT = REPO / "daris_ros" / "launch_support.py"
 
 # Public names of the modules the launch files import from (launch/__init__.py, launch/actions/__init__.py, ...
 # of ros2/launch and ros2/launch_ros), restricted to what a launch file of this package may reasonably use.
@@ -92,36 +91,52 @@ def test_every_scheduler_node_stops_the_launch_when_it_exits(path):
             (h,) = handlers
             assert any(h in list(ast.walk(r)) for r in _calls(fn, "RegisterEventHandler")), "handler not registered"
             on_exit = _kw(h, "on_exit")
-            # the one exit handler of both launch files (daris_ros/launch_support.py), checked below
-            assert isinstance(on_exit, ast.Name) and on_exit.id == "on_scheduler_exit"
-            assert "on_scheduler_exit" in _imported_from_support(tree), f"{path.name}: its own exit handler"
+            # the one exit handler of both launch files (daris_ros/launch_support.py), built from launch's actions
+            assert isinstance(on_exit, ast.Name), f"{path.name}: on_exit={ast.unparse(on_exit)}"
+            made_from = [a.value for a in ast.walk(fn) if isinstance(a, ast.Assign)
+                         and any(isinstance(t, ast.Name) and t.id == on_exit.id for t in a.targets)]
+            assert len(made_from) == 1 and ast.unparse(made_from[0]) == \
+                "scheduler_exit_handler(OpaqueFunction, Shutdown)", f"{path.name}: {on_exit.id}"
+            assert "scheduler_exit_handler" in _imported_from_support(tree), f"{path.name}: its own exit handler"
+
+
+class _Action:
+    """A stand-in for launch's OpaqueFunction / Shutdown: records how the handler built it."""
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+
+
+class _Opaque(_Action):
+    pass
+
+
+class _Shutdown(_Action):
+    pass
+
+
+class _Exit:
+    def __init__(self, returncode: int) -> None:
+        self.process_name, self.returncode = "scheduler_node-1", returncode
+
+
+class _Context:
+    def __init__(self, is_shutdown: bool) -> None:
+        self.is_shutdown = is_shutdown
 
 
 def test_the_exit_handler_shuts_down_or_fails_the_launch():
-    """On a clean exit: Shutdown(reason=...); on a failure: an OpaqueFunction whose function raises (launch
-    then shuts down with that message and returns 1); nothing while the launch is already stopping."""
-    tree = _tree(SUPPORT)
-    funcs = _functions(tree)
-    handler = funcs["on_scheduler_exit"]
-    src = ast.unparse(handler)
-    assert "is_shutdown" in src and "node_exit_reason(event.process_name, event.returncode)" in src, src
-    shutdowns = _calls(handler, "Shutdown")
-    assert shutdowns and all(_kw(s, "reason") is not None for s in shutdowns), "Shutdown without reason"
-    failing = _calls(handler, "OpaqueFunction")
-    assert failing, "a failed node must fail the launch"
-    fn = _kw(failing[0], "function")
-    assert isinstance(fn, ast.Name) and fn.id in funcs
-    assert any(isinstance(n, ast.Raise) for n in ast.walk(funcs[fn.id])), f"{fn.id} does not raise"
-    with pytest.raises(launch_support.NodeFailed, match="exit code 2"):
-        launch_support.raise_node_failed(None, "scheduler_node-1 failed with exit code 2")
-
-    class _Stopping:
-        is_shutdown = True
-
-    class _Exit:
-        process_name, returncode = "scheduler_node-1", 3
-
-    assert launch_support.on_scheduler_exit(_Exit(), _Stopping()) is None  # the launch is stopping already
+    """On a clean exit: Shutdown(reason=...); on a failure: an OpaqueFunction whose function raises (launch then
+    shuts down with that message and returns 1); nothing while the launch is already stopping."""
+    handler = launch_support.scheduler_exit_handler(_Opaque, _Shutdown)
+    (clean,) = handler(_Exit(0), _Context(False))
+    assert isinstance(clean, _Shutdown) and clean.kwargs == {
+        "reason": "scheduler_node-1 exited (code 0): stopping the launch"}
+    (failing,) = handler(_Exit(2), _Context(False))
+    assert isinstance(failing, _Opaque)
+    with pytest.raises(launch_support.NodeFailed, match=r"exit code 2 \(invalid parameters\)"):
+        failing.kwargs["function"](None, *failing.kwargs["args"])
+    assert handler(_Exit(3), _Context(True)) is None  # the launch is stopping already
 
 
 def test_exit_reasons():
@@ -140,7 +155,7 @@ def test_launch_files_share_their_exit_logic():
     """Both launch files use the one handler and keep no copy of its logic."""
     for path in LAUNCH_FILES:
         tree = _tree(path)
-        assert {"on_scheduler_exit", "autostart_override"} <= _imported_from_support(tree), path.name
+        assert {"scheduler_exit_handler", "autostart_override"} <= _imported_from_support(tree), path.name
         assert not {"node_exit_reason", "_raise", "_on_scheduler_exit", "scheduler_plan"} & set(_functions(tree))
         assert "class NodeFailed" not in path.read_text(encoding="utf-8")
 
