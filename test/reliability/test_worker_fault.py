@@ -93,9 +93,11 @@ def test_killed_worker_replaced_stage_retried_no_hp_miss_after():
 
 
 def test_hung_worker_replaced_late_result_ignored_and_second_loss_fails_the_job():
-    # one context of two streams: a stage lost with its worker is queued again in the core and runs on whichever
-    # stream of the context is free first (the other one, or the hung worker's replacement)
-    e, results = _engine(stage_timeout=0.3, policy="STR", n_contexts=1, n_streams=2)
+    # one context of one stream: a stage lost with its worker is queued again in the core and runs on the hung
+    # worker's replacement, so with an input that hangs any worker (hang_times kept across replacements) the retry
+    # is lost again, whatever the machine's load does to the timing (with two streams, a loaded CI machine once ran
+    # every retry on a worker whose hangs were used up: no second loss)
+    e, results = _engine(stage_timeout=0.3, policy="STR", n_contexts=1, n_streams=1)
     try:
         with _driver(e):
             time.sleep(1.0)
@@ -104,8 +106,7 @@ def test_hung_worker_replaced_late_result_ignored_and_second_loss_fails_the_job(
             time.sleep(2.0)
             first = list(e.faults.records)
             # an input that hangs any worker: every stream hangs on its next stages, so a lost stage is lost again
-            for s in (0, 1):
-                e.backend.inject_fault("hang", c, s, seconds=0.8, times=MAX_STAGE_RETRIES + 1, wait_busy=0.0)
+            e.backend.inject_fault("hang", c, 0, seconds=0.8, times=MAX_STAGE_RETRIES + 1, wait_busy=0.0)
             time.sleep(3.0)
         _drain(e)
     finally:
