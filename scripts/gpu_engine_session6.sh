@@ -7,6 +7,8 @@ OUT=${OUT:-/tmp/out}
 # shellcheck source=scripts/lib/device_budget.sh
 source "$(dirname "$0")/lib/device_budget.sh"
 device_header
+EL=(python3 -m daris_ros.bench.engine_load --model resnet18 --precision fp16 --channels-last --backend str --streams 3
+    --sizes 1,2,4,8,16,32,48,64,96,128,160,192 --seconds 6 --warmup 2)
 for step in "$@"; do
   case $step in
     tests)  # launch/poll on str/green, batched stages, the engine loop on the GPU

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -90,6 +91,7 @@ from daris_ros.settings import TASK_FIELDS, ConfigError, TaskSettings, validate_
 
 #: deactivate waits this long (at least 3 deadlines of the longest task) for the jobs in flight to finish.
 DRAIN_TIMEOUT = 10.0
+MASK_SUBSCRIBERS_PERIOD = 0.5  # s between checks of who reads the mask topics (_check_mask_subscribers)
 INFEASIBLE_HINT = "lower the HP rates, add contexts or streams, or set feasibility: warn to run anyway"
 
 
@@ -518,15 +520,34 @@ class SchedulerNode(LifecycleNode):
 
     def _publish_results(self) -> None:
         results = self._results
+        subscribers_checked = -math.inf
         while self._publishing:
             self._results_ready.wait(0.1)
             self._results_ready.clear()
+            if time.monotonic() - subscribers_checked >= MASK_SUBSCRIBERS_PERIOD:
+                subscribers_checked = time.monotonic()
+                self._check_mask_subscribers()
             while results:
                 r = results.popleft()
                 try:
                     self._publish_result(r)
                 finally:
                     self._results_handled += 1
+
+    def _check_mask_subscribers(self) -> None:
+        """Masks are made only while someone reads them (the "lazy" publishing of image_transport): a
+        segmentation task whose mask topic has no subscriber gets the summary only, and its InferenceResult says
+        no payload was published (``payload_topic`` empty). A subscriber that arrives gets masks within
+        MASK_SUBSCRIBERS_PERIOD."""
+        engine = self._engine
+        if engine is None:
+            return
+        for name, st in list(self._tasks.items()):
+            if st.kind == "segmentation" and st.payload_publisher is not None:
+                try:
+                    engine.set_mask_wanted(name, st.payload_publisher.get_subscription_count() > 0)
+                except Exception:  # noqa: BLE001 - a publisher destroyed under us (task removed): no mask to make
+                    engine.set_mask_wanted(name, False)
 
     def _publish_result(self, r: JobResult) -> None:
         st = self._tasks.get(r.task)

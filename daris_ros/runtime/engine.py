@@ -202,6 +202,7 @@ class Engine:
         self._task: dict[str, TaskSettings] = {t.name: t for t in settings.tasks}
         self._class_names: dict[str, tuple[str, ...]] = {}  # task -> class names (labels file, or the model's)
         self._key: dict[str, str] = {t.name: self._model_key(t) for t in settings.tasks}
+        self._masks_unwanted: set[str] = set()  # segmentation tasks whose mask nobody reads (set_mask_wanted)
         # loop state (touched by the loop thread only)
         self._jobs: dict[Any, _JobRun] = {}  # Job (hashed by identity) -> its run
         self._launches: dict[int, _Launch] = {}  # ticket -> launch
@@ -281,6 +282,15 @@ class Engine:
     def kind_of(self, task: str) -> str:
         """The kind of ``task``'s model: classification, segmentation or detection (after :meth:`load_models`)."""
         return str(self.models[self._key[task]].kind)
+
+    def set_mask_wanted(self, task: str, wanted: bool) -> None:
+        """Whether ``task``'s jobs make their class mask (segmentation; default: yes). The node turns it off while
+        the mask topic has no subscriber: the job then carries the summary only, with no mask resize and no mask
+        copy to the host (at 1280x720, 0.9 MB a job)."""
+        if wanted:
+            self._masks_unwanted.discard(task)
+        else:
+            self._masks_unwanted.add(task)
 
     def _capture_batches(self, keys: list[str]) -> None:
         if isinstance(self.backend, BatchGraphs) and self.settings.cuda_graphs:
@@ -849,7 +859,8 @@ class Engine:
                                     [run.task.max_detections for run in runs]))
         if model.kind == "segmentation":
             return list(mask_rows(output, rows, [run.source_size if run.task.mask_resolution == "source" else None
-                                                 for run in runs]))
+                                                 for run in runs],
+                                  [run.task.name not in self._masks_unwanted for run in runs]))
         return list(classify_rows(output, rows, self.settings.top_k))
 
     def _deliver(self, o: JobOutcome, run: _JobRun, payload: Any) -> None:

@@ -83,10 +83,11 @@ class Detections:
 @dataclass(frozen=True, slots=True)
 class SegmentationRow:
     """One image's segmentation: the summary (``H, W`` at the model's resolution, class ids present, pixel
-    fractions, largest first) and the class mask, H' x W' uint8 (the source's size, or the model's)."""
+    fractions, largest first) and the class mask, H' x W' uint8 (the source's size, or the model's; None when no
+    one wanted it: the mask topic had no subscriber)."""
 
     summary: tuple[int, int, list[int], list[float]]
-    mask: np.ndarray
+    mask: np.ndarray | None
 
 
 def _rows_of(output: Any, rows: list[int]) -> torch.Tensor:
@@ -177,18 +178,20 @@ def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None
     return out
 
 
-def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None]) -> list[SegmentationRow]:
+def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None],
+              wanted: list[bool] | None = None) -> list[SegmentationRow]:
     """Per-pixel argmax of each row of segmentation logits (``N x C x H x W``, C <= 256): the summary of
     :func:`segment_rows` and the class mask as uint8, resized (nearest, pixel centres) on the output's device to
-    ``sizes[i]`` (H', W'; None: kept at the model's H x W); the burst's masks come to the host in one copy."""
+    ``sizes[i]`` (H', W'; None: kept at the model's H x W); the burst's masks come to the host in one copy.
+    A row whose ``wanted[i]`` is false gets the summary only (mask None): no resize and no mask copy."""
     logits = _rows_of(output, rows).detach()
     if logits.dim() != 4 or logits.numel() == 0:
         raise ValueError(f"expected logits of shape (N, C, H, W), got {tuple(logits.shape)}")
     n, num_classes, height, width = (int(v) for v in logits.shape)
     if num_classes > 256:
         raise ValueError(f"{num_classes} classes do not fit a mono8 mask (at most 256)")
-    if len(sizes) != n:
-        raise ValueError(f"{n} rows with {len(sizes)} sizes")
+    if len(sizes) != n or (wanted is not None and len(wanted) != n):
+        raise ValueError(f"{n} rows with {len(sizes)} sizes" + ("" if wanted is None else f", {len(wanted)} wanted"))
     labels = logits.argmax(dim=1)  # N x H x W
     offsets = (torch.arange(n, device=labels.device) * num_classes).view(n, 1)
     counts = torch.bincount((labels.view(n, -1) + offsets).flatten(), minlength=n * num_classes)
@@ -196,7 +199,8 @@ def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None])
     targets = [(height, width) if s is None else (int(s[0]), int(s[1])) for s in sizes]
     by_size: dict[tuple[int, int], list[int]] = {}
     for i, size in enumerate(targets):
-        by_size.setdefault(size, []).append(i)
+        if wanted is None or wanted[i]:
+            by_size.setdefault(size, []).append(i)
     parts: list[torch.Tensor | None] = [None] * n
     for size, idx in by_size.items():
         part = small if len(idx) == n else small.index_select(0, torch.tensor(idx, device=small.device))
@@ -212,7 +216,9 @@ def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None])
     for i, (h, w) in enumerate(targets):
         row = pixels[i]
         present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
-        mask = host[offset:offset + h * w].reshape(h, w)
-        offset += h * w
+        mask = None
+        if parts[i] is not None:
+            mask = host[offset:offset + h * w].reshape(h, w)
+            offset += h * w
         out.append(SegmentationRow((height, width, present, [row[c] / total for c in present]), mask))
     return out

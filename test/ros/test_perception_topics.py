@@ -10,6 +10,7 @@ from __future__ import annotations
 import array
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,6 +131,12 @@ def _stamp(header: Header) -> tuple[int, int]:
     return (header.stamp.sec, header.stamp.nanosec)
 
 
+def _masked(results: list[Any]) -> list[Any]:
+    """The segmentation results whose mask was published (masks are made only while the mask topic has a
+    subscriber, checked every 0.5 s: jobs that finished before the node saw this harness's subscription have none)."""
+    return [r for r in results if r.payload_topic]
+
+
 @pytest.fixture(scope="module")
 def run(install_prefix, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("perception_outputs")
@@ -155,7 +162,7 @@ def run(install_prefix, tmp_path_factory):
             time.sleep(1.0)
             counts = [(node.completed(t), len(node.results[t])) for t in ("det", "seg")]
             if all(c == n > 0 for c, n in counts) and len(node.detections) == counts[0][1] \
-                    and len(node.masks) == counts[1][1]:
+                    and len(node.masks) == len(_masked(node.results["seg"])):
                 break
             assert time.monotonic() - t0 < 60, (counts, len(node.detections), len(node.masks))
         yield node, proc
@@ -199,15 +206,19 @@ def test_every_result_names_its_payload_and_every_payload_has_a_result(run) -> N
     det, seg = node.results["det"], node.results["seg"]
     assert all(r.kind == InferenceResult.KIND_DETECTION and r.payload_topic == "/daris/det/detections"
                and (r.source_height, r.source_width) == DET_SOURCE and r.num_detections == 1 for r in det)
-    assert all(r.kind == InferenceResult.KIND_SEGMENTATION and r.payload_topic == "/daris/seg/mask"
+    assert all(r.kind == InferenceResult.KIND_SEGMENTATION and r.payload_topic in ("/daris/seg/mask", "")
                and (r.source_height, r.source_width) == SEG_SOURCE and (r.seg_height, r.seg_width) == (32, 32)
                for r in seg)
+    # masks are lazy: only results before the node saw the subscriber (a prefix, in stamp order) have no mask
+    in_order = sorted(seg, key=lambda r: _stamp(r.header))
+    first = next(i for i, r in enumerate(in_order) if r.payload_topic)
+    assert all(r.payload_topic for r in in_order[first:]), [r.payload_topic for r in in_order]
     assert all(r.response_time > 0 and r.deadline.sec + r.deadline.nanosec > 0 for r in det + seg)
     # the accounting: as many payloads as finished jobs (TaskStats.completed), matched one to one by stamp
     assert len(node.detections) == len(det) == node.completed("det")
-    assert len(node.masks) == len(seg) == node.completed("seg")
+    assert len(seg) == node.completed("seg") and len(node.masks) == len(_masked(seg)) >= 3
     assert sorted(_stamp(m.header) for m in node.detections) == sorted(_stamp(r.header) for r in det)
-    assert sorted(_stamp(m.header) for m in node.masks) == sorted(_stamp(r.header) for r in seg)
+    assert sorted(_stamp(m.header) for m in node.masks) == sorted(_stamp(r.header) for r in _masked(seg))
 
 
 def test_a_late_subscriber_gets_the_latched_labels(run) -> None:

@@ -118,6 +118,16 @@ def test_masks_of_a_burst_at_different_sizes_and_at_the_model_size() -> None:
     assert [r.summary for r in rows] == segment_rows(logits, [2, 0, 1])
 
 
+def test_a_mask_nobody_wants_is_not_made_but_its_summary_is() -> None:
+    logits = _quadrant_logits(3)
+    rows = mask_rows(logits, [0, 1, 2], [(8, 8), (8, 8), None], wanted=[False, True, False])
+    assert [r.mask is None for r in rows] == [True, False, True]
+    np.testing.assert_array_equal(rows[1].mask, mask_rows(logits, [1], [(8, 8)])[0].mask)
+    assert [r.summary for r in rows] == segment_rows(logits, [0, 1, 2])
+    with pytest.raises(ValueError, match="2 wanted"):
+        mask_rows(logits, [0, 1, 2], [None] * 3, wanted=[True, True])
+
+
 def test_more_than_256_classes_do_not_fit_a_mono8_mask() -> None:
     with pytest.raises(ValueError, match="257 classes"):
         mask_rows(torch.zeros(1, 257, 2, 2), [0], [None])
@@ -218,14 +228,15 @@ def test_engine_publishes_boxes_in_source_pixels_and_masks_at_the_source_size(tm
                           score_threshold=0.5),
              TaskSettings("seg", "/seg", "HP", 1.0, 1.0, "unet", input_size=(32, 32), labels_file=str(labels)),
              TaskSettings("seg_model", "/seg2", "HP", 1.0, 1.0, "unet", input_size=(32, 32),
-                          mask_resolution="model"))
+                          mask_resolution="model"),
+             TaskSettings("seg_unread", "/seg3", "HP", 1.0, 1.0, "unet", input_size=(32, 32)))
     s = SchedulerSettings(policy="STR", n_contexts=1, n_streams=1, profile_runs=1, tasks=tasks,
                           worker_stage_timeout=0.0, skip_late=0.0)
     results: list[JobResult] = []  # (list.append is atomic: the engine's loop appends)
     e = Engine(s, on_result=results.append)
     try:
         e.load_models()
-        assert [e.kind_of(t.name) for t in tasks] == ["detection", "segmentation", "segmentation"]
+        assert [e.kind_of(t.name) for t in tasks] == ["detection"] + ["segmentation"] * 3
         assert e.class_names("det") == ("background", "car", "person")  # the model's own
         assert e.class_names("seg") == tuple(f"class{i}" for i in range(21))  # the labels file
         assert e.class_names("seg_model") == ()
@@ -234,8 +245,10 @@ def test_engine_publishes_boxes_in_source_pixels_and_masks_at_the_source_size(tm
         e.offer("det", np.zeros((*SOURCE, 3), np.uint8))
         e.offer("seg", np.zeros((48, 80, 3), np.uint8))
         e.offer("seg_model", np.zeros((48, 80, 3), np.uint8))
+        e.set_mask_wanted("seg_unread", False)  # (the node: no subscriber on its mask topic)
+        e.offer("seg_unread", np.zeros((48, 80, 3), np.uint8))
         t0 = time.monotonic()
-        while len(results) < 3:
+        while len(results) < 4:
             assert time.monotonic() - t0 < 60, [r.task for r in results]
             time.sleep(0.01)
         drain(e, 60.0)
@@ -253,6 +266,8 @@ def test_engine_publishes_boxes_in_source_pixels_and_masks_at_the_source_size(tm
     assert int(seg.mask.max()) < 21 and seg.segmentation is not None and seg.segmentation[:2] == (32, 32)
     assert set(np.unique(seg.mask).tolist()) <= set(seg.segmentation[2])
     assert by_task["seg_model"].mask is not None and by_task["seg_model"].mask.shape == (32, 32)
+    unread = by_task["seg_unread"]
+    assert unread.error == "" and unread.mask is None and unread.segmentation is not None
 
 
 class WideSegmenter(nn.Module):
