@@ -27,7 +27,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -249,9 +249,24 @@ class Engine:
                 self.models[key] = self._build_model(t)
                 self.model_bytes[key] = model_bytes(self.models[key])
             self._class_names[t.name] = self._names_of(t, self.models[key])
+        self._set_score_floors(self.settings.tasks)
         self.backend.start(self.models)
         if self.settings.batching:
             self._capture_batches(list(self.models))
+
+    def _set_score_floors(self, tasks: Sequence[TaskSettings]) -> None:
+        """Built-in detectors drop candidates under the lowest ``score_threshold`` of their tasks before NMS (no
+        published detection changes; models/detection.py, DenseDetectStage)."""
+        from daris_ros.runtime.models.detection import set_score_floor
+
+        floors: dict[str, float] = {}
+        for t in tasks:
+            key = self._model_key(t)
+            floors[key] = min(floors.get(key, math.inf), t.score_threshold)
+        for key, floor in floors.items():
+            model = self.models.get(key)
+            if model is not None and model.kind == "detection":
+                set_score_floor(model, floor)
 
     def _build_model(self, t: TaskSettings) -> Any:
         from daris_ros.runtime.models import build_staged_model
@@ -1016,6 +1031,7 @@ class Engine:
             if self.settings.batching:
                 self._capture_batches([key])
         self._class_names[task.name] = self._names_of(task, self.models[key])
+        self._set_score_floors((*self.settings.tasks, task))
         self._replace_settings((*self.settings.tasks, task))
         self.profile()  # (with batching, also the batch times of a new model)
 

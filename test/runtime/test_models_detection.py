@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from daris_ros.runtime.backends.cuda_graphs import graph_stage_indices, stack_rows, take_rows
 from daris_ros.runtime.models import StagedModel, build_staged_model, is_known_model
-from daris_ros.runtime.models.detection import DETECTION_MODELS, InputAdapter
+from daris_ros.runtime.models.detection import DETECTION_MODELS, InputAdapter, set_score_floor
 from daris_ros.runtime.models.precision import apply_precision, model_input
 from daris_ros.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -135,6 +135,35 @@ def test_graph_stages_have_fixed_shapes_and_rows(name: str) -> None:
             for a, b in zip(first, alone, strict=True):
                 torch.testing.assert_close(a, b)
     assert shapes[0] == shapes[1]
+
+
+@pytest.mark.parametrize("name", ["ssdlite320_mobilenet_v3_large", "fcos_resnet50_fpn",
+                                  "fasterrcnn_mobilenet_v3_large_fpn"])
+def test_a_score_floor_changes_no_detection_at_or_above_it(name: str) -> None:
+    """The engine sets the last stage's floor to its tasks' lowest score_threshold: the detections at or above the
+    floor are exactly those without it (a box under the floor can only suppress boxes under it)."""
+    model = build_staged_model(name, input_size=SIZE, max_detections=K)
+    _, x = imagenet_images(2, seed=0, size=SIZE)
+    lively(model, x)
+    with torch.inference_mode():
+        everything = _run(model, x)
+        scores = everything[1][everything[1] > 0]
+        floor = float(scores.median())
+        assert set_score_floor(model, floor)
+        floored = _run(model, x)
+    expected = []
+    for tensor in everything[:3]:
+        expected.append(torch.zeros_like(tensor))
+    counts = torch.zeros_like(everything[3])
+    for i in range(2):
+        above = (everything[1][i] >= floor) & (torch.arange(K) < everything[3][i])
+        n = int(above.sum())
+        assert 0 < n < int(everything[3][i])  # the floor removed some, kept some
+        for out, tensor in zip(expected, everything[:3], strict=True):
+            out[i, :n] = tensor[i][above]
+        counts[i] = n
+    assert_same_detections(floored, (*expected, counts))
+    assert not set_score_floor(build_staged_model("resnet18", input_size=(32, 32)), 0.5)  # no detector stage
 
 
 def test_wrong_input_size_is_refused() -> None:

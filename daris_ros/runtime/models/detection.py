@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -233,21 +234,34 @@ def pad_detections(detections: Sequence[dict[str, Tensor]], max_detections: int,
 
 
 class DenseDetectStage(nn.Module):
-    """Last stage of SSD/RetinaNet/FCOS (eager): anchors, then the detector's own ``postprocess_detections``
-    (box decoding, score threshold, top-k, batched NMS), padded to ``max_detections``."""
+    """Last stage of SSD/RetinaNet/FCOS (eager): anchors, box decoding, score threshold, top-k candidates and NMS
+    for the whole batch at once, padded to ``max_detections``.
+
+    The selection is torchvision's ``postprocess_detections`` of the family (the same scores, thresholds, top-k
+    candidates per class (SSD) or per feature level (RetinaNet, FCOS), NMS per class, the best ``max_detections``),
+    computed without its Python loops over images and classes: one top-k per family over the batch, one decode,
+    one NMS call per image over all its classes (class offsets). torchvision's loop runs about 90 classes x 5
+    kernels per image for SSDlite (44 ms a frame on an H100 with random weights, measured through the node);
+    this is a few dozen kernels per batch.
+
+    ``score_floor`` (set by the engine to the lowest ``score_threshold`` of the tasks sharing the model,
+    :func:`set_score_floor`) drops candidates below it before NMS. This changes no published detection: a box
+    below the floor is dropped by every task's threshold anyway, and it can suppress only boxes of lower scores,
+    which are below the floor too."""
 
     def __init__(self, detector: nn.Module, family: str, image_size: tuple[int, int], padded: tuple[int, int],
                  max_detections: int) -> None:
         super().__init__()
         self.anchor_generator = detector.anchor_generator
-        # The detector's methods are called (they read its box_coder and thresholds); kept out of the module
-        # tree so its parameters are not registered a second time.
+        # The detector's box coder and thresholds are read from it; kept out of the module tree so its
+        # parameters are not registered a second time.
         self.__dict__["_detector"] = detector
         self.family = family
         self.keys = _HEAD_KEYS[family]
         self.image_size = image_size
         self.padded = padded
         self.max_detections = max_detections
+        self.score_floor = 0.0
 
     def forward(self, x: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         k = len(self.keys)
@@ -255,18 +269,104 @@ class DenseDetectStage(nn.Module):
         markers = x[k:]
         batch, device = int(x[0].shape[0]), x[0].device
         images = _image_list(batch, self.padded, self.image_size, device)
-        anchors = self.anchor_generator(images, _grid_placeholders(markers))
-        detector = self._detector
+        anchors = self.anchor_generator(images, _grid_placeholders(markers))[0]  # the same for every image
         if self.family == "ssd":
-            detections = detector.postprocess_detections(head, anchors, images.image_sizes)
-        else:  # RetinaNet/FCOS decode per feature level: split as their forward does
+            scores, anchor_idx, labels = self._ssd_candidates(head["cls_logits"])
+        else:
             per_level = [int(m.shape[-2]) * int(m.shape[-1]) for m in markers]
-            per_location = int(head["cls_logits"].shape[1]) // sum(per_level)
-            sizes = [hw * per_location for hw in per_level]
-            split_head = {key: list(t.split(sizes, dim=1)) for key, t in head.items()}
-            split_anchors = [list(a.split(sizes)) for a in anchors]
-            detections = detector.postprocess_detections(split_head, split_anchors, images.image_sizes)
-        return pad_detections(detections, self.max_detections, device)
+            scores, anchor_idx, labels = self._level_candidates(head, per_level)
+        detector = self._detector
+        keep = (scores > float(detector.score_thresh)) & (scores >= self.score_floor)
+        image_idx, slot = keep.nonzero(as_tuple=True)  # (one host sync: the candidates' count)
+        anchor_rows = anchor_idx[image_idx, slot]
+        codes = head["bbox_regression"][image_idx, anchor_rows]
+        boxes = self._decode(codes, anchors[anchor_rows])
+        height, width = self.image_size
+        boxes = torch.stack((boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                             boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)), dim=1)
+        return self._nms_and_pad(boxes, scores[image_idx, slot], labels[image_idx, slot], image_idx, batch,
+                                 float(detector.nms_thresh))
+
+    def _ssd_candidates(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """SSD: softmax over the classes; per image and class (background excluded) the ``topk_candidates`` best
+        anchors. Returns N x M scores, anchor indices and labels."""
+        probs = F.softmax(logits, dim=-1)[:, :, 1:].transpose(1, 2)  # N x (C - 1) x A
+        n, classes, num_anchors = probs.shape
+        top = min(int(self._detector.topk_candidates), num_anchors)
+        scores, anchor_idx = probs.topk(top, dim=2)
+        labels = torch.arange(1, classes + 1, device=logits.device).view(1, classes, 1).expand(n, classes, top)
+        return scores.reshape(n, -1), anchor_idx.reshape(n, -1), labels.reshape(n, -1)
+
+    def _level_candidates(self, head: dict[str, Tensor], per_level: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """RetinaNet/FCOS: sigmoid class scores (FCOS: times the centreness, square root); per image and feature
+        level the ``topk_candidates`` best (anchor, class) pairs. Returns N x M scores, anchor indices, labels."""
+        logits = head["cls_logits"]
+        n, total, classes = logits.shape
+        per_location = total // sum(per_level)
+        probs = torch.sigmoid(logits)
+        if self.family == "fcos":
+            probs = torch.sqrt(probs * torch.sigmoid(head["bbox_ctrness"]))
+        all_scores, all_anchors, all_labels = [], [], []
+        start = 0
+        for hw in per_level:
+            count = hw * per_location
+            flat = probs[:, start:start + count].reshape(n, count * classes)
+            scores, idx = flat.topk(min(int(self._detector.topk_candidates), count * classes), dim=1)
+            all_scores.append(scores)
+            all_anchors.append(torch.div(idx, classes, rounding_mode="floor") + start)
+            all_labels.append(idx % classes)
+            start += count
+        return torch.cat(all_scores, 1), torch.cat(all_anchors, 1), torch.cat(all_labels, 1)
+
+    def _decode(self, codes: Tensor, anchors: Tensor) -> Tensor:
+        coder = self._detector.box_coder
+        if self.family == "fcos":
+            return coder.decode(codes, anchors)
+        return coder.decode_single(codes, anchors)
+
+    def _nms_and_pad(self, boxes: Tensor, scores: Tensor, labels: Tensor, image_idx: Tensor, batch: int,
+                     iou: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per image: NMS per class (one call: boxes offset by class, a fixed offset larger than the image), then
+        its best ``max_detections``, as the contract's fixed-shape ``(boxes, scores, labels, counts)``. Each image's
+        NMS sees exactly its own candidates, in the same order, with or without the rest of the batch: a row's
+        detections do not depend on what it was batched with."""
+        from torchvision.ops import nms
+
+        k = self.max_detections
+        device = boxes.device
+        out_boxes = torch.zeros((batch, k, 4), dtype=torch.float32, device=device)
+        out_scores = torch.zeros((batch, k), dtype=torch.float32, device=device)
+        out_labels = torch.zeros((batch, k), dtype=torch.int64, device=device)
+        counts = [0] * batch
+        offset = float(max(self.image_size) + 1)
+        start = 0
+        # (candidates come image by image: keep.nonzero() is row-major)
+        for i, count in enumerate(torch.bincount(image_idx, minlength=batch).tolist()):
+            if count:
+                part = slice(start, start + count)
+                kept = nms(boxes[part] + (labels[part].to(boxes.dtype) * offset).unsqueeze(1), scores[part], iou)[:k]
+                n = int(kept.numel())
+                out_boxes[i, :n] = boxes[part][kept]
+                out_scores[i, :n] = scores[part][kept]
+                out_labels[i, :n] = labels[part][kept]
+                counts[i] = n
+                start += count
+        return out_boxes, out_scores, out_labels, torch.tensor(counts, dtype=torch.int64, device=device)
+
+
+def set_score_floor(model: Any, floor: float) -> bool:
+    """Let the last stage of a built-in detector drop candidates scoring under ``floor`` before NMS (the lowest
+    ``score_threshold`` of the tasks running ``model``; see :class:`DenseDetectStage`, and for Faster R-CNN the ROI
+    heads' score threshold). Returns whether ``model`` has such a stage (TorchScript, .pt2 and ONNX detectors
+    do not)."""
+    last = model.stages[-1] if getattr(model, "stages", None) else None
+    if isinstance(last, DenseDetectStage):
+        last.score_floor = float(floor)
+        return True
+    if isinstance(last, RcnnDetectStage):
+        last.score_floor = float(floor)
+        return True
+    return False
 
 
 class RcnnDetectStage(nn.Module):
@@ -282,13 +382,22 @@ class RcnnDetectStage(nn.Module):
         self.image_size = image_size
         self.padded = padded
         self.max_detections = max_detections
+        self.score_floor = 0.0  # set_score_floor
 
     def forward(self, features: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         levels = OrderedDict(zip(self.level_names, features, strict=True))
         batch, device = int(features[0].shape[0]), features[0].device
         images = _image_list(batch, self.padded, self.image_size, device)
         proposals, _ = self.rpn(images, levels)
-        detections, _ = self.roi_heads(levels, proposals, images.image_sizes)
+        configured = self.roi_heads.score_thresh
+        # (the ROI heads read their own threshold, and keep scores above it: a score at the floor is kept)
+        # (scores are float32: the float32 just under the floor)
+        under = float(np.nextafter(np.float32(self.score_floor), np.float32(-np.inf)))
+        self.roi_heads.score_thresh = max(configured, under)
+        try:
+            detections, _ = self.roi_heads(levels, proposals, images.image_sizes)
+        finally:
+            self.roi_heads.score_thresh = configured
         for det in detections:  # reduced precision: the contract's float32 boxes and scores
             det["boxes"], det["scores"] = det["boxes"].float(), det["scores"].float()
         return pad_detections(detections, self.max_detections, device)
