@@ -29,9 +29,12 @@ for step in "$@"; do
     tests)
       scripts/device_ros.sh true > "$OUT/ros_setup.txt" 2>&1 &
       ros_pid=$!
-      run gpu_tests 300 python3 -m pytest -m gpu -q -rs -p no:cacheprovider --durations=15 \
-        test/gpu/test_gpu_detection.py test/gpu/test_gpu_sm_limit.py test/gpu/test_gpu_engine_release.py \
-        test/gpu/test_gpu_green.py test/gpu/test_gpu_backends.py test/gpu/test_gpu_mps.py ;;
+      # (GPU_TESTS: a subset; a test stuck for 100 s dumps every thread's stack)
+      # shellcheck disable=SC2086
+      run gpu_tests "${TESTS_LIMIT:-300}" python3 -m pytest -m gpu -q -rs -p no:cacheprovider --durations=15 \
+        -o faulthandler_timeout=100 ${GPU_TESTS:-test/gpu/test_gpu_detection.py test/gpu/test_gpu_sm_limit.py \
+        test/gpu/test_gpu_engine_release.py test/gpu/test_gpu_green.py test/gpu/test_gpu_backends.py \
+        test/gpu/test_gpu_mps.py} ;;
     vehicle)
       ros_ready
       OUT=$OUT BUDGET_S=$(left) E2E_SWEEP=${E2E_SWEEP:-6,12,24} scripts/gpu_perception.sh e2e_vehicle
