@@ -145,6 +145,22 @@ class RosFrameDecoder:
         #: release the GIL while they decode.
         self.threads = threads
 
+    def warm_up(self) -> None:
+        """Decode one small JPEG on the GPU (nvJPEG's decoder is made at its first use, in the calling thread's
+        CUDA context); nothing to do on the CPU. The engine calls it in each decode thread before its loop runs."""
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+        from torchvision.io import encode_jpeg
+
+        from daris_ros.ros.conversion import decode_jpegs_on
+
+        jpeg = encode_jpeg(torch.zeros((3, 64, 64), dtype=torch.uint8)).numpy().tobytes()
+        (frame,) = decode_jpegs_on([jpeg], self.device)
+        if isinstance(frame, FrameError):
+            raise frame
+        torch.cuda.current_stream(torch.device(self.device)).synchronize()
+
     def decode(self, tasks: Any, payloads: Any) -> list[Any]:
         from daris_ros.ros.conversion import compressed_to_rgb, decode_jpegs_on, image_to_rgb, is_jpeg
 

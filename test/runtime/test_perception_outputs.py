@@ -293,3 +293,43 @@ def test_a_segmentation_model_with_more_than_256_classes_fails_at_start_up(tmp_p
         assert err.value.parameter == "tasks.seg.model"
     finally:
         e.close()
+
+
+class _CountingDecoder:
+    """Frames as arrays, decoded in a pool of two threads; counts its warm-ups per thread."""
+
+    threads = 2
+
+    def __init__(self) -> None:
+        import threading
+
+        self.warmed: list[str] = []
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        import threading
+
+        with self._lock:
+            self.warmed.append(threading.current_thread().name)
+
+    def decode(self, tasks: list[TaskSettings], payloads: list[np.ndarray]) -> list[np.ndarray]:
+        return list(payloads)
+
+
+def test_warm_up_runs_every_model_once_and_the_decoder_in_each_thread(tmp_path: Path) -> None:
+    """The release path before the first release (what the loop does on a CUDA device): the decoder's warm-up in
+    every decode thread, then per model key a resized frame through every stage and the post-processing."""
+    tasks = (TaskSettings("det", "/det", "HP", 1.0, 1.0, _fixed_detector_file(tmp_path), input_size=MODEL),
+             TaskSettings("seg", "/seg", "LP", 1.0, 1.0, "unet", input_size=(32, 32)),
+             TaskSettings("seg2", "/seg2", "LP", 1.0, 1.0, "unet", input_size=(32, 32)),  # the same model key
+             TaskSettings("cls", "/cls", "LP", 1.0, 1.0, "resnet18", input_size=(32, 32)))
+    decoder = _CountingDecoder()
+    e = Engine(SchedulerSettings(policy="STR", n_contexts=1, n_streams=1, profile_runs=1, tasks=tasks),
+               on_result=lambda _r: None, decoder=decoder)
+    try:
+        e.load_models()
+        warmed = e.warm_up()
+    finally:
+        e.close()
+    assert len(warmed) == 3 and [k.split("@")[0] for k in warmed] == [tasks[0].model, "unet", "resnet18"]
+    assert len(decoder.warmed) == 2 and len(set(decoder.warmed)) == 2  # once in each of the pool's threads
