@@ -52,6 +52,8 @@ RECORDS: dict[str, str] = {
     "docs/benchmarks/**/batching_results*.md": "a batching bench run's result, with its command line at the top",
     "docs/benchmarks/engine/*/engine_load.md": "a daris-engine-load run's result, with its command line",
     "docs/benchmarks/**/session6/*.md": "session 6 GPU runs' results, with their command lines",
+    "docs/benchmarks/perception/vehicle_run*.md": "daris-node-e2e runs of the vehicle perception set, with their "
+                                                  "command lines",
     "docs/benchmarks/batching.md": "'Commands, as run on the device machine' for the committed batching results",
     "docs/benchmarks/mps.md": "session 2's MPS runs; the page says their options no longer exist (history)",
     "docs/benchmarks/upper/README.md": "the command of the committed upper-baseline run",
