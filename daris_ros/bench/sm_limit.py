@@ -124,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     limits = [int(v) for v in args.limits.split(",")]
     import torch
 
-    runs = [run_one(args, c, limit, cams) for c in configs for limit in limits]
     hp = sum(c.priority == "HP" for c in cams)
     described = (f"{len(cams)} cameras ({args.group}): {hp} HP at {args.rate:g} Hz, {len(cams) - hp} LP at "
                  f"{args.lp_rate:g} Hz, deadline = period, {args.precision}"
@@ -136,11 +135,15 @@ def main(argv: list[str] | None = None) -> int:
            else "cpu", "device_sms": torch.cuda.get_device_properties(torch.device(args.device)).multi_processor_count
            if args.device.startswith("cuda") else None, "torch": torch.__version__,
            "commit": args.commit or git_commit(Path(__file__).resolve().parents[2]),
-           "n_cameras": len(cams), "cameras": described,
-           "runs": runs}
+           "n_cameras": len(cams), "cameras": described}
+    runs: list[dict[str, Any]] = []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sm_limit.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "sm_limit.md").write_text(render_md(doc))
+    for config in configs:
+        for limit in limits:
+            runs.append(run_one(args, config, limit, cams))
+            doc["runs"] = runs  # (rewritten after every run: a time limit keeps the runs that finished)
+            (args.out / "sm_limit.json").write_text(json.dumps(doc, indent=2) + "\n")
+            (args.out / "sm_limit.md").write_text(render_md(doc))
     return 0 if all("error" not in r for r in runs) else 1
 
 
