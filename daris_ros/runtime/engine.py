@@ -505,43 +505,58 @@ class Engine:
         top-k). Profiling runs the stages only, on frames of the input size; on CUDA the kernels of the other
         steps load at their first call (lazy module loading) and the pinned buffers are allocated then, which
         made the first jobs after activation miss their deadlines (6 HP misses per camera in the first 0.2 s,
-        vehicle set on an H100). The engine's loop calls it on a CUDA device before it starts; returns the
+        vehicle set on an H100). The engine's loop calls it on a CUDA device before it starts. A step that fails
+        is logged and skipped (its first real job then pays the cost, or fails as it would have); returns the
         model keys warmed."""
-        from daris_ros.runtime.preprocess import preprocess_batch
-
-        warm_up_decoder = getattr(self.decoder, "warm_up", None)
-        if callable(warm_up_decoder):
-            threads = max(1, int(self.decoder.threads))
-            if self._decode_pool is None and self.decoder.threads > 0:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._decode_pool = ThreadPoolExecutor(self.decoder.threads, thread_name_prefix="daris-decode")
-            if self._decode_pool is not None:
-                barrier = threading.Barrier(threads)  # one warm-up in each thread of the pool
-
-                def in_each_thread() -> None:
-                    barrier.wait(10.0)
-                    warm_up_decoder()
-                for future in [self._decode_pool.submit(in_each_thread) for _ in range(threads)]:
-                    future.result(60.0)
-            else:
-                warm_up_decoder()
+        try:
+            self._warm_up_decoder()
+        except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation: never fatal
+            log.warning("decoder warm-up failed (%s: %s); the first frames may be late", type(exc).__name__, exc)
         warmed: list[str] = []
         for t in self.settings.tasks:
             key = self._model_key(t)
             if key in warmed or key not in self.models:
                 continue
-            height, width = 2 * t.input_size[0], 2 * t.input_size[1]
-            frame = np.zeros((height, width, 3), dtype=np.uint8)
-            rows: list[tuple[Any, int]] = [(self._model_input(key, preprocess_batch(
-                [frame], t.input_size, device=self.backend.device, staging=self._staging)), 0)]
-            for j in range(self.models[key].num_stages):
-                y, _ = self.backend.run_now(key, j, 1, rows)
-                rows = [(y, 0)]
-            run = _JobRun(t, key, FrameItem(None, 0.0), source_size=(height, width))
-            self._postprocess(self.models[key], rows[0][0], [run])
+            try:
+                self._warm_up_model(t, key)
+            except Exception as exc:  # noqa: BLE001 - as above
+                log.warning("warm-up of %s failed (%s: %s); its first jobs may be late", self.model_label(key),
+                            type(exc).__name__, exc)
+                continue
             warmed.append(key)
         return warmed
+
+    def _warm_up_decoder(self) -> None:
+        warm_up_decoder = getattr(self.decoder, "warm_up", None)
+        if not callable(warm_up_decoder):
+            return
+        if self.decoder.threads <= 0:
+            warm_up_decoder()
+            return
+        if self._decode_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._decode_pool = ThreadPoolExecutor(self.decoder.threads, thread_name_prefix="daris-decode")
+        barrier = threading.Barrier(self.decoder.threads)  # one warm-up in each thread of the pool
+
+        def in_each_thread() -> None:
+            barrier.wait(10.0)
+            warm_up_decoder()
+        for future in [self._decode_pool.submit(in_each_thread) for _ in range(self.decoder.threads)]:
+            future.result(60.0)
+
+    def _warm_up_model(self, t: TaskSettings, key: str) -> None:
+        from daris_ros.runtime.preprocess import preprocess_batch
+
+        height, width = 2 * t.input_size[0], 2 * t.input_size[1]
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        rows: list[tuple[Any, int]] = [(self._model_input(key, preprocess_batch(
+            [frame], t.input_size, device=self.backend.device, staging=self._staging)), 0)]
+        for j in range(self.models[key].num_stages):
+            y, _ = self.backend.run_now(key, j, 1, rows)
+            rows = [(y, 0)]
+        self._postprocess(self.models[key], rows[0][0], [_JobRun(t, key, FrameItem(None, 0.0),
+                                                                 source_size=(height, width))])
 
     def _loop(self) -> None:
         core = self._core

@@ -333,3 +333,26 @@ def test_warm_up_runs_every_model_once_and_the_decoder_in_each_thread(tmp_path: 
         e.close()
     assert len(warmed) == 3 and [k.split("@")[0] for k in warmed] == [tasks[0].model, "unet", "resnet18"]
     assert len(decoder.warmed) == 2 and len(set(decoder.warmed)) == 2  # once in each of the pool's threads
+
+
+class _FailingWarmUpDecoder(_CountingDecoder):
+    threads = 0  # (decoded in the loop: its warm-up is called there)
+
+    def warm_up(self) -> None:
+        super().warm_up()
+        raise RuntimeError("no nvJPEG here")
+
+
+def test_a_failing_warm_up_step_is_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    tasks = (TaskSettings("cls", "/cls", "HP", 1.0, 1.0, "resnet18", input_size=(32, 32)),)
+    decoder = _FailingWarmUpDecoder()
+    e = Engine(SchedulerSettings(policy="STR", n_contexts=1, n_streams=1, profile_runs=1, tasks=tasks),
+               on_result=lambda _r: None, decoder=decoder)
+    try:
+        e.load_models()
+        with caplog.at_level("WARNING", logger="daris_ros"):
+            warmed = e.warm_up()
+    finally:
+        e.close()
+    assert len(decoder.warmed) == 1 and len(warmed) == 1  # the decoder's failure did not stop the model's warm-up
+    assert "decoder warm-up failed (RuntimeError: no nvJPEG here)" in caplog.text
