@@ -249,6 +249,9 @@ class DenseDetectStage(nn.Module):
     below the floor is dropped by every task's threshold anyway, and it can suppress only boxes of lower scores,
     which are below the floor too."""
 
+    _detector: Any  # the torchvision detector (in __dict__, not a submodule)
+    anchor_generator: Any
+
     def __init__(self, detector: nn.Module, family: str, image_size: tuple[int, int], padded: tuple[int, int],
                  max_detections: int) -> None:
         super().__init__()
@@ -372,6 +375,9 @@ def set_score_floor(model: Any, floor: float) -> bool:
 class RcnnDetectStage(nn.Module):
     """Last stage of Faster R-CNN (eager): the RPN (proposals: data-dependent counts) and the ROI heads
     (ROI align, box head, per-class decoding, NMS), padded to ``max_detections``."""
+
+    rpn: Any  # torchvision's RegionProposalNetwork and RoIHeads (submodules)
+    roi_heads: Any
 
     def __init__(self, detector: nn.Module, level_names: Sequence[str], image_size: tuple[int, int],
                  padded: tuple[int, int], max_detections: int) -> None:
