@@ -10,6 +10,11 @@
 #   sm_limit  issue 15 item 8: the 12-camera set on the node's engine, whole GPU and sm_limit=16
 #   node      issue 14: the node end to end over DDS (E2E_SWEEP_NODE, default 24,48)
 #   el_device issue 14: daris-engine-load, 700 ResNet18 cameras, frames on the device
+#   percam    issue 14: per-camera nodes end to end over DDS (E2E_SWEEP_NODE, default 24,48), to compare with node
+#   bench     issue 14: daris-bench on the engine, the acceptance's ResNet18, UNet and InceptionV3 runs
+# Times seen on an H100 (session 8): ROS set-up 57-61 s on a fresh machine; one vehicle e2e run about 90 s (53 s of
+# it the node's start-up: models, CUDA graphs, profiling); the six GPU test files over 300 s, test_gpu_detection.py
+# alone about 120 s.
 set -u
 OUT=${OUT:-/tmp/out}
 BUDGET_S=${BUDGET_S:-560}
@@ -46,6 +51,12 @@ for step in "$@"; do
       ros_ready
       OUT=$OUT BUDGET_S=$(left) E2E_SWEEP=${E2E_SWEEP_NODE:-24,48} scripts/gpu_engine_session6.sh e2e_node
       pack e2e_node ;;
+    percam)
+      ros_ready
+      OUT=$OUT BUDGET_S=$(left) E2E_SWEEP=${E2E_SWEEP_NODE:-24,48} scripts/gpu_engine_session6.sh e2e_percam
+      pack e2e_percam ;;
+    bench)
+      OUT=$OUT BUDGET_S=$(left) scripts/gpu_bench_engine.sh resnet18 unet inception ;;
     el_device)
       OUT=$OUT BUDGET_S=$(left) scripts/gpu_engine_session6.sh el_device
       pack el_device ;;
