@@ -265,14 +265,24 @@ class DenseDetectStage(nn.Module):
         self.padded = padded
         self.max_detections = max_detections
         self.score_floor = 0.0
+        # anchors per (device, grid sizes): the same for every call (SSD's generator builds them on the host and
+        # copies them to the device, a host sync each time)
+        self._anchors: dict[tuple[Any, ...], Tensor] = {}
+
+    def _anchors_for(self, markers: tuple[Tensor, ...], device: torch.device) -> Tensor:
+        key = (str(device), *(tuple(m.shape[-2:]) for m in markers))
+        anchors = self._anchors.get(key)
+        if anchors is None:
+            images = _image_list(1, self.padded, self.image_size, device)
+            anchors = self._anchors[key] = self.anchor_generator(images, _grid_placeholders(markers))[0]
+        return anchors
 
     def forward(self, x: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         k = len(self.keys)
         head = {key: t.float() for key, t in zip(self.keys, x[:k], strict=True)}
         markers = x[k:]
         batch, device = int(x[0].shape[0]), x[0].device
-        images = _image_list(batch, self.padded, self.image_size, device)
-        anchors = self.anchor_generator(images, _grid_placeholders(markers))[0]  # the same for every image
+        anchors = self._anchors_for(markers, device)  # the same for every image
         if self.family == "ssd":
             scores, anchor_idx, labels = self._ssd_candidates(head["cls_logits"])
         else:
