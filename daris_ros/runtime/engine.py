@@ -1086,14 +1086,19 @@ class Engine:
             if not isinstance(self.backend, RuntimeModels):
                 raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
             model = self._build_model(task)
+            if model.kind == "detection":  # (no other task runs it: its floor is this task's threshold; set before
+                from daris_ros.runtime.models.detection import set_score_floor  # the backend copies it to workers)
+
+                set_score_floor(model, task.score_threshold)
             self.backend.add_model(key, model)
             self.models[key] = model
             self.model_bytes[key] = model_bytes(model)
             self._memory = None
             if self.settings.batching:
                 self._capture_batches([key])
+        else:  # a model already running: its floor may go down to this task's threshold
+            self._set_score_floors((*self.settings.tasks, task))
         self._class_names[task.name] = self._names_of(task, self.models[key])
-        self._set_score_floors((*self.settings.tasks, task))
         self._replace_settings((*self.settings.tasks, task))
         self.profile()  # (with batching, also the batch times of a new model)
 

@@ -356,3 +356,28 @@ def test_a_failing_warm_up_step_is_skipped_not_fatal(caplog: pytest.LogCaptureFi
         e.close()
     assert len(decoder.warmed) == 1 and len(warmed) == 1  # the decoder's failure did not stop the model's warm-up
     assert "decoder warm-up failed (RuntimeError: no nvJPEG here)" in caplog.text
+
+
+def test_a_detectors_score_floor_is_its_tasks_lowest_threshold_also_for_tasks_added_at_run_time() -> None:
+    from daris_ros.runtime.models.detection import DenseDetectStage
+
+    ssd = "ssdlite320_mobilenet_v3_large"
+    tasks = (TaskSettings("front", "/front", "HP", 1.0, 1.0, ssd, input_size=(64, 64), score_threshold=0.6),)
+    e = Engine(SchedulerSettings(policy="STR", n_contexts=1, n_streams=1, profile_runs=1, tasks=tasks),
+               on_result=lambda _r: None)
+
+    def floor(key_size: int) -> float:
+        (model,) = [m for k, m in e.models.items() if k.startswith(f"{ssd}@{key_size}x")]
+        assert isinstance(model.stages[-1], DenseDetectStage)
+        return float(model.stages[-1].score_floor)
+    try:
+        e.load_models()
+        e.profile()
+        e.start()
+        assert floor(64) == pytest.approx(0.6)
+        e.add_task(TaskSettings("left", "/left", "LP", 1.0, 1.0, ssd, input_size=(64, 64), score_threshold=0.3))
+        assert floor(64) == pytest.approx(0.3)  # the same model: the lower threshold
+        e.add_task(TaskSettings("rear", "/rear", "LP", 1.0, 1.0, ssd, input_size=(96, 96), score_threshold=0.7))
+        assert floor(96) == pytest.approx(0.7) and floor(64) == pytest.approx(0.3)  # a new model: its own
+    finally:
+        e.close()
