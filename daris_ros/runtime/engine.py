@@ -249,14 +249,14 @@ class Engine:
                 self.models[key] = self._build_model(t)
                 self.model_bytes[key] = model_bytes(self.models[key])
             self._class_names[t.name] = self._names_of(t, self.models[key])
-        self._set_score_floors(self.settings.tasks)
+        self._set_score_floors(self.settings.tasks, self.models)
         self.backend.start(self.models)
         if self.settings.batching:
             self._capture_batches(list(self.models))
 
-    def _set_score_floors(self, tasks: Sequence[TaskSettings]) -> None:
-        """Built-in detectors drop candidates under the lowest ``score_threshold`` of their tasks before NMS (no
-        published detection changes; models/detection.py, DenseDetectStage)."""
+    def _set_score_floors(self, tasks: Sequence[TaskSettings], models: Mapping[str, Any]) -> None:
+        """Built-in detectors among ``models`` (by key) drop candidates under the lowest ``score_threshold`` of
+        their tasks before NMS (no published detection changes; models/detection.py, DenseDetectStage)."""
         from daris_ros.runtime.models.detection import set_score_floor
 
         floors: dict[str, float] = {}
@@ -264,7 +264,7 @@ class Engine:
             key = self._model_key(t)
             floors[key] = min(floors.get(key, math.inf), t.score_threshold)
         for key, floor in floors.items():
-            model = self.models.get(key)
+            model = models.get(key)
             if model is not None and model.kind == "detection":
                 set_score_floor(model, floor)
 
@@ -533,16 +533,13 @@ class Engine:
         if self.decoder.threads <= 0:
             warm_up_decoder()
             return
-        if self._decode_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._decode_pool = ThreadPoolExecutor(self.decoder.threads, thread_name_prefix="daris-decode")
+        pool = self._decode_threads()
         barrier = threading.Barrier(self.decoder.threads)  # one warm-up in each thread of the pool
 
         def in_each_thread() -> None:
             barrier.wait(10.0)
             warm_up_decoder()
-        for future in [self._decode_pool.submit(in_each_thread) for _ in range(self.decoder.threads)]:
+        for future in [pool.submit(in_each_thread) for _ in range(self.decoder.threads)]:
             future.result(60.0)
 
     def _warm_up_model(self, t: TaskSettings, key: str) -> None:
@@ -702,18 +699,22 @@ class Engine:
         """Decode a burst in the decode pool (``decoder.threads`` threads, in parts of DECODE_PART frames so the
         threads share it); the loop admits its jobs when every part is done (:meth:`_admit_decoded`), with ``now``
         (when their frames were taken) as their release time."""
-        if self._decode_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._decode_pool = ThreadPoolExecutor(self.decoder.threads,
-                                                   thread_name_prefix="daris-decode")
+        pool = self._decode_threads()
         parts = []
         for i in range(0, len(taken), DECODE_PART):
-            future = self._decode_pool.submit(self._decode, tasks[i:i + DECODE_PART],
+            future = pool.submit(self._decode, tasks[i:i + DECODE_PART],
                                               [item.payload for _, _, item in taken[i:i + DECODE_PART]])
             future.add_done_callback(lambda _f: self._wake.set())
             parts.append(future)
         self._decoding.append((parts, taken, tasks, now))
+
+    def _decode_threads(self) -> Any:
+        """The decode pool (``decoder.threads`` threads), made at its first use."""
+        if self._decode_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._decode_pool = ThreadPoolExecutor(self.decoder.threads, thread_name_prefix="daris-decode")
+        return self._decode_pool
 
     def _admit_decoded(self) -> None:
         """Admit the bursts whose decoding finished, in the order they were taken."""
@@ -1082,22 +1083,21 @@ class Engine:
         """Add a task at run time: its model is built and profiled (in the caller's thread) if no task uses it
         yet, then the loop adds it to the core and releases it from its next period on."""
         key = self._model_key(task)
-        if key not in self.models:
+        model = self.models.get(key)
+        new = model is None
+        if model is None:
             if not isinstance(self.backend, RuntimeModels):
                 raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
             model = self._build_model(task)
-            if model.kind == "detection":  # (no other task runs it: its floor is this task's threshold; set before
-                from daris_ros.runtime.models.detection import set_score_floor  # the backend copies it to workers)
-
-                set_score_floor(model, task.score_threshold)
+        # (a new model: before the backend copies it to its workers; a shared one: down to this task's threshold)
+        self._set_score_floors((*self.settings.tasks, task), {key: model})
+        if new:
             self.backend.add_model(key, model)
             self.models[key] = model
             self.model_bytes[key] = model_bytes(model)
             self._memory = None
             if self.settings.batching:
                 self._capture_batches([key])
-        else:  # a model already running: its floor may go down to this task's threshold
-            self._set_score_floors((*self.settings.tasks, task))
         self._class_names[task.name] = self._names_of(task, self.models[key])
         self._replace_settings((*self.settings.tasks, task))
         self.profile()  # (with batching, also the batch times of a new model)

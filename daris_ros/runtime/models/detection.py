@@ -373,10 +373,7 @@ def set_score_floor(model: Any, floor: float) -> bool:
     heads' score threshold). Returns whether ``model`` has such a stage (TorchScript, .pt2 and ONNX detectors
     do not)."""
     last = model.stages[-1] if getattr(model, "stages", None) else None
-    if isinstance(last, DenseDetectStage):
-        last.score_floor = float(floor)
-        return True
-    if isinstance(last, RcnnDetectStage):
+    if isinstance(last, DenseDetectStage | RcnnDetectStage):
         last.score_floor = float(floor)
         return True
     return False
@@ -406,8 +403,8 @@ class RcnnDetectStage(nn.Module):
         images = _image_list(batch, self.padded, self.image_size, device)
         proposals, _ = self.rpn(images, levels)
         configured = self.roi_heads.score_thresh
-        # (the ROI heads read their own threshold, and keep scores above it: a score at the floor is kept)
-        # (scores are float32: the float32 just under the floor)
+        # (the ROI heads read their own threshold and keep scores above it; the float32 just under the floor
+        # keeps a float32 score at the floor)
         under = float(np.nextafter(np.float32(self.score_floor), np.float32(-np.inf)))
         self.roi_heads.score_thresh = max(configured, under)
         try:
