@@ -821,7 +821,7 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
         else:
             for ch in sut:
                 ch.send("STOP")
-            _wait_all(sut, "DONE", time.monotonic() + 30.0)
+            _wait_all(sut, "DONE", time.monotonic() + 60.0)  # (each writes its counters, then prints DONE)
             counts = {}
             for c in cams:
                 counts[c.task] = json.loads((run_dir / f"percam_{c.index:02d}.json").read_text())

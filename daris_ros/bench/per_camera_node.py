@@ -166,12 +166,13 @@ def run(spec: dict[str, Any]) -> int:
     try:
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.1)
-    finally:
+        # the counters are final here: the harness may go on while DDS tears down (slow on a loaded host)
         Path(spec["result"]).write_text(json.dumps({"task": spec["task"], "device": device, **counts}))
+        print("@@DONE", flush=True)
+    finally:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    print("@@DONE", flush=True)
     return 0
 
 

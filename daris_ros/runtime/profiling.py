@@ -126,6 +126,7 @@ def full_load_afet(backend: Backend, first_inputs: Mapping[str, Any], n_stages: 
         idle.clear()
 
     def target(key: str, j: int, x: Any) -> tuple[Any, float]:
+        feed()  # every other stream is busy when the target stage starts, not only soon after
         ticket = backend.launch(0, 0, key, j, 1, [(x, 0)])
         t_end = time.monotonic() + timeout
         while ticket not in done:

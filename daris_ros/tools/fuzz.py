@@ -23,7 +23,8 @@ the fuzzer is told (``--max-pixels``, ``--future-tolerance``, ``--past-tolerance
 changes. At the end the node's ``daris/stats`` must show, per task: every frame received, each malformed
 frame counted under its reason (``drop_reasons``/``drop_counts``, and ``dropped.<reason>`` on
 /diagnostics), the frame_id changes counted, ``frames == released + superseded + dropped + pending``, and
-good frames still completed. Exit code 0 when every check passes.
+good frames still completed. Exit code 0 when every check passes. A frame that only decoding finds malformed
+is left alone until the node's stats show it released, so that no newer frame supersedes it on a slow host.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class FuzzConfig:
     seed: int = 0
     rate: float = 400.0  # messages per second
     good_ratio: float = 0.3  # share of good frames among the messages
-    release_pause: float = 0.3  # s left alone after a frame only a release can find malformed
+    release_pause: float = 0.3  # s left alone at least after a frame only a release can find malformed
+    release_timeout: float = 10.0  # s at most waiting for the node's stats to show that frame released
     stats_topic: str = "/daris/stats"
     node: str = "/daris_scheduler"  # its /diagnostics statuses are "<node>: task <name>"
     settle_timeout: float = 60.0
@@ -170,6 +172,20 @@ def _counts(t: Any) -> dict[str, Any]:
             "drops": dict(zip(t.drop_reasons, (int(n) for n in t.drop_counts), strict=True))}
 
 
+def _wait_for_release(h: _Harness, task: str, frames: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s until the node's stats show ``frames`` frames received on ``task`` and none held
+    unreleased; whether they did (a frame superseded after all shows up in the report's checks)."""
+    def released() -> bool:
+        stats = h.task(task)
+        return stats is not None and stats.frames >= frames and stats.pending == 0
+
+    try:
+        _wait(released, timeout, f"task {task} to release its frame {frames}")
+    except TimeoutError:
+        return False
+    return True
+
+
 def _wait(cond: Any, timeout: float, what: str) -> None:
     t0 = time.monotonic()
     while not cond():
@@ -194,15 +210,20 @@ def run_fuzz(node: Any, cfg: FuzzConfig, node_pid: int | None = None) -> dict[st
     time.sleep(0.5)
     base = {t: _counts(h.task(task)) for t, (_, task) in inputs.items()}
 
+    sent = dict.fromkeys(inputs, 0)
     t_start = t0 = time.monotonic()
     for i, f in enumerate(frames):
         due = t0 + i / cfg.rate
         if (d := due - time.monotonic()) > 0:
             time.sleep(d)
         h.publish(f)
-        if f.release_only:  # leave it alone until a release has decoded it
+        sent[f.input_type] += 1
+        if f.release_only:  # leave it alone until a release has decoded it (a newer frame would supersede it)
+            paused_at = time.monotonic()
             time.sleep(cfg.release_pause)
-            t0 += cfg.release_pause
+            _wait_for_release(h, inputs[f.input_type][1], base[f.input_type]["frames"] + sent[f.input_type],
+                              cfg.release_timeout)
+            t0 += time.monotonic() - paused_at
     sent_s = time.monotonic() - t_start
 
     def all_received() -> bool:
@@ -287,7 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--rate", type=float, default=400.0, help="messages per second (default 400)")
     ap.add_argument("--good-ratio", type=float, default=0.3, help="share of good frames (default 0.3)")
     ap.add_argument("--release-pause", type=float, default=0.3,
-                    help="seconds a frame that only decoding finds malformed is left alone (> 2 task periods)")
+                    help="seconds a frame that only decoding finds malformed is left alone at least; then the "
+                         "fuzzer waits until the node's stats show it released (no newer frame supersedes it)")
+    ap.add_argument("--release-timeout", type=float, default=10.0,
+                    help="seconds at most to wait for that release (default 10)")
     ap.add_argument("--max-pixels", type=int, default=100_000, help="the node's max_pixels")
     ap.add_argument("--future-tolerance", type=float, default=1.0, help="the node's stamp_future_tolerance")
     ap.add_argument("--past-tolerance", type=float, default=5.0, help="the node's stamp_past_tolerance (0: off)")
@@ -302,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(a: argparse.Namespace) -> FuzzConfig:
     return FuzzConfig(image_topic=a.image_topic, image_task=a.image_task, compressed_topic=a.compressed_topic,
                       compressed_task=a.compressed_task, count=a.count, seed=a.seed, rate=a.rate,
-                      good_ratio=a.good_ratio, release_pause=a.release_pause, stats_topic=a.stats_topic,
+                      good_ratio=a.good_ratio, release_pause=a.release_pause,
+                      release_timeout=a.release_timeout, stats_topic=a.stats_topic,
                       node=a.node, settle_timeout=a.settle_timeout,
                       limits=FuzzLimits(a.max_pixels, a.future_tolerance, a.past_tolerance))
 

@@ -25,7 +25,7 @@ def test_fuzz_subset_every_malformed_frame_counted(install_prefix, tmp_path):
         cmd = [str(install_prefix / "lib" / "daris_ros" / "daris-fuzz"),
                "--image-topic", "/fuzz/image_raw", "--image-task", "img",
                "--compressed-topic", "/fuzz/image_raw/compressed", "--compressed-task", "jpg",
-               "--count", "400", "--seed", "7", "--rate", "300", "--release-pause", "0.2",
+               "--count", "400", "--seed", "7", "--rate", "300", "--release-pause", "0",
                "--max-pixels", "100000", "--future-tolerance", "1.0", "--past-tolerance", "5.0",
                "--node-pid", str(node.pid), "--json", str(out)]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -74,7 +74,7 @@ def test_full_load_profiling_keeps_the_other_streams_busy_and_fills_the_cache(tm
     # (1 warm-up + 2 runs) x 4 stages x 2 models target stages, each submitted while background work ran
     assert rec.targets == 24
     assert rec.background >= rec.targets  # two other streams, refilled whenever they go idle
-    assert rec.target_overlaps >= 0.9 * rec.targets
+    assert rec.target_overlaps == rec.targets  # the other streams are fed before each target stage
     data = json.loads(cache.read_text())
     assert len(data) == 2 and all("|cpu|1x3|" in k and "|full_load|" in k for k in data)
     assert {tuple(v) for v in data.values()} == {tuple(v) for v in afet.values()}
@@ -127,5 +127,4 @@ def test_full_load_profiling_with_worker_processes() -> None:
     assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
     # (the mps backend's run_now, the warm-up pass, does not go through submit)
     assert rec.targets == 24 and rec.background > 0
-    print(f"background {rec.background}, target overlaps {rec.target_overlaps}")
-    assert rec.target_overlaps >= 12  # most of the 24 measured target stages ran beside a background stage
+    assert rec.target_overlaps == rec.targets  # every target stage was launched beside a background stage
