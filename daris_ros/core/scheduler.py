@@ -155,14 +155,14 @@ class Scheduler(BatchingMixin):
         self._ws = config.mret_window
         self._afet_source = afet_source
         # level of a stage by [priority][is_last][delayed], from stage_level (computed once)
+        def level_of(p: Priority, last: bool, late: bool) -> int:
+            return stage_level(p, last, late, no_last=config.no_last,
+                               no_prior=config.no_prior, no_fixed=config.no_fixed)
+
         self._levels: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = tuple(
-            tuple(
-                tuple(
-                    stage_level(p, bool(last), bool(late), no_last=config.no_last,
-                                no_prior=config.no_prior, no_fixed=config.no_fixed)
-                    for late in (0, 1)
-                )
-                for last in (0, 1)
+            (
+                (level_of(p, False, False), level_of(p, False, True)),
+                (level_of(p, True, False), level_of(p, True, True)),
             )
             for p in Priority
         )
@@ -177,9 +177,11 @@ class Scheduler(BatchingMixin):
         self._batching = config.batching
         self._queues: list[StageQueue[_Entry]] | list[BatchQueue[_Entry]]
         if self._batching is None:
-            self._queues = [StageQueue() for _ in range(n_c)]
+            stage_queues: list[StageQueue[_Entry]] = [StageQueue() for _ in range(n_c)]
+            self._queues = stage_queues
         else:
-            self._queues = [BatchQueue(_batch_key) for _ in range(n_c)]
+            batch_queues: list[BatchQueue[_Entry]] = [BatchQueue(_batch_key) for _ in range(n_c)]
+            self._queues = batch_queues
             self._btimes = BatchTimes(config.mret_window, batch_afet)
             self._shared: dict[str, SharedStageCost] = {}
         self._bstats = BatchStats()  # batching: batches formed, LP holds (batching off: derived, batch_stats)
@@ -789,14 +791,12 @@ class Scheduler(BatchingMixin):
         """Change T_i, p_i or D_i. Jobs already released keep their deadlines and priority."""
         st = self._state(name)
         old = st.spec
-        changes: dict[str, object] = {}
-        if period is not None:
-            changes["period"] = period
-        if priority is not None:
-            changes["priority"] = Priority.parse(priority)
-        if deadline is not None:
-            changes["deadline"] = deadline
-        new = replace(old, **changes)  # validates
+        new = replace(  # validates
+            old,
+            period=old.period if period is None else period,
+            priority=old.priority if priority is None else Priority.parse(priority),
+            deadline=old.deadline if deadline is None else deadline,
+        )
         if new.priority is not old.priority:
             self._book.remove_task(name, st.context, old.priority)
             for k in st.active:
@@ -848,16 +848,15 @@ class Scheduler(BatchingMixin):
         n_s = self._layout.n_streams
         for st in sorted(on_k, key=lambda s: s.spec.priority):  # HP (0) before LP (1), given order kept
             if st.spec.priority is Priority.HP:
-                target: int | None = min_util_context(totals)
+                target = min_util_context(totals)
             else:
-                target = migration_target(
+                lp_target = migration_target(
                     k, st.u, st.mret.total, now, n_s,
                     [book.hp(c) if c not in self._down else _INF for c in range(n_c)],
                     [book.active_lp(c) for c in range(n_c)], self._backlog)
-                if target is not None and self._batching is not None and not self._lp_margin_ok(st, target, n_s):
-                    target = None
-                if target is None:
-                    target = min_util_context(totals)
+                if lp_target is not None and self._batching is not None and not self._lp_margin_ok(st, lp_target, n_s):
+                    lp_target = None
+                target = min_util_context(totals) if lp_target is None else lp_target
             self._move_task(st, target)
             totals[target] += st.u
             moves[st.spec.name] = target
