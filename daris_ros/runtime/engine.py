@@ -1084,15 +1084,16 @@ class Engine:
         yet, then the loop adds it to the core and releases it from its next period on."""
         key = self._model_key(task)
         model = self.models.get(key)
-        new = model is None
+        loader: RuntimeModels | None = None  # set when the model is new: the backend that loads it
         if model is None:
             if not isinstance(self.backend, RuntimeModels):
                 raise ValueError(f"backend {self.backend.name!r} cannot load a new model at run time")
+            loader = self.backend
             model = self._build_model(task)
         # (a new model: before the backend copies it to its workers; a shared one: down to this task's threshold)
         self._set_score_floors((*self.settings.tasks, task), {key: model})
-        if new:
-            self.backend.add_model(key, model)
+        if loader is not None:
+            loader.add_model(key, model)
             self.models[key] = model
             self.model_bytes[key] = model_bytes(model)
             self._memory = None
