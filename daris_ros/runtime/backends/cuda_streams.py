@@ -80,7 +80,10 @@ class StageLaunch:
     error: BaseException | None = None
 
     def ready(self) -> bool:
-        return self.error is not None or self.end.query()  # type: ignore[union-attr]
+        if self.error is not None:
+            return True
+        assert self.end is not None  # a launch without an error has its two events
+        return self.end.query()
 
 
 class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
@@ -289,10 +292,12 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
         for launch in in_flight:
             if launch.error is not None:
                 out.append(Finished(launch.ticket, None, 0.0, launch.error))
-            elif launch.end.query():  # type: ignore[union-attr]
-                out.append(Finished(launch.ticket, launch.output,
-                                    launch.start.elapsed_time(launch.end) * 1e-3))  # type: ignore[union-attr]
-                free.append((launch.start, launch.end))  # type: ignore[arg-type]
+                continue
+            start, end = launch.start, launch.end
+            assert start is not None and end is not None  # a launch without an error has its two events
+            if end.query():
+                out.append(Finished(launch.ticket, launch.output, start.elapsed_time(end) * 1e-3))
+                free.append((start, end))
             else:
                 still.append(launch)
         self._in_flight = still

@@ -508,9 +508,11 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
                 if old.alive() and not self._stuck(old):
                     return
                 if old.alive():  # reported hung: kill it
-                    log.warning("mps: killing hung worker c%d (pid %s)", context, old.pid)
+                    hung_pid = old.pid
+                    assert hung_pid is not None  # a live process has a pid
+                    log.warning("mps: killing hung worker c%d (pid %s)", context, hung_pid)
                     try:
-                        os.kill(old.pid, signal.SIGKILL)
+                        os.kill(hung_pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
                 old.process.join(5.0)
@@ -532,12 +534,13 @@ class MpsBackend(Backend, WorkerFaults, MemoryStats, RuntimeModels, SmCounts, Ho
             self._deliver([Completion(p.token, None, 0.0, exc, p.done) for p, exc in failed])
             with self._locks[context]:
                 self.pool.stop(old, graceful=False)
-            rec = {"context": context, "old_pid": old.pid, "new_pid": new.pid, "died": old.died_at,
-                   "replacing": t_detect, "ready": time.monotonic(), "spare": new.generation >= SPARE_GENERATION_BASE,
-                   "replay": len(backlog)}
+            t_ready = time.monotonic()
+            rec: dict[str, Any] = {"context": context, "old_pid": old.pid, "new_pid": new.pid, "died": old.died_at,
+                                   "replacing": t_detect, "ready": t_ready,
+                                   "spare": new.generation >= SPARE_GENERATION_BASE, "replay": len(backlog)}
             self.faults.append(rec)
             log.warning("mps: worker c%d replaced (pid %s -> %s) in %.1f ms after its death%s", context, old.pid,
-                        new.pid, (rec["ready"] - (old.died_at or t_detect)) * 1e3,
+                        new.pid, (t_ready - (old.died_at or t_detect)) * 1e3,
                         " (spare)" if rec["spare"] else "")
             self.pool.refill_spares()
 

@@ -77,11 +77,13 @@ class WorkerSlot:
         import torch
 
         lay = self.layout
-        self.requests = ch.Ring(self.shm.buf, lay.req_offset, lay.ring_capacity, ch.REQ_FIELDS)
-        self.completions = ch.Ring(self.shm.buf, lay.done_offset, lay.ring_capacity, ch.DONE_FIELDS, ch.DONE_TEXT)
-        self.in_u8: list[Any] = [torch.frombuffer(self.shm.buf, dtype=torch.uint8, count=lay.in_slot_bytes,
+        buf = self.shm.buf
+        assert buf is not None  # None only after close()
+        self.requests = ch.Ring(buf, lay.req_offset, lay.ring_capacity, ch.REQ_FIELDS)
+        self.completions = ch.Ring(buf, lay.done_offset, lay.ring_capacity, ch.DONE_FIELDS, ch.DONE_TEXT)
+        self.in_u8: list[Any] = [torch.frombuffer(buf, dtype=torch.uint8, count=lay.in_slot_bytes,
                                                   offset=lay.in_slot(k)) for k in range(lay.in_slots)]
-        self.out_u8: list[Any] = [torch.frombuffer(self.shm.buf, dtype=torch.uint8, count=lay.out_slot_bytes,
+        self.out_u8: list[Any] = [torch.frombuffer(buf, dtype=torch.uint8, count=lay.out_slot_bytes,
                                                    offset=lay.out_slot(k)) for k in range(lay.out_slots)]
         self.free_in_slots = ch.SlotPool(lay.in_slots)
         self.free_out_slots = ch.SlotPool(lay.out_slots)

@@ -158,6 +158,7 @@ class _Worker:
         lay = cfg.layout
         self.shm = SharedMemory(name=cfg.shm_name)
         buf = self.shm.buf
+        assert buf is not None  # None only after close()
         self.req = ch.Ring(buf, lay.req_offset, lay.ring_capacity, ch.REQ_FIELDS)
         self.done = ch.Ring(buf, lay.done_offset, lay.ring_capacity, ch.DONE_FIELDS, ch.DONE_TEXT)
         self.in_u8 = [torch.frombuffer(buf, dtype=torch.uint8, count=lay.in_slot_bytes, offset=lay.in_slot(k))
@@ -266,7 +267,8 @@ class _Worker:
                 progressed = self._poll() or progressed
             now = time.monotonic()
             if not self.n_inflight and not req.pending():
-                r, _, _ = select.select([self.req_fd, self.ctrl], [], [], 1.0)
+                watched: list[int | Connection] = [self.req_fd, self.ctrl]
+                r, _, _ = select.select(watched, [], [], 1.0)
                 if self.req_fd in r and not req.pending():
                     self._drain_wake()  # a wake-up for records already served
                 if self.ctrl in r:

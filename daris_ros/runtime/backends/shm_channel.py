@@ -96,7 +96,7 @@ class Ring:
         q, stride, cap, n = self._q, self._stride, self.capacity, self.fields
         while head < tail:
             base = (head % cap) * stride
-            rec = q[base:base + n].tolist()
+            rec: list[Any] = q[base:base + n].tolist()
             if text_if >= 0 and rec[text_if] and self.text:
                 start = (base + n) * 8
                 raw = bytes(self._bytes[start:start + self.text])
