@@ -113,7 +113,8 @@ class Parameter:
     @property
     def ros_default(self) -> bool | int | float | str | list[int] | list[str]:
         """The default as ROS declares it (a list, not a tuple)."""
-        return list(self.default) if isinstance(self.default, tuple) else self.default
+        # ([*t], not list(t): mypy keeps list[int] | list[str] for it, where list() joins the items to object)
+        return [*self.default] if isinstance(self.default, tuple) else self.default
 
     def range_text(self) -> str:
         """``1..64``, ``0..1 s``, ``STR, MPS, MPS+STR`` or ""."""
