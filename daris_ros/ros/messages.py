@@ -6,6 +6,7 @@ import array
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -236,7 +237,7 @@ def context_stats_msg(row: ContextRow) -> ContextStats:
     return m
 
 
-def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, object], tasks: list[TaskStats],
+def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, Any], tasks: list[TaskStats],
                         priorities: list[PriorityStats], contexts: list[ContextStats] | None = None,
                         memory_source: str = "", memory_shared: bool = False,
                         model_bytes: Mapping[str, int] | None = None) -> SchedulerStats:

@@ -361,7 +361,7 @@ def check_parameters(args: NodeArguments) -> None:
         problem = check_value(name, value)
         if problem is not None:
             raise ParameterProblem(f"{src}: {problem}")
-    names = values.get("task_names", ([], None))[0]
+    names: object = values["task_names"][0] if "task_names" in values else []
     if not names:
         where = _where("task_names", values, files) if "task_names" in values else (
             ", ".join(f.path for f in files) or "the command line (no --params-file)")

@@ -65,6 +65,7 @@ from daris_ros.parameter_table import parameter_of, parse_value
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
 from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
 from daris_ros.ros.messages import (
+    DiagnosticThresholds,
     detection_array_msg,
     diagnostic_array,
     label_info_msg,
@@ -189,7 +190,7 @@ class SchedulerNode(LifecycleNode):
             if trigger() != TransitionCallbackReturn.SUCCESS:
                 raise self.transition_error or RuntimeError(f"{trigger.__name__} failed")
 
-    def _transition(self, name: str, work: Callable[[], str], undo: Callable[[], None] | None = None
+    def _transition(self, name: str, work: Callable[[], str], undo: Callable[[], object] | None = None
                     ) -> TransitionCallbackReturn:
         """Run ``work`` (it returns the state reached); on any exception log it, keep it, ``undo`` and fail."""
         self.transition_error = None
@@ -661,9 +662,8 @@ class SchedulerNode(LifecycleNode):
                 self._stamp_tolerance = (float(p.value), past) if p.name == "stamp_future_tolerance" \
                     else (future, float(p.value))
             elif p.name in ("miss_rate_warn", "miss_rate_error", "rejection_rate_warn", "stale_warn_periods"):
-                cast = int if p.name == "stale_warn_periods" else float
                 if self._report is not None:
-                    self._report.thresholds = dataclasses.replace(self._report.thresholds, **{p.name: cast(p.value)})
+                    self._report.thresholds = _with_threshold(self._report.thresholds, p.name, p.value)
             elif p.name == "task_names":
                 self._apply_task_names(list(p.value or []))
             elif p.name.startswith("tasks."):
@@ -738,6 +738,20 @@ class SchedulerNode(LifecycleNode):
             return
         self._destroyed = True
         super().destroy_node()
+
+
+def _with_threshold(thresholds: DiagnosticThresholds, name: str, value: Any) -> DiagnosticThresholds:
+    """``thresholds`` with the diagnostic threshold parameter ``name`` set to ``value`` (an int for
+    ``stale_warn_periods``, a float for the rates)."""
+    if name == "stale_warn_periods":
+        return dataclasses.replace(thresholds, stale_warn_periods=int(value))
+    if name == "miss_rate_warn":
+        return dataclasses.replace(thresholds, miss_rate_warn=float(value))
+    if name == "miss_rate_error":
+        return dataclasses.replace(thresholds, miss_rate_error=float(value))
+    if name == "rejection_rate_warn":
+        return dataclasses.replace(thresholds, rejection_rate_warn=float(value))
+    raise ValueError(f"{name!r} is not a diagnostic threshold parameter")
 
 
 def _describe(exc: BaseException) -> str:
