@@ -158,6 +158,11 @@ class BagPlayer:
     ``play()`` (blocking) or ``start()``/``stop()``/``join()`` (background thread); ``close()`` at the
     end destroys the publishers."""
 
+    # set when playback starts (play): its monotonic start, and the next /clock tick in monotonic and in bag time
+    _wall_start: float
+    _next_tick: float
+    _next_tick_ns: int
+
     def __init__(
         self,
         node: Node,

@@ -56,7 +56,7 @@ def starts_with_header(msgtype: str, store: Typestore | None = None) -> bool:
     return ref == HEADER_TYPE
 
 
-def header_stamp_ns(data: bytes | memoryview) -> int | None:
+def header_stamp_ns(data: bytes | bytearray | memoryview) -> int | None:
     """``header.stamp`` (ns) of a CDR message whose first field is a Header; None if not CDR."""
     raw = bytes(data[:12])
     if len(raw) < 12 or raw[:2] not in (CDR_LE, CDR_BE):
