@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         figures = []
         for run, label, sub in zip(runs, labels, ("a", "b"), strict=True):
             out = run.path.resolve().parent if args.outputs else args.out / sub
-            fig, files = write_report(run, out, title=f"daris_ros replay report: {label}", zoom_s=args.zoom)
+            fig, report_files = write_report(run, out, title=f"daris_ros replay report: {label}", zoom_s=args.zoom)
             figures.append(fig)
-            reports.append(str(files.markdown))
+            reports.append(str(report_files.markdown))
         rows, files = write_comparison(runs[0], figures[0], runs[1], figures[1], args.out, labels,
                                        (reports[0], reports[1]))
     except KeyboardInterrupt:
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(f.ok for f in figures) else 1
 
 
+def _labelled(log: Log, label: str) -> Log:
+    """``log`` with each message prefixed by ``[label]``."""
+    return lambda msg: log(f"[{label}] {msg}")
+
+
 def _replay_both(args: argparse.Namespace, log: Log) -> tuple[tuple[Path, Path], tuple[str, str]]:
     from daris_ros.tools.replay import Replay, ReplayError, options_from_args
 
@@ -98,7 +103,7 @@ def _replay_both(args: argparse.Namespace, log: Log) -> tuple[tuple[Path, Path],
         opts = options_from_args(args, bag, config, args.out / sub)
         opts.report = False  # written below, with the run's label
         log(f"[compare] run {label}: {config}")
-        result = Replay(opts, lambda msg, label=label: log(f"[{label}] {msg}")).run()
+        result = Replay(opts, _labelled(log, label)).run()
         if result.interrupted:
             raise KeyboardInterrupt
         if not result.drained:

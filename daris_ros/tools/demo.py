@@ -108,7 +108,7 @@ def _pct(values: list[float], p: float) -> float:
 def summarize(settings: SchedulerSettings, data: Collected, duration: float,
               published: dict[str, int] | None = None) -> dict[str, Any]:
     stats = {t.task: t for t in data.stats.tasks} if data.stats is not None else {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for t in settings.tasks:
         res = data.results[t.name]
         resp = [r.response for r in res]

@@ -115,6 +115,12 @@ class FrameFactory:
         def huge(m: Image) -> None:  # absurd header, small data
             m.height, m.width = int(r.integers(60_000, 2**31)), int(r.integers(60_000, 2**31))
 
+        def zero_height(m: Image) -> None:
+            m.height, m.data = 0, b""
+
+        def zero_width(m: Image) -> None:
+            m.width, m.step, m.data = 0, 0, b""
+
         return {
             "image_step_too_small": lambda: self._img("image_step_too_small", "bad_step", step_small),
             "image_data_short": lambda: self._img(
@@ -123,11 +129,8 @@ class FrameFactory:
             "image_data_long": lambda: self._img(
                 "image_data_long", "long_data",
                 lambda m: setattr(m, "data", bytes(m.data) + bytes(int(r.integers(1, 5000))))),
-            "image_zero_height": lambda: self._img(
-                "image_zero_height", "zero_size", lambda m: (setattr(m, "height", 0), setattr(m, "data", b""))),
-            "image_zero_width": lambda: self._img(
-                "image_zero_width", "zero_size",
-                lambda m: (setattr(m, "width", 0), setattr(m, "step", 0), setattr(m, "data", b""))),
+            "image_zero_height": lambda: self._img("image_zero_height", "zero_size", zero_height),
+            "image_zero_width": lambda: self._img("image_zero_width", "zero_size", zero_width),
             "image_huge_header": lambda: self._img("image_huge_header", "too_large", huge),
             "image_over_max_pixels": lambda: self._img("image_over_max_pixels", "too_large", over_limit),
             "image_step_overflow": lambda: self._img(
