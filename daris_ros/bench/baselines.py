@@ -15,19 +15,19 @@ from dataclasses import dataclass
 
 import torch
 
-from daris_ros.runtime.models import build_staged_model
+from daris_ros.runtime.models import StagedModel, StageIO, build_staged_model
 
 Size = tuple[int, int] | None
 
 
-def _model(name: str, device: torch.device, input_size: Size = None) -> torch.nn.Module:
+def _model(name: str, device: torch.device, input_size: Size = None) -> StagedModel:
     m = build_staged_model(name, input_size=input_size).to(device).eval()
     for p in m.parameters():
         p.requires_grad_(False)
     return m
 
 
-def _input(model: torch.nn.Module, batch: int, device: torch.device) -> torch.Tensor:
+def _input(model: StagedModel, batch: int, device: torch.device) -> torch.Tensor:
     h, w = model.input_size
     return torch.randn(batch, 3, h, w, device=device)
 
@@ -48,7 +48,7 @@ def lower_jps(name: str, device: torch.device, seconds: float = 2.0, input_size:
     return n / (time.perf_counter() - t0)
 
 
-def _graph(m: torch.nn.Module, x: torch.Tensor, stream: torch.cuda.Stream) -> tuple[torch.cuda.CUDAGraph, object]:
+def _graph(m: torch.nn.Module, x: StageIO, stream: torch.cuda.Stream) -> tuple[torch.cuda.CUDAGraph, StageIO]:
     """A graph of ``m(x)`` and its static output (the caller keeps ``x`` and the output alive)."""
     stream.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(stream):
@@ -69,7 +69,7 @@ class Upper:
     by_batch: dict[int, float]
 
 
-def graph_batching_jps(m: torch.nn.Module, sizes: tuple[int, ...], device: torch.device, seconds: float,
+def graph_batching_jps(m: StagedModel, sizes: tuple[int, ...], device: torch.device, seconds: float,
                        n_streams: int = 1, make_input: Callable[[int], torch.Tensor] | None = None
                        ) -> dict[int, float]:
     """JPS of pure batching with whole-model CUDA graphs, per batch size: ``n_streams`` streams each replay their
@@ -119,10 +119,12 @@ def b1_ceiling(name: str, device: torch.device, n_streams: int = 8, seconds: flo
     kept busy from one thread, no scheduler. What batch-1 concurrency can give on this GPU."""
     m = _model(name, device, input_size)
     streams = [torch.cuda.Stream(device) for _ in range(n_streams)]
-    fns = list(m.stages) if staged else [m]
-    graphs, keep = [], []
+    fns: list[torch.nn.Module] = list(m.stages) if staged else [m]
+    graphs: list[list[torch.cuda.CUDAGraph]] = []
+    keep: list[StageIO] = []
     for s in streams:
-        row, x = [], _input(m, 1, device)
+        row: list[torch.cuda.CUDAGraph] = []
+        x: StageIO = _input(m, 1, device)
         keep.append(x)
         for fn in fns:  # stage j+1 reads stage j's static output: a real chain
             g, x = _graph(fn, x, s)

@@ -35,7 +35,7 @@ from daris_ros.bench.engine_run import BenchRun, bench_settings, describe, model
 from daris_ros.bench.report import environment, git_commit, merge_summary, write_csv
 from daris_ros.bench.workload import describe_rate, make_taskset
 from daris_ros.core.batching import DEFAULT_SIZES
-from daris_ros.runtime.models import build_staged_model
+from daris_ros.runtime.models import StagedModel, build_staged_model
 from daris_ros.runtime.models.precision import apply_precision, model_input, output_difference
 
 log = logging.getLogger("daris_ros.bench")
@@ -154,7 +154,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------------ baselines
 def _prepared(name: str, precision: str, channels_last: bool, device: torch.device,
-              input_size: tuple[int, int] | None = None) -> torch.nn.Module:
+              input_size: tuple[int, int] | None = None) -> StagedModel:
     m = build_staged_model(name, input_size=input_size)
     apply_precision(m, precision, channels_last)
     m = m.to(device).eval()
@@ -163,7 +163,7 @@ def _prepared(name: str, precision: str, channels_last: bool, device: torch.devi
     return m
 
 
-def _random_batch(m: torch.nn.Module, device: torch.device, bs: int) -> torch.Tensor:
+def _random_batch(m: StagedModel, device: torch.device, bs: int) -> torch.Tensor:
     h, w = m.input_size
     return model_input(m, torch.randn(bs, 3, h, w, device=device))
 

@@ -123,7 +123,7 @@ def make_cameras(n: int, group: Sequence[GroupEntry], rate: float, lp_rate: floa
     size = sum(g.count for g in group)
     if n < 1 or n % size:
         raise ValueError(f"--cameras {n} must be a positive multiple of the group size {size}")
-    cams = []
+    cams: list[Camera] = []
     for _ in range(n // size):
         for g in group:
             for _ in range(g.count):
@@ -1009,8 +1009,8 @@ def main(argv: list[str] | None = None) -> int:
         return publisher_main(spec) if args.role == "publisher" else reader_main(spec)
     out = args.out.resolve()
     if args.combine:
-        report = combine(args.combine, out)
-        print(json.dumps({"max_cameras": report["max_cameras"], "node_e2e": report["node_e2e"]}))
+        combined = combine(args.combine, out)
+        print(json.dumps({"max_cameras": combined["max_cameras"], "node_e2e": combined["node_e2e"]}))
         return 0
     try:
         import daris_ros.msg  # noqa: F401  (generated at build time: the install space must be sourced)

@@ -21,12 +21,13 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 
-def load_model(name: str, input_size: tuple[int, int] | None, precision: str, channels_last: bool,
+def load_model(name: str, input_size: Sequence[int] | None, precision: str, channels_last: bool,
                device: str) -> Any:
     """The whole network as one module (the staged model merged), random weights, on ``device``."""
     from daris_ros.runtime.models import build_staged_model

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(slots=True)
@@ -128,7 +131,7 @@ def best_row(rows: Sequence[Row]) -> tuple[Row | None, bool]:
     return (max(daris, key=lambda r: r.jps), False) if daris else (None, False)
 
 
-def write_csv(path: Path, rows: Sequence[Any], cls: type = Row) -> None:
+def write_csv(path: Path, rows: Sequence[Any], cls: type[DataclassInstance] = Row) -> None:
     """One row per dataclass instance (``cls``: their type, for the header), floats to 4 significant digits."""
     names = list(cls.__dataclass_fields__)
     with path.open("w", newline="") as f:
@@ -154,7 +157,7 @@ def read_results(out: Path) -> tuple[list[Row], dict[str, ModelBaselines]]:
     if not (out / "results.csv").exists() or not (out / "summary.json").exists():
         return read_summary_md(out)
     types = {n: f.type for n, f in Row.__dataclass_fields__.items()}
-    conv = {"int": int, "float": float, "str": str, "bool": lambda v: v == "True"}
+    conv: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str, "bool": lambda v: v == "True"}
     rows = []
     with (out / "results.csv").open(newline="") as f:
         for rec in csv.DictReader(f):

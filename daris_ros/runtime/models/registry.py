@@ -72,7 +72,7 @@ def build_staged_model(
     num_classes: int | None = None,
     stages: Sequence[Sequence[str]] | None = None,
     torchscript: str | None = None,
-    input_size: tuple[int, int] | None = None,
+    input_size: Sequence[int] | None = None,
     transform_input: bool | None = None,
     kind: str | None = None,
     stage_boundaries: Sequence[str] | None = None,
