@@ -275,9 +275,9 @@ def decode_frame(msgtype: str, msg: Any) -> np.ndarray:
 
     if msgtype == COMPRESSED_TYPE:
         return np.asarray(compressed_to_rgb(msg))
-    # the pixels as a memoryview: the numpy path (cv_bridge, where installed, expects rclpy messages)
+    # the pixels as a memoryview (ndarray.data): the numpy path (cv_bridge, where installed, expects rclpy messages)
     view = SimpleNamespace(encoding=msg.encoding, height=msg.height, width=msg.width, step=msg.step,
-                           is_bigendian=msg.is_bigendian, data=memoryview(np.ascontiguousarray(msg.data)))
+                           is_bigendian=msg.is_bigendian, data=np.ascontiguousarray(msg.data).data)
     return np.asarray(image_to_rgb(view))
 
 
@@ -288,7 +288,7 @@ def decode_mask(msg: Any) -> np.ndarray:
     if msg.encoding != "mono8":
         raise ValueError(f"a class mask is mono8, got {msg.encoding!r}")
     view = SimpleNamespace(encoding="mono8", height=msg.height, width=msg.width, step=msg.step,
-                           is_bigendian=msg.is_bigendian, data=memoryview(np.ascontiguousarray(msg.data)))
+                           is_bigendian=msg.is_bigendian, data=np.ascontiguousarray(msg.data).data)
     return np.ascontiguousarray(image_to_rgb(view)[:, :, 0])
 
 
