@@ -12,6 +12,7 @@ child names, so the weights are shared, never copied.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -21,6 +22,12 @@ StageIO = Tensor | tuple[Tensor, ...]
 KINDS = ("classification", "segmentation", "detection")
 #: Detections per image a detection model returns (its last stage's K) unless it sets ``max_detections``.
 DEFAULT_MAX_DETECTIONS = 100
+
+
+def submodule(module: nn.Module, name: str) -> nn.Module:
+    """The registered child module ``module.<name>``, typed as a module (torch types ``Module.__getattr__`` as
+    ``Tensor | Module``: it also finds parameters and buffers)."""
+    return cast(nn.Module, getattr(module, name))
 
 
 def stage_tensors(x: StageIO) -> tuple[Tensor, ...]:
@@ -60,6 +67,12 @@ class StagedModel(nn.Module):
             stage with data-dependent shapes or host synchronisation, e.g. a detector's NMS stage; such a
             stage always runs eagerly). Default: every stage.
     """
+
+    # plain attributes (not submodules): the unstaged model is kept in __dict__ by hand (see __init__); the
+    # optional ones are set by some builders only (read them with getattr(model, name, default))
+    _unstaged: nn.Module | None
+    class_names: tuple[str, ...] | None
+    max_detections: int
 
     def __init__(
         self,

@@ -36,14 +36,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from daris_ros.runtime.models.base import StagedModel, check_input_size
+from daris_ros.runtime.models.base import StagedModel, check_input_size, submodule
 from daris_ros.runtime.models.weights import apply_state_dict, load_state_dict_file, warn_random_init
 from daris_ros.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
@@ -111,6 +111,9 @@ class InputAdapter(nn.Module):
     """From the engine's ImageNet-normalised batch to the detector's own normalisation, then zero padding
     at the bottom/right to a multiple of ``size_divisible`` (torchvision's batching). Checks the input size
     (a host-side shape check: no synchronisation, capturable)."""
+
+    scale: Tensor  # buffers, registered in __init__
+    shift: Tensor
 
     def __init__(self, input_size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
                  size_divisible: int) -> None:
@@ -419,20 +422,31 @@ class RcnnDetectStage(nn.Module):
 # -- building ----------------------------------------------------------------------------------------
 def _steps_of(detector: nn.Module, family: str) -> dict[str, tuple[nn.Module, bool]]:
     """The feature extractor's steps by name, with whether each one's output is a feature level."""
-    backbone = detector.backbone
+    backbone = submodule(detector, "backbone")
     if family == "ssd":  # SSDLiteFeatureExtractorMobileNet: every block of features and extra is a level
-        steps = {f"features.{i}": (m, True) for i, m in enumerate(backbone.features)}
-        steps.update({f"extra.{i}": (m, True) for i, m in enumerate(backbone.extra)})
+        features = cast(nn.Sequential, backbone.features)
+        extra = cast(nn.ModuleList, backbone.extra)
+        steps = {f"features.{i}": (m, True) for i, m in enumerate(features)}
+        steps.update({f"extra.{i}": (m, True) for i, m in enumerate(extra)})
         return steps
-    body = backbone.body  # IntermediateLayerGetter
-    return {name: (module, name in body.return_layers) for name, module in body.named_children()}
+    body = submodule(backbone, "body")  # IntermediateLayerGetter
+    return_layers = _return_layers(backbone)
+    return {name: (module, name in return_layers) for name, module in body.named_children()}
+
+
+def _return_layers(backbone: nn.Module) -> dict[str, str]:
+    """``{child name: output name}`` of a torchvision backbone's ``body`` (an IntermediateLayerGetter, whose
+    ``return_layers`` torch types as ``Tensor | Module``: torchvision is untyped)."""
+    body: Any = backbone.body
+    return_layers: dict[str, str] = body.return_layers
+    return return_layers
 
 
 def _fpn_level_names(backbone: nn.Module) -> list[str]:
     """The names of the FPN's output levels (``"0"``, ``"1"``, ..., then the extra block's ``"pool"`` or
     ``"p6"``, ``"p7"``), found by running the FPN once on tiny inputs: the ROI heads select levels by name."""
-    fpn = backbone.fpn
-    in_names = list(backbone.body.return_layers.values())
+    fpn: Any = backbone.fpn  # torchvision's FeaturePyramidNetwork (torchvision is untyped)
+    in_names = list(_return_layers(backbone).values())
     channels = [int(block[0].in_channels) for block in fpn.inner_blocks]
     side = 2 ** (len(in_names) + 1)
     tiny = OrderedDict((name, torch.zeros(1, c, side >> i, side >> i))
@@ -460,7 +474,7 @@ def _build_detector(spec: DetectorSpec, num_classes: int, size: tuple[int, int],
     else:
         kwargs["detections_per_img"] = max_detections
     detector = builder(**kwargs)
-    transform = detector.transform
+    transform: Any = detector.transform  # torchvision's GeneralizedRCNNTransform (torchvision is untyped)
     transform.min_size = (min(size),)  # scale 1 at `size`: the transform only normalises and pads
     transform.max_size = max(size)
     transform.fixed_size = None
@@ -499,14 +513,15 @@ def build_detection(
         warn_random_init(key)
     detector.eval()
 
-    transform = detector.transform
+    transform: Any = detector.transform  # torchvision's GeneralizedRCNNTransform (torchvision is untyped)
     adapter = InputAdapter(size, transform.image_mean, transform.image_std, int(transform.size_divisible))
     steps = _steps_of(detector, spec.family)
     listed = [n for group in spec.backbone_stages for n in group]
     if listed != list(steps):
         raise RuntimeError(f"{key}: the stage table {listed} does not cover torchvision's steps {list(steps)}")
-    fpn = getattr(detector.backbone, "fpn", None)
-    fpn_in = list(detector.backbone.body.return_layers.values()) if fpn is not None else []
+    backbone = submodule(detector, "backbone")
+    fpn = getattr(backbone, "fpn", None)
+    fpn_in = list(_return_layers(backbone).values()) if fpn is not None else []
     modules: list[nn.Module] = []
     current_first = True  # what the first stage gets is the image batch (a tensor): unused there
     for i, group in enumerate(spec.backbone_stages):
@@ -518,11 +533,11 @@ def build_detection(
         current_first = not returned[-1]
     names = list(spec.backbone_stage_names)
     if spec.family == "rcnn":
-        modules.append(RcnnDetectStage(detector, _fpn_level_names(detector.backbone), size,
+        modules.append(RcnnDetectStage(detector, _fpn_level_names(backbone), size,
                                        adapter.padded_size(), k))
         names.append("rpn+roi_heads")
     else:
-        modules.append(HeadStage(detector.head, _HEAD_KEYS[spec.family]))
+        modules.append(HeadStage(submodule(detector, "head"), _HEAD_KEYS[spec.family]))
         modules.append(DenseDetectStage(detector, spec.family, size, adapter.padded_size(), k))
         names += ["head", "detect"]
     graph_stages = [True] * (len(modules) - 1) + [False]

@@ -234,6 +234,8 @@ def build_torchvision_staged(
         warn_random_init(name)
     model.eval()
 
+    names: list[str]
+    modules: list[nn.Module]
     if stages is None:
         log.info("%s: no stage boundaries given; running it as one stage", name)
         names, modules = ["all"], [WholeModelStage(model)]
@@ -293,6 +295,8 @@ def build_torchscript_staged(
         if num_classes is None:
             raise ValueError(f"{name}: cannot infer num_classes from {file}; give num_classes")
     size = check_input_size(name, input_size, DEFAULT_INPUT_SIZE)
+    names: list[str]
+    modules: list[nn.Module]
     if stages is None:
         log.info("%s: no stage boundaries given for TorchScript file %s; running it as one stage", name, file)
         names, modules = ["all"], [WholeModelStage(model)]
@@ -301,9 +305,13 @@ def build_torchscript_staged(
     staged = StagedModel(name=name, kind=kind, input_size=size, num_classes=int(num_classes),
                          stage_names=names, stages=modules, unstaged=model)
     if "class_names" in declared:
-        staged.class_names = declared["class_names"]
+        class_names = declared["class_names"]
+        assert isinstance(class_names, tuple)  # a tuple of str, checked by _script_attributes
+        staged.class_names = class_names
     if kind == "detection":
-        staged.max_detections = int(declared.get("max_detections", DEFAULT_MAX_DETECTIONS))
+        max_detections = declared.get("max_detections", DEFAULT_MAX_DETECTIONS)
+        assert isinstance(max_detections, int)  # checked by _script_attributes
+        staged.max_detections = int(max_detections)
     return staged.eval()
 
 

@@ -36,7 +36,8 @@ def apply_precision(model: nn.Module, precision: str = "fp32", channels_last: bo
     model.to(dtype=dtype)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        # (documented and accepted at run time; the overloads of Module.to in torch's stubs omit memory_format)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.input_dtype = dtype  # type: ignore[assignment]
     model.memory_format = fmt  # type: ignore[assignment]
     model.precision = precision.strip().lower()  # type: ignore[assignment]

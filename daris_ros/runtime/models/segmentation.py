@@ -42,11 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from daris_ros.runtime.models.base import StagedModel, StageIO, check_input_size, stage_tensors
+from daris_ros.runtime.models.base import StagedModel, StageIO, check_input_size, stage_tensors, submodule
 from daris_ros.runtime.models.weights import apply_state_dict, load_state_dict_file, warn_random_init
 
 SEGMENTATION_DEFAULT_CLASSES = 21  # PASCAL VOC (background + 20), as torchvision's weights
@@ -180,7 +181,7 @@ def build_torchvision_segmentation(name: str, num_classes: int) -> nn.Module:
 
 
 def _backbone_stages(name: str, model: nn.Module, spec: SegmentationSpec) -> list[BackboneStage]:
-    getter = model.backbone
+    getter: Any = model.backbone  # torchvision's IntermediateLayerGetter (torchvision is untyped)
     layers: dict[str, nn.Module] = dict(getter.named_children())
     planned = [child for _, children in spec.backbone_stages for child in children]
     if planned != list(layers):
@@ -230,10 +231,10 @@ def build_segmentation(
         warn_random_init(name)
     model.eval()
     stage_modules: list[nn.Module] = [*_backbone_stages(name, model, spec),
-                                      HeadStage(model.classifier, size, spec.feature_strides)]
+                                      HeadStage(submodule(model, "classifier"), size, spec.feature_strides)]
     staged = StagedModel(name=name, kind="segmentation", input_size=size, num_classes=classes,
                          stage_names=[*(stage for stage, _ in spec.backbone_stages), HEAD_STAGE_NAME],
                          stages=stage_modules, unstaged=model, ignored_weight_prefixes=AUX_CLASSIFIER_PREFIXES)
     default_names = torchvision_class_names(name)
-    staged.class_names = default_names if len(default_names) == classes else None  # type: ignore[assignment]
+    staged.class_names = default_names if len(default_names) == classes else None
     return staged.eval()

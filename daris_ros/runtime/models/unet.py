@@ -104,6 +104,8 @@ class UNet(nn.Module):
 
 
 class ContractingStage(nn.Module):
+    pool: nn.Module  # registered by add_module in __init__, with the encoders
+
     def __init__(self, unet: UNet) -> None:
         super().__init__()
         for name in (*_ENCODERS, "pool"):
