@@ -91,11 +91,11 @@ class Camera:
 
 
 class GroupEntry(NamedTuple):
-    """One entry of ``--group``: ``count`` cameras of ``priority`` running ``model`` (at ``input_size``)."""
+    """One entry of ``--group``: ``cameras`` cameras of ``priority`` running ``model`` (at ``input_size``)."""
 
     priority: str  # HP | LP
     model: str
-    count: int
+    cameras: int
     input_size: tuple[int, int] | None = None  # (H, W); None: --input-size, else the model's default
 
 
@@ -120,13 +120,13 @@ def parse_group(spec: str) -> list[GroupEntry]:
 def make_cameras(n: int, group: Sequence[GroupEntry], rate: float, lp_rate: float | None = None,
                  prefix: str = "/e2e") -> list[Camera]:
     """``n`` cameras, whole groups only; task ``cam07_lp_resnet18`` reads ``/e2e/cam07/image/compressed``."""
-    size = sum(g.count for g in group)
+    size = sum(g.cameras for g in group)
     if n < 1 or n % size:
         raise ValueError(f"--cameras {n} must be a positive multiple of the group size {size}")
     cams: list[Camera] = []
     for _ in range(n // size):
         for g in group:
-            for _ in range(g.count):
+            for _ in range(g.cameras):
                 i = len(cams)
                 name = f"cam{i:02d}_{g.priority.lower()}_{g.model.lower()}"
                 cams.append(Camera(i, name, g.priority, g.model, rate if g.priority == "HP" or not lp_rate else lp_rate,
@@ -1032,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["daris-node-e2e", *argv]), "commit": args.commit or git_commit(Path.cwd()),
         "device": device_name(args.device), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "served_target": args.served_target,
-        "scenario": (f"groups of {sum(g.count for g in group)} ({args.group}), JPEG {args.width}x{args.height} at "
+        "scenario": (f"groups of {sum(g.cameras for g in group)} ({args.group}), JPEG {args.width}x{args.height} at "
                      f"{args.rate:g} Hz" + (f" (LP {args.lp_rate:g} Hz)" if args.lp_rate else "")
                      + f", {args.seconds:g} s window after {args.warmup:g} s; node: {args.backend} {args.device} "
                      f"{args.policy} {args.contexts}x{args.streams} OS {args.os:g}, {args.precision}"

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--warmup must be within [0, --seconds)")
     try:
         configs = [parse_config(c) for c in args.configs.split(",")]
-        cams = make_cameras(sum(g.count for g in parse_group(args.group)), parse_group(args.group), args.rate,
+        cams = make_cameras(sum(g.cameras for g in parse_group(args.group)), parse_group(args.group), args.rate,
                             args.lp_rate, prefix="/vehicle")
     except ValueError as exc:
         p.error(str(exc))

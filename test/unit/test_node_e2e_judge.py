@@ -40,7 +40,7 @@ def test_a_group_gives_its_models_input_size():
     model's default when that is not given either)."""
     group = parse_group("HP:ssdlite320_mobilenet_v3_large:1:320x320,LP:lraspp_mobilenet_v3_large:1:288x512,"
                         "LP:resnet18:1")
-    assert [(g.priority, g.model, g.count, g.input_size) for g in group] == [
+    assert [(g.priority, g.model, g.cameras, g.input_size) for g in group] == [
         ("HP", "ssdlite320_mobilenet_v3_large", 1, (320, 320)), ("LP", "lraspp_mobilenet_v3_large", 1, (288, 512)),
         ("LP", "resnet18", 1, None)]
     cams = make_cameras(3, group, 30.0, lp_rate=15.0)
