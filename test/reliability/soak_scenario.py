@@ -40,7 +40,8 @@ HP_RATE = 5.0
 N_P = 2  # contexts x streams
 
 
-def params(stats_period: float, lp_rate: float = 10.0) -> str:
+def params(stats_period: float, lp_rate: float = 10.0, hp_deadline: float | None = None) -> str:
+    """The node's parameter file; HP deadline = period unless ``hp_deadline`` (seconds) is given."""
     lines = [f"""
 daris_scheduler:
   ros__parameters:
@@ -55,7 +56,8 @@ daris_scheduler:
     task_names: [{", ".join(HP_TASKS + LP_TASKS)}]
     tasks:"""]
     for t in HP_TASKS:
-        lines.append(f"      {t}: {{topic: /soak/{t}, priority: HP, rate: {HP_RATE}, "
+        deadline = "" if hp_deadline is None else f"deadline: {hp_deadline}, "
+        lines.append(f"      {t}: {{topic: /soak/{t}, priority: HP, rate: {HP_RATE}, {deadline}"
                      "model: resnet18, input_size: [32, 32]}")
     for t in LP_TASKS:
         lines.append(f"      {t}: {{topic: /soak/{t}, priority: LP, rate: {lp_rate}, model: resnet18, "
@@ -161,15 +163,17 @@ def _set_rates(node: Any, rates: dict[str, float]) -> None:
 
 
 def run_scenario(install_prefix: Path, workdir: Path, *, duration: float, load: float = 3.0,
-                 kills: tuple[float, ...] = (), stats_period: float = 1.0, warmup: float = 10.0) -> dict[str, Any]:
-    """Run the node for ``duration`` s of cameras at the given offered ``load`` (x N_p); returns figures."""
+                 kills: tuple[float, ...] = (), stats_period: float = 1.0, warmup: float = 10.0,
+                 hp_deadline: float | None = None) -> dict[str, Any]:
+    """Run the node for ``duration`` s of cameras at the given offered ``load`` (x N_p); returns figures.
+    ``hp_deadline``: the HP tasks' deadline in seconds (default: their period)."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
     # kills are timed from the first stage submitted; the cameras start a few seconds after that point
     env = {"DARIS_CPU_FAULTS": ";".join(f"kill:{i % N_P}:0:{t:g}" for i, t in enumerate(kills))} if kills else {}
-    proc = start_node(install_prefix, params(stats_period), workdir, env=env)
+    proc = start_node(install_prefix, params(stats_period, hp_deadline=hp_deadline), workdir, env=env)
     try:  # a harness that fails to start must not leave the node running (it would load every later test)
         rclpy.init()
         node = Node(f"soak_harness_{os.getpid()}")
@@ -181,7 +185,8 @@ def run_scenario(install_prefix: Path, workdir: Path, *, duration: float, load: 
         proc.stop()
         rclpy.try_shutdown()
         raise
-    out: dict[str, Any] = {"duration_s": duration, "load_target": load, "kills_at_s": list(kills)}
+    out: dict[str, Any] = {"duration_s": duration, "load_target": load, "kills_at_s": list(kills),
+                           "hp_deadline_s": hp_deadline if hp_deadline is not None else 1.0 / HP_RATE}
     try:
         proc.wait_for("running:")
         t_wait = time.monotonic()

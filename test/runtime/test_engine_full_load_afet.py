@@ -32,6 +32,7 @@ class _Recorder:
         self.lock = threading.Lock()
         self.running: dict[int, tuple[int, int]] = {}  # ticket -> (context, stream)
         self.target_overlaps = 0  # target stages that found another stream busy when they were launched
+        self.busy_at_target: list[set[tuple[int, int]]] = []  # per target stage: the other streams then busy
         self.targets = 0
         self.background = 0
         backend.launch, backend.poll = self.launch, self.poll
@@ -41,6 +42,7 @@ class _Recorder:
             if (c, s) == (0, 0):
                 self.targets += 1
                 self.target_overlaps += bool(self.running)
+                self.busy_at_target.append(set(self.running.values()))
             else:
                 self.background += 1
             ticket = self.inner_launch(c, s, model, stage, size, rows)
@@ -73,8 +75,10 @@ def test_full_load_profiling_keeps_the_other_streams_busy_and_fills_the_cache(tm
     assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
     # (1 warm-up + 2 runs) x 4 stages x 2 models target stages, each submitted while background work ran
     assert rec.targets == 24
-    assert rec.background >= rec.targets  # two other streams, refilled whenever they go idle
-    assert rec.target_overlaps == rec.targets  # the other streams are fed before each target stage
+    # the two other streams are fed before each target stage: both busy whenever a target stage starts (their
+    # stages may span several target stages on a loaded machine, so no count of background stages is asserted)
+    assert rec.busy_at_target == [{(0, 1), (0, 2)}] * rec.targets
+    assert rec.target_overlaps == rec.targets and rec.background >= 2
     data = json.loads(cache.read_text())
     assert len(data) == 2 and all("|cpu|1x3|" in k and "|full_load|" in k for k in data)
     assert {tuple(v) for v in data.values()} == {tuple(v) for v in afet.values()}
@@ -127,4 +131,4 @@ def test_full_load_profiling_with_worker_processes() -> None:
     assert all(len(v) == 4 and min(v) > 0 for v in afet.values())
     # (the mps backend's run_now, the warm-up pass, does not go through submit)
     assert rec.targets == 24 and rec.background > 0
-    assert rec.target_overlaps == rec.targets  # every target stage was launched beside a background stage
+    assert rec.busy_at_target == [{(1, 0)}] * rec.targets  # every target stage beside the other context's stage
