@@ -60,6 +60,7 @@ from daris_ros.runtime.frames import ArrayDecoder, FrameDecoder, FrameError
 from daris_ros.runtime.inbox import FrameInbox, FrameItem
 from daris_ros.runtime.labels import class_names_for
 from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
+from daris_ros.runtime.release_backlog import ReleaseBacklog
 from daris_ros.runtime.release_clock import ReleaseClock
 from daris_ros.runtime.results import (
     Detections,
@@ -567,7 +568,7 @@ class Engine:
         commands = self._commands
         stats = self._loop_stats
         due: list[tuple[str, float, int]] = []
-        backlog: collections.deque[tuple[str, float, int]] = collections.deque()  # releases of a burst left over
+        backlog = ReleaseBacklog(self._is_hp)  # releases of a burst left over, HP first
         fresh = self._fresh
         cpu_clock = time.thread_time
         max_wait = self._max_wait
@@ -594,10 +595,9 @@ class Engine:
                 if now >= releases.next_time():
                     self._due_releases(now, due)
             if backlog or len(due) > RELEASE_CHUNK:
-                backlog.extend(due)
+                backlog.add(due)
                 due.clear()
-                for _ in range(min(RELEASE_CHUNK, len(backlog))):
-                    due.append(backlog.popleft())
+                backlog.take(RELEASE_CHUNK, due)
             if due:
                 c1 = cpu_clock()
                 n = self._release_burst(due, now)
@@ -629,6 +629,10 @@ class Engine:
                 wake.wait(timeout)
 
     # -- releases -----------------------------------------------------------------------------------------------
+    def _is_hp(self, task: str) -> bool:
+        settings = self._task.get(task)
+        return settings is not None and settings.priority == "HP"
+
     def _fresh_releases(self, now: float, due: list[tuple[str, float, int]]) -> None:
         """Frame-triggered tasks whose new frame arrived: released now when allowed (else at their allowed time)."""
         releases = self._releases
