@@ -8,7 +8,9 @@ Output bag, designed so that a report can recompute everything from it:
 
 - every recorded topic keeps its real type (``daris_ros/msg/InferenceResult``,
   ``daris_ros/msg/SchedulerStats``, ``diagnostic_msgs/msg/DiagnosticArray``, images, ...), whose
-  definitions and hashes come from the daris_ros type store, so rosbags can deserialise them;
+  definitions and hashes come from the daris_ros type store, so rosbags can deserialise them; a topic of
+  a type that store lacks (``vision_msgs``, a team's own package) is recorded when the type's ``.msg`` files
+  are installed under ``AMENT_PREFIX_PATH`` (:mod:`.ament_types`), else listed in ``untypable``;
 - log time = the recorder node's clock at reception (ROS time: sim time when the node has
   ``use_sim_time``, which makes replays in fast mode comparable); ``timestamp="receive"`` uses the
   middleware's wall-clock receive timestamp instead;
@@ -36,9 +38,10 @@ from rclpy.timer import Timer
 from rosbags.interfaces import Qos
 from rosbags.typesys.store import Typestore
 
+from .ament_types import UnknownTypeError, learn_type
 from .qos import from_rclpy
 from .rostypes import import_message_class
-from .typestore import get_typestore
+from .typestore import make_typestore
 from .writer import CUSTOM_PREFIX, BagSummary, BagWriter
 
 Timestamp = Literal["node", "receive"]
@@ -107,7 +110,7 @@ class BagRecorder:
             raise ValueError(f"timestamp must be 'node' or 'receive', got {timestamp!r}")
         self.node = node
         self.path = Path(path)
-        self.store = store or get_typestore()
+        self.store = store or make_typestore()  # (its own: types learnt from the ament index are added to it)
         if isinstance(topics, Mapping):
             self._requested: dict[str, str | None] = {t: ty for t, ty in topics.items()}
         else:
@@ -121,6 +124,7 @@ class BagRecorder:
         self.discovery_period = discovery_period
         self.accept = dict(accept or {})
         self._ignored: dict[str, int] = {}
+        self._untypable: dict[str, str] = {}  # topic -> why none of its graph types can be recorded
         self._writer = BagWriter(self.path, storage=storage, store=self.store, default_qos=())
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -304,16 +308,42 @@ class BagRecorder:
                 if msgtype is None:
                     if graph is None:
                         graph = dict(self.node.get_topic_names_and_types())
-                    candidates = [t for t in graph.get(resolved, []) if t in self.store.fielddefs]
-                    if not candidates:
+                    msgtype = self._recordable_type(resolved, graph.get(resolved, []))
+                    if msgtype is None:
                         continue
-                    msgtype = candidates[0]
                 publishers = self.node.get_publishers_info_by_topic(resolved)
                 if not publishers and self.qos is None:
                     continue  # wait for a publisher, to adapt the QoS to its offer
                 self._subscribe(topic, resolved, msgtype, publishers)
             if len(self._subs) == len(self._requested) and self._timer is not None:
                 self._timer.cancel()
+
+    def _recordable_type(self, topic: str, graph_types: list[str]) -> str | None:
+        """The first of a topic's types on the graph that the store knows, or can learn from the ``.msg`` files
+        of the installed packages (:func:`~.ament_types.learn_type`); None when there is none yet (why is kept in
+        :attr:`untypable`)."""
+        known = [t for t in graph_types if t in self.store.fielddefs]
+        if known:
+            return known[0]
+        reasons = []
+        for msgtype in graph_types:
+            try:
+                learn_type(self.store, msgtype)
+            except (UnknownTypeError, ValueError) as exc:
+                reasons.append(str(exc))
+                continue
+            self._untypable.pop(topic, None)
+            return msgtype
+        if reasons:
+            self._untypable[topic] = "; ".join(reasons)
+        return None
+
+    @property
+    def untypable(self) -> dict[str, str]:
+        """Topic -> why it is not recorded although it has publishers: none of its types is known to the store
+        or defined under ``AMENT_PREFIX_PATH``."""
+        with self._lock:
+            return dict(self._untypable)
 
     def _subscribe(self, requested: str, topic: str, msgtype: str, publishers: list[Any]) -> None:
         """Subscribe to ``topic`` (the resolved name of ``requested``)."""

@@ -29,6 +29,7 @@ from typing import Any
 from rosbags.rosbag2 import Reader
 from rosbags.typesys.store import Typestore
 
+from daris_ros.bags.ament_types import with_bag_types
 from daris_ros.bags.info import daris_info
 from daris_ros.bags.typestore import get_typestore
 
@@ -36,8 +37,9 @@ RESULT_TYPE = "daris_ros/msg/InferenceResult"
 STATS_TYPE = "daris_ros/msg/SchedulerStats"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-DETECTIONS_TYPE = "daris_ros/msg/Detection2DArray"
-LABELS_TYPE = "daris_ros/msg/LabelInfo"
+#: the detections and labels types the node publishes (``perception_msgs``: its own, or vision_msgs 4.x)
+DETECTIONS_TYPES = ("daris_ros/msg/Detection2DArray", "vision_msgs/msg/Detection2DArray")
+LABELS_TYPES = ("daris_ros/msg/LabelInfo", "vision_msgs/msg/LabelInfo")
 
 #: InferenceResult.kind (KIND_CLASSIFICATION, KIND_SEGMENTATION, KIND_DETECTION)
 KIND_NAMES = {0: "classification", 1: "segmentation", 2: "detection"}
@@ -317,11 +319,12 @@ def read_run(bag: Path | str, *, store: Typestore | None = None, inputs: bool = 
     store = store or get_typestore()
     run = RunData(path=path)
     with Reader(path) as reader:
+        store = with_bag_types(store, reader.connections)  # (vision_msgs: from the definitions in the bag)
         wanted = []
         for conn in reader.connections:
             run.topics[conn.topic] = conn.msgtype
             run.counts[conn.topic] = run.counts.get(conn.topic, 0) + int(conn.msgcount)
-            if conn.msgtype in (RESULT_TYPE, STATS_TYPE, DIAGNOSTICS_TYPE, DETECTIONS_TYPE, LABELS_TYPE) or (
+            if conn.msgtype in (RESULT_TYPE, STATS_TYPE, DIAGNOSTICS_TYPE, *DETECTIONS_TYPES, *LABELS_TYPES) or (
                     inputs and conn.msgtype in IMAGE_TYPES):
                 wanted.append(conn)
         _read_messages(run, reader.messages(connections=wanted), store)
@@ -344,7 +347,7 @@ def _read_messages(run: RunData, messages: Iterable[tuple[Any, int, bytes]], sto
             run.stats.append(stats_snapshot(store.deserialize_cdr(raw, msgtype), log_ns))
         elif msgtype == DIAGNOSTICS_TYPE:
             add_diagnostics(run.diagnostics, store.deserialize_cdr(raw, msgtype))
-        elif msgtype == LABELS_TYPE:
+        elif msgtype in LABELS_TYPES:
             run.labels[conn.topic] = label_names(store.deserialize_cdr(raw, msgtype))
         else:
             header = cdr_header(raw)
@@ -357,7 +360,7 @@ def _separate_payloads(run: RunData) -> None:
     ``payloads``; a detections topic no result names stays among the payloads (it is no camera either)."""
     named = {r.payload_topic for r in run.all_results() if r.payload_topic}
     for topic in list(run.inputs):
-        if topic in named or run.topics.get(topic) == DETECTIONS_TYPE:
+        if topic in named or run.topics.get(topic) in DETECTIONS_TYPES:
             run.payloads[topic] = run.inputs.pop(topic)
 
 

@@ -36,9 +36,10 @@ from PIL import ImageDraw, ImageFont
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.typesys.store import Typestore
 
+from daris_ros.bags.ament_types import with_bag_types
 from daris_ros.bags.typestore import get_typestore
 
-from .extract import DETECTIONS_TYPE, IMAGE_TYPES, ResultRecord, RunData, cdr_header
+from .extract import DETECTIONS_TYPES, IMAGE_TYPES, ResultRecord, RunData, cdr_header
 
 #: pictures drawn by default (``daris-report --pictures``)
 DEFAULT_PICTURES = 6
@@ -257,6 +258,7 @@ def read_messages(bag: Path, topics: Iterable[str], keys: set[tuple[str, int, st
     wanted_topics = set(topics)
     out: dict[tuple[str, int, str], tuple[str, Any]] = {}
     with Reader(bag) as reader:
+        store = with_bag_types(store, reader.connections)  # (vision_msgs: from the definitions in the bag)
         conns = [c for c in reader.connections if c.topic in wanted_topics and c.msgtype in store.fielddefs]
         for conn, _log_ns, raw in reader.messages(connections=conns):
             header = cdr_header(raw)
@@ -293,16 +295,20 @@ def decode_mask(msg: Any) -> np.ndarray:
 
 
 def detections_of(msg: Any, names: Mapping[int, str] | None = None) -> list[Detection]:
-    """A daris_ros Detection2DArray (rosbags object) -> detections (the best hypothesis of each); a missing
-    class name is taken from ``names`` (the task's labels)."""
+    """A Detection2DArray (rosbags object; daris_ros's, or vision_msgs 4.x: hypothesis in ``results[i].hypothesis``,
+    box centre in ``bbox.center.position``) -> detections (the best hypothesis of each); a missing class name is
+    taken from ``names`` (the task's labels)."""
     out: list[Detection] = []
     for d in msg.detections:
         if not d.results:
             continue
-        h = d.results[0]
-        cx, cy, w, ht = float(d.bbox.center_x), float(d.bbox.center_y), float(d.bbox.size_x), float(d.bbox.size_y)
+        h = getattr(d.results[0], "hypothesis", d.results[0])
+        centre = d.bbox.center.position if hasattr(d.bbox, "center") else None
+        cx = float(centre.x) if centre is not None else float(d.bbox.center_x)
+        cy = float(centre.y) if centre is not None else float(d.bbox.center_y)
+        w, ht = float(d.bbox.size_x), float(d.bbox.size_y)
         class_id = int(h.class_id) if str(h.class_id).lstrip("-").isdigit() else -1
-        name = str(h.class_name) or (names or {}).get(class_id, "") or str(h.class_id)
+        name = str(getattr(h, "class_name", "")) or (names or {}).get(class_id, "") or str(h.class_id)
         out.append(Detection(cx - w / 2, cy - ht / 2, cx + w / 2, cy + ht / 2, class_id, name, float(h.score)))
     return out
 
@@ -496,7 +502,7 @@ def _make_pictures(run: RunData, out_dir: Path, count: int, frames_bag: Path | N
         if job.kind in ("detection", "segmentation") and payload is None:
             notes.append(f"{job.kind} payload not in the bag" + (f" ({job.payload_topic})" if job.payload_topic
                                                                    else " (the job failed)"))
-        elif payload is not None and payload[0] == DETECTIONS_TYPE:
+        elif payload is not None and payload[0] in DETECTIONS_TYPES:
             detections = detections_of(payload[1], names)
         elif payload is not None and payload[0] == IMAGE_TYPE:
             try:

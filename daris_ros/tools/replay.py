@@ -640,16 +640,23 @@ class Replay:
         self.log(f"[replay] following node {self.plan.node} (pid {proc.pid}, stats on {self.plan.stats_topic})"
                  + (f"; ignoring the outputs of {', '.join(others)}" if others else ""))
         self.log(f"[replay] node ready after {self.info['ready_s']:.1f} s; playing {len(self.plan.play)} topic(s)")
+        untypable = recorder.untypable
+        if untypable:
+            self.info["not_recorded"] = untypable
+        for topic, why in sorted(untypable.items()):
+            self.log(f"[replay] WARNING: {topic} is not recorded: {why} (install the package that defines it, "
+                     f"or set perception_msgs: daris_ros in the parameter file)")
 
     def _to_match(self, recorder: Any) -> dict[str, int]:
         """Recorded topic -> publishers its subscription matched: every topic but the perception topics, of which
-        only those the node publishes (a detection task has no mask) in a type the recorder knows (vision_msgs
-        types are not in the type store: those topics are not recorded)."""
+        only those the node publishes (a detection task has no mask) in a type the recorder knows or finds
+        installed (vision_msgs: from its ``.msg`` files under ``AMENT_PREFIX_PATH``, :mod:`~daris_ros.bags.
+        ament_types`; a type found nowhere is not recorded, and the replay says so)."""
         counts = recorder.publisher_counts()
         known = recorder.store.fielddefs
         for topic in self.plan.perception_topics():
             publishers = recorder.node.get_publishers_info_by_topic(topic)
-            if not any(p.topic_type in known for p in publishers):
+            if not any(p.topic_type in known or _installed(p.topic_type) for p in publishers):
                 counts.pop(topic, None)
         return counts
 
@@ -823,6 +830,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.scheduler_rc}, report checks ok: {result.report_ok})", file=sys.stderr)
         return 1
     return 0
+
+
+def _installed(msgtype: str) -> bool:
+    """Whether ``msgtype``'s ``.msg`` file is under a prefix of ``AMENT_PREFIX_PATH`` (the recorder learns it)."""
+    from daris_ros.bags.ament_types import ament_prefixes, definition_file
+
+    try:
+        return definition_file(msgtype, ament_prefixes()) is not None
+    except ValueError:  # (not package/msg/Name)
+        return False
 
 
 if __name__ == "__main__":

@@ -204,3 +204,40 @@ def test_accept_filter_keeps_one_publisher(ros, tmp_path, wait_until):
     with Reader(tmp_path / "out") as reader:
         texts = [deserialize_message(raw, String).data for _c, _t, raw in reader.messages()]
     assert texts == [f"mine {i}" for i in range(n)]
+
+
+def test_a_type_the_store_lacks_is_learnt_from_the_installed_msg_files(ros, tmp_path, wait_until, monkeypatch):
+    """A recorder whose store knows only the standard types records daris_ros/msg/InferenceResult (as it would
+    vision_msgs on a vehicle) from the package's installed .msg files; with nothing installed the topic is
+    listed as untypable with the reason, not silently left out."""
+    from daris_ros.bags.typestore import make_typestore
+    from daris_ros.msg import InferenceResult
+
+    pub_node = ros.node("pub", spin=False)
+    pub = pub_node.create_publisher(InferenceResult, "/rec/results", RELIABLE)
+    rec_node = ros.node("rec")
+    bare = make_typestore(include_package=False)
+    assert "daris_ros/msg/InferenceResult" not in bare.fielddefs
+    recorder = BagRecorder(rec_node, tmp_path / "out", ["/rec/results"], store=bare).start()
+    assert wait_until(lambda: recorder.subscribed == ["/rec/results"], timeout=5.0), recorder.untypable
+    _wait_matched([pub], wait_until)
+    for i in range(5):
+        pub.publish(InferenceResult(task="cam", job_id=i, priority=InferenceResult.PRIORITY_HIGH, met=True))
+    assert wait_until(lambda: recorder.counts.get("/rec/results", 0) >= 5, timeout=5.0)
+    assert recorder.stop().counts == {"/rec/results": 5} and recorder.untypable == {}
+
+    full = get_typestore()
+    with Reader(tmp_path / "out") as reader:
+        (conn,) = reader.connections
+        assert conn.msgtype == "daris_ros/msg/InferenceResult" and conn.digest == type_hash(conn.msgtype)
+        jobs = [full.deserialize_cdr(raw, conn.msgtype).job_id for _, _, raw in reader.messages()]
+    assert jobs == list(range(5))
+
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "nothing_installed"))
+    lost = BagRecorder(rec_node, tmp_path / "out2", ["/rec/results"],
+                       store=make_typestore(include_package=False)).start()
+    assert wait_until(lambda: "/rec/results" in lost.untypable, timeout=5.0)
+    assert "daris_ros/msg/InferenceResult" in lost.untypable["/rec/results"] and lost.subscribed == []
+    lost.stop()
+    ros.destroy(rec_node)
+    ros.destroy(pub_node)
