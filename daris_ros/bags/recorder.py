@@ -117,7 +117,10 @@ class BagRecorder:
             self._requested = {t: None for t in topics}
         for topic, msgtype in self._requested.items():
             if msgtype is not None and msgtype not in self.store.fielddefs:
-                raise KeyError(f"type {msgtype} of {topic} is not in the type store")
+                try:
+                    learn_type(self.store, msgtype)
+                except (UnknownTypeError, ValueError) as exc:
+                    raise KeyError(f"type {msgtype} of {topic} is not in the type store: {exc}") from exc
         self.qos = qos
         self.depth = depth
         self.timestamp = timestamp

@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = recorder.stop()
             if not args.quiet:
                 print(format_stats(stats))
+            for topic, why in sorted(recorder.untypable.items()):  # (published, but in a type found nowhere)
+                print(f"daris-record: {topic} not recorded: {why}", file=sys.stderr)
         if executor is not None:
             executor.shutdown()
         if node is not None:

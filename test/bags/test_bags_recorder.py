@@ -233,6 +233,13 @@ def test_a_type_the_store_lacks_is_learnt_from_the_installed_msg_files(ros, tmp_
         jobs = [full.deserialize_cdr(raw, conn.msgtype).job_id for _, _, raw in reader.messages()]
     assert jobs == list(range(5))
 
+    explicit = BagRecorder(rec_node, tmp_path / "out3", {"/rec/stages": "daris_ros/msg/StageRecord"},
+                           store=make_typestore(include_package=False))  # (a type named up front: learnt too)
+    assert "daris_ros/msg/StageRecord" in explicit.store.fielddefs
+    with pytest.raises(KeyError, match=r"no definition of message type nopkg/msg/Thing: looked for "
+                                       r"nopkg/msg/Thing\.msg in"):
+        BagRecorder(rec_node, tmp_path / "out4", {"/rec/thing": "nopkg/msg/Thing"})
+
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "nothing_installed"))
     lost = BagRecorder(rec_node, tmp_path / "out2", ["/rec/results"],
                        store=make_typestore(include_package=False)).start()
