@@ -123,6 +123,9 @@ class PlayStats:
     last_clock_ns: int | None = None
     wall_time: float = 0.0  # whole call, including waiting for subscribers and the delay
     play_time: float = 0.0  # from the start of playback (after waiting) to the end
+    # wall mode: play_time == schedule_time + overrun + flush_time
+    schedule_time: float = 0.0  # when the last message was due, from the start (bag time / rate) (s)
+    overrun: float = 0.0  # from the last message's due time to the end of playing, before the flush (s)
     max_lateness: float = 0.0  # wall mode: worst delay behind schedule (s)
     median_lateness: float = 0.0  # wall mode: median delay behind schedule over the messages (s)
     flush_time: float = 0.0  # waiting at the end for reliable subscribers to acknowledge (s)
@@ -160,6 +163,7 @@ class BagPlayer:
 
     # set when playback starts (play): its monotonic start, and the next /clock tick in monotonic and in bag time
     _wall_start: float
+    _last_due: float | None  # wall mode: when the last message played was due (monotonic)
     _next_tick: float
     _next_tick_ns: int
 
@@ -330,6 +334,7 @@ class BagPlayer:
         with Reader(self.path) as reader:
             connections = [c for c in reader.connections if c.topic in self._topics]
             self._wall_start = time.monotonic()
+            self._last_due = None
             self._next_tick = self._wall_start
             self._next_tick_ns = self._t0
             self._publish_clock(self._t0)
@@ -355,6 +360,9 @@ class BagPlayer:
         stats.flush_time = end - flushed
         stats.wall_time = end - started
         stats.play_time = end - self._wall_start
+        if self._last_due is not None:
+            stats.schedule_time = self._last_due - self._wall_start
+            stats.overrun = flushed - self._last_due
         return stats
 
     def _play_pass(
@@ -385,6 +393,7 @@ class BagPlayer:
                 self._advance_clock(t_sim)
             else:
                 due = self._wall_start + (t_sim - self._t0) / opts.rate / 1e9
+                self._last_due = due
                 if not self._sleep_until(due):
                     return False, last_ts, gaps
                 lateness.append(time.monotonic() - due)

@@ -739,7 +739,8 @@ class Replay:
             "expected_frames": self.expected_frames(published),
             "play": None if stats is None else {
                 "wall_time": stats.wall_time, "play_time": stats.play_time, "max_lateness": stats.max_lateness,
-                "median_lateness": stats.median_lateness,
+                "median_lateness": stats.median_lateness, "schedule_time": stats.schedule_time,
+                "overrun": stats.overrun, "flush_time": stats.flush_time,
                 "ack_timeouts": stats.ack_timeouts, "clock_messages": stats.clock_messages,
                 "stopped": stats.stopped},
             "node": self.plan.node,
