@@ -128,6 +128,7 @@ class BagRecorder:
         self.accept = dict(accept or {})
         self._ignored: dict[str, int] = {}
         self._untypable: dict[str, str] = {}  # topic -> why none of its graph types can be recorded
+        self._unlearnable: dict[str, str] = {}  # message type -> why learn_type failed (not looked up again)
         self._writer = BagWriter(self.path, storage=storage, store=self.store, default_qos=())
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
@@ -330,9 +331,13 @@ class BagRecorder:
             return known[0]
         reasons = []
         for msgtype in graph_types:
+            if msgtype in self._unlearnable:  # (discovery ticks every 0.2 s: the files are read once)
+                reasons.append(self._unlearnable[msgtype])
+                continue
             try:
                 learn_type(self.store, msgtype)
             except (UnknownTypeError, ValueError) as exc:
+                self._unlearnable[msgtype] = str(exc)
                 reasons.append(str(exc))
                 continue
             self._untypable.pop(topic, None)

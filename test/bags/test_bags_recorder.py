@@ -14,6 +14,8 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
+from daris_ros.bags import recorder as recorder_module
+from daris_ros.bags.ament_types import learn_type
 from daris_ros.bags.info import daris_info, topic_counts
 from daris_ros.bags.player import BagPlayer, PlayOptions
 from daris_ros.bags.recorder import BagRecorder
@@ -241,10 +243,19 @@ def test_a_type_the_store_lacks_is_learnt_from_the_installed_msg_files(ros, tmp_
         BagRecorder(rec_node, tmp_path / "out4", {"/rec/thing": "nopkg/msg/Thing"})
 
     monkeypatch.setenv("AMENT_PREFIX_PATH", str(tmp_path / "nothing_installed"))
+    lookups: list[str] = []
+
+    def counted_learn_type(store, msgtype, prefixes=None):
+        lookups.append(msgtype)
+        return learn_type(store, msgtype, prefixes)
+
+    monkeypatch.setattr(recorder_module, "learn_type", counted_learn_type)
     lost = BagRecorder(rec_node, tmp_path / "out2", ["/rec/results"],
                        store=make_typestore(include_package=False)).start()
     assert wait_until(lambda: "/rec/results" in lost.untypable, timeout=5.0)
     assert "daris_ros/msg/InferenceResult" in lost.untypable["/rec/results"] and lost.subscribed == []
+    time.sleep(0.6)  # three more discovery ticks (0.2 s): the topic stays untypable, its files are not read again
+    assert lookups == ["daris_ros/msg/InferenceResult"] and "/rec/results" in lost.untypable
     lost.stop()
     ros.destroy(rec_node)
     ros.destroy(pub_node)
