@@ -377,12 +377,15 @@ class SchedulerNode(LifecycleNode):
         self.get_logger().info(
             f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
             f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
+        started = time.monotonic()
         self.engine.load_models()
+        loaded = time.monotonic()
         self._phase = "profiling"
         self.get_logger().info(
-            f"profiling the initial AFET ({s.profile_runs} run(s) per stage, {self.engine.afet_mode()})")
+            f"loaded in {loaded - started:.1f} s (models, backend, CUDA graphs); profiling the initial AFET "
+            f"({s.profile_runs} run(s) per stage, {self.engine.afet_mode()})")
         afet = self.engine.profile()
-        self.get_logger().info(f"profiled AFET per stage: {summarize_afet(afet)}")
+        self.get_logger().info(f"profiled AFET per stage in {time.monotonic() - loaded:.1f} s: {summarize_afet(afet)}")
         self._phase = "starting"
 
     def _check_feasibility(self) -> FeasibilityReport:

@@ -509,6 +509,7 @@ class Engine:
         vehicle set on an H100). The engine's loop calls it on a CUDA device before it starts. A step that fails
         is logged and skipped (its first real job then pays the cost, or fails as it would have); returns the
         model keys warmed."""
+        started = time.perf_counter()
         try:
             self._warm_up_decoder()
         except Exception as exc:  # noqa: BLE001 - a warm-up is an optimisation: never fatal
@@ -525,6 +526,7 @@ class Engine:
                             type(exc).__name__, exc)
                 continue
             warmed.append(key)
+        log.info("warm-up: the decoder and %d model(s) run once in %.1f s", len(warmed), time.perf_counter() - started)
         return warmed
 
     def _warm_up_decoder(self) -> None:
