@@ -419,6 +419,18 @@ def lifecycle_diagnostic(node: str, hardware_id: str, state: str, error: str = "
     return st
 
 
+def transition_diagnostic(node: str, hardware_id: str, state: str, phase: str, elapsed: float) -> DiagnosticStatus:
+    """The scheduler's status while a lifecycle transition runs (``state``: ``configuring``, ``activating``...; its
+    ``phase``, e.g. ``loading`` or ``profiling``; ``elapsed`` seconds since it began): OK, the node is working."""
+    st = DiagnosticStatus()
+    st.name = f"{node}: scheduler"
+    st.hardware_id = hardware_id
+    st.level = DiagnosticStatus.OK
+    st.message = f"{state}: {phase} ({elapsed:.1f} s)"
+    st.values = [_kv("lifecycle_state", state), _kv("phase", phase), _kv("elapsed_s", f"{elapsed:.1f}")]
+    return st
+
+
 def diagnostic_array(header: Header, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
     a = DiagnosticArray()
     a.header = header

@@ -72,6 +72,7 @@ from daris_ros.ros.messages import (
     lifecycle_diagnostic,
     mask_msg,
     result_msg,
+    transition_diagnostic,
 )
 from daris_ros.ros.node_stats import StatsReport
 from daris_ros.ros.param_file import check_node_arguments
@@ -82,6 +83,7 @@ from daris_ros.ros.parameters import (
     declare_task_parameter,
     declared_value,
 )
+from daris_ros.ros.transition_heartbeat import TransitionHeartbeat
 from daris_ros.ros.vision import vision_detection_array, vision_label_info, vision_msgs_available
 from daris_ros.runtime.backends import BackendError
 from daris_ros.runtime.driver import drain
@@ -138,6 +140,7 @@ class SchedulerNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("daris_scheduler", **kwargs)
+        self._heartbeat: TransitionHeartbeat | None = None  # (created with the publishers, below)
         self._phase = "unconfigured"
         self._engine: Engine | None = None
         self._vision_msgs = False  # detections and labels as vision_msgs types (perception_msgs; set by configure)
@@ -169,6 +172,7 @@ class SchedulerNode(LifecycleNode):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         period = self.get_parameter("stats_period").value if self.has_parameter("stats_period") else 1.0
         self._stats_timer = self.create_timer(float(period), self._publish_stats)
+        self._heartbeat = TransitionHeartbeat(self._publish_transition_status, float(period))
 
     @property
     def engine(self) -> Engine:
@@ -176,6 +180,18 @@ class SchedulerNode(LifecycleNode):
         if self._engine is None:
             raise RuntimeError("the scheduler node is not configured")
         return self._engine
+
+    @property
+    def _phase(self) -> str:
+        """What the node is doing (a transition's step, or the state it rests in): logged with a failure, and on
+        /diagnostics while a transition runs."""
+        return self._phase_name
+
+    @_phase.setter
+    def _phase(self, name: str) -> None:
+        self._phase_name = name
+        if self._heartbeat is not None:
+            self._heartbeat.phase(name)
 
     @property
     def lifecycle_state(self) -> str:
@@ -194,6 +210,16 @@ class SchedulerNode(LifecycleNode):
                     ) -> TransitionCallbackReturn:
         """Run ``work`` (it returns the state reached); on any exception log it, keep it, ``undo`` and fail."""
         self.transition_error = None
+        assert self._heartbeat is not None
+        self._heartbeat.begin(name, "started")
+        try:
+            return self._run_transition(name, work, undo)
+        finally:
+            self._heartbeat.end()
+            self._publish_status_now()
+
+    def _run_transition(self, name: str, work: Callable[[], str], undo: Callable[[], object] | None
+                        ) -> TransitionCallbackReturn:
         try:
             self._lifecycle_state = work()
         except BaseException as exc:  # noqa: BLE001 - SIGINT/SIGTERM in start-up (StartupInterrupted) included
@@ -578,6 +604,22 @@ class SchedulerNode(LifecycleNode):
         elif st.kind != "classification" or r.error:
             return ""
         return st.payload_topic
+
+    def _publish_transition_status(self, state: str, phase: str, elapsed: float) -> None:
+        """/diagnostics while a transition runs (:class:`TransitionHeartbeat`'s thread, or the transition's)."""
+        device = self.get_parameter("device").value if self.has_parameter("device") else ""
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id="")
+        self._diag_pub.publish(diagnostic_array(header, [transition_diagnostic(
+            self.get_fully_qualified_name(), str(device), state, phase, elapsed)]))
+
+    def _publish_status_now(self) -> None:
+        """The state a transition reached, on /daris/stats and /diagnostics at once (not at the next timer tick,
+        so the last status a supervisor saw is never the transition's)."""
+        try:
+            self._publish_stats()
+        except Exception as exc:  # noqa: BLE001 - the context going down (shutdown): nothing to tell
+            if rclpy.ok():
+                self.get_logger().warning(f"status after the transition not published: {_describe(exc)}")
 
     def _publish_stats(self) -> None:
         if self._engine is None or self._report is None:  # unconfigured: /diagnostics says so (and why the last

@@ -96,7 +96,8 @@ def test_warn_runs_and_reports_the_figures_on_diagnostics(install_prefix, params
 
     def on_diag(msg: DiagnosticArray) -> None:
         for st in msg.status:
-            if st.name == "/daris_scheduler: scheduler":
+            values = {kv.key: kv.value for kv in st.values}
+            if st.name == "/daris_scheduler: scheduler" and values.get("lifecycle_state") == "active":  # (running)
                 got.append(st)
 
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)

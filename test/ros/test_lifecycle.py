@@ -34,6 +34,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
+from daris_ros.ros.transition_heartbeat import TRANSITION_STATES
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 CAMERA = "/lifecycle/cam/image_raw"
@@ -75,6 +77,7 @@ class _Manager(Node):
         self.results: list[Any] = []
         self.stats: list[tuple[float, Any]] = []
         self.scheduler_status: list[tuple[float, Any]] = []
+        self.transition_status: list[tuple[float, dict[str, str]]] = []  # key/values of the statuses in transitions
         self.create_subscription(InferenceResult, "/daris/cam/result", self._on_result, 100)
         self.create_subscription(SchedulerStats, "/daris/stats",
                                  lambda m: self._keep(self.stats, m), 100)
@@ -96,7 +99,21 @@ class _Manager(Node):
     def _on_diagnostics(self, m: DiagnosticArray) -> None:
         for st in m.status:
             if st.name.endswith("daris_scheduler: scheduler"):
-                self._keep(self.scheduler_status, st)
+                values = {kv.key: kv.value for kv in st.values}
+                if values.get("lifecycle_state") in TRANSITION_STATES.values():  # while a transition runs
+                    self._keep(self.transition_status, values)
+                else:
+                    self._keep(self.scheduler_status, st)
+
+    def transition_phases(self, after: float, state: str) -> list[str]:
+        """The phases ``state`` (e.g. configuring) went through after ``after``, as /diagnostics said them while
+        the transition ran (repeats of the periodic status folded)."""
+        with self.lock:
+            phases: list[str] = []
+            for at, values in self.transition_status:
+                if at > after and values["lifecycle_state"] == state and (not phases or phases[-1] != values["phase"]):
+                    phases.append(values["phase"])
+            return phases
 
     def _tick(self) -> None:
         m = Image(height=32, width=32, encoding="mono8", step=32)
@@ -197,8 +214,13 @@ def test_configure_activate_deactivate_cleanup_and_again_then_shutdown(managed):
     threads_unconfigured = _threads(proc.pid)
 
     # configure: loaded and profiled, inactive: no subscription to the camera, nothing released
+    t_configure = time.monotonic()
     assert node.transition(Transition.TRANSITION_CONFIGURE, SLOW), log_path.read_text()[-3000:]
     t_configured = time.monotonic()
+    # while it ran (the executor held by it), /diagnostics said which phase, each as it began
+    wait_until(lambda: "inactive" in node.transition_phases(t_configure, "configuring"), 30, "the last phase")
+    assert node.transition_phases(t_configure, "configuring") == [
+        "started", "parameters", "loading", "profiling", "starting", "feasibility", "inactive"]
     assert node.state() == "inactive"
     threads_inactive = _threads(proc.pid)
     assert threads_inactive > threads_unconfigured  # the engine's loop, its workers, the results thread
@@ -210,7 +232,10 @@ def test_configure_activate_deactivate_cleanup_and_again_then_shutdown(managed):
     assert "inactive" in node.status_after(t_configured).message
 
     # activate: subscribed, results flow
+    t_activate = time.monotonic()
     assert node.transition(Transition.TRANSITION_ACTIVATE)
+    wait_until(lambda: "running" in node.transition_phases(t_activate, "activating"), 30, "activating: running")
+    assert node.transition_phases(t_activate, "activating") == ["started", "activating", "running"]
     assert node.state() == "active"
     wait_until(lambda: node.count_subscribers(CAMERA) == 1, 30, "the scheduler subscribed to the camera")
     wait_until(lambda: node.n_results() >= 3, SLOW, "3 results")
