@@ -9,7 +9,7 @@
 #   vehicle   issue 16: the vehicle perception set through the scheduler node over DDS (E2E_SWEEP, default 6,12,24)
 #   sm_limit  issue 15 item 8: the 12-camera set on the node's engine, whole GPU and sm_limit=16
 #   node      issue 14: the node end to end over DDS (E2E_SWEEP_NODE, default 24,48)
-#   el_device issue 14: daris-engine-load, 700 ResNet18 cameras, frames on the device
+#   el_device issue 14: daris-engine-load, 700 ResNet18 cameras (EL_TASKS=680,700: each count), frames on the device
 #   percam    issue 14: per-camera nodes end to end over DDS (E2E_SWEEP_NODE, default 24,48), to compare with node
 #   bench     issue 14: daris-bench on the engine, the acceptance's ResNet18, UNet and InceptionV3 runs
 # Times seen on an H100 (session 8): ROS set-up 57-61 s on a fresh machine; one vehicle e2e run about 90 s (53 s of
