@@ -654,14 +654,13 @@ class Replay:
 
     def _to_match(self, recorder: Any) -> dict[str, int]:
         """Recorded topic -> publishers its subscription matched: every topic but the perception topics, of which
-        only those the node publishes (a detection task has no mask) in a type the recorder knows or finds
-        installed (vision_msgs: from its ``.msg`` files under ``AMENT_PREFIX_PATH``, :mod:`~daris_ros.bags.
-        ament_types`; a type found nowhere is not recorded, and the replay says so)."""
+        only those the node publishes (a detection task has no mask) and the recorder can record (vision_msgs:
+        learnt from its ``.msg`` files under ``AMENT_PREFIX_PATH``, :mod:`~daris_ros.bags.ament_types`; a type found
+        nowhere is in the recorder's ``untypable``, not recorded, and the replay says so)."""
         counts = recorder.publisher_counts()
-        known = recorder.store.fielddefs
+        untypable = recorder.untypable
         for topic in self.plan.perception_topics():
-            publishers = recorder.node.get_publishers_info_by_topic(topic)
-            if not any(p.topic_type in known or _installed(p.topic_type) for p in publishers):
+            if topic in untypable or not recorder.node.get_publishers_info_by_topic(topic):
                 counts.pop(topic, None)
         return counts
 
@@ -836,16 +835,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.scheduler_rc}, report checks ok: {result.report_ok})", file=sys.stderr)
         return 1
     return 0
-
-
-def _installed(msgtype: str) -> bool:
-    """Whether ``msgtype``'s ``.msg`` file is under a prefix of ``AMENT_PREFIX_PATH`` (the recorder learns it)."""
-    from daris_ros.bags.ament_types import ament_prefixes, definition_file
-
-    try:
-        return definition_file(msgtype, ament_prefixes()) is not None
-    except ValueError:  # (not package/msg/Name)
-        return False
 
 
 if __name__ == "__main__":
