@@ -72,6 +72,7 @@ from daris_ros.runtime.results import (
     mask_rows,
 )
 from daris_ros.runtime.snapshot import EngineSnapshot, LoopStats
+from daris_ros.runtime.stall_probe import LoopMark, StallProbe
 from daris_ros.runtime.throttled_log import ThrottledLog
 from daris_ros.runtime.watchdog import MAX_STAGE_RETRIES, FaultLog, FaultRecord, Watchdog
 from daris_ros.settings import ConfigError, SchedulerSettings, TaskSettings
@@ -218,6 +219,8 @@ class Engine:
         self._stopped = threading.Event()
         self._watchdog: Watchdog | None = None
         self._loop_stats = LoopStats()
+        self._mark = LoopMark()  # when the loop's current iteration started (the stall probe reads it)
+        self._stall_probe: StallProbe | None = None
         self._decode_pool: Any = None
         # bursts being decoded in the pool: (futures of its parts, taken frames, their tasks, when taken)
         self._decoding: collections.deque[tuple[list[Any], list[tuple[str, float, FrameItem]], list[TaskSettings],
@@ -422,6 +425,11 @@ class Engine:
         tune_process_for_latency()
         self._thread = threading.Thread(target=self._run, name="daris-engine", daemon=True)
         self._thread.start()
+        self._stall_probe = StallProbe.from_environment(self._mark, self._thread)
+        if self._stall_probe is not None:
+            self._stall_probe.start()
+            log.info("stall probe on: loop iterations over %.1f ms are sampled into %s",
+                     self._stall_probe.threshold * 1e3, self._stall_probe.report_path)
 
     def _batch_estimate(self, model: str, stage: int, size: int) -> float | None:
         return self._batch_afet.get((model, stage, size))
@@ -574,10 +582,13 @@ class Engine:
         fresh = self._fresh
         cpu_clock = time.thread_time
         max_wait = self._max_wait
+        mark = self._mark
+        perf = time.perf_counter
         last = clock()
         started = last > 0
         while not self._closed:
             wake.clear()
+            mark.busy_since = perf()
             now = clock()
             if now < last or not started:  # a clock that jumped back, or /clock that starts now
                 if now > 0:
@@ -628,7 +639,9 @@ class Engine:
             elif timeout > max_wait:
                 timeout = max_wait
             if timeout > 0 and not commands and not backlog:
+                mark.busy_since = 0.0
                 wake.wait(timeout)
+        mark.busy_since = 0.0
 
     # -- releases -----------------------------------------------------------------------------------------------
     def _is_hp(self, task: str) -> bool:
@@ -1305,6 +1318,8 @@ class Engine:
         self._wake.set()
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._stall_probe is not None:
+            self._stall_probe.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         if self._decode_pool is not None:

@@ -1,0 +1,71 @@
+"""The stall probe (runtime/stall_probe.py): it samples the loop thread's stack only while an iteration runs longer
+than its threshold, counts each such iteration once, and writes its report where DARIS_STALL_PROBE says."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from daris_ros.runtime.stall_probe import LoopMark, StallProbe, stack_key
+
+
+def _held_iteration(mark: LoopMark, release: threading.Event) -> None:
+    mark.busy_since = time.perf_counter() - 1.0  # an iteration that started a second ago ...
+    release.wait(10.0)  # ... and is still running here
+    mark.busy_since = 0.0
+
+
+def test_a_long_iteration_is_sampled_with_its_stack_and_counted_once(tmp_path: Path) -> None:
+    mark = LoopMark()
+    release = threading.Event()
+    loop = threading.Thread(target=_held_iteration, args=(mark, release))
+    loop.start()
+    while not mark.busy_since:
+        time.sleep(0.001)
+    probe = StallProbe(mark, loop, threshold=0.010, report_path=tmp_path / "stalls.json")
+    now = time.perf_counter()
+    assert probe.sample(now) and probe.sample(now + 0.001)
+    release.set()
+    loop.join()
+    assert not probe.sample(time.perf_counter())  # asleep: nothing sampled
+    assert probe.stalls == 1  # two samples of one iteration
+    assert probe.longest >= 1.0
+    [(stack, n)] = probe.samples.items()
+    assert n == 2 and "_held_iteration" in stack and "test_stall_probe.py" in stack
+    probe.stop()  # (never started: writes the report)
+    report = json.loads((tmp_path / "stalls.json").read_text())
+    assert report["stalls"] == 1 and report["samples"] == 2 and report["stacks"][0]["samples"] == 2
+
+
+def test_a_short_iteration_is_not_sampled() -> None:
+    mark = LoopMark(busy_since=100.0)
+    probe = StallProbe(mark, threading.current_thread(), threshold=0.010)
+    assert not probe.sample(100.005)
+    assert probe.sample(100.02)
+    assert "test_a_short_iteration_is_not_sampled" in next(iter(probe.samples))
+
+
+def test_environment_switches_it_on_and_names_a_bad_threshold(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    mark = LoopMark()
+    monkeypatch.delenv("DARIS_STALL_PROBE", raising=False)
+    assert StallProbe.from_environment(mark, threading.current_thread()) is None
+    monkeypatch.setenv("DARIS_STALL_PROBE", str(tmp_path / "p.json"))
+    monkeypatch.setenv("DARIS_STALL_PROBE_MS", "25")
+    probe = StallProbe.from_environment(mark, threading.current_thread())
+    assert probe is not None and probe.threshold == pytest.approx(0.025)
+    monkeypatch.setenv("DARIS_STALL_PROBE_MS", "fast")
+    with pytest.raises(ValueError, match="DARIS_STALL_PROBE_MS='fast'"):
+        StallProbe.from_environment(mark, threading.current_thread())
+
+
+def test_stack_key_lists_the_innermost_frame_first() -> None:
+    import sys
+
+    key = stack_key(sys._getframe(), depth=2)
+    assert key.startswith("test_stall_probe.py:") and "test_stack_key_lists_the_innermost_frame_first" in key
+    assert key.count(" < ") == 1
