@@ -2,7 +2,7 @@
 # Issue 16's device steps (perception: detectors and segmenters on every backend, the vehicle perception set): the
 # GPU tests of the detectors and segmenters, then the node end to end over DDS with the vehicle perception set.
 # Each step's output lands in $OUT (the device tool brings it back).
-# Usage on the device machine, repo root: scripts/gpu_perception.sh STEP... (BUDGET_S, default 540)
+# Usage on the device machine, repo root: scripts/gpu_perception.sh STEP... (BUDGET_S, default 540; E2E_PARAMS: more "--param name=value" for the node)
 #   tests         test/gpu/test_gpu_detection.py (str/green: graphs for graph stages only, GPU == CPU, batched ==
 #                 unbatched, fp16) and the mps workers' detector/segmenter test
 #   ros           ROS 2 from the carried wheels (.device/wheels312) and this package built against them
@@ -31,7 +31,8 @@ for step in "$@"; do
       run e2e_vehicle "${E2E_LIMIT:-330}" scripts/device_ros.sh /tmp/daris_ros/install/lib/daris_ros/daris-node-e2e \
         --systems node --sweep "${E2E_SWEEP:-6,12,24}" --group "$VEHICLE_GROUP" --rate 30 --lp-rate 15 --noise 8 \
         --backend str --policy STR --contexts 1 --streams 3 --os 1 --batching --batch-sizes 1,2,4,8 --precision fp16 \
-        --channels-last --param afet_cache=/tmp/daris_afet.json --param feasibility=warn --budget "$(( $(left) - 20 ))" \
+        --channels-last --param afet_cache=/tmp/daris_afet.json --param feasibility=warn ${E2E_PARAMS:-} `# (unquoted: several --param words)` \
+        --budget "$(( $(left) - 20 ))" \
         --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/e2e_vehicle" ;;
     *) echo "unknown step $step" ;;
   esac
