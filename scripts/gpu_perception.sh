@@ -31,7 +31,7 @@ for step in "$@"; do
       run e2e_vehicle "${E2E_LIMIT:-330}" scripts/device_ros.sh /tmp/daris_ros/install/lib/daris_ros/daris-node-e2e \
         --systems node --sweep "${E2E_SWEEP:-6,12,24}" --group "$VEHICLE_GROUP" --rate 30 --lp-rate 15 --noise 8 \
         --backend str --policy STR --contexts 1 --streams 3 --os 1 --batching --batch-sizes 1,2,4,8 --precision fp16 \
-        --channels-last --param afet_cache=/tmp/daris_afet.json --param feasibility=warn ${E2E_PARAMS:-} `# (unquoted: several --param words)` \
+        --channels-last --param afet_cache=/tmp/daris_afet.json --param feasibility=warn ${E2E_PARAMS:-} \
         --budget "$(( $(left) - 20 ))" \
         --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/e2e_vehicle" ;;
     *) echo "unknown step $step" ;;
