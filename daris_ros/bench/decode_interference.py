@@ -161,7 +161,7 @@ def run_variant(variant: str, jpeg: bytes, args: argparse.Namespace) -> dict[str
 
 def render_md(doc: dict[str, Any]) -> str:
     lines = [f"# JPEG decoding in other threads against the loop's CUDA calls ({doc['date']}, {doc['device']})", "",
-             "```", doc["command"], "```", "",
+             "```bash", doc["command"], "```", "",
              f"Commit {doc['commit']}. {DECODE_THREADS} decode threads at {doc['rate']:g} frames/s of "
              f"{doc['width']}x{doc['height']} JPEG ({doc['jpeg_kb']:.0f} KB) in total; the loop's iteration every "
              f"{doc['period'] * 1e3:g} ms (a 3x3 convolution on 8x64x56x56 fp16, a clone, an event record).", "",

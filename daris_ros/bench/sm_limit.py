@@ -72,7 +72,7 @@ def run_one(args: argparse.Namespace, config: dict[str, Any], sm_limit: int, cam
 
 def render_md(doc: dict[str, Any]) -> str:
     lines = [f"# {doc['n_cameras']} cameras with and without sm_limit ({doc['date']}, {doc['device']})", "",
-             f"```\n{doc['command']}\n```", "", f"Commit {doc['commit']}. {doc['cameras']}", "",
+             f"```bash\n{doc['command']}\n```", "", f"Commit {doc['commit']}. {doc['cameras']}", "",
              "| configuration | sm_limit | SMs per context | offered JPS | JPS | HP DMR | LP DMR | LP admitted | "
              "HP p99 ms | LP p99 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["runs"]:

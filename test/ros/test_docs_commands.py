@@ -293,7 +293,12 @@ CHECK: dict[tuple[str, str], Check] = {
      'test/gpu/test_gpu_reliability.py" TEST_TIMEOUT=500 scripts/gpu_session.sh'): Check(_GPU),
     ("docs/reliability/README.md", "python3 test/reliability/engine_soak_run.py --backend mps --contexts 2 --hp 4 "
      "--lp 8 --duration 360 --warmup 60 --window 60 --json $OUT/soak_gpu.json"): Check(_GPU + " (MPS), 6 min"),
-    ("docs/benchmarks/sm_limit/README.md", "scripts/gpu_sm_limit.sh tests bench"): Check(_GPU),
+    ("docs/benchmarks/sm_limit/README.md", "python -m daris_ros.bench.sm_limit --limits 0,16 --configs "
+     "green:MPS:2x1:1,str:STR:1x3:1 --precision fp16 --channels-last --seconds 10 --warmup 2 --commit f170324 "
+     "--out $OUT/sm_limit"): Check(_GPU),
+    ("docs/benchmarks/sm_limit/sm_limit.md", "python -m daris_ros.bench.sm_limit --limits 0,16 --configs "
+     "green:MPS:2x1:1,str:STR:1x3:1 --precision fp16 --channels-last --seconds 10 --warmup 2 --commit f170324 "
+     "--out /root/out/sm_limit"): Check(_GPU + " (the bench's own record of the command above)"),
     ("docs/replay.md", "daris-compare bags/demo4 my.yaml tuned.yaml --out runs/base_vs_tuned"): Check(
         "two node runs (~40 s on CI); daris-replay and daris-compare --outputs are run above"),
     ("docs/replay.md", "ros2 run daris_ros scheduler_node --ros-args -p use_sim_time:=true ..."): Check(_ROS2),
