@@ -264,6 +264,9 @@ CHECK: dict[tuple[str, str], Check] = {
     ("README.md", "ros2 param set /daris_scheduler tasks.left.topic /camera/left/image_raw"): Check(_ROS2),
     ("README.md", "ros2 param set /daris_scheduler tasks.left.model resnet18"): Check(_ROS2),
     ("README.md", "ros2 param set /daris_scheduler tasks.left.rate 15.0"): Check(_ROS2),
+    ("docs/gpu_runtime.md", "DARIS_STALL_PROBE=/tmp/stalls.json DARIS_STALL_PROBE_MS=10 ros2 run daris_ros "
+     "scheduler_node --ros-args --params-file my.yaml"): Check(
+        _ROS2 + "; test/unit/test_stall_probe.py runs the probe on an engine's loop"),
     ("docs/gpu_runtime.md", "PYTHONPATH=$PWD python -m daris_ros.bench.cli --models resnet18,unet,inception_v3,mixed "
                             "--quick --ablations resnet18 --seconds 3 --baseline-seconds 1.5"): Check(
         _GPU + " (the bench sweep; test/unit/test_bench_engine.py runs the bench on the cpu backend)"),

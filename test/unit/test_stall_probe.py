@@ -69,3 +69,37 @@ def test_stack_key_lists_the_innermost_frame_first() -> None:
     key = stack_key(sys._getframe(), depth=2)
     assert key.startswith("test_stall_probe.py:") and "test_stack_key_lists_the_innermost_frame_first" in key
     assert key.count(" < ") == 1
+
+
+def test_the_engine_runs_the_probe_on_its_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DARIS_STALL_PROBE set: the engine's loop is probed; a command that holds the loop (the probe's samples are
+    waited for, not a wall-clock sleep) is found in the report with its stack."""
+    from daris_ros.runtime.engine import Engine
+    from daris_ros.settings import SchedulerSettings, TaskSettings
+
+    report_path = tmp_path / "stalls.json"
+    monkeypatch.setenv("DARIS_STALL_PROBE", str(report_path))
+    monkeypatch.setenv("DARIS_STALL_PROBE_MS", "5")
+    tasks = (TaskSettings("cam", "/cam", "HP", 0.05, 0.05, "resnet18", input_size=(32, 32)),)
+    settings = SchedulerSettings(policy="STR", n_contexts=1, n_streams=1, profile_runs=1, tasks=tasks,
+                                 worker_stage_timeout=0.0, skip_late=0.0)
+    engine = Engine(settings, on_result=lambda _r: None)
+    try:
+        engine.load_models()
+        engine.profile()
+        engine.start()
+        probe = engine._stall_probe
+        assert probe is not None and probe.threshold == pytest.approx(0.005)
+
+        def holding_the_loop(_core: object) -> int:
+            deadline = time.monotonic() + 30.0
+            while probe.samples.total() < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            return probe.samples.total()
+
+        assert engine.call(holding_the_loop, timeout=60.0) >= 2
+    finally:
+        engine.close()
+    report = json.loads(report_path.read_text())
+    assert report["stalls"] >= 1 and report["threshold_ms"] == 5.0
+    assert any("holding_the_loop" in s["stack"] for s in report["stacks"])
