@@ -7,15 +7,21 @@ missed HP deadlines while the engine's stall probe (runtime/stall_probe.py) foun
 plain launches (a clone, an event record, a graph's input copy), with the GIL free. torchvision's nvJPEG decoder
 re-initialises its batched decoder for every call's batch size (``nvjpegDecodeBatchedInitialize``) with nvJPEG's
 default allocators (cudaMalloc/cudaFree, cudaHostAlloc/cudaFreeHost), and a free synchronises the device. This
-bench separates the causes: one thread plays the loop (every ``--period``: a small convolution, a clone and an
-event record on its stream, as a launch does) and times its host calls, while 4 threads decode JPEG frames at
-``--rate`` frames/s in total, per variant:
+bench separates the causes: one thread plays the loop (every ``--period`` it enqueues ``--load`` of a period's GPU
+time in 3x3 convolutions, then a clone and an event record, as launches do, so the GPU holds a queue of work as
+under the node's load) and times its host calls, while 4 threads decode JPEG frames at ``--rate`` frames/s in
+total, per variant:
 
 - ``none``: no decoding (the loop alone);
 - ``cpu``: Pillow (libjpeg-turbo), no CUDA call in the decode threads;
 - ``gpu_varying``: nvJPEG batches of 1..8 frames (the engine's decode parts: ``DECODE_PART`` = 8), as the node does;
 - ``gpu_single``: nvJPEG, one frame per call (the batch size never changes);
-- ``gpu_fixed8``: nvJPEG, always 8 frames per call.
+- ``gpu_fixed8``: nvJPEG, always 8 frames per call;
+- ``cuda_free``: no decoding; one thread frees device memory (``torch.cuda.empty_cache`` after a 16 MB
+  allocation: a ``cudaFree``) 30 times a second: the mechanism alone, as a positive control.
+
+With the GPU idle (``--load 0``) a device synchronisation costs nothing and no variant shows a stall (session 12's
+first run, docs/benchmarks/decode/README.md); the load is what turns a synchronisation into a held loop.
 
 Writes ``decode_interference.json`` and ``.md`` to ``--out``: per variant the loop's host time per iteration
 (p50, p99, max, iterations over 5 and 10 ms) and the frames decoded per second.
@@ -35,7 +41,11 @@ from typing import Any
 
 import numpy as np
 
-VARIANTS = ("none", "cpu", "gpu_varying", "gpu_single", "gpu_fixed8")
+VARIANTS = ("none", "cpu", "gpu_varying", "gpu_single", "gpu_fixed8", "cuda_free")
+#: Device memory allocated and freed per ``cuda_free`` step.
+FREE_BYTES = 16 << 20
+#: ``cuda_free`` steps per second (one thread).
+FREE_RATE = 30.0
 DECODE_THREADS = 4
 
 
@@ -68,13 +78,17 @@ def decode_thread(variant: str, jpeg: bytes, device: str, rate: float, stop: thr
     from daris_ros.ros.conversion import decode_jpegs_on
 
     rng = random.Random(index)
-    if variant.startswith("gpu"):
+    if variant.startswith("gpu") or variant == "cuda_free":
         torch.cuda.set_device(torch.device(device))
         torch.cuda.set_stream(torch.cuda.Stream(device))  # (a decode thread's own stream, as the engine's pool)
     next_t = time.perf_counter()
     while not stop.is_set():
         n = batch_size_of(variant, rng)
-        if variant == "cpu":
+        if variant == "cuda_free":
+            block = torch.empty(FREE_BYTES, dtype=torch.uint8, device=device)
+            del block
+            torch.cuda.empty_cache()
+        elif variant == "cpu":
             from PIL import Image
 
             with Image.open(io.BytesIO(jpeg)) as im:
@@ -91,9 +105,26 @@ def decode_thread(variant: str, jpeg: bytes, device: str, rate: float, stop: thr
             next_t = time.perf_counter()
 
 
-def loop_thread(device: str, period: float, stop: threading.Event, times: list[float]) -> None:
-    """Every ``period``: a small convolution, a clone and an event record on the loop's stream; the host time of
-    those calls is appended to ``times``."""
+def conv_seconds(conv: Any, x: Any, stream: Any, runs: int = 50) -> float:
+    """GPU seconds of one ``conv(x)`` on ``stream`` (the mean of ``runs``, after a warm-up)."""
+    import torch
+
+    with torch.cuda.stream(stream):
+        for _ in range(5):
+            conv(x)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        for _ in range(runs):
+            conv(x)
+        end.record(stream)
+    end.synchronize()
+    return start.elapsed_time(end) * 1e-3 / runs
+
+
+def loop_thread(device: str, period: float, load: float, stop: threading.Event, times: list[float],
+                info: dict[str, Any]) -> None:
+    """Every ``period``: ``load`` x ``period`` of GPU time in 3x3 convolutions, a clone and an event record on the
+    loop's stream; the host time of those calls is appended to ``times`` (``info``: the convolutions' figures)."""
     import torch
 
     dev = torch.device(device)
@@ -102,12 +133,17 @@ def loop_thread(device: str, period: float, stop: threading.Event, times: list[f
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(dev).half()
     x = torch.randn(8, 64, 56, 56, device=dev, dtype=torch.half)
     events = [torch.cuda.Event() for _ in range(64)]
+    with torch.no_grad():
+        one = conv_seconds(conv, x, stream)
+    n_conv = max(1, round(load * period / one)) if load > 0 else 1
+    info.update(conv_ms=round(one * 1e3, 4), convs_per_iteration=n_conv)
     with torch.no_grad(), torch.cuda.stream(stream):
         i = 0
         next_t = time.perf_counter()
         while not stop.is_set():
             t0 = time.perf_counter()
-            y = conv(x)
+            for _ in range(n_conv):
+                y = conv(x)
             y.clone()
             ev = events[i % len(events)]
             ev.record(stream)
@@ -133,11 +169,14 @@ def run_variant(variant: str, jpeg: bytes, args: argparse.Namespace) -> dict[str
         torch.cuda.synchronize()
     stop = threading.Event()
     times: list[float] = []
-    counts = [0] * DECODE_THREADS
-    threads = [] if variant == "none" else [
-        threading.Thread(target=decode_thread, args=(variant, jpeg, args.device, args.rate / DECODE_THREADS, stop,
-                                                     counts, k), daemon=True) for k in range(DECODE_THREADS)]
-    loop = threading.Thread(target=loop_thread, args=(args.device, args.period, stop, times), daemon=True)
+    n_threads = 0 if variant == "none" else 1 if variant == "cuda_free" else DECODE_THREADS
+    rate = FREE_RATE if variant == "cuda_free" else args.rate / DECODE_THREADS
+    counts = [0] * max(n_threads, 1)
+    threads = [threading.Thread(target=decode_thread, args=(variant, jpeg, args.device, rate, stop, counts, k),
+                                daemon=True) for k in range(n_threads)]
+    info: dict[str, Any] = {}
+    loop = threading.Thread(target=loop_thread, args=(args.device, args.period, args.load, stop, times, info),
+                            daemon=True)
     for t in threads:
         t.start()
     loop.start()
@@ -156,7 +195,7 @@ def run_variant(variant: str, jpeg: bytes, args: argparse.Namespace) -> dict[str
             "host_ms_p50": round(float(np.percentile(arr, 50)), 3),
             "host_ms_p99": round(float(np.percentile(arr, 99)), 3),
             "host_ms_max": round(float(arr.max()), 3), "over_5ms": int((arr > 5).sum()),
-            "over_10ms": int((arr > 10).sum())}
+            "over_10ms": int((arr > 10).sum()), **info}
 
 
 def render_md(doc: dict[str, Any]) -> str:
@@ -164,8 +203,10 @@ def render_md(doc: dict[str, Any]) -> str:
              "```bash", doc["command"], "```", "",
              f"Commit {doc['commit']}. {DECODE_THREADS} decode threads at {doc['rate']:g} frames/s of "
              f"{doc['width']}x{doc['height']} JPEG ({doc['jpeg_kb']:.0f} KB) in total; the loop's iteration every "
-             f"{doc['period'] * 1e3:g} ms (a 3x3 convolution on 8x64x56x56 fp16, a clone, an event record).", "",
-             "| variant | frames/s decoded | loop iterations | host ms p50 | p99 | max | over 5 ms | over 10 ms |",
+             f"{doc['period'] * 1e3:g} ms ({doc['load']:g} of it in 3x3 convolutions on 8x64x56x56 fp16 "
+             "enqueued, then a clone and an event record; host ms: the time those calls took on the host).", "",
+             "| variant | frames/s decoded (cuda_free: frees/s) | loop iterations | host ms p50 | p99 | max | "
+             "over 5 ms | over 10 ms |",
              "|---|---|---|---|---|---|---|---|"]
     for r in doc["runs"]:
         lines.append(f"| {r['variant']} | {r['frames_per_s']} | {r['iterations']} | {r['host_ms_p50']} | "
@@ -182,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--noise", type=int, default=8)
-    p.add_argument("--period", type=float, default=0.001, help="seconds between two loop iterations")
+    p.add_argument("--period", type=float, default=0.01, help="seconds between two loop iterations")
+    p.add_argument("--load", type=float, default=0.8,
+                   help="share of each period the loop's enqueued convolutions keep the GPU busy (0: a single one)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--commit", default="")
@@ -204,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                    + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "device": torch.cuda.get_device_name(args.device),
         "commit": args.commit, "rate": args.rate, "width": args.width, "height": args.height,
-        "jpeg_kb": len(jpeg) / 1024, "period": args.period, "runs": []}
+        "jpeg_kb": len(jpeg) / 1024, "period": args.period, "load": args.load, "runs": []}
     for variant in variants:
         run = run_variant(variant, jpeg, args)
         print(json.dumps(run), flush=True)
