@@ -12,6 +12,8 @@
 #   el_device issue 14: daris-engine-load, 700 ResNet18 cameras (EL_TASKS=680,700: each count), frames on the device
 #   percam    issue 14: per-camera nodes end to end over DDS (E2E_SWEEP_NODE, default 24,48), to compare with node
 #   bench     issue 14: daris-bench on the engine, the acceptance's ResNet18, UNet and InceptionV3 runs
+#   decode    JPEG decoding beside a loaded loop (bench.decode_interference, every variant; docs/benchmarks/decode/)
+#   probe     the 12-camera vehicle set through the node with the stall probe on ($OUT/stalls_vehicle12.json)
 # Times seen on an H100 (session 8): ROS set-up 57-61 s on a fresh machine; one vehicle e2e run about 90 s (53 s of
 # it the node's start-up: models, CUDA graphs, profiling); the six GPU test files over 300 s, test_gpu_detection.py
 # alone about 120 s.
@@ -57,6 +59,14 @@ for step in "$@"; do
       pack e2e_percam ;;
     bench)
       OUT=$OUT BUDGET_S=$(left) scripts/gpu_bench_engine.sh resnet18 unet inception ;;
+    decode)
+      run decode 120 python3 -m daris_ros.bench.decode_interference --seconds 5 --warmup 1 --rate 270 --load 0.8 \
+        --commit "${DARIS_COMMIT:-}" --out "$OUT/decode" ;;
+    probe)
+      ros_ready
+      DARIS_STALL_PROBE=$OUT/stalls_vehicle12.json OUT=$OUT BUDGET_S=$(left) E2E_SWEEP=12 \
+        scripts/gpu_perception.sh e2e_vehicle
+      pack e2e_vehicle ;;
     el_device)
       OUT=$OUT BUDGET_S=$(left) scripts/gpu_engine_session6.sh el_device
       pack el_device ;;

@@ -4,8 +4,10 @@ The loop marks when each iteration starts and when it goes to sleep (:attr:`Loop
 :class:`StallProbe` wakes every ``interval`` seconds; while the loop has been in one iteration for longer than
 ``threshold`` it reads the loop thread's stack (``sys._current_frames``) and counts it. Its report says how many
 iterations ran longer than the threshold, how long the longest ran, which stacks the samples fell in (innermost frame
-first) and how often the probe itself woke late (the GIL held by another thread, or the process descheduled: a stall
-that no stack of the loop explains).
+first), what every other thread of the process was doing at those samples (its name and innermost frames; a thread
+waiting on a lock, a queue or an event shows its wait: the busy ones are the suspects when the loop is held inside
+a CUDA call that another thread's device synchronisation blocks) and how often the probe itself woke late (the GIL
+held by another thread, or the process descheduled: a stall that no stack of the loop explains).
 
 It is off unless ``DARIS_STALL_PROBE`` names a JSON file (the report, rewritten every ``REPORT_PERIOD`` seconds and
 at stop); ``DARIS_STALL_PROBE_MS`` sets the threshold (default 10 ms). It costs the loop two clock reads per
@@ -31,6 +33,12 @@ REPORT_PERIOD = 2.0
 STACK_DEPTH = 8
 #: Stacks listed in the report (most samples first).
 STACKS_REPORTED = 20
+#: Frames kept per other thread's sample (innermost first).
+OTHER_DEPTH = 4
+#: Innermost frames (file name, function) of a thread that waits: left out of the other threads' counts.
+WAITING = frozenset({("threading.py", "wait"), ("threading.py", "_wait_for_tstate_lock"), ("thread.py", "_worker"),
+                     ("queue.py", "get"), ("selectors.py", "select"), ("executors.py", "_wait_for_ready_callbacks"),
+                     ("stall_probe.py", "_run")})
 
 
 @dataclass(slots=True)
@@ -50,6 +58,13 @@ def stack_key(frame: FrameType | None, depth: int = STACK_DEPTH) -> str:
     return " < ".join(parts)
 
 
+def is_waiting(frame: FrameType | None) -> bool:
+    """Whether a thread's innermost frame is one of the waits of :data:`WAITING` (or it has no Python frame)."""
+    if frame is None:
+        return True
+    return (Path(frame.f_code.co_filename).name, frame.f_code.co_name) in WAITING
+
+
 class StallProbe:
     """Samples ``thread``'s stack while ``mark`` says one of its iterations has run longer than ``threshold``."""
 
@@ -63,6 +78,7 @@ class StallProbe:
         self.interval = interval
         self.report_path = report_path
         self.samples: collections.Counter[str] = collections.Counter()
+        self.others: collections.Counter[str] = collections.Counter()  # "thread name: stack" of busy other threads
         self.stalls = 0  # iterations seen running longer than the threshold
         self.longest = 0.0  # seconds, the longest such iteration seen (at its last sample)
         self.probe_late = 0  # wake-ups of the probe later than the threshold
@@ -114,12 +130,18 @@ class StallProbe:
         if not since or now - since <= self.threshold:
             return False
         ident = self.thread.ident
-        frame = sys._current_frames().get(ident) if ident is not None else None
+        frames = sys._current_frames()
+        frame = frames.get(ident) if ident is not None else None
         if since != self._stall_start:
             self._stall_start = since
             self.stalls += 1
         self.longest = max(self.longest, now - since)
         self.samples[stack_key(frame)] += 1
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for other, other_frame in frames.items():
+            if other == ident or other == threading.get_ident() or is_waiting(other_frame):
+                continue
+            self.others[f"{names.get(other, other)}: {stack_key(other_frame, OTHER_DEPTH)}"] += 1
         return True
 
     def report(self) -> dict[str, Any]:
@@ -127,7 +149,9 @@ class StallProbe:
                 "stalls": self.stalls, "longest_ms": round(self.longest * 1e3, 2),
                 "probe_late": self.probe_late, "probe_late_longest_ms": round(self.probe_late_longest * 1e3, 2),
                 "samples": sum(self.samples.values()),
-                "stacks": [{"samples": n, "stack": key} for key, n in self.samples.most_common(STACKS_REPORTED)]}
+                "stacks": [{"samples": n, "stack": key} for key, n in self.samples.most_common(STACKS_REPORTED)],
+                "other_threads": [{"samples": n, "thread": key}
+                                  for key, n in self.others.most_common(STACKS_REPORTED)]}
 
     def _write(self) -> None:
         if self.report_path is None:

@@ -19,10 +19,19 @@ def _held_iteration(mark: LoopMark, release: threading.Event) -> None:
     mark.busy_since = 0.0
 
 
+def _busy_elsewhere(release: threading.Event) -> None:
+    while not release.is_set():
+        sum(range(1000))
+
+
 def test_a_long_iteration_is_sampled_with_its_stack_and_counted_once(tmp_path: Path) -> None:
     mark = LoopMark()
     release = threading.Event()
     loop = threading.Thread(target=_held_iteration, args=(mark, release))
+    busy = threading.Thread(target=_busy_elsewhere, args=(release,), name="busy-one")
+    idle = threading.Thread(target=release.wait, name="idle-one")
+    busy.start()
+    idle.start()
     loop.start()
     while not mark.busy_since:
         time.sleep(0.001)
@@ -31,7 +40,12 @@ def test_a_long_iteration_is_sampled_with_its_stack_and_counted_once(tmp_path: P
     assert probe.sample(now) and probe.sample(now + 0.001)
     release.set()
     loop.join()
+    busy.join()
+    idle.join()
     assert not probe.sample(time.perf_counter())  # asleep: nothing sampled
+    others = " | ".join(probe.others)
+    assert "busy-one: " in others and "idle-one" not in others  # the busy thread is named, the waiting one not
+    assert "loop" not in others and "_held_iteration" not in others  # (the loop itself is not an "other")
     assert probe.stalls == 1  # two samples of one iteration
     assert probe.longest >= 1.0
     [(stack, n)] = probe.samples.items()
@@ -39,6 +53,7 @@ def test_a_long_iteration_is_sampled_with_its_stack_and_counted_once(tmp_path: P
     probe.stop()  # (never started: writes the report)
     report = json.loads((tmp_path / "stalls.json").read_text())
     assert report["stalls"] == 1 and report["samples"] == 2 and report["stacks"][0]["samples"] == 2
+    assert any(o["thread"].startswith("busy-one: ") for o in report["other_threads"])
 
 
 def test_a_short_iteration_is_not_sampled() -> None:
