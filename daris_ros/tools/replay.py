@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from daris_ros.report.extract import DIAGNOSTICS_TYPE, RESULT_TYPE, STATS_TYPE
-from daris_ros.settings import ConfigError, SchedulerSettings, load_parameter_file, settings_from_mapping
+from daris_ros.settings import ConfigError, SchedulerSettings, TaskSettings, load_parameter_file, settings_from_mapping
 
 OUTPUT_BAG = "output"
 REPLAY_KEY = "daris_ros.replay"
@@ -435,6 +435,21 @@ def drained(stats: Any, expected: dict[str, int], recorded: dict[str, int], plan
     return waiting
 
 
+#: The subscription depth docs/replay.md advises for exact counts (3.3 s of a 30 Hz camera).
+ADVISED_QOS_DEPTH = 100
+
+
+def loss_hint(task: TaskSettings) -> str:
+    """Why ``task`` may have received fewer frames than were published, from its subscription's QoS ('' if none)."""
+    if task.qos_reliability != "reliable":
+        return (f"{task.name} subscribes best effort: frames may be lost (set qos_reliability: reliable and "
+                f"qos_depth: {ADVISED_QOS_DEPTH})")
+    if task.qos_depth < ADVISED_QOS_DEPTH:
+        return (f"{task.name}'s reliable subscription keeps {task.qos_depth} frame(s) (qos_depth): a frame the node "
+                f"did not take in time is lost; qos_depth: {ADVISED_QOS_DEPTH} covers 3.3 s of a 30 Hz camera")
+    return ""
+
+
 def default_drain_timeout(settings: SchedulerSettings, rate: float) -> float:
     longest = max((max(t.deadline, t.period) for t in settings.tasks), default=1.0)
     return 10.0 + (3 * longest + 3 * settings.stats_period) / max(rate, 1e-3)
@@ -699,6 +714,11 @@ class Replay:
             time.sleep(0.05)
         else:
             self.log(f"[replay] warning: not drained after {time.monotonic() - started:.1f} s: {waiting}")
+            short = {w.split(":", 1)[0] for w in waiting if " frames" in w and "received" in w}
+            for t in self.settings.tasks:
+                hint = loss_hint(t) if t.name in short else ""
+                if hint:
+                    self.log(f"[replay]   {hint}")
             self.info["drain_s"] = round(time.monotonic() - started, 3)
             self.info["outstanding"] = waiting
             return False

@@ -638,7 +638,7 @@ def _replay_params(tmp: Path) -> None:
     doc = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     params = next(iter(doc.values()))["ros__parameters"]
     for t in params["tasks"].values():
-        t.update(qos_reliability="reliable", qos_depth=10)
+        t.update(qos_reliability="reliable", qos_depth=100)  # (the depth docs/replay.md advises)
     (tmp / "my.yaml").write_text(yaml.safe_dump(doc))
 
 

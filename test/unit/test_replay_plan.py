@@ -31,3 +31,16 @@ def test_plan_records_the_perception_topics() -> None:
     assert set(plan.output_topics()) == {*plan.result_topics.values(), *plan.perception_topics(), plan.stats_topic,
                                          DIAGNOSTICS_TOPIC}
     assert "/cam/front" not in plan.record_topics(inputs=False)
+
+
+def test_loss_hint_names_the_qos_that_can_lose_frames() -> None:
+    from daris_ros.settings import TaskSettings
+    from daris_ros.tools.replay import ADVISED_QOS_DEPTH, loss_hint
+
+    def task(reliability: str, depth: int) -> TaskSettings:
+        return TaskSettings("cam", "/cam", "HP", 0.1, 0.1, "resnet18", qos_reliability=reliability, qos_depth=depth)
+
+    assert "best effort" in loss_hint(task("best_effort", 1))
+    shallow = loss_hint(task("reliable", 10))
+    assert "keeps 10 frame(s)" in shallow and f"qos_depth: {ADVISED_QOS_DEPTH}" in shallow
+    assert loss_hint(task("reliable", ADVISED_QOS_DEPTH)) == ""  # nothing to say: a loss has another cause
