@@ -8,6 +8,7 @@ same scenario (soak_scenario.py)."""
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 from soak_scenario import HP_TASKS, LP_TASKS, run_scenario
@@ -73,9 +74,14 @@ def test_rss_flat(soak):
     # CI bound is per replacement: it catches gross leaks only (each frame is 9 KB: ~7 800 frames arrive in
     # the run, ~5 300 after warm-up: a leaked frame each would be ~48 MB). The 30-minute soak in
     # docs/reliability measures the slope (-41 KB/min).
+    # Each end of the window is the median of its 3 samples (one a second): a leak moves all three alike, one
+    # sample's step does not (session 12, beside a CPU hog: +27 MB in the run's last sample alone, 856 -> 883 MB,
+    # after 831 -> 856 MB over the 26 s before it).
     steady = [s["rss_kb"] for s in soak["samples"] if s["t"] >= WARMUP]
+    assert len(steady) >= 6, steady
+    first, last = statistics.median(steady[:3]), statistics.median(steady[-3:])
     bound = 16 * 1024 * (len(KILLS) + 1)
-    assert steady[-1] - steady[0] < bound, (steady[0], steady[-1], soak["rss_slope_kb_per_min"])
+    assert last - first < bound, (steady, soak["rss_slope_kb_per_min"])
 
 
 def test_lp_miss_rate_stable(soak):
