@@ -74,6 +74,7 @@ def decode_thread(variant: str, jpeg: bytes, device: str, rate: float, stop: thr
                   counts: list[int], index: int) -> None:
     """Decode frames at ``rate`` per second (this thread's share) until ``stop``."""
     import torch
+    from PIL import Image
 
     from daris_ros.ros.conversion import decode_jpegs_on
 
@@ -89,8 +90,6 @@ def decode_thread(variant: str, jpeg: bytes, device: str, rate: float, stop: thr
             del block
             torch.cuda.empty_cache()
         elif variant == "cpu":
-            from PIL import Image
-
             with Image.open(io.BytesIO(jpeg)) as im:
                 np.asarray(im.convert("RGB"))
         else:
