@@ -424,8 +424,8 @@ class Engine:
             self._watchdog.start()
         tune_process_for_latency()
         self._thread = threading.Thread(target=self._run, name="daris-engine", daemon=True)
+        self._stall_probe = StallProbe.from_environment(self._mark, self._thread)  # (a bad setting: before the loop)
         self._thread.start()
-        self._stall_probe = StallProbe.from_environment(self._mark, self._thread)
         if self._stall_probe is not None:
             self._stall_probe.start()
             log.info("stall probe on: loop iterations over %.1f ms are sampled into %s",
