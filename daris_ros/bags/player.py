@@ -83,7 +83,7 @@ class PlayOptions:
     fast: bool = False
     #: force publisher reliability (None: as recorded; reliable in fast mode)
     reliable: bool | None = None
-    #: publisher keep-last depth (None: recorded depth, at least 10)
+    #: publisher keep-last depth (None: recorded depth, at least 10; reliable: at least qos.RELIABLE_REPLAY_DEPTH)
     depth: int | None = None
     #: wall seconds to wait before the first message (after waiting for subscribers)
     delay: float = 0.0

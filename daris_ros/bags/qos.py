@@ -84,13 +84,22 @@ def effective_offer(profiles: Iterable[Qos]) -> Qos | None:
     return None
 
 
+#: The least keep-last depth of a reliable replay publisher. A reliable writer re-sends a lost sample only while it
+#: is still in its history: a subscriber process held off the CPU for 0.6 s (SIGSTOP) lost 5 of 60 frames of
+#: 112x112 rgb8 at 30 Hz from a depth-10 writer and none from a depth-100 one (Fast DDS, shared memory; with 4
+#: cameras on one participant the 512 KB segment fills sooner). A CI run beside a CPU hog lost 1 of 30 frames
+#: that way in the docs/replay.md walk-through. 100 is 3.3 s of a 30 Hz camera.
+RELIABLE_REPLAY_DEPTH = 100
+
+
 def to_rclpy(qos: Qos | None, *, depth: int | None = None, reliable: bool | None = None) -> QoSProfile:
     """An rclpy ``QoSProfile`` for a publisher/subscription from a recorded profile.
 
     Only reliability and durability matter for compatibility; history is always keep-last with
-    ``depth`` (default: the recorded depth, at least 10, as ``ros2 bag play`` uses a default history).
-    ``qos=None`` gives the sensor-data default. ``reliable`` forces reliable (True) or best effort
-    (False).
+    ``depth`` (default: the recorded depth, at least 10, as ``ros2 bag play`` uses a default history;
+    at least :data:`RELIABLE_REPLAY_DEPTH` when the profile is reliable, so a sample lost on the way to a
+    stalled subscriber can still be re-sent). ``qos=None`` gives the sensor-data default. ``reliable``
+    forces reliable (True) or best effort (False).
     """
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -101,9 +110,11 @@ def to_rclpy(qos: Qos | None, *, depth: int | None = None, reliable: bool | None
     if reliable is not None:
         rel_name = "RELIABLE" if reliable else "BEST_EFFORT"
     dur_name = src.durability.name if src.durability.name in ("VOLATILE", "TRANSIENT_LOCAL") else "VOLATILE"
+    if depth is None:
+        depth = max(RELIABLE_REPLAY_DEPTH if rel_name == "RELIABLE" else 10, src.depth)
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=depth if depth is not None else max(10, src.depth),
+        depth=depth,
         reliability=ReliabilityPolicy[rel_name],
         durability=DurabilityPolicy[dur_name],
     )
