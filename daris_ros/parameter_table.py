@@ -181,6 +181,9 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
     _P("gpu_decode", _B, True, "Decode JPEG CompressedImage frames on the GPU (nvJPEG, torchvision) when the "
        "backend runs in this process on a CUDA device (str, green); PNG and the cpu/mps backends decode on the CPU "
        "(mps workers get host frames through shared memory)."),
+    _P("intake_thread", _B, True, "Camera frames are taken off their subscriptions by a thread of the node with one "
+       "wait set (true), not by the node's executor, whose wake walks every entity of the node in Python (false; "
+       "docs/benchmarks/node_e2e/README.md, session 13)."),
     _P("mps_pipe_directory", _S, "", "mps backend: the MPS control daemon's pipe directory. Empty: "
        "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon there is "
        "used; otherwise the node starts one and stops it on shutdown."),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Session 6's device steps (issue 14, "One engine"): the GPU tests of the launch/poll backends and the engine loop,
 # then daris-engine-load on the engine. Each step's output lands in $OUT (the device tool brings it back).
-# Usage on the device machine, repo root: scripts/gpu_engine_session6.sh STEP... (BUDGET_S, default 540)
+# Usage on the device machine, repo root: scripts/gpu_engine_session6.sh STEP... (BUDGET_S, default 540; E2E_PARAMS: more "--param name=value" for the node)
 set -u
 OUT=${OUT:-/tmp/out}
 # shellcheck source=scripts/lib/device_budget.sh
@@ -28,10 +28,11 @@ for step in "$@"; do
       run ros 200 scripts/device_ros.sh true ;;
     e2e_node|e2e_percam)  # the scheduler node / per-camera nodes end to end over DDS, 12..48 JPEG 1280x720 cameras
       system=node; [ "$step" = e2e_percam ] && system=per-camera
+      # shellcheck disable=SC2086
       run "$step" "${E2E_LIMIT:-330}" scripts/device_ros.sh /tmp/daris_ros/install/lib/daris_ros/daris-node-e2e \
         --systems "$system" --sweep "${E2E_SWEEP:-12,24,36,48}" --noise 8 --backend str --policy STR --contexts 1 --os 1 --streams 3 \
         --batching --precision fp16 --channels-last --launch-ahead 1 --param afet_cache=/tmp/daris_afet.json --param feasibility=warn \
-        --budget "$(( $(left) - 20 ))" --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/$step" ;;
+        ${E2E_PARAMS:-} --budget "$(( $(left) - 20 ))" --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/$step" ;;
     *) echo "unknown step $step" ;;
   esac
 done

@@ -64,6 +64,7 @@ from daris_ros.msg import Detection2DArray, InferenceResult, LabelInfo, Schedule
 from daris_ros.parameter_table import parameter_of, parse_value
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
 from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
+from daris_ros.ros.intake import FrameIntake, intake_supported
 from daris_ros.ros.messages import (
     DiagnosticThresholds,
     detection_array_msg,
@@ -157,6 +158,8 @@ class SchedulerNode(LifecycleNode):
         self._results_handled = 0  # ... and taken by the publisher thread (published, or dropped: task gone)
         self._publishing = False
         self._publisher_thread: threading.Thread | None = None
+        self._intake: FrameIntake | None = None  # the camera frames' thread (intake_thread)
+        self._intake_unsupported_said = False
         self._parameter_callbacks = False  # live-tuning callbacks registered (configured states)
         self._feasibility_at_start: FeasibilityReport | None = None
         self._started = time.monotonic()
@@ -333,9 +336,7 @@ class SchedulerNode(LifecycleNode):
         that were waiting for a release (dropped, counted as ``inactive``)."""
         self._active = False
         for st in self._tasks.values():
-            if st.subscription is not None:
-                self.destroy_subscription(st.subscription)
-                st.subscription = None
+            self._unsubscribe(st)
         return self._engine.pause_releases() if self._engine is not None else 0
 
     def _cleanup(self) -> str:
@@ -355,6 +356,9 @@ class SchedulerNode(LifecycleNode):
         self._stop_publisher_thread()
         for name in list(self._tasks):
             self._stop_task(name)
+        intake, self._intake = self._intake, None
+        if intake is not None:
+            intake.close()
         self._pending.clear()
         engine, self._engine = self._engine, None
         if engine is not None:
@@ -475,15 +479,39 @@ class SchedulerNode(LifecycleNode):
             else ReliabilityPolicy.BEST_EFFORT)
         st = self._tasks[t.name]
         compressed = t.input_type == "compressed"
+
+        def on_frame(raw: bytes, name: str = t.name, jpeg_or_png: bool = compressed) -> None:
+            self._on_frame(name, jpeg_or_png, raw)
+
         # raw: only the header fields are read here (parse_frame); the engine decodes the pixels at release
-        st.subscription = self.create_subscription(st.msg_type, t.topic,
-                                                   lambda m, n=t.name, c=compressed: self._on_frame(n, c, m), qos,
-                                                   raw=True)
+        intake = self._camera_intake()
+        st.subscription = (intake.subscribe(st.msg_type, t.topic, on_frame, qos) if intake is not None
+                           else self.create_subscription(st.msg_type, t.topic, on_frame, qos, raw=True))
+
+    def _camera_intake(self) -> FrameIntake | None:
+        """The thread that takes the camera frames (``intake_thread``; made at the first subscription), or None:
+        the executor takes them."""
+        if self._intake is None and self.settings.intake_thread:
+            if intake_supported(self):
+                self._intake = FrameIntake(self)
+            elif not self._intake_unsupported_said:
+                self._intake_unsupported_said = True
+                self.get_logger().warning("intake_thread: this rclpy cannot take subscriptions off the executor; "
+                                          "the executor takes the camera frames")
+        return self._intake
+
+    def _unsubscribe(self, st: _TaskState) -> None:
+        if st.subscription is None:
+            return
+        if self._intake is not None:
+            self._intake.unsubscribe(st.subscription)
+        else:
+            self.destroy_subscription(st.subscription)
+        st.subscription = None
 
     def _stop_task(self, name: str) -> None:
         st = self._tasks.pop(name)
-        if st.subscription is not None:
-            self.destroy_subscription(st.subscription)
+        self._unsubscribe(st)
         for publisher in (st.publisher, st.payload_publisher, st.labels_publisher):
             if publisher is not None:
                 self.destroy_publisher(publisher)
