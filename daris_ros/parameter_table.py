@@ -181,6 +181,9 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
     _P("gpu_decode", _B, True, "Decode JPEG CompressedImage frames on the GPU (nvJPEG, torchvision) when the "
        "backend runs in this process on a CUDA device (str, green); PNG and the cpu/mps backends decode on the CPU "
        "(mps workers get host frames through shared memory)."),
+    _P("decode_threads", _I, 4, "Threads that decode the camera frames of a release burst (nvJPEG or Pillow), off "
+       "the engine's loop (0: the loop decodes them itself). Each is one more thread wanting the interpreter (GIL).",
+       bounds=(0, 16)),
     _P("intake_thread", _B, True, "Camera frames are taken off their subscriptions by a thread of the node with one "
        "wait set (true), not by the node's executor, whose wake walks every entity of the node in Python (false; "
        "docs/benchmarks/node_e2e/README.md, session 13)."),

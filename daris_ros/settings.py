@@ -127,6 +127,7 @@ class SchedulerSettings:
     stamp_past_tolerance: float = default_of(_SCHED, "stamp_past_tolerance")  # s; further behind: dropped (0: off)
     worker_stage_timeout: float = default_of(_SCHED, "worker_stage_timeout")  # s; longer: a hung worker (0: off)
     gpu_decode: bool = default_of(_SCHED, "gpu_decode")  # JPEG decoded on the GPU (nvJPEG) on a CUDA device
+    decode_threads: int = default_of(_SCHED, "decode_threads")  # decode pool threads (0: the loop decodes)
     intake_thread: bool = default_of(_SCHED, "intake_thread")  # frames taken by a thread of their own
     mps_pipe_directory: str = default_of(_SCHED, "mps_pipe_directory")  # "": DARIS_MPS_PIPE_DIRECTORY, ...
     mps_log_directory: str = default_of(_SCHED, "mps_log_directory")  # "": DARIS_MPS_LOG_DIRECTORY, ...

@@ -402,8 +402,8 @@ class SchedulerNode(LifecycleNode):
         if self.get_parameter("use_sim_time").value:
             ros_clock = self.get_clock()
             self._engine_clock = lambda: ros_clock.now().nanoseconds * 1e-9
-        self._engine = Engine(s, on_result=self._on_result, decoder=RosFrameDecoder(s.max_pixels, device),
-                              clock=self._engine_clock)
+        decoder = RosFrameDecoder(s.max_pixels, device, threads=s.decode_threads)
+        self._engine = Engine(s, on_result=self._on_result, decoder=decoder, clock=self._engine_clock)
         self.get_logger().info(
             f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
             f"{s.backend}/{s.device}, policy {s.policy} {s.n_contexts}x{s.n_streams} OS={s.oversubscription}")
