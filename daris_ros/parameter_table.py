@@ -184,9 +184,10 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
     _P("decode_threads", _I, 4, "Threads that decode the camera frames of a release burst (nvJPEG or Pillow), off "
        "the engine's loop (0: the loop decodes them itself). Each is one more thread wanting the interpreter (GIL).",
        bounds=(0, 16)),
-    _P("intake_thread", _B, True, "Camera frames are taken off their subscriptions by a thread of the node with one "
-       "wait set (true), not by the node's executor, whose wake walks every entity of the node in Python (false; "
-       "docs/benchmarks/node_e2e/README.md, session 13)."),
+    _P("intake_thread", _B, False, "Camera frames are taken off their subscriptions by a thread of the node with one "
+       "wait set (true) instead of the node's executor, whose every wake walks all the node's entities in Python "
+       "(false). Off by default: at 48 cameras on an H100 it did not serve more HP frames and lost more frames in "
+       "transport (docs/benchmarks/node_e2e/README.md, session 13)."),
     _P("mps_pipe_directory", _S, "", "mps backend: the MPS control daemon's pipe directory. Empty: "
        "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon there is "
        "used; otherwise the node starts one and stops it on shutdown."),

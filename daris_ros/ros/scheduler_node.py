@@ -494,6 +494,7 @@ class SchedulerNode(LifecycleNode):
         if self._intake is None and self.settings.intake_thread:
             if intake_supported(self):
                 self._intake = FrameIntake(self)
+                self.get_logger().info("intake_thread: camera frames are taken by the thread daris-intake")
             elif not self._intake_unsupported_said:
                 self._intake_unsupported_said = True
                 self.get_logger().warning("intake_thread: this rclpy cannot take subscriptions off the executor; "

@@ -89,3 +89,60 @@ def test_close_unsubscribes_every_camera(context: rclpy.Context) -> None:
     left = [t for t in dict(node.get_subscriber_names_and_types_by_node("intake_close", "/")) if "cam" in t]
     assert left == []
     node.destroy_node()
+
+
+NODE_PARAMS = """
+daris_scheduler:
+  ros__parameters:
+    policy: STR
+    backend: cpu
+    n_contexts: 1
+    n_streams: 1
+    stats_period: 0.5
+    profile_runs: 2
+    feasibility: warn
+    intake_thread: true
+    task_names: [cam0, cam1]
+    tasks:
+      cam0: {topic: /intake_node/cam0/image_raw, priority: HP, rate: 5.0, model: resnet18, input_size: [32, 32]}
+      cam1: {topic: /intake_node/cam1/image_raw, priority: LP, rate: 5.0, model: resnet18, input_size: [32, 32]}
+"""
+
+
+def test_the_scheduler_node_with_intake_thread_serves_its_cameras(install_prefix, tmp_path) -> None:
+    """The node with ``intake_thread: true``: every camera's frames counted and results published, over DDS."""
+    from ros_helpers import mono8_cameras, start_scheduler, stop_scheduler, wait_until_running
+
+    from daris_ros.msg import InferenceResult, SchedulerStats
+
+    params = tmp_path / "params.yaml"
+    params.write_text(NODE_PARAMS)
+    proc = start_scheduler(install_prefix, params)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("intake_node_harness", context=context)
+    results: dict[str, list] = {"cam0": [], "cam1": []}
+    stats: list = []
+    for cam in results:
+        node.create_subscription(InferenceResult, f"/daris/{cam}/result", results[cam].append, 100)
+    node.create_subscription(SchedulerStats, "/daris/stats", stats.append, 50)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinning = threading.Thread(target=executor.spin, daemon=True)
+    spinning.start()
+    out = ""
+    try:
+        wait_until_running(proc, lambda: bool(stats))
+        mono8_cameras(node, ["/intake_node/cam0/image_raw", "/intake_node/cam1/image_raw"], 0.05)
+        assert wait_for(lambda: all(len(r) >= 5 for r in results.values()), timeout=60.0), \
+            {cam: len(r) for cam, r in results.items()}
+        frames = {t.task: t.frames for t in stats[-1].tasks}
+        assert frames["cam0"] > 0 and frames["cam1"] > 0, frames
+    finally:
+        out = stop_scheduler(proc)
+        executor.shutdown()
+        spinning.join(5.0)
+        node.destroy_node()
+        context.try_shutdown()
+    assert proc.returncode == 0, out
+    assert "camera frames are taken by the thread daris-intake" in out, out
