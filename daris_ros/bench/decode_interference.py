@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import sys
 import threading
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from daris_ros.bench.variant_runs import parse_variants, record_run
 
 VARIANTS = ("none", "cpu", "gpu_varying", "gpu_single", "gpu_fixed8", "cuda_free")
 #: Device memory allocated and freed per ``cuda_free`` step.
@@ -225,10 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit", default="")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        p.error(f"--variants: unknown {', '.join(unknown)}; expected some of {', '.join(VARIANTS)}")
+    variants = parse_variants(p, args.variants, VARIANTS)
     import torch
 
     if not torch.cuda.is_available():
@@ -245,11 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     load_cycles = round(args.load * args.period * sleep_cycles_per_second(args.device))
     doc["load_cycles"] = load_cycles
     for variant in variants:
-        run = run_variant(variant, jpeg, args, load_cycles)
-        print(json.dumps(run), flush=True)
-        doc["runs"].append(run)
-        (args.out / "decode_interference.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (args.out / "decode_interference.md").write_text(render_md(doc))
+        record_run(doc, run_variant(variant, jpeg, args, load_cycles), args.out, "decode_interference", render_md)
     return 0
 
 

@@ -7,8 +7,12 @@ This process subscribes to all of them, raw, on one node that also has ``--publi
 camera (the scheduler node has a result, a detections-or-mask and a labels publisher per task; each publisher
 comes with an event handler the executor walks at every wake) and one timer, and takes the frames either with a
 ``SingleThreadedExecutor`` (``executor``) or with :class:`~daris_ros.ros.intake.FrameIntake` while the executor
-spins the rest of the node (``intake``). Per variant: frames taken per second and this process's CPU time per
-frame (user + system, all threads: DDS's receive threads included), over ``--seconds``.
+spins the rest of the node (``intake``). Per variant, over ``--seconds``: frames taken per second; this process's
+CPU time per frame (user + system, all threads but the measuring one: DDS's receive threads included); the CPU
+time per frame of the Python threads that take them (the executor's, with ``intake`` also the intake's; native
+waiting included); and the share of pure-Python work a measuring thread still gets done against the same thread
+alone in the process: what taking the frames leaves of the interpreter (the GIL) to a thread like the engine's
+loop.
 
 Writes ``intake_cost.json`` and ``.md`` to ``--out``.
 """
@@ -16,7 +20,6 @@ Writes ``intake_cost.json`` and ``.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +27,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from daris_ros.bench.variant_runs import parse_variants, record_run
 
 VARIANTS = ("executor", "intake")
 
@@ -77,6 +82,10 @@ class PythonWork:
             for i in range(2000):
                 total += i * i
             self.chunks += 1
+
+    @property
+    def native_id(self) -> int | None:
+        return self._thread.native_id
 
     def stop(self) -> None:
         self._stop.set()
@@ -136,10 +145,13 @@ def measure(variant: str, args: argparse.Namespace, baseline: float) -> dict[str
         python_threads = [t.native_id for t in (spinning, intake._thread if intake is not None else None)
                           if t is not None and t.native_id is not None]
         py0 = thread_cpu(python_threads)
+        work_ids = [work.native_id] if work.native_id is not None else []
+        work0 = thread_cpu(work_ids)
         frames0, cpu0, wall0, chunks0 = count[0], os.times(), time.monotonic(), work.chunks
         time.sleep(args.seconds)
         frames1, cpu1, wall1, chunks1 = count[0], os.times(), time.monotonic(), work.chunks
         py_cpu = thread_cpu(python_threads) - py0
+        work_cpu = thread_cpu(work_ids) - work0
         turns = (intake.turns if intake is not None else 0) - turns0
     finally:
         work.stop()
@@ -151,7 +163,7 @@ def measure(variant: str, args: argparse.Namespace, baseline: float) -> dict[str
         node.destroy_node()
         context.try_shutdown()
     frames = frames1 - frames0
-    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system) - work_cpu  # (the measuring thread left out)
     wall = wall1 - wall0
     return {"variant": variant, "frames_per_s": round(frames / wall, 1), "cpu_cores": round(cpu / wall, 3),
             "cpu_us_per_frame": round(1e6 * cpu / frames, 1) if frames else None,
@@ -166,7 +178,7 @@ def render_md(doc: dict[str, Any]) -> str:
              doc["command"], "```", "",
              f"Commit {doc['commit']}, {doc['host']}. {doc['cameras']} cameras at {doc['rate']:g} Hz, "
              f"{doc['kb']} KB frames, {doc['publishers_per_camera']} publisher(s) per camera on the node; CPU: "
-             "this process, all threads.", "",
+             "this process, all threads but the measuring one.", "",
              "| variant | frames/s offered | frames/s taken | CPU cores | CPU us per frame (process) | "
              "CPU us per frame (taking threads) | frames per wake | Python work left to another thread |",
              "|---|---|---|---|---|---|---|---|"]
@@ -195,11 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         publish(args.cameras, args.rate, args.kb, args.seconds)
         return 0
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or args.out is None:
-        p.error(f"--variants: unknown {', '.join(unknown)}; expected some of {', '.join(VARIANTS)}" if unknown
-                else "--out is required")
+    variants = parse_variants(p, args.variants, VARIANTS)
+    if args.out is None:
+        p.error("--out is required")
     doc: dict[str, Any] = {
         "command": "python -m daris_ros.bench.intake_cost " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": args.commit,
@@ -208,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     doc["python_chunks_per_s_alone"] = baseline = python_baseline(args.seconds / 2)
     for variant in variants:
-        run = measure(variant, args, baseline)
-        print(json.dumps(run), flush=True)
-        doc["runs"].append(run)
-        (args.out / "intake_cost.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (args.out / "intake_cost.md").write_text(render_md(doc))
+        record_run(doc, measure(variant, args, baseline), args.out, "intake_cost", render_md)
     return 0
 
 

@@ -52,6 +52,8 @@ RECORDS: dict[str, str] = {
     "docs/benchmarks/**/batching_results*.md": "a batching bench run's result, with its command line at the top",
     "docs/benchmarks/engine/*/engine_load.md": "a daris-engine-load run's result, with its command line",
     "docs/benchmarks/**/session6/*.md": "session 6 GPU runs' results, with their command lines",
+    "docs/benchmarks/**/session13/*.md": "session 13 GPU runs' results, with their command lines",
+    "docs/benchmarks/intake/intake_cost.md": "a bench.intake_cost run's result, with its command line",
     "docs/benchmarks/perception/vehicle_run*.md": "daris-node-e2e runs of the vehicle perception set, with their "
                                                   "command lines",
     "docs/benchmarks/batching.md": "'Commands, as run on the device machine' for the committed batching results",
