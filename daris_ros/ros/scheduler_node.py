@@ -84,6 +84,7 @@ from daris_ros.ros.parameters import (
     declare_task_parameter,
     declared_value,
 )
+from daris_ros.ros.shutdown_race import stopped_by_signal
 from daris_ros.ros.transition_heartbeat import TransitionHeartbeat
 from daris_ros.ros.vision import vision_detection_array, vision_label_info, vision_msgs_available
 from daris_ros.runtime.backends import BackendError
@@ -934,9 +935,7 @@ def main(args: list[str] | None = None) -> int:
             print(f"[daris_scheduler] out of GPU memory while {getattr(exc, 'daris_phase', 'starting')}: {exc}",
                   file=sys.stderr)
             return 3
-        # rclpy race: the signal handler shuts the context down while the executor builds its wait set
-        # (RCLError "context is not valid"; seen on a busy executor). That is the requested shutdown.
-        if rclpy.ok():
+        if not stopped_by_signal(exc):  # (else rclpy's shutdown race: the requested stop)
             raise
     finally:
         signals.stop_raising()  # nothing may interrupt the clean-up

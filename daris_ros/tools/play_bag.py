@@ -20,6 +20,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from daris_ros.bags.player import BagPlayer, PlayOptions, PlayStats, parse_remap
+from daris_ros.ros.shutdown_race import stopped_by_signal
 from daris_ros.tools._rosargs import split_ros_args
 
 
@@ -125,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         if player is not None and not args.quiet:
             print(format_stats(player.stats))
-    except Exception as exc:  # unreadable bag, unknown type, bad topic, ...
-        print(f"daris-play: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        rc = 1
+    except Exception as exc:  # unreadable bag, unknown type, bad topic, ... (or Ctrl-C mid-publish: not an error)
+        if not stopped_by_signal(exc):
+            print(f"daris-play: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            rc = 1
     finally:
         if player is not None:
             player.close()

@@ -24,6 +24,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from daris_ros.bags.recorder import BagRecorder, RecordStats
 from daris_ros.bags.writer import STORAGES
+from daris_ros.ros.shutdown_race import stopped_by_signal
 from daris_ros.tools._rosargs import split_ros_args
 
 
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             executor.spin_once(timeout_sec=timeout)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception as exc:  # bad output path, unknown type, ...
-        print(f"daris-record: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        rc = 1
+    except Exception as exc:  # bad output path, unknown type, ... (or Ctrl-C under the wait set: not an error)
+        if not stopped_by_signal(exc):
+            print(f"daris-record: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            rc = 1
     finally:
         if recorder is not None:
             stats = recorder.stop()
