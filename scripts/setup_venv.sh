@@ -29,7 +29,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$py" -m venv "$VENV"
 fi
 echo "== installing pinned requirements into $VENV (first time: a few minutes, ~6 GB with torch)"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+# Downloads (torch's CUDA libraries: several GB) and the installed venv share one disk at the peak; pip's
+# cache would hold a third copy, so it is off (a CI clone once ran out of space with it on). Say it when
+# the disk is short, before pip fails with a bare "No space left on device".
+need_gb=12
+free_gb=$(df -Pk "$VENV" | awk 'NR == 2 { print int($4 / 1048576) }')
+if [ "${free_gb:-0}" -lt "$need_gb" ]; then
+  echo "warning: $free_gb GB free on the disk of $VENV ($(df -P "$VENV" | awk 'NR == 2 { print $6 }')); installing torch needs about $need_gb GB at the peak" >&2
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir \
   -c requirements/constraints.txt "${REQS[@]/#/-r}"
 # The wheels install ROS package manifests under $VENV/share: keep colcon from crawling them.
 touch "$VENV/COLCON_IGNORE"
