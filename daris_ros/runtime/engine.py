@@ -4,8 +4,9 @@ drive it).
 One thread, the loop, owns the DARIS policy core and the backend's launch/poll protocol::
 
     frame in (any thread)  -> inbox (newest per camera)
-    release instants (the engine's clock, every task)  -> take the frames of the burst -> decode + preprocess them
-        as a batch -> core.release (admission eqs. 11-12, migration)
+    release instants (the engine's clock, every task)  -> take the frames of the burst -> decode them (off the
+        loop in a pool, HP frames first: runtime.decode_queue) -> core.release (admission eqs. 11-12, migration)
+        -> preprocess the admitted frames per model as a batch
     core.dispatch (1..n jobs per dispatch, launch-ahead)  -> backend.launch (never blocks)
     backend.poll  -> core.complete (MRET eq. 1, next stage with its virtual deadline eq. 8)
     finished jobs  -> batched post-processing -> on_result(JobResult)
@@ -56,6 +57,7 @@ from daris_ros.runtime.backends.base import (
     SupervisedDaemon,
     WorkerFaults,
 )
+from daris_ros.runtime.decode_queue import HP_FIRST, LATE, LP_AFTER, DecodePart, DecodeQueue, skip_time
 from daris_ros.runtime.frames import ArrayDecoder, FrameDecoder, FrameError
 from daris_ros.runtime.inbox import FrameInbox, FrameItem
 from daris_ros.runtime.labels import class_names_for
@@ -91,7 +93,8 @@ POLL_INTERVAL = 50e-6
 #: At most this many releases are taken per turn of the loop; the rest of a burst waits for the next turn, after
 #: completions were collected and dispatches launched (a burst of hundreds of cameras must not hold the streams idle).
 RELEASE_CHUNK = 64
-#: Frames per part of a burst given to one decode thread (a decoder with ``threads`` > 0: the ROS camera decoder).
+#: Frames per part of a burst given to one decode thread (a decoder with ``threads`` > 0: the ROS camera decoder);
+#: a part holds frames of one priority (runtime.decode_queue: HP parts first).
 DECODE_PART = 8
 #: The longest sleep of the loop when its clock is not ``time.monotonic`` (ROS time under use_sim_time: /clock may
 #: run faster than the wall clock, and sleeps are on the wall clock).
@@ -175,6 +178,7 @@ class EngineCounters:
     dispatches: int = 0
     launched_jobs: int = 0
     results: int = 0
+    frames_undecoded: int = 0  # frames released undecoded: past their skip time in the decode pool (LATE)
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -221,10 +225,7 @@ class Engine:
         self._loop_stats = LoopStats()
         self._mark = LoopMark()  # when the loop's current iteration started (the stall probe reads it)
         self._stall_probe: StallProbe | None = None
-        self._decode_pool: Any = None
-        # bursts being decoded in the pool: (futures of its parts, taken frames, their tasks, when taken)
-        self._decoding: collections.deque[tuple[list[Any], list[tuple[str, float, FrameItem]], list[TaskSettings],
-                                                float]] = collections.deque()
+        self._decoding: DecodeQueue | None = None  # the decode pool (decoder.threads > 0), made at its first use
         self._recovering: set[tuple[int, int]] = set()  # workers being replaced: (context, stream or -1 for all)
         self._troubled = 0  # jobs in flight that failed or carry a retried stage (the launch path checks them then)
         self._max_wait = math.inf if clock is time.monotonic else FOREIGN_CLOCK_MAX_WAIT
@@ -544,14 +545,7 @@ class Engine:
         if self.decoder.threads <= 0:
             warm_up_decoder()
             return
-        pool = self._decode_threads()
-        barrier = threading.Barrier(self.decoder.threads)  # one warm-up in each thread of the pool
-
-        def in_each_thread() -> None:
-            barrier.wait(10.0)
-            warm_up_decoder()
-        for future in [pool.submit(in_each_thread) for _ in range(self.decoder.threads)]:
-            future.result(60.0)
+        self._decode_queue().run_in_each_thread(warm_up_decoder)
 
     def _warm_up_model(self, t: TaskSettings, key: str) -> None:
         from daris_ros.runtime.preprocess import preprocess_batch
@@ -616,12 +610,12 @@ class Engine:
                 n = self._release_burst(due, now)
                 stats.release_cpu += cpu_clock() - c1
                 stats.releases += n
-            if self._decoding:
-                self._admit_decoded()
+            late = self._admit_decoded() if self._decoding else False
             finished = poll()
             if finished:
                 self._complete(finished, clock())
-            dispatches = core.dispatch(now if not finished else clock())
+            # (after frames released undecoded, LATE: now >= their skip time, so this dispatch skips their jobs)
+            dispatches = core.dispatch(now if not (finished or late) else clock())
             if dispatches:
                 self._launch(dispatches)
             skipped = core.take_skipped()
@@ -708,40 +702,41 @@ class Engine:
             self._admit(taken, tasks, self._decode(tasks, [item.payload for _, _, item in taken]), now)
         return len(taken)
 
-    def _decode(self, tasks: list[TaskSettings], payloads: list[Any]) -> list[Any]:
+    def _decode(self, tasks: Sequence[TaskSettings], payloads: Sequence[Any]) -> list[Any]:
         try:
             return self.decoder.decode(tasks, payloads)
         except Exception as exc:  # noqa: BLE001 - a decoder failure drops the burst's frames, the loop lives on
             return [FrameError("decode_error", f"{type(exc).__name__}: {exc}")] * len(payloads)
 
     def _decode_async(self, taken: list[tuple[str, float, FrameItem]], tasks: list[TaskSettings], now: float) -> None:
-        """Decode a burst in the decode pool (``decoder.threads`` threads, in parts of DECODE_PART frames so the
-        threads share it); the loop admits its jobs when every part is done (:meth:`_admit_decoded`), with ``now``
-        (when their frames were taken) as their release time."""
-        pool = self._decode_threads()
-        parts = []
-        for i in range(0, len(taken), DECODE_PART):
-            future = pool.submit(self._decode, tasks[i:i + DECODE_PART],
-                                              [item.payload for _, _, item in taken[i:i + DECODE_PART]])
-            future.add_done_callback(lambda _f: self._wake.set())
-            parts.append(future)
-        self._decoding.append((parts, taken, tasks, now))
+        """Decode a burst in the decode pool (``decoder.threads`` threads), in parts of DECODE_PART frames of one
+        priority, HP parts first (runtime.decode_queue); the loop admits the jobs of each part when it is done
+        (:meth:`_admit_decoded`), with ``now`` (when their frames were taken) as their release time. A frame still
+        waiting at its skip time (``skip_late``) is not decoded (LATE): the core skips its job."""
+        queue = self._decode_queue()
+        skip_late = self.settings.skip_late
+        for priority, hp in ((HP_FIRST, True), (LP_AFTER, False)):
+            members = [i for i, t in enumerate(tasks) if (t.priority == "HP") is hp]
+            for first in range(0, len(members), DECODE_PART):
+                part = members[first:first + DECODE_PART]
+                queue.submit(DecodePart(priority, [taken[i] for i in part], [tasks[i] for i in part], now,
+                                        [skip_time(now, skip_late, tasks[i].deadline) for i in part]))
 
-    def _decode_threads(self) -> Any:
+    def _decode_queue(self) -> DecodeQueue:
         """The decode pool (``decoder.threads`` threads), made at its first use."""
-        if self._decode_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        if self._decoding is None:
+            self._decoding = DecodeQueue(self.decoder.threads, self._decode, self._clock, on_done=self._wake.set)
+        return self._decoding
 
-            self._decode_pool = ThreadPoolExecutor(self.decoder.threads, thread_name_prefix="daris-decode")
-        return self._decode_pool
-
-    def _admit_decoded(self) -> None:
-        """Admit the bursts whose decoding finished, in the order they were taken."""
-        decoding = self._decoding
-        while decoding and all(f.done() for f in decoding[0][0]):
-            parts, taken, tasks, at = decoding.popleft()
-            frames = [frame for f in parts for frame in f.result()]
-            self._admit(taken, tasks, frames, at)
+    def _admit_decoded(self) -> bool:
+        """Admit the jobs of the parts whose decoding finished (HP parts first; each priority's in the order taken).
+        Returns whether a frame was released undecoded (LATE)."""
+        assert self._decoding is not None
+        late = False
+        for part in self._decoding.take_done():
+            self._admit(part.taken, part.tasks, part.frames, part.released_at)
+            late = late or part.late > 0
+        return late
 
     def _admit(self, taken: list[tuple[str, float, FrameItem]], tasks: list[TaskSettings], frames: list[Any],
                now: float) -> None:
@@ -763,6 +758,14 @@ class Engine:
                 continue
             decision = core.release(name, now)
             ages.append((name, now, item.stamp, t.period))
+            if frame is LATE:  # not decoded: past its skip time, the core's next dispatch skips the job
+                self.counters.frames_undecoded += 1
+                if decision.admitted and decision.job is not None:
+                    # (an error: were it dispatched all the same, it would end failed, never run on no input)
+                    self._jobs[decision.job] = _JobRun(t, self._key[name], item, mret=core.mret(name),
+                                                       error="its frame was not decoded by its skip time")
+                    self._troubled += 1
+                continue
             if decision.admitted and decision.job is not None:
                 shape = getattr(frame, "shape", None)
                 run = _JobRun(t, self._key[name], item, mret=core.mret(name),
@@ -1045,7 +1048,7 @@ class Engine:
 
     def in_flight(self) -> int:
         """Jobs admitted and not finished, and frames taken by a release and still being decoded."""
-        return self.call(lambda _core: len(self._jobs) + sum(len(burst[1]) for burst in self._decoding))
+        return self.call(lambda _core: len(self._jobs) + (self._decoding.pending_frames() if self._decoding else 0))
 
     def pause_releases(self, drop_reason: str = "inactive") -> int:
         """Stop releasing tasks (a managed node's deactivate): no job is released from now on, no stale period is
@@ -1322,8 +1325,8 @@ class Engine:
             self._stall_probe.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
-        if self._decode_pool is not None:
-            self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self._decoding is not None:
+            self._decoding.close()
         self.backend.close()
 
     @property
