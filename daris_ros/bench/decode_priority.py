@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "hp_skipped": sum(s.skipped for s in hp_stats),
         "hp_released": sum(s.released for s in hp_stats),
         "lp_sent": sent.lp,
+        "lp_released": sum(s.released for s in lp_stats),
         "lp_completed": sum(s.completed for s in lp_stats),
         "lp_skipped": sum(s.skipped for s in lp_stats),
         "lp_rejected": sum(s.rejected for s in lp_stats),

@@ -287,8 +287,8 @@ CHECK: dict[tuple[str, str], Check] = {
      "--profile-runs 1 --out /tmp/node_e2e"): Check(
         "six node runs of ~15 s each (minutes on CI); test/ros/test_node_e2e.py runs this sweep"),
     ("docs/benchmarks/decode_priority/README.md", "scripts/cpu_decode_priority.sh 5fc8db6 5 --seconds 8 --warmup 2 "
-     "--hp 1 --lp 8 --rate 15"): Check("ten 8 s runs on two trees (minutes); test/runtime/test_engine_decode_priority.py "
-                                       "checks the decode order on the engine"),
+     "--hp 1 --lp 8 --rate 15"): Check(
+        "ten 8 s runs on two trees (minutes); test/runtime/test_engine_decode_priority.py checks the decode order"),
     ("docs/reliability/README.md", "scripts/reliability_fuzz.sh 10000 0 docs/reliability/fuzz_10k.json"): Check(
         "10,000 malformed frames at 400 msg/s (minutes); test/reliability/test_fuzz.py runs the fuzzer briefly"),
     ("docs/reliability/README.md", "scripts/run_in_install.sh python test/reliability/worker_kill_run.py "
