@@ -713,6 +713,27 @@ def _wait_all(children: Sequence[Child], event: str, deadline: float, sut: Seque
                 raise RunError(f"{ch.name}: no {event} within the time allowed\n{ch.tail()}")
 
 
+def start_profiler(template: str, pid: int, seconds: float, run_dir: Path) -> subprocess.Popen[Any] | None:
+    """``--profile-cmd``: a command run over the measured window (a sampling profiler attached to the system
+    under test), ``{pid}``, ``{seconds}`` and ``{out}`` (the run's folder) filled in; its output goes to
+    ``profiler.log`` there. None without a template."""
+    if not template:
+        return None
+    cmd = template.format(pid=pid, seconds=max(1, int(seconds)), out=run_dir)
+    with open(run_dir / "profiler.log", "w") as log:
+        return subprocess.Popen(shlex.split(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=run_dir)
+
+
+def wait_profiler(proc: subprocess.Popen[Any], timeout: float) -> int | None:
+    """The profiler's exit status (None: still running after ``timeout`` s, then killed)."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
 def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[str, Any]:
     cams = make_cameras(n, parse_group(args.group), args.rate, args.lp_rate)
     run_dir = out / "runs" / f"{system}_{n}"
@@ -789,11 +810,14 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
             p.send(f"START {t0:.6f} {t1:.6f}")
         harness_roots = [ch.proc.pid for ch in readers + pubs] + ([stats_reader.proc.pid] if stats_reader else [])
         time.sleep(max(0.0, t_meas - time.time()))
+        profiler = start_profiler(args.profile_cmd, sut_roots[0], args.seconds, run_dir)
         cpu_a, hcpu_a, w_a = tree_cpu(sut_roots), tree_cpu(harness_roots), time.monotonic()
         time.sleep(max(0.0, t1 - time.time()))
         cpu_b, hcpu_b, w_b = tree_cpu(sut_roots), tree_cpu(harness_roots), time.monotonic()
         gpu_after = gpu_used_mib(gidx)
         gpu_apps = gpu_apps_mib(cpu_b)
+        if profiler is not None:
+            figures["profiler_exit"] = wait_profiler(profiler, 30.0)
         _wait_all(pubs, "DONE", time.monotonic() + 30.0)
         # results of the last frames, then (node) a stats message taken after the last release
         max_period = max(c.period for c in cams)
@@ -993,6 +1017,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--param", action="append", help="more node parameters, KEY=YAML-VALUE (repeatable)")
     n.add_argument("--per-camera-depth", type=int, default=5,
                    help="per-camera nodes' subscription depth (sensor-data QoS: 5)")
+    a("--profile-cmd", default="",
+      help="a command run over the measured window, e.g. 'py-spy record --gil -p {pid} -d {seconds} -f raw -o "
+           "{out}/gil.txt' ({pid}: the node, or the first per-camera process)")
     a("--out", type=Path, default=Path("docs/benchmarks/node_e2e"))
     a("--commit", default="", help="the commit measured, where the working tree has no .git (default: git's HEAD)")
     a("--combine", nargs="+", type=Path, default=None, help="node_e2e.json files to merge into --out")
