@@ -188,6 +188,12 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
        "wait set (true) instead of the node's executor, whose every wake walks all the node's entities in Python "
        "(false). Off by default: at 48 cameras on an H100 it did not serve more HP frames and lost more frames in "
        "transport (docs/benchmarks/node_e2e/README.md, session 13)."),
+    _P("intake_processes", _I, 0, "Processes that take the camera frames off their subscriptions and check them "
+       "(header, size, format, stamp), then hand them to the node through a pipe, so that the node's interpreter "
+       "(GIL) is left to the engine's loop: rclpy's executor runs Python over every entity of the node at each "
+       "received message. 0: the node's process takes them (its executor, or intake_thread). For many cameras (at "
+       "48 JPEG cameras at 30 Hz the executor held the GIL about two thirds of the time; "
+       "docs/benchmarks/node_e2e/README.md, session 15).", bounds=(0, 16)),
     _P("mps_pipe_directory", _S, "", "mps backend: the MPS control daemon's pipe directory. Empty: "
        "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon there is "
        "used; otherwise the node starts one and stops it on shutdown."),

@@ -63,8 +63,10 @@ from daris_ros.core import FeasibilityReport, InfeasibleTaskSet
 from daris_ros.msg import Detection2DArray, InferenceResult, LabelInfo, SchedulerStats
 from daris_ros.parameter_table import parameter_of, parse_value
 from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
-from daris_ros.ros.conversion import FrameError, check_stamp, validate_compressed, validate_image
+from daris_ros.ros.conversion import FrameError
+from daris_ros.ros.frame_checks import FrameChecks, check_frame
 from daris_ros.ros.intake import FrameIntake, intake_supported
+from daris_ros.ros.intake_process import CameraSubscription, ProcessIntake
 from daris_ros.ros.messages import (
     DiagnosticThresholds,
     detection_array_msg,
@@ -161,6 +163,8 @@ class SchedulerNode(LifecycleNode):
         self._publisher_thread: threading.Thread | None = None
         self._intake: FrameIntake | None = None  # the camera frames' thread (intake_thread)
         self._intake_unsupported_said = False
+        self._intake_processes: ProcessIntake | None = None  # the camera frames' processes (intake_processes)
+        self._frame_checks = FrameChecks(0, 0.0, 0.0)  # (set by configure)
         self._parameter_callbacks = False  # live-tuning callbacks registered (configured states)
         self._feasibility_at_start: FeasibilityReport | None = None
         self._started = time.monotonic()
@@ -286,7 +290,7 @@ class SchedulerNode(LifecycleNode):
                 "any namespace.")
         s = self.settings
         self._report = StatsReport(s, started=self._started)
-        self._stamp_tolerance = (s.stamp_future_tolerance, s.stamp_past_tolerance)
+        self._frame_checks = FrameChecks(s.max_pixels, s.stamp_future_tolerance, s.stamp_past_tolerance)
         self._load_and_profile(s)
 
         self._phase = "starting"
@@ -360,6 +364,9 @@ class SchedulerNode(LifecycleNode):
         intake, self._intake = self._intake, None
         if intake is not None:
             intake.close()
+        processes, self._intake_processes = self._intake_processes, None
+        if processes is not None:
+            processes.close()
         self._pending.clear()
         engine, self._engine = self._engine, None
         if engine is not None:
@@ -485,9 +492,28 @@ class SchedulerNode(LifecycleNode):
             self._on_frame(name, jpeg_or_png, raw)
 
         # raw: only the header fields are read here (parse_frame); the engine decodes the pixels at release
+        processes = self._camera_processes()
+        if processes is not None:
+            processes.subscribe(t.name, CameraSubscription(self.resolve_topic_name(t.topic), compressed, t.qos_depth,
+                                                           t.qos_reliability == "reliable"))
+            st.subscription = processes
+            return
         intake = self._camera_intake()
         st.subscription = (intake.subscribe(st.msg_type, t.topic, on_frame, qos) if intake is not None
                            else self.create_subscription(st.msg_type, t.topic, on_frame, qos, raw=True))
+
+    def _camera_processes(self) -> ProcessIntake | None:
+        """The processes that take the camera frames (``intake_processes`` > 0; started at the first subscription),
+        or None: this process takes them."""
+        n = self.settings.intake_processes
+        if self._intake_processes is None and n > 0:
+            self._intake_processes = ProcessIntake(
+                processes=n, node_name=self.get_name(), namespace=self.get_namespace(),
+                sim_time=bool(self.get_parameter("use_sim_time").value), checks=self._frame_checks,
+                on_frame=self._on_process_frame, on_drop=self._on_process_drop)
+            self.get_logger().info(f"intake_processes: camera frames are taken by {n} process(es) "
+                                   f"{self.get_name()}_intake_<k>")
+        return self._intake_processes
 
     def _camera_intake(self) -> FrameIntake | None:
         """The thread that takes the camera frames (``intake_thread``; made at the first subscription), or None:
@@ -505,7 +531,9 @@ class SchedulerNode(LifecycleNode):
     def _unsubscribe(self, st: _TaskState) -> None:
         if st.subscription is None:
             return
-        if self._intake is not None:
+        if isinstance(st.subscription, ProcessIntake):
+            st.subscription.unsubscribe(st.settings.name)
+        elif self._intake is not None:
             self._intake.unsubscribe(st.subscription)
         else:
             self.destroy_subscription(st.subscription)
@@ -525,34 +553,46 @@ class SchedulerNode(LifecycleNode):
         if st is None:
             return
         receive = self._engine_clock()
+        now_ns = self.get_clock().now().nanoseconds
         try:
-            frame = self._checked_frame(compressed, raw)
+            frame = check_frame(raw, compressed, self._frame_checks, now_ns)
         except FrameError as exc:
             self._drop(st, exc.reason, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - whatever a frame holds, the node keeps running
             self._drop(st, "invalid", f"{type(exc).__name__}: {exc}")
             return
+        self._offer_frame(task, frame, receive, now_ns)
+
+    def _on_process_frame(self, task: str, raw: bytes, arrival: float, now_ns: int) -> None:
+        """A frame an intake process took and checked (``arrival``: CLOCK_MONOTONIC, the engine's clock unless
+        use_sim_time; ``now_ns``: that process's ROS clock at arrival)."""
+        st = self._tasks.get(task)
+        if st is None:
+            return
+        try:
+            frame = parse_frame(raw, st.settings.input_type == "compressed")
+        except FrameError as exc:  # (checked there: only a process of another version gets here)
+            self._drop(st, exc.reason, str(exc))
+            return
+        self._offer_frame(task, frame, arrival if self._engine_clock is time.monotonic else now_ns * 1e-9, now_ns)
+
+    def _on_process_drop(self, task: str, reason: str, why: str) -> None:
+        st = self._tasks.get(task)
+        if st is not None:
+            self._drop(st, reason, why)
+
+    def _offer_frame(self, task: str, frame: RawFrame, receive: float, now_ns: int) -> None:
+        """Into the engine's inbox: ``receive`` on the engine's clock and ``now_ns`` on the node's, read together at
+        arrival. Result times are anchored here (under use_sim_time both are the /clock time), and the image stamp
+        is mapped onto the engine's clock."""
         h = frame.header
-        # the node's clock against the engine's clock, read together at arrival: result times are anchored here
-        # (under use_sim_time both are the /clock time), and the image stamp mapped onto the engine's clock
-        now_ns = self.get_clock().now().nanoseconds
         offset_ns = now_ns - round(receive * 1e9)
         stamp = (h.sec * 1_000_000_000 + h.nanosec - offset_ns) * 1e-9
         frame_id = h.frame_id
         self.engine.offer(task, frame, receive_time=receive, stamp=stamp,
                           meta=(Header(stamp=Time(sec=h.sec, nanosec=h.nanosec), frame_id=frame_id), offset_ns),
                           frame_id=frame_id)
-
-    def _checked_frame(self, compressed: bool, raw: bytes) -> RawFrame:
-        frame = parse_frame(raw, compressed)
-        if compressed:
-            validate_compressed(frame, self.settings.max_pixels)
-        else:
-            validate_image(frame, self.settings.max_pixels)
-        future, past = self._stamp_tolerance
-        check_stamp(frame.header.sec, frame.header.nanosec, self.get_clock().now().nanoseconds, future, past)
-        return frame
 
     def _drop(self, st: _TaskState, reason: str, why: str) -> None:
         self.engine.inbox.drop(st.settings.name, reason)
@@ -733,9 +773,9 @@ class SchedulerNode(LifecycleNode):
             elif p.name == "stats_period":
                 self._restart_stats_timer(float(p.value))
             elif p.name in ("stamp_future_tolerance", "stamp_past_tolerance"):
-                future, past = self._stamp_tolerance
-                self._stamp_tolerance = (float(p.value), past) if p.name == "stamp_future_tolerance" \
-                    else (future, float(p.value))
+                self._frame_checks = dataclasses.replace(self._frame_checks, **{p.name: float(p.value)})
+                if self._intake_processes is not None:
+                    self._intake_processes.set_checks(self._frame_checks)
             elif p.name in ("miss_rate_warn", "miss_rate_error", "rejection_rate_warn", "stale_warn_periods"):
                 if self._report is not None:
                     self._report.thresholds = _with_threshold(self._report.thresholds, p.name, p.value)
