@@ -81,7 +81,7 @@ class ProcessIntake:
 
     def __init__(self, *, processes: int, node_name: str, namespace: str, sim_time: bool, checks: FrameChecks,
                  on_frame: Callable[[str, bytes, float, int], None],
-                 on_drop: Callable[[str, str, str], None]) -> None:
+                 on_drop: Callable[[str, str, str], None], on_error: Callable[[str], None] | None = None) -> None:
         if processes < 1:
             raise ValueError(f"intake_processes must be >= 1, got {processes}")
         self._node_name = node_name
@@ -90,6 +90,7 @@ class ProcessIntake:
         self._checks = checks
         self._on_frame = on_frame
         self._on_drop = on_drop
+        self._on_error: Callable[[str], None] = on_error if on_error is not None else log.error
         self._lock = threading.Lock()
         self._children = [_Child(i) for i in range(processes)]
         self._keys: dict[int, str] = {}  # subscription id -> key (the node's task)
@@ -222,11 +223,13 @@ class ProcessIntake:
                         reason, _, message = data[1 + DROP_HEAD.size:].decode(errors="replace").partition("\0")
                         on_drop(key, reason, message)
                 elif kind == 69:  # "E"
-                    log.error("camera intake %d: %s", child.index, data[1:].decode(errors="replace"))
+                    self._on_error(f"camera intake {child.index}: {data[1:].decode(errors='replace')}")
         except (EOFError, OSError):
             pass
-        except Exception:  # noqa: BLE001 - a callback's bug: say it, the child is started again below
-            log.exception("camera intake %d: handing a frame to the node failed", child.index)
+        except Exception as exc:  # noqa: BLE001 - a callback's bug: say it, the child is started again below
+            self._on_error(f"camera intake {child.index}: handing a frame to the node failed: "
+                           f"{type(exc).__name__}: {exc}")
+            proc.kill()
         frames.close()
         code = proc.poll()
         if code is None:
@@ -238,8 +241,8 @@ class ProcessIntake:
         with self._lock:
             if self._closing or child.proc is not proc:
                 return
-            log.error("camera intake %d (pid %d) stopped with exit code %s; starting it again with its %d "
-                      "subscription(s)", child.index, proc.pid, code, len(child.subscriptions))
+            self._on_error(f"camera intake {child.index} (pid {proc.pid}) stopped with exit code {code}; starting it "
+                           f"again with its {len(child.subscriptions)} subscription(s)")
             wait = RESTART_INTERVAL - (time.monotonic() - child.started_at)
         if wait > 0:
             time.sleep(wait)
@@ -348,12 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames-fd", type=int, required=True)
     p.add_argument("--sim-time", action="store_true")
     args = p.parse_args(argv)
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.parameter import Parameter
+    from rclpy.signals import SignalHandlerOptions
 
+    # Ctrl-C reaches the whole process group: the node stops its children itself (stop, or stdin closed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     frames = Connection(args.frames_fd, readable=False)
-    rclpy.init(args=[])
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = rclpy.create_node(args.name, namespace=args.namespace, parameter_overrides=[
             Parameter("use_sim_time", Parameter.Type.BOOL, args.sim_time)])

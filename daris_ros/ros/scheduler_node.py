@@ -510,7 +510,7 @@ class SchedulerNode(LifecycleNode):
             self._intake_processes = ProcessIntake(
                 processes=n, node_name=self.get_name(), namespace=self.get_namespace(),
                 sim_time=bool(self.get_parameter("use_sim_time").value), checks=self._frame_checks,
-                on_frame=self._on_process_frame, on_drop=self._on_process_drop)
+                on_frame=self._on_process_frame, on_drop=self._on_process_drop, on_error=self.get_logger().error)
             self.get_logger().info(f"intake_processes: camera frames are taken by {n} process(es) "
                                    f"{self.get_name()}_intake_<k>")
         return self._intake_processes
