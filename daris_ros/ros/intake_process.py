@@ -49,6 +49,8 @@ FRAME_HEAD = struct.Struct("<HdQ")
 DROP_HEAD = struct.Struct("<H")
 #: A child that died is started again at most this often (s).
 RESTART_INTERVAL = 1.0
+#: The size asked for each child's pipe (the frames waiting to be read).
+PIPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +172,7 @@ class ProcessIntake:
         import os
 
         read_fd, write_fd = os.pipe()
+        _widen_pipe(write_fd)
         ns = self._namespace
         cmd = [sys.executable, "-P", "-m", __name__, "--name", f"{self._node_name}_intake_{child.index}",
                "--namespace", ns, "--frames-fd", str(write_fd)]
@@ -251,6 +254,17 @@ class ProcessIntake:
                 return
             self.restarts += 1
             self._start(child)
+
+
+def _widen_pipe(fd: int) -> None:
+    """A pipe that holds several frames (Linux: 1 MiB, where allowed), so a child rarely waits for the reader and
+    the reader takes a frame in one read."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass
 
 
 # -- the child ----------------------------------------------------------------------------------------------------

@@ -74,7 +74,6 @@ from daris_ros.ros.messages import (
     label_info_msg,
     lifecycle_diagnostic,
     mask_msg,
-    result_msg,
     transition_diagnostic,
 )
 from daris_ros.ros.node_stats import StatsReport
@@ -86,6 +85,7 @@ from daris_ros.ros.parameters import (
     declare_task_parameter,
     declared_value,
 )
+from daris_ros.ros.result_cdr import serialize_result
 from daris_ros.ros.shutdown_race import stopped_by_signal
 from daris_ros.ros.transition_heartbeat import TransitionHeartbeat
 from daris_ros.ros.vision import vision_detection_array, vision_label_info, vision_msgs_available
@@ -602,16 +602,6 @@ class SchedulerNode(LifecycleNode):
                                       f"{why}{self._drop_log.suffix(held_back)}")
 
     # -- outputs ----------------------------------------------------------------------------------------
-    @staticmethod
-    def _mono_to_ros(offset_ns: int) -> Callable[[float], Time]:
-        """Engine times (monotonic seconds) -> the node's clock (ROS time), with the offset taken at release."""
-
-        def convert(t_mono: float) -> Time:
-            ns = round(t_mono * 1e9) + offset_ns
-            return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-        return convert
-
     def _on_result(self, r: JobResult) -> None:
         """Called by the engine's loop: hand the result to the publisher thread."""
         self._results.append(r)
@@ -656,8 +646,10 @@ class SchedulerNode(LifecycleNode):
         try:
             header, offset_ns = r.meta
             payload_topic = self._publish_payload(st, r, header)
-            st.publisher.publish(result_msg(r, header, self._mono_to_ros(offset_ns), payload_topic=payload_topic,
-                                            class_names=st.class_names))
+            # (its CDR bytes written directly: a third of the interpreter time of building the message and
+            # rclpy's conversion of it; ros/result_cdr.py)
+            st.publisher.publish(serialize_result(r, header, offset_ns, payload_topic=payload_topic,
+                                                  class_names=st.class_names))
         except Exception:  # noqa: BLE001 - a result that cannot be published must not stop the others
             if self.context.ok():
                 self.get_logger().error(f"task {r.task}: publishing result {r.job_id} failed",
