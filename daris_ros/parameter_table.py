@@ -182,7 +182,8 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
        "backend runs in this process on a CUDA device (str, green); PNG and the cpu/mps backends decode on the CPU "
        "(mps workers get host frames through shared memory)."),
     _P("decode_threads", _I, 4, "Threads that decode the camera frames of a release burst (nvJPEG or Pillow), off "
-       "the engine's loop (0: the loop decodes them itself). Each is one more thread wanting the interpreter (GIL).",
+       "the engine's loop (0: the loop decodes them itself); HP frames are decoded before waiting LP frames, and a "
+       "frame still waiting at its skip time is not decoded. Each is one more thread wanting the interpreter (GIL).",
        bounds=(0, 16)),
     _P("intake_thread", _B, False, "Camera frames are taken off their subscriptions by a thread of the node with one "
        "wait set (true) instead of the node's executor, whose every wake walks all the node's entities in Python "
@@ -191,9 +192,11 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
     _P("intake_processes", _I, 0, "Processes that take the camera frames off their subscriptions and check them "
        "(header, size, format, stamp), then hand them to the node through a pipe, so that the node's interpreter "
        "(GIL) is left to the engine's loop: rclpy's executor runs Python over every entity of the node at each "
-       "received message. 0: the node's process takes them (its executor, or intake_thread). For many cameras (at "
-       "48 JPEG cameras at 30 Hz the executor held the GIL about two thirds of the time; "
-       "docs/benchmarks/node_e2e/README.md, session 15).", bounds=(0, 16)),
+       "received message. 0: the node's process takes them (its executor, or intake_thread). Meant for many "
+       "cameras: at 48 JPEG cameras at 30 Hz on an H100 the executor held the GIL about four fifths of the time, "
+       "and 4 intake processes took the HP frames served within two periods from 0.03% to 69-71% "
+       "(docs/benchmarks/node_e2e/README.md, session 15). Each process is an rclpy node <name>_intake_<k>.",
+       bounds=(0, 16)),
     _P("mps_pipe_directory", _S, "", "mps backend: the MPS control daemon's pipe directory. Empty: "
        "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon there is "
        "used; otherwise the node starts one and stops it on shutdown."),
