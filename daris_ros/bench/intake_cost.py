@@ -6,9 +6,8 @@ A child process publishes ``--cameras`` CompressedImage topics (``--kb`` KB each
 This process subscribes to all of them, raw, on one node that also has ``--publishers-per-camera`` publishers per
 camera (the scheduler node has a result, a detections-or-mask and a labels publisher per task; each publisher
 comes with an event handler the executor walks at every wake) and one timer, and takes the frames either with a
-``SingleThreadedExecutor`` (``executor``), with :class:`~daris_ros.ros.intake.FrameIntake` while the executor
-spins the rest of the node (``intake``), or with rclpy's ``EventsExecutor`` (``events``: C++, no wait set rebuilt
-in Python at each wake). Per variant, over ``--seconds``: frames taken per second; this process's
+``SingleThreadedExecutor`` (``executor``) or with :class:`~daris_ros.ros.intake.FrameIntake` while the executor
+spins the rest of the node (``intake``). Per variant, over ``--seconds``: frames taken per second; this process's
 CPU time per frame (user + system, all threads but the measuring one: DDS's receive threads included); the CPU
 time per frame of the Python threads that take them (the executor's, with ``intake`` also the intake's; native
 waiting included); and the share of pure-Python work a measuring thread still gets done against the same thread
@@ -31,7 +30,7 @@ from typing import Any
 
 from daris_ros.bench.variant_runs import parse_variants, record_run
 
-VARIANTS = ("executor", "intake", "events")
+VARIANTS = ("executor", "intake")
 
 
 def publish(cameras: int, rate: float, kb: int, seconds: float) -> None:
@@ -104,20 +103,9 @@ def python_baseline(seconds: float) -> float:
     return rate
 
 
-def make_executor(variant: str, context: Any) -> Any:
-    """``events``: rclpy's EventsExecutor (C++: no wait set rebuilt in Python at each wake); else the
-    SingleThreadedExecutor."""
-    if variant == "events":
-        from rclpy.experimental import EventsExecutor
-
-        return EventsExecutor(context=context)
-    from rclpy.executors import SingleThreadedExecutor
-
-    return SingleThreadedExecutor(context=context)
-
-
 def measure(variant: str, args: argparse.Namespace, baseline: float) -> dict[str, Any]:
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CompressedImage
 
@@ -143,7 +131,7 @@ def measure(variant: str, args: argparse.Namespace, baseline: float) -> dict[str
             intake.subscribe(CompressedImage, topic, on_frame, qos_profile_sensor_data)
         else:
             node.create_subscription(CompressedImage, topic, on_frame, qos_profile_sensor_data, raw=True)
-    executor = make_executor(variant, context)
+    executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     spinning = threading.Thread(target=executor.spin, daemon=True)
     spinning.start()
