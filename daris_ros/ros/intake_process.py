@@ -83,7 +83,7 @@ class ProcessIntake:
 
     def __init__(self, *, processes: int, node_name: str, namespace: str, sim_time: bool, checks: FrameChecks,
                  on_frame: Callable[[str, bytes, float, int], None],
-                 on_drop: Callable[[str, str, str], None], on_error: Callable[[str], None] | None = None) -> None:
+                 on_drop: Callable[[str, str, str], None], on_error: Callable[[str], object] | None = None) -> None:
         if processes < 1:
             raise ValueError(f"intake_processes must be >= 1, got {processes}")
         self._node_name = node_name
@@ -92,7 +92,7 @@ class ProcessIntake:
         self._checks = checks
         self._on_frame = on_frame
         self._on_drop = on_drop
-        self._on_error: Callable[[str], None] = on_error if on_error is not None else log.error
+        self._on_error: Callable[[str], object] = on_error if on_error is not None else log.error
         self._lock = threading.Lock()
         self._children = [_Child(i) for i in range(processes)]
         self._keys: dict[int, str] = {}  # subscription id -> key (the node's task)

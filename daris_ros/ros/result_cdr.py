@@ -95,8 +95,8 @@ def serialize_result(r: JobResult, header: Any, offset_ns: int, *, payload_topic
         w.pack(_U32x2, 4, 0, 0)
         w.sequence("i", 4, ())
         w.sequence("f", 4, ())
-    for t in (r.receive_time, r.release_time, r.start_time, r.finish_time, r.deadline):
-        w.time(round(t * 1e9) + offset_ns)
+    for instant in (r.receive_time, r.release_time, r.start_time, r.finish_time, r.deadline):
+        w.time(round(instant * 1e9) + offset_ns)
     w.pack(_F64x2, 8, float(r.response_time), float(r.exec_time))
     w.buf.append(1 if r.met else 0)
     w.pack(_F64, 8, float(r.mret))
@@ -104,9 +104,10 @@ def serialize_result(r: JobResult, header: Any, offset_ns: int, *, payload_topic
     w.align(4)
     w.buf += _U32.pack(len(r.stages))
     release = r.release_time
-    for t in r.stages:
-        w.pack(_STAGE_HEAD, 4, t.stage, t.context, t.stream, t.level)
-        w.pack(_F64x4, 8, t.start - release, t.finish - release, t.exec_time, t.virtual_deadline - release)
+    for stage in r.stages:
+        w.pack(_STAGE_HEAD, 4, stage.stage, stage.context, stage.stream, stage.level)
+        w.pack(_F64x4, 8, stage.start - release, stage.finish - release, stage.exec_time,
+               stage.virtual_deadline - release)
     w.buf.append(_KIND[r.kind])
     w.string(payload_topic)
     h_src, w_src = (int(r.source_size[0]), int(r.source_size[1])) if r.source_size is not None else (0, 0)

@@ -765,7 +765,11 @@ class SchedulerNode(LifecycleNode):
             elif p.name == "stats_period":
                 self._restart_stats_timer(float(p.value))
             elif p.name in ("stamp_future_tolerance", "stamp_past_tolerance"):
-                self._frame_checks = dataclasses.replace(self._frame_checks, **{p.name: float(p.value)})
+                checks = self._frame_checks
+                self._frame_checks = FrameChecks(
+                    checks.max_pixels, float(p.value) if p.name == "stamp_future_tolerance"
+                    else checks.stamp_future_tolerance, float(p.value) if p.name == "stamp_past_tolerance"
+                    else checks.stamp_past_tolerance)
                 if self._intake_processes is not None:
                     self._intake_processes.set_checks(self._frame_checks)
             elif p.name in ("miss_rate_warn", "miss_rate_error", "rejection_rate_warn", "stale_warn_periods"):

@@ -47,6 +47,16 @@ def stop_scheduler(proc: subprocess.Popen[str], timeout: float = 20.0) -> str:
     return out or ""
 
 
+def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``predicate()`` every 20 ms until it is true (True) or ``timeout`` s passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def mono8_cameras(node: Node, topics: Sequence[str], period: float, size: int = 32) -> None:
     """Publish a black ``size`` x ``size`` mono8 frame, stamped now, on every topic each ``period`` s
     (sensor-data QoS)."""
@@ -105,7 +115,7 @@ class Spinner:
     """Spin ``node`` in a thread; ``stop()`` shuts the executor down and joins the thread."""
 
     def __init__(self, node: Node) -> None:
-        self.executor = SingleThreadedExecutor()
+        self.executor = SingleThreadedExecutor(context=node.context)
         self.executor.add_node(node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
@@ -40,12 +38,9 @@ TRUNCATED = 7  # truncated JPEGs sent on cam2
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    from ros_helpers import wait_for as poll
+
+    return poll(predicate, timeout)
 
 
 def intake_children(name_prefix: str = "daris_scheduler_intake_") -> dict[str, int]:
@@ -77,7 +72,7 @@ def truncated_jpeg() -> bytes:
 
 def test_the_node_with_intake_processes_accounts_every_frame_and_restarts_a_dead_child(install_prefix,
                                                                                        tmp_path) -> None:
-    from ros_helpers import mono8_cameras, start_scheduler, stop_scheduler, wait_until_running
+    from ros_helpers import Spinner, mono8_cameras, start_scheduler, stop_scheduler, wait_until_running
 
     from daris_ros.msg import InferenceResult, SchedulerStats
 
@@ -94,10 +89,7 @@ def test_the_node_with_intake_processes_accounts_every_frame_and_restarts_a_dead
     node.create_subscription(SchedulerStats, "/daris/stats", stats.append, 50)
     bad = node.create_publisher(CompressedImage, "/intake_proc/cam2/compressed",
                                 QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE))
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinning = threading.Thread(target=executor.spin, daemon=True)
-    spinning.start()
+    spinner = Spinner(node)
     out = ""
     children_before: dict[str, int] = {}
     try:
@@ -144,8 +136,7 @@ def test_the_node_with_intake_processes_accounts_every_frame_and_restarts_a_dead
         assert frames["cam0"] >= 10 and frames["cam1"] >= 10 and frames["cam2"] == TRUNCATED, frames
     finally:
         out = stop_scheduler(proc)
-        executor.shutdown()
-        spinning.join(5.0)
+        spinner.stop()
         node.destroy_node()
         context.try_shutdown()
     assert proc.returncode == 0, out
