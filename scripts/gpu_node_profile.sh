@@ -4,7 +4,10 @@
 # Usage on the device machine, repo root (carry .device/wheels312 and .device/tools):
 #   DARIS_COMMIT=<sha> scripts/gpu_node_profile.sh [VARIANT ...]     VARIANT: name=--param k=v,--param k=v
 # (default: base= decode1=--param,decode_threads=1 decode0=--param,decode_threads=0). CAMERAS (default 48),
-# SECONDS_WINDOW (default 12), BUDGET_S (default 570). Each run's folder is packed into $OUT/<name>.tgz.
+# SECONDS_WINDOW (default 12), BUDGET_S (default 570), PROFILE (gil: the GIL holders, default; wall: every thread's
+# stack, idle ones included, py-spy --idle), DARIS_ROS_ROOT (the ROS install to run, default /tmp/daris_ros).
+# nvidia-smi samples the GPU's utilization every 200 ms of each run (smi.csv). Each run's folder is packed into
+# $OUT/<name>.tgz.
 set -u
 OUT=${OUT:-/tmp/out}
 BUDGET_S=${BUDGET_S:-570}
@@ -17,15 +20,26 @@ PYSPY=/tmp/pyspy/bin/py-spy
 run ros 200 scripts/device_ros.sh true
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=("base=" "decode1=--param,decode_threads=1" "decode0=--param,decode_threads=0")
+case "${PROFILE:-gil}" in
+  gil) pyspy_mode=--gil ;;
+  wall) pyspy_mode=--idle ;;
+  *) echo "PROFILE must be gil or wall, not ${PROFILE}" >&2; exit 2 ;;
+esac
 for v in "${variants[@]}"; do
   name=${v%%=*}
   IFS=',' read -r -a extra <<< "${v#*=}"
-  run "$name" 200 scripts/device_ros.sh /tmp/daris_ros/install/lib/daris_ros/daris-node-e2e \
+  mkdir -p "$OUT/$name"
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used --format=csv -lms 200 \
+    > "$OUT/$name.smi.csv" 2>&1 &
+  smi=$!
+  run "$name" 200 scripts/device_ros.sh "${DARIS_ROS_ROOT:-/tmp/daris_ros}/install/lib/daris_ros/daris-node-e2e" \
     --systems node --sweep "${CAMERAS:-48}" --seconds "${SECONDS_WINDOW:-12}" --warmup 3 --noise 8 --backend str \
     --policy STR --contexts 1 --os 1 --streams 3 --batching --precision fp16 --channels-last --launch-ahead 1 \
     --param afet_cache=/tmp/daris_afet.json --param feasibility=warn "${extra[@]}" \
-    --profile-cmd "$PYSPY record --gil --nonblocking -r 250 -p {pid} -d {seconds} -f raw -o {out}/gil.txt" \
+    --profile-cmd "$PYSPY record $pyspy_mode --nonblocking -r 250 -p {pid} -d {seconds} -f raw -o {out}/${PROFILE:-gil}.txt" \
     --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/$name"
-  [ -d "$OUT/$name" ] && tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "${OUT:?}/$name"
+  kill "$smi" 2>/dev/null
+  mv "$OUT/$name.smi.csv" "$OUT/$name/smi.csv"
+  tar czf "$OUT/$name.tgz" -C "$OUT" "$name" && rm -rf "${OUT:?}/$name"
 done
 echo "done at $(($(date +%s) - T0)) s"

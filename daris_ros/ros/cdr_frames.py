@@ -29,9 +29,11 @@ class StampHeader:
 
 @dataclass(frozen=True, slots=True)
 class RawFrame:
-    """A camera message, its header fields parsed, its pixels still in ``buffer`` (``data`` is a view)."""
+    """A camera message, its header fields parsed, its pixels still in ``buffer`` (``data`` is a view). ``buffer``
+    is the message as rclpy hands it (``bytes``) or as an intake process's pipe delivers it (a writable
+    ``memoryview`` that nvJPEG reads without a copy, ``ros/frame_pipe.py``)."""
 
-    buffer: bytes
+    buffer: bytes | memoryview
     header: StampHeader
     compressed: bool
     height: int = 0
@@ -51,7 +53,7 @@ class RawFrame:
 class _Reader:
     __slots__ = ("buf", "pos", "endian")
 
-    def __init__(self, buf: bytes) -> None:
+    def __init__(self, buf: bytes | memoryview) -> None:
         if len(buf) < 4:
             raise FrameError("undecodable", f"message of {len(buf)} bytes has no CDR encapsulation header")
         kind = buf[1]
@@ -97,7 +99,7 @@ class _Reader:
         raw = self.buf[self.pos:end - 1]  # without the NUL
         self.pos = end
         try:
-            return raw.decode()
+            return str(raw, "utf-8")
         except UnicodeDecodeError as exc:
             raise FrameError("undecodable", f"a header string is not UTF-8: {exc}") from exc
 
@@ -115,7 +117,7 @@ class _Reader:
         return StampHeader(sec, nanosec, self.string())
 
 
-def parse_frame(buffer: bytes, compressed: bool) -> RawFrame:
+def parse_frame(buffer: bytes | memoryview, compressed: bool) -> RawFrame:
     """Header fields of a serialized ``sensor_msgs/Image`` (``compressed=False``) or ``CompressedImage``; raises
     :class:`FrameError` (``undecodable``) for a message that is not one."""
     r = _Reader(buffer)

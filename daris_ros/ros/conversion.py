@@ -264,7 +264,10 @@ def decode_jpegs_on(datas: list[Any], device: str) -> list[Any]:
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    # (a writable buffer, as an intake process's pipe delivers it, is shared; a read-only one, bytes, is copied:
+    # torch refuses to view memory it may not write)
+    tensors = [torch.frombuffer(d if isinstance(d, memoryview) and not d.readonly else bytearray(d),
+                                dtype=torch.uint8) for d in datas]
     try:
         chws = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
         return [chw.permute(1, 2, 0) for chw in chws]

@@ -19,10 +19,8 @@ Children are told what to do on their stdin, one JSON object per line (``sub``, 
 A child that dies is started again with its subscriptions (``restarts`` counts them); frames sent to it meanwhile
 are not received (lost in transport, as for a node that restarts). A child whose stdin closes (the node died) stops.
 
-Wire format, child to node (``multiprocessing.connection`` framing: a length, then the bytes):
-``F`` + ``<HdQ`` (subscription id, arrival on CLOCK_MONOTONIC in s, the child's ROS clock at arrival in ns) + the
-CDR message; ``D`` + ``<H`` (subscription id) + reason ``\\0`` message (UTF-8); ``E`` + a message (a subscription
-that could not be made).
+Wire format, child to node: records of ``ros/frame_pipe.py`` (a frame with its subscription id, arrival times and
+CDR bytes; a frame refused with its reason; an error, such as a subscription that could not be made).
 """
 
 from __future__ import annotations
@@ -30,23 +28,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import struct
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from multiprocessing.connection import Connection
 from typing import Any, TextIO
 
 from daris_ros.ros.frame_checks import FrameChecks, check_frame
+from daris_ros.ros.frame_pipe import DROP, ERROR, FRAME, FrameReader, write_record
 from daris_ros.runtime.frames import FrameError
 
 log = logging.getLogger(__name__)
 
-FRAME_HEAD = struct.Struct("<HdQ")
-DROP_HEAD = struct.Struct("<H")
 #: A child that died is started again at most this often (s).
 RESTART_INTERVAL = 1.0
 #: The size asked for each child's pipe (the frames waiting to be read).
@@ -70,7 +66,7 @@ class _Child:
     def __init__(self, index: int) -> None:
         self.index = index
         self.proc: subprocess.Popen[str] | None = None
-        self.frames: Connection | None = None
+        self.frames: FrameReader | None = None
         self.reader: threading.Thread | None = None
         self.subscriptions: dict[int, CameraSubscription] = {}
         self.started_at = 0.0
@@ -82,7 +78,7 @@ class ProcessIntake:
     readers' threads. :meth:`close` (idempotent) stops the children."""
 
     def __init__(self, *, processes: int, node_name: str, namespace: str, sim_time: bool, checks: FrameChecks,
-                 on_frame: Callable[[str, bytes, float, int], None],
+                 on_frame: Callable[[str, memoryview, float, int], None],
                  on_drop: Callable[[str, str, str], None], on_error: Callable[[str], object] | None = None) -> None:
         if processes < 1:
             raise ValueError(f"intake_processes must be >= 1, got {processes}")
@@ -100,15 +96,6 @@ class ProcessIntake:
         self._next_id = 1
         self._closing = False
         self.restarts = 0
-        self.frames = 0
-        self.drops = 0
-
-    @property
-    def processes(self) -> int:
-        return len(self._children)
-
-    def pids(self) -> list[int]:
-        return [c.proc.pid for c in self._children if c.proc is not None]
 
     def subscribe(self, key: str, sub: CameraSubscription) -> None:
         """Frames of ``sub.topic`` from now on, as ``key`` (replaces an earlier subscription of ``key``)."""
@@ -169,8 +156,6 @@ class ProcessIntake:
 
     # (with the lock held)
     def _start(self, child: _Child) -> None:
-        import os
-
         read_fd, write_fd = os.pipe()
         _widen_pipe(write_fd)
         ns = self._namespace
@@ -182,7 +167,7 @@ class ProcessIntake:
             child.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, pass_fds=(write_fd,), text=True)
         finally:
             os.close(write_fd)
-        child.frames = Connection(read_fd, writable=False)
+        child.frames = FrameReader(read_fd)
         child.started_at = time.monotonic()
         self._tell(child, {"op": "checks", **asdict(self._checks)})
         for sub_id, sub in child.subscriptions.items():
@@ -204,31 +189,28 @@ class ProcessIntake:
             pass
 
     # (the reader threads)
-    def _read(self, child: _Child, proc: subprocess.Popen[str], frames: Connection) -> None:
+    def _read(self, child: _Child, proc: subprocess.Popen[str], frames: FrameReader) -> None:
         keys = self._keys
         on_frame, on_drop = self._on_frame, self._on_drop
-        head = FRAME_HEAD.size + 1
         try:
             while True:
-                data = frames.recv_bytes()
-                kind = data[0]
-                if kind == 70:  # "F"
-                    sub_id, arrival, ros_ns = FRAME_HEAD.unpack_from(data, 1)
-                    key = keys.get(sub_id)
+                record = frames.read()
+                if record.kind == FRAME:
+                    key = keys.get(record.sub_id)
                     if key is not None:
-                        self.frames += 1
-                        on_frame(key, data[head:], arrival, ros_ns)
-                elif kind == 68:  # "D"
-                    (sub_id,) = DROP_HEAD.unpack_from(data, 1)
-                    key = keys.get(sub_id)
+                        on_frame(key, record.payload, record.arrival, record.ros_ns)
+                elif record.kind == DROP:
+                    key = keys.get(record.sub_id)
                     if key is not None:
-                        self.drops += 1
-                        reason, _, message = data[1 + DROP_HEAD.size:].decode(errors="replace").partition("\0")
+                        reason, _, message = str(record.payload, "utf-8", "replace").partition("\0")
                         on_drop(key, reason, message)
-                elif kind == 69:  # "E"
-                    self._on_error(f"camera intake {child.index}: {data[1:].decode(errors='replace')}")
-        except (EOFError, OSError):
+                else:
+                    self._on_error(f"camera intake {child.index}: {str(record.payload, 'utf-8', 'replace')}")
+        except EOFError:
             pass
+        except OSError as exc:
+            if not self._closing:
+                self._on_error(f"camera intake {child.index}: reading its pipe failed: {exc}")
         except Exception as exc:  # noqa: BLE001 - a callback's bug: say it, the child is started again below
             self._on_error(f"camera intake {child.index}: handing a frame to the node failed: "
                            f"{type(exc).__name__}: {exc}")
@@ -271,14 +253,14 @@ def _widen_pipe(fd: int) -> None:
 class _Intake:
     """The child: an rclpy node whose camera subscriptions write checked frames to the node's pipe."""
 
-    def __init__(self, node: Any, frames: Connection) -> None:
+    def __init__(self, node: Any, frames_fd: int) -> None:
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
         self._qos = (QoSProfile, DurabilityPolicy, HistoryPolicy, ReliabilityPolicy)
         self._types = {True: CompressedImage, False: Image}
         self.node = node
-        self.frames = frames
+        self.frames_fd = frames_fd
         self.checks = FrameChecks(0, 0.0, 0.0)
         self.subscriptions: dict[int, Any] = {}
         self._commands: list[dict[str, Any]] = []
@@ -321,7 +303,7 @@ class _Intake:
             self.subscriptions[sub_id] = self.node.create_subscription(
                 self._types[sub.compressed], sub.topic, on_frame, qos, raw=True)
         except Exception as exc:  # noqa: BLE001 - an invalid topic name: the node hears why
-            self._send(b"E" + f"cannot subscribe to {sub.topic!r}: {exc}".encode())
+            self._send(ERROR, sub_id, f"cannot subscribe to {sub.topic!r}: {exc}".encode())
 
     def _on_frame(self, sub_id: int, compressed: bool, raw: bytes) -> None:
         arrival = time.monotonic()
@@ -329,18 +311,18 @@ class _Intake:
         try:
             check_frame(raw, compressed, self.checks, now_ns)
         except FrameError as exc:
-            self._send(b"D" + DROP_HEAD.pack(sub_id) + f"{exc.reason}\0{exc}".encode())
+            self._send(DROP, sub_id, f"{exc.reason}\0{exc}".encode())
             return
         except Exception as exc:  # noqa: BLE001 - whatever a frame holds, it is counted, not fatal
-            self._send(b"D" + DROP_HEAD.pack(sub_id) + f"invalid\0{type(exc).__name__}: {exc}".encode())
+            self._send(DROP, sub_id, f"invalid\0{type(exc).__name__}: {exc}".encode())
             return
-        self._send(b"F" + FRAME_HEAD.pack(sub_id, arrival, now_ns) + raw)
+        self._send(FRAME, sub_id, raw, arrival, now_ns)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, kind: int, sub_id: int, payload: bytes, arrival: float = 0.0, ros_ns: int = 0) -> None:
         if self.broken:
             return
         try:
-            self.frames.send_bytes(data)
+            write_record(self.frames_fd, kind, sub_id, payload, arrival, ros_ns)
         except OSError:  # the node is gone
             self.broken = True
 
@@ -374,12 +356,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # Ctrl-C reaches the whole process group: the node stops its children itself (stop, or stdin closed)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    frames = Connection(args.frames_fd, readable=False)
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     try:
         node = rclpy.create_node(args.name, namespace=args.namespace, parameter_overrides=[
             Parameter("use_sim_time", Parameter.Type.BOOL, args.sim_time)])
-        intake = _Intake(node, frames)
+        intake = _Intake(node, args.frames_fd)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         threading.Thread(target=_read_commands, args=(sys.stdin, intake, rclpy.try_shutdown), daemon=True,
@@ -393,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
     finally:
         rclpy.try_shutdown()
-        frames.close()
+        os.close(args.frames_fd)
     return 0
 
 

@@ -19,6 +19,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from daris_ros.ros.cdr_frames import StampHeader
 from daris_ros.runtime.labels import name_of
 from daris_ros.runtime.results import JobResult
 
@@ -71,14 +72,13 @@ class _Writer:
         self.buf += _TIME.pack(ns // NS, ns % NS)
 
 
-def serialize_result(r: JobResult, header: Any, offset_ns: int, *, payload_topic: str = "",
+def serialize_result(r: JobResult, header: StampHeader, offset_ns: int, *, payload_topic: str = "",
                      class_names: Sequence[str] = ()) -> bytes:
-    """The CDR bytes of ``result_msg(r, header, to_ros, ...)`` where ``to_ros`` maps engine seconds ``t`` to
-    ``round(t * 1e9) + offset_ns`` nanoseconds of ROS time (the engine's clock mapped onto the node's at the
-    frame's arrival)."""
+    """The CDR bytes of ``result_msg(r, Header(stamp=(header.sec, header.nanosec), frame_id=header.frame_id),
+    to_ros, ...)`` where ``to_ros`` maps engine seconds ``t`` to ``round(t * 1e9) + offset_ns`` nanoseconds of ROS
+    time (the engine's clock mapped onto the node's at the frame's arrival)."""
     w = _Writer()
-    stamp = header.stamp
-    w.pack(_TIME, 4, stamp.sec, stamp.nanosec)
+    w.pack(_TIME, 4, header.sec, header.nanosec)
     w.string(header.frame_id)
     w.string(r.task)
     w.pack(_U64, 8, r.job_id)

@@ -62,7 +62,7 @@ from std_msgs.msg import Header
 from daris_ros.core import FeasibilityReport, InfeasibleTaskSet
 from daris_ros.msg import Detection2DArray, InferenceResult, LabelInfo, SchedulerStats
 from daris_ros.parameter_table import parameter_of, parse_value
-from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, parse_frame
+from daris_ros.ros.cdr_frames import RawFrame, RosFrameDecoder, StampHeader, parse_frame
 from daris_ros.ros.conversion import FrameError
 from daris_ros.ros.frame_checks import FrameChecks, check_frame
 from daris_ros.ros.intake import FrameIntake, intake_supported
@@ -564,7 +564,7 @@ class SchedulerNode(LifecycleNode):
             return
         self._offer_frame(task, frame, receive, now_ns)
 
-    def _on_process_frame(self, task: str, raw: bytes, arrival: float, now_ns: int) -> None:
+    def _on_process_frame(self, task: str, raw: memoryview, arrival: float, now_ns: int) -> None:
         """A frame an intake process took and checked (``arrival``: CLOCK_MONOTONIC, the engine's clock unless
         use_sim_time; ``now_ns``: that process's ROS clock at arrival)."""
         st = self._tasks.get(task)
@@ -589,10 +589,7 @@ class SchedulerNode(LifecycleNode):
         h = frame.header
         offset_ns = now_ns - round(receive * 1e9)
         stamp = (h.sec * 1_000_000_000 + h.nanosec - offset_ns) * 1e-9
-        frame_id = h.frame_id
-        self.engine.offer(task, frame, receive_time=receive, stamp=stamp,
-                          meta=(Header(stamp=Time(sec=h.sec, nanosec=h.nanosec), frame_id=frame_id), offset_ns),
-                          frame_id=frame_id)
+        self.engine.offer(task, frame, receive_time=receive, stamp=stamp, meta=(h, offset_ns), frame_id=h.frame_id)
 
     def _drop(self, st: _TaskState, reason: str, why: str) -> None:
         self.engine.inbox.drop(st.settings.name, reason)
@@ -644,7 +641,7 @@ class SchedulerNode(LifecycleNode):
         if st is None or not self.context.ok():  # (a signal shut the context down: the node is stopping)
             return
         try:
-            header, offset_ns = r.meta
+            header, offset_ns = r.meta  # (the frame's StampHeader: a message is built only for a payload)
             payload_topic = self._publish_payload(st, r, header)
             # (its CDR bytes written directly: a third of the interpreter time of building the message and
             # rclpy's conversion of it; ros/result_cdr.py)
@@ -655,13 +652,15 @@ class SchedulerNode(LifecycleNode):
                 self.get_logger().error(f"task {r.task}: publishing result {r.job_id} failed",
                                         throttle_duration_sec=5.0)
 
-    def _publish_payload(self, st: _TaskState, r: JobResult, header: Header) -> str:
+    def _publish_payload(self, st: _TaskState, r: JobResult, source: StampHeader) -> str:
         """Publish a detection's boxes or a segmentation's mask, with the source image's header, before its
         InferenceResult; returns the topic the payload went to ("" when the job failed: nothing published)."""
         if r.detections is not None:
+            header = Header(stamp=Time(sec=source.sec, nanosec=source.nanosec), frame_id=source.frame_id)
             st.payload_publisher.publish(vision_detection_array(header, r.detections) if self._vision_msgs
                                          else detection_array_msg(header, r.detections, st.class_names))
         elif r.mask is not None:
+            header = Header(stamp=Time(sec=source.sec, nanosec=source.nanosec), frame_id=source.frame_id)
             st.payload_publisher.publish(mask_msg(header, r.mask))
         elif st.kind != "classification" or r.error:
             return ""

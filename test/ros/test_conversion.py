@@ -16,6 +16,7 @@ from daris_ros.ros.conversion import (
     FrameError,
     compressed_to_rgb,
     decode_jpeg_on,
+    decode_jpegs_on,
     image_to_rgb,
     jpeg_end,
     jpeg_payload,
@@ -86,6 +87,10 @@ def test_jpeg_decoded_by_torchvision_on_the_device_matches_pillow(device="cpu"):
     assert tuple(out.shape) == ref.shape
     diff = np.abs(out.cpu().numpy().astype(int) - ref)
     assert diff.max() <= 2 and diff.mean() < 0.5, (diff.max(), diff.mean())
+    # a release burst in one call: from bytes (copied) and from a writable buffer (an intake pipe's: shared)
+    writable = memoryview(np.frombuffer(bytearray(buf.getvalue()), np.uint8))
+    burst = decode_jpegs_on([buf.getvalue(), writable], device)
+    assert all(torch.equal(frame.cpu(), out.cpu()) for frame in burst)
     m = CompressedImage(format="jpeg")
     m.data = buf.getvalue()
     if device == "cuda":

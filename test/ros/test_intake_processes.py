@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_helpers import wait_for
 from sensor_msgs.msg import CompressedImage
 
 NODE_PARAMS = """
@@ -37,10 +37,7 @@ daris_scheduler:
 TRUNCATED = 7  # truncated JPEGs sent on cam2
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
-    from ros_helpers import wait_for as poll
-
-    return poll(predicate, timeout)
+WAIT_S = 60.0  # (child processes start with the node: generous on a loaded machine)
 
 
 def intake_children(name_prefix: str = "daris_scheduler_intake_") -> dict[str, int]:
@@ -94,11 +91,11 @@ def test_the_node_with_intake_processes_accounts_every_frame_and_restarts_a_dead
     children_before: dict[str, int] = {}
     try:
         wait_until_running(proc, lambda: bool(stats))
-        assert wait_for(lambda: len(intake_children()) == 2), intake_children()
+        assert wait_for(lambda: len(intake_children()) == 2, WAIT_S), intake_children()
         children_before = intake_children()
-        assert wait_for(lambda: bad.get_subscription_count() == 1)
+        assert wait_for(lambda: bad.get_subscription_count() == 1, WAIT_S)
         mono8_cameras(node, ["/intake_proc/cam0/image_raw", "/intake_proc/cam1/image_raw"], 0.05)
-        assert wait_for(lambda: all(len(r) >= 5 for r in results.values())), \
+        assert wait_for(lambda: all(len(r) >= 5 for r in results.values()), WAIT_S), \
             {cam: len(r) for cam, r in results.items()}
         data = truncated_jpeg()
         for _ in range(TRUNCATED):
@@ -114,20 +111,21 @@ def test_the_node_with_intake_processes_accounts_every_frame_and_restarts_a_dead
                     return int(counts.get(reason, 0))
             return 0
 
-        assert wait_for(lambda: dropped("cam2", "truncated_compressed") == TRUNCATED), \
+        assert wait_for(lambda: dropped("cam2", "truncated_compressed") == TRUNCATED, WAIT_S), \
             [(t.frames, t.drop_reasons, t.drop_counts) for t in stats[-1].tasks if t.task == "cam2"]
         assert all(r.header.stamp.sec > 0 for rs in results.values() for r in rs)  # the source stamps
 
         # a child killed: started again with its subscriptions, frames flow on
         victim_name, victim_pid = sorted(children_before.items())[0]
         os.kill(victim_pid, signal.SIGKILL)
-        assert wait_for(lambda: intake_children().get(victim_name, victim_pid) != victim_pid), intake_children()
+        assert wait_for(lambda: intake_children().get(victim_name, victim_pid) != victim_pid, WAIT_S), \
+            intake_children()
         counts = {cam: len(r) for cam, r in results.items()}
-        assert wait_for(lambda: all(len(results[cam]) >= counts[cam] + 5 for cam in counts)), \
+        assert wait_for(lambda: all(len(results[cam]) >= counts[cam] + 5 for cam in counts), WAIT_S), \
             ({cam: len(r) for cam, r in results.items()}, counts)
 
         stats_seen = len(stats)
-        assert wait_for(lambda: len(stats) > stats_seen + 1)
+        assert wait_for(lambda: len(stats) > stats_seen + 1, WAIT_S)
         for t in stats[-1].tasks:  # the accounting holds through the restart
             released = t.frames - t.superseded - t.dropped - t.pending
             assert released >= 0, t

@@ -11,6 +11,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import Header
 
 from daris_ros.msg import InferenceResult
+from daris_ros.ros.cdr_frames import StampHeader
 from daris_ros.ros.messages import result_msg
 from daris_ros.ros.result_cdr import serialize_result
 from daris_ros.runtime.results import Detections, JobResult, StageTrace
@@ -59,7 +60,8 @@ def test_same_bytes_as_rclpy(case: str, frame_id: str, payload_topic: str) -> No
 
     msg = result_msg(r, header, to_ros, payload_topic=payload_topic, class_names=names)
     expected = serialize_message(msg)
-    got = serialize_result(r, header, OFFSET_NS, payload_topic=payload_topic, class_names=names)
+    got = serialize_result(r, StampHeader(1_765_000_000, 999_999_999, frame_id), OFFSET_NS,
+                           payload_topic=payload_topic, class_names=names)
     # (Fast CDR leaves its padding bytes unset: the same length, the same message read back)
     assert len(got) == len(expected)
     assert deserialize_message(got, InferenceResult) == msg
