@@ -59,7 +59,7 @@ class FrameReader:
         kind, sub_id, arrival, ros_ns, length = HEAD.unpack(self._head)
         if kind not in (FRAME, DROP, ERROR) or length > MAX_PAYLOAD:
             raise OSError(f"intake pipe out of step: record kind {kind}, length {length}")
-        payload = memoryview(np.empty(length, dtype=np.uint8))  # (not zeroed: filled below)
+        payload = np.empty(length, dtype=np.uint8).data  # (a writable memoryview, not zeroed: filled below)
         self._fill(payload)
         return Record(kind, sub_id, arrival, ros_ns, payload)
 
