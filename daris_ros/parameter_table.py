@@ -197,11 +197,6 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
        "and 4 intake processes took the HP frames served within two periods from 0.03% to 69-71% "
        "(docs/benchmarks/node_e2e/README.md, session 15). Each process is an rclpy node <name>_intake_<k>.",
        bounds=(0, 16)),
-    _P("gil_switch_interval", _N, 0.005, "Seconds a thread of the node's process may run Python before a thread "
-       "waiting for the interpreter lock (GIL) makes it let go (sys.setswitchinterval; Python's default 0.005). The "
-       "engine's loop gives the GIL up at every CUDA call and waits for it after; with the result publisher, intake "
-       "readers and decode threads running Python, a smaller interval shortens those waits.",
-       bounds=(0.0001, 0.1)),
     _P("mps_pipe_directory", _S, "", "mps backend: the MPS control daemon's pipe directory. Empty: "
        "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon there is "
        "used; otherwise the node starts one and stops it on shutdown."),

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Session 16's device call (issue 14, the node end to end over DDS at 48 JPEG cameras, intake_processes=4,
-# decode_threads=0): (1) this tree, py-spy --gil over the window, with Python's GIL switch interval and with 0.5 ms;
-# (2) the tree of an earlier commit, packed as
+# decode_threads=0): (1) this tree, py-spy --gil over the window; (2) the tree of an earlier commit, packed as
 # .device/old.tgz (`git archive --format=tar.gz -o .device/old.tgz <commit>`), built in a ROS install of its own,
 # the same run: the before/after pair on one machine; (3) this tree again with py-spy --idle (every thread's wall
 # time, the engine loop's included). nvidia-smi samples the GPU's utilization in every run. Everything lands in
@@ -15,8 +14,7 @@ REPO=$PWD
 mkdir -p "$R"
 T=$(date +%s)
 IP4D0=ip4d0=--param,intake_processes=4,--param,decode_threads=0
-OUT=$R/new CAMERAS=48 BUDGET_S=250 scripts/gpu_node_profile.sh "$IP4D0" "ip4d0sw=${IP4D0#*=},--param,gil_switch_interval=0.0005" \
-  > "$R/new.log" 2>&1
+OUT=$R/new CAMERAS=48 BUDGET_S=190 scripts/gpu_node_profile.sh "$IP4D0" > "$R/new.log" 2>&1
 echo "new done at $(( $(date +%s) - T )) s"
 if [ -f .device/old.tgz ]; then
   rm -rf /tmp/old && mkdir -p /tmp/old && tar xzf .device/old.tgz -C /tmp/old && ln -sfn "$REPO/.device" /tmp/old/.device

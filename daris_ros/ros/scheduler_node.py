@@ -411,7 +411,6 @@ class SchedulerNode(LifecycleNode):
             ros_clock = self.get_clock()
             self._engine_clock = lambda: ros_clock.now().nanoseconds * 1e-9
         decoder = RosFrameDecoder(s.max_pixels, device, threads=s.decode_threads)
-        sys.setswitchinterval(s.gil_switch_interval)  # (the process's: the engine's loop waits for the GIL least)
         self._engine = Engine(s, on_result=self._on_result, decoder=decoder, clock=self._engine_clock)
         self.get_logger().info(
             f"loading {len({t.model for t in s.tasks})} model(s) for {len(s.tasks)} task(s) on "
