@@ -3,7 +3,7 @@
 # decode_threads=0): (1) this tree, py-spy --gil over the window; (2) the tree of an earlier commit, packed as
 # .device/old.tgz (`git archive --format=tar.gz -o .device/old.tgz <commit>`), built in a ROS install of its own,
 # the same run: the before/after pair on one machine; (3) this tree again with py-spy --idle (every thread's wall
-# time, the engine loop's included). nvidia-smi samples the GPU's utilization in every run. Everything lands in
+# time, the engine loop's included); (4) this tree at 36 and 24 cameras, as time allows. nvidia-smi samples the GPU's utilization in every run. Everything lands in
 # $OUT/final.tgz; a line per run is printed. Usage on the device machine, repo root (carry .device/wheels312,
 # .device/tools, .device/old.tgz):
 #   DARIS_COMMIT=<sha> OLD_COMMIT=<sha> scripts/gpu_session16.sh
@@ -22,8 +22,11 @@ if [ -f .device/old.tgz ]; then
     "$REPO/scripts/gpu_node_profile.sh" "$IP4D0") > "$R/old.log" 2>&1
   echo "old done at $(( $(date +%s) - T )) s"
 fi
-OUT=$R/wall PROFILE=wall CAMERAS=48 BUDGET_S=$(( 575 - ($(date +%s) - T) )) scripts/gpu_node_profile.sh "$IP4D0" \
-  > "$R/wall.log" 2>&1
+OUT=$R/wall PROFILE=wall CAMERAS=48 BUDGET_S=120 scripts/gpu_node_profile.sh "$IP4D0" > "$R/wall.log" 2>&1
+echo "wall done at $(( $(date +%s) - T )) s"
+for n in 36 24; do
+  OUT=$R/new$n CAMERAS=$n BUDGET_S=$(( 575 - ($(date +%s) - T) )) scripts/gpu_node_profile.sh "$IP4D0" > "$R/new$n.log" 2>&1
+done
 echo "all done at $(( $(date +%s) - T )) s"
 tar czf "$OUT/final.tgz" -C "$OUT" r
 X=$(mktemp -d)
