@@ -183,7 +183,8 @@ class RosFrameDecoder:
         if jpegs:
             for i, frame in zip(jpegs, decode_jpegs_on([payloads[i].data for i in jpegs], self.device), strict=True):
                 out[i] = frame
-            import torch
+            if self.threads > 0:  # (a decode thread's stream; in the loop its own stream is ordered after the decode)
+                import torch
 
-            torch.cuda.current_stream(torch.device(self.device)).synchronize()  # (a decode thread's stream)
+                torch.cuda.current_stream(torch.device(self.device)).synchronize()
         return out
