@@ -5,7 +5,7 @@
 #   DARIS_COMMIT=<sha> scripts/gpu_node_profile.sh [VARIANT ...]     VARIANT: name=--param k=v,--param k=v
 # (default: base= decode1=--param,decode_threads=1 decode0=--param,decode_threads=0). CAMERAS (default 48),
 # SECONDS_WINDOW (default 12), BUDGET_S (default 570), PROFILE (gil: the GIL holders, default; wall: every thread's
-# stack, idle ones included, py-spy --idle), DARIS_ROS_ROOT (the ROS install to run, default /tmp/daris_ros).
+# stack, idle ones included, py-spy --idle; none: no profiler), DARIS_ROS_ROOT (the ROS install to run, default /tmp/daris_ros).
 # nvidia-smi samples the GPU's utilization every 200 ms of each run (smi.csv). Each run's folder is packed into
 # $OUT/<name>.tgz.
 set -u
@@ -21,9 +21,10 @@ run ros 200 scripts/device_ros.sh true
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=("base=" "decode1=--param,decode_threads=1" "decode0=--param,decode_threads=0")
 case "${PROFILE:-gil}" in
-  gil) pyspy_mode=--gil ;;
-  wall) pyspy_mode=--idle ;;
-  *) echo "PROFILE must be gil or wall, not ${PROFILE}" >&2; exit 2 ;;
+  gil) profile=(--profile-cmd "$PYSPY record --gil --nonblocking -r 250 -p {pid} -d {seconds} -f raw -o {out}/gil.txt") ;;
+  wall) profile=(--profile-cmd "$PYSPY record --idle --nonblocking -r 250 -p {pid} -d {seconds} -f raw -o {out}/wall.txt") ;;
+  none) profile=() ;;
+  *) echo "PROFILE must be gil, wall or none, not ${PROFILE}" >&2; exit 2 ;;
 esac
 for v in "${variants[@]}"; do
   name=${v%%=*}
@@ -36,7 +37,7 @@ for v in "${variants[@]}"; do
     --systems node --sweep "${CAMERAS:-48}" --seconds "${SECONDS_WINDOW:-12}" --warmup 3 --noise 8 --backend str \
     --policy STR --contexts 1 --os 1 --streams 3 --batching --precision fp16 --channels-last --launch-ahead 1 \
     --param afet_cache=/tmp/daris_afet.json --param feasibility=warn "${extra[@]}" \
-    --profile-cmd "$PYSPY record $pyspy_mode --nonblocking -r 250 -p {pid} -d {seconds} -f raw -o {out}/${PROFILE:-gil}.txt" \
+    "${profile[@]}" \
     --commit "${DARIS_COMMIT:-unknown}" --out "$OUT/$name"
   kill "$smi" 2>/dev/null
   mv "$OUT/$name.smi.csv" "$OUT/$name/smi.csv"

@@ -105,9 +105,11 @@ def classify_rows(output: Any, rows: list[int], k: int) -> list[tuple[list[int],
     logits = _rows_of(output, rows).detach().float()
     if logits.dim() != 2 or logits.shape[1] == 0:
         raise ValueError(f"expected logits of shape (N, C), got {tuple(logits.shape)}")
-    top = torch.topk(torch.softmax(logits, dim=1), min(k, logits.shape[1]), dim=1)
-    ids, probs = top.indices.cpu().tolist(), top.values.cpu().tolist()
-    return [(list(map(int, i)), list(map(float, p))) for i, p in zip(ids, probs, strict=True)]
+    k = min(k, logits.shape[1])
+    top = torch.topk(torch.softmax(logits, dim=1), k, dim=1)
+    # (ids and probabilities to the host in one copy: float64 holds both exactly)
+    rows_out = torch.cat((top.indices.double(), top.values.double()), dim=1).cpu().tolist()
+    return [([int(i) for i in row[:k]], row[k:]) for row in rows_out]
 
 
 def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int], list[float]]]:
