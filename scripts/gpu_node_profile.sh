@@ -17,7 +17,7 @@ device_header
 { echo "ptrace_scope $(cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null)"; command -v nsys; nproc; } >> "$OUT/device.txt"
 python3 -m pip install -q --no-index --target /tmp/pyspy .device/tools/py_spy-*.whl > "$OUT/pyspy_install.txt" 2>&1
 PYSPY=/tmp/pyspy/bin/py-spy
-run ros 200 scripts/device_ros.sh true
+[ -n "${ROS_READY:-}" ] || run ros 200 scripts/device_ros.sh true  # (ROS_READY=1: set up by an earlier call)
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=("base=" "decode1=--param,decode_threads=1" "decode0=--param,decode_threads=0")
 case "${PROFILE:-gil}" in

@@ -36,3 +36,16 @@ def test_main_writes_markdown_from_gzip(tmp_path) -> None:
     assert "GIL held in 100 of 200 samples (50% of the time)" in text
     assert "| engine loop | 40.0% |" in text
     assert "| `Publisher.publish` | 20.0% |" in text
+
+
+def test_one_threads_samples_by_function(tmp_path) -> None:
+    raw = tmp_path / "wall.txt"
+    raw.write_text(RAW)
+    out = tmp_path / "wall.md"
+    assert main([str(raw), "--thread", "engine loop", "--top", "3", "--wall", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Where the threads spend their wall time") and "GIL" not in text
+    assert "The engine loop's 40 samples by function below its root" in text
+    assert "| `preprocess_batch` | 75.0% |" in text  # 30 of the loop's 40
+    assert "| `(the root function itself)` | 25.0% |" in text
+    assert "Publisher.publish` | " not in text.split("The engine loop's")[1]
