@@ -197,6 +197,10 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
        "and 4 intake processes took the HP frames served within two periods from 0.03% to 69-71% "
        "(docs/benchmarks/node_e2e/README.md, session 15). Each process is an rclpy node <name>_intake_<k>.",
        bounds=(0, 16)),
+    _P("lp_host_busy_limit", _N, 1.0, "LP releases are rejected (counted in rejected and rejected_host) while the "
+       "engine's loop was busy more than this share of the last second or so, before their frames are decoded, so "
+       "that a host that cannot keep up spends itself on HP jobs (eqs. 11-12 guard the GPU only). 1: off.",
+       bounds=(0.05, 1.0)),
     _P("mps_pipe_directory", _S, "", "mps backend: the MPS control daemon's pipe directory. Empty: "
        "DARIS_MPS_PIPE_DIRECTORY, else CUDA_MPS_PIPE_DIRECTORY, else /tmp/nvidia-mps. A running daemon there is "
        "used; otherwise the node starts one and stops it on shutdown."),

@@ -130,6 +130,7 @@ class SchedulerSettings:
     decode_threads: int = default_of(_SCHED, "decode_threads")  # decode pool threads (0: the loop decodes)
     intake_thread: bool = default_of(_SCHED, "intake_thread")  # frames taken by a thread of their own
     intake_processes: int = default_of(_SCHED, "intake_processes")  # frames taken by processes of their own
+    lp_host_busy_limit: float = default_of(_SCHED, "lp_host_busy_limit")  # loop busy share over which LP: rejected
     mps_pipe_directory: str = default_of(_SCHED, "mps_pipe_directory")  # "": DARIS_MPS_PIPE_DIRECTORY, ...
     mps_log_directory: str = default_of(_SCHED, "mps_log_directory")  # "": DARIS_MPS_LOG_DIRECTORY, ...
     mps_spares: int = default_of(_SCHED, "mps_spares")  # ready spare worker processes (-1: DARIS_MPS_SPARES, else 0)

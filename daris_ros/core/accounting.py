@@ -71,6 +71,7 @@ class Counters:
     migrations: int = 0
     skipped: int = 0  # admitted, never started: dropped by the skip_late rule (neither completed nor missed)
     response_times: ResponseTimes = field(default_factory=new_response_times)
+    rejected_host: int = 0  # of rejected: LP releases refused while the host could not keep up (release(host_busy))
 
     @property
     def met(self) -> int:
@@ -131,7 +132,7 @@ class TaskStats(Counters):
     def copy(self) -> TaskStats:
         return TaskStats(
             self.released, self.admitted, self.rejected, self.completed, self.missed, self.migrations,
-            self.skipped, _copy_times(self.response_times), self.name, self.priority,
+            self.skipped, _copy_times(self.response_times), self.rejected_host, self.name, self.priority,
         )
 
 
@@ -144,5 +145,5 @@ class PriorityStats(Counters):
     def copy(self) -> PriorityStats:
         return PriorityStats(
             self.released, self.admitted, self.rejected, self.completed, self.missed, self.migrations,
-            self.skipped, _copy_times(self.response_times), self.priority,
+            self.skipped, _copy_times(self.response_times), self.rejected_host, self.priority,
         )

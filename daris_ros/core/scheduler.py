@@ -82,6 +82,7 @@ REASON_HP = "admitted-hp"
 REASON_MIGRATED = "migrated"
 REASON_REJECTED_LP = "rejected-eq12"
 REASON_REJECTED_HPA = "rejected-hpa"
+REASON_REJECTED_HOST = "rejected-host"  # an LP release while the host is overloaded (release(host_busy=True))
 
 
 _INF = math.inf  # the utilization that keeps a context marked down out of every choice
@@ -318,8 +319,15 @@ class Scheduler(BatchingMixin):
         return e
 
     # ------------------------------------------------------------------ events
-    def release(self, task: str, now: float) -> ReleaseDecision:
-        """Online phase for one release of ``task`` at ``now`` (section IV-B1)."""
+    def release(self, task: str, now: float, host_busy: bool = False) -> ReleaseDecision:
+        """Online phase for one release of ``task`` at ``now`` (section IV-B1).
+
+        ``host_busy`` (beyond the paper): the driver's host cannot keep up (the runtime: its loop was busy over
+        ``lp_host_busy_limit`` of the last second). An LP release is then rejected before eq. 12 (its
+        ``REASON_REJECTED_HOST``, counted in ``rejected`` and ``rejected_host``): eqs. 11-12 guard the GPU, and an
+        LP job admitted while the host is the bottleneck delays the HP jobs on the host (decode, preprocessing,
+        launches) and mostly misses its own deadline. HP releases are not affected; a re-probe waits for a
+        release while the host keeps up."""
         st = self._states.get(task)
         if st is None:
             raise KeyError(f"unknown task {task!r}")
@@ -348,6 +356,12 @@ class Scheduler(BatchingMixin):
                 self._rejected(st)
                 return new_release_decision(False, None, k, None, REASON_REJECTED_HPA, job_id)
             reason = REASON_HP
+        elif host_busy:
+            ts.rejected += 1
+            ps.rejected += 1
+            ts.rejected_host += 1
+            ps.rejected_host += 1
+            return new_release_decision(False, None, k, None, REASON_REJECTED_HOST, job_id)
         elif st.probe:
             st.probe = False
             reason = REASON_PROBE

@@ -163,6 +163,7 @@ class TaskRow:
     intake_lag_mean: float = 0.0  # arrival - image stamp (transport and executor delay)
     intake_lag_max: float = 0.0
     skipped: int = 0  # admitted jobs skipped unstarted (skip_late: not started within x deadlines); in miss_rate
+    rejected_host: int = 0  # of rejected: LP releases refused while the engine's loop was overloaded
 
 
 def task_stats_msg(row: TaskRow) -> TaskStats:
@@ -187,6 +188,7 @@ def task_stats_msg(row: TaskRow) -> TaskStats:
     m.frame_age_over_period = row.frame_age_over_period
     m.intake_lag_mean, m.intake_lag_max = row.intake_lag_mean, row.intake_lag_max
     m.skipped = row.skipped
+    m.rejected_host = row.rejected_host
     return m
 
 
@@ -202,6 +204,7 @@ def priority_stats_msg(priority: str, rows: list[TaskRow], pct: Mapping[str, flo
     m.completed = sum(r.completed for r in rows)
     m.missed = sum(r.missed for r in rows)
     m.skipped = sum(r.skipped for r in rows)
+    m.rejected_host = sum(r.rejected_host for r in rows)
     m.stale = sum(r.stale for r in rows)
     m.dropped = sum(r.dropped for r in rows)
     m.jps = float(sum(r.jps for r in rows))
@@ -312,7 +315,9 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, period_delta: Map
                                                 f"ms, intake lag max {row.intake_lag_max * 1e3:.1f} ms)"))
     rejected, released = period_delta.get("rejected", 0), period_delta.get("released", 0)
     if rejected > 0 and rejected / max(released, 1) > th.rejection_rate_warn:
-        problems.append((DiagnosticStatus.WARN, f"{rejected} of {released} jobs rejected"))
+        by_host = period_delta.get("rejected_host", 0)
+        problems.append((DiagnosticStatus.WARN, f"{rejected} of {released} jobs rejected" + (
+            f" ({by_host} while the engine's loop was overloaded)" if by_host else "")))
     if period_delta.get("dropped", 0) > 0:
         why = ", ".join(f"{k[len('dropped.'):]}: {v}" for k, v in sorted(period_delta.items())
                         if k.startswith("dropped.") and v > 0)
@@ -329,7 +334,7 @@ def task_diagnostic(node: str, hardware_id: str, row: TaskRow, period_delta: Map
         _kv("context", row.context), _kv("frames", row.frames), _kv("superseded", row.superseded),
         _kv("released", row.released), _kv("admitted", row.admitted),
         _kv("rejected", row.rejected), _kv("completed", row.completed), _kv("missed", row.missed),
-        _kv("skipped", row.skipped),
+        _kv("skipped", row.skipped), _kv("rejected_host", row.rejected_host),
         _kv("miss_rate", row.miss_rate), _kv("stale", row.stale), _kv("dropped", row.dropped),
         _kv("pending", row.pending), _kv("frame_id_changes", row.frame_id_changes),
         _kv("jps", row.jps), _kv("response_p99_ms", _nz(row.p99) * 1e3), _kv("mret_ms", _nz(row.mret) * 1e3),

@@ -89,7 +89,7 @@ class StatsReport:
                 drop_reasons=tuple(sorted(counters.dropped.items())), releases_skipped=counters.releases_skipped,
                 frame_age_last=counters.age_last, frame_age_mean=counters.age_mean, frame_age_max=counters.age_max,
                 frame_age_over_period=counters.age_over_period, intake_lag_mean=counters.lag_mean,
-                intake_lag_max=counters.lag_max, skipped=ts.skipped))
+                intake_lag_max=counters.lag_max, skipped=ts.skipped, rejected_host=ts.rejected_host))
         for gone in set(self._tasks) - set(tasks):
             del self._tasks[gone]
         return rows
@@ -156,6 +156,7 @@ class StatsReport:
         for r in rows:
             period = self._tasks[r.task]
             counts = {"stale": r.stale, "released": r.released, "rejected": r.rejected, "skipped": r.skipped,
+                      "rejected_host": r.rejected_host,
                       "dropped": r.dropped, "frame_id_changes": r.frame_id_changes,
                       "releases_skipped": r.releases_skipped, "frame_age_over_period": r.frame_age_over_period,
                       **{f"dropped.{k}": v for k, v in r.drop_reasons}}

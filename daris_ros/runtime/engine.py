@@ -61,6 +61,7 @@ from daris_ros.runtime.decode_queue import HP_FIRST, LATE, LP_AFTER, DecodePart,
 from daris_ros.runtime.frames import ArrayDecoder, FrameDecoder, FrameError
 from daris_ros.runtime.inbox import FrameInbox, FrameItem
 from daris_ros.runtime.labels import class_names_for
+from daris_ros.runtime.loop_load import LoopLoad
 from daris_ros.runtime.memory import SOURCE_MODELS, ContextMemory, model_bytes
 from daris_ros.runtime.release_backlog import ReleaseBacklog
 from daris_ros.runtime.release_clock import ReleaseClock
@@ -223,6 +224,7 @@ class Engine:
         self._stopped = threading.Event()
         self._watchdog: Watchdog | None = None
         self._loop_stats = LoopStats()
+        self._loop_load = LoopLoad()  # (its busy share: lp_host_busy_limit)
         self._mark = LoopMark()  # when the loop's current iteration started (the stall probe reads it)
         self._stall_probe: StallProbe | None = None
         self._decoding: DecodeQueue | None = None  # the decode pool (decoder.threads > 0), made at its first use
@@ -580,9 +582,11 @@ class Engine:
         perf = time.perf_counter
         last = clock()
         started = last > 0
+        load = self._loop_load
         while not self._closed:
             wake.clear()
             mark.busy_since = perf()
+            load.busy()
             now = clock()
             if now < last or not started:  # a clock that jumped back, or /clock that starts now
                 if now > 0:
@@ -634,6 +638,7 @@ class Engine:
                 timeout = max_wait
             if timeout > 0 and not commands and not backlog:
                 mark.busy_since = 0.0
+                load.idle()
                 wake.wait(timeout)
         mark.busy_since = 0.0
 
@@ -695,12 +700,38 @@ class Engine:
                     releases.released(task, now)
         if not taken:
             return 0
+        released = len(taken)
+        if self.settings.lp_host_busy_limit < 1.0 and self._loop_load.fraction() > self.settings.lp_host_busy_limit:
+            taken = self._reject_lp_for_host(taken, now)
+            if not taken:
+                return released
         tasks = [self._task[name] for name, _, _ in taken]
         if self.decoder.threads > 0:  # decoding that costs CPU: off the loop, in the decode pool
             self._decode_async(taken, tasks, now)
         else:
             self._admit(taken, tasks, self._decode(tasks, [item.payload for _, _, item in taken]), now)
-        return len(taken)
+        return released
+
+    def _reject_lp_for_host(self, taken: list[tuple[str, float, FrameItem]], now: float
+                            ) -> list[tuple[str, float, FrameItem]]:
+        """The loop is over ``lp_host_busy_limit``: the LP releases of the burst are rejected by the core
+        (``release(host_busy=True)``: counted in ``rejected`` and ``rejected_host``) before their frames are
+        decoded; the HP ones are returned, to be released as usual."""
+        core = self._core
+        assert core is not None
+        kept: list[tuple[str, float, FrameItem]] = []
+        ages: list[tuple[str, float, float | None, float]] = []
+        for entry in taken:
+            name, _at, item = entry
+            t = self._task[name]
+            if t.priority == "HP":
+                kept.append(entry)
+                continue
+            decision = core.release(name, now, host_busy=True)
+            assert not decision.admitted
+            ages.append((name, now, item.stamp, t.period))
+        self.inbox.released_many(ages)
+        return kept
 
     def _decode(self, tasks: Sequence[TaskSettings], payloads: Sequence[Any]) -> list[Any]:
         try:
@@ -1034,7 +1065,8 @@ class Engine:
                 queued=[core.queue_length(k) for k in range(n_c)], contexts_down=core.contexts_down,
                 outstanding_stages=core.outstanding_stages(), in_flight_jobs=len(self._jobs),
                 reprobes=core.reprobes(), batch=core.batch_stats(), sm_per_context=core.sm_per_context(),
-                intake=self.inbox.snapshot(), loop=dataclasses.replace(self._loop_stats),
+                intake=self.inbox.snapshot(),
+                loop=dataclasses.replace(self._loop_stats, busy_share=self._loop_load.fraction()),
                 counters=dataclasses.replace(self.counters), sm_limit=core.config.sm_limit,
                 usable_sms=core.config.usable_sms,
                 daemon_restarts=self.backend.daemon_restarts if isinstance(self.backend, SupervisedDaemon) else None)

@@ -19,6 +19,7 @@ class LoopStats:
     releases: int = 0
     release_cpu: float = 0.0
     busy_cpu: float = 0.0
+    busy_share: float = 0.0  # the loop's busy share of wall time over about the last second (runtime.loop_load)
 
     @property
     def host_us_per_release(self) -> float:

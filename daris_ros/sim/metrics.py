@@ -25,6 +25,7 @@ def combine(stats: Iterable[Counters]) -> PriorityStats:
         out.completed += s.completed
         out.missed += s.missed
         out.skipped += s.skipped
+        out.rejected_host += s.rejected_host
         out.migrations += s.migrations
         out.response_times.extend(s.response_times)
     return out

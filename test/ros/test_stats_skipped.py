@@ -44,3 +44,21 @@ def test_diagnostics_warn_when_jobs_were_skipped_in_the_last_period() -> None:
     # skipped jobs are lost deadlines: the miss-rate thresholds see them even without a late completion
     lossy = task_diagnostic("/n", "cpu", _row(miss_rate=0.4), {}, DiagnosticThresholds(), skip_late=2.0)
     assert lossy.level == DiagnosticStatus.ERROR and "miss rate 40.0%" in lossy.message
+
+
+def test_host_rejections_in_the_messages_and_the_diagnostic() -> None:
+    """lp_host_busy_limit: LP releases rejected while the engine's loop was overloaded (rejected_host, part of
+    rejected) in TaskStats, PriorityStats and the task's /diagnostics status, which says why."""
+    row = _row(priority="LP", rejected=30, rejected_host=25, admitted=70, skipped=0)
+    assert task_stats_msg(row).rejected_host == 25
+    p = priority_stats_msg("LP", [row, _row(task="b", priority="LP", rejected_host=5)],
+                           {"p50": 0.01, "p99": 0.02, "max": 0.03})
+    assert p.rejected_host == 30
+    st = task_diagnostic("/n", "cpu", row, {"rejected": 12, "rejected_host": 10, "released": 20},
+                         DiagnosticThresholds(miss_rate_warn=0.9, miss_rate_error=0.95))
+    assert st.level == DiagnosticStatus.WARN
+    assert "12 of 20 jobs rejected (10 while the engine's loop was overloaded)" in st.message
+    assert {kv.key: kv.value for kv in st.values}["rejected_host"] == "25"
+    eq12 = task_diagnostic("/n", "cpu", row, {"rejected": 12, "released": 20},
+                           DiagnosticThresholds(miss_rate_warn=0.9, miss_rate_error=0.95))
+    assert "12 of 20 jobs rejected" in eq12.message and "overloaded" not in eq12.message
