@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Node end to end over DDS (issue 14), one run per SPEC, no profiler attached, as far as TOTAL_S (default 480: a
+# device call may be given less than its 600 s) allows. SPEC = CAMERAS:NAME:PARAMS, PARAMS a comma-separated list
+# of daris-node-e2e arguments (e.g. --param,decode_threads=1). Interleave repeated variants (a, b, a, b): runs of one
+# commit differ by as much as the effects looked for. Each run is added to $OUT/final.tgz as soon as it ends (the only
+# file in $OUT, so a call cut short still brings back the runs done); a line per run is printed at the end. Usage on
+# the device machine, repo root (carry .device/wheels312, .device/tools):
+#   DARIS_COMMIT=<sha> TOTAL_S=480 scripts/gpu_node_variants.sh SPEC [SPEC ...]
+# Session 16's next call (decode in the loop, in one thread, in four; LP rejected over a loop busy share of 0.9):
+#   IP=--param,intake_processes=4,--param,decode_threads
+#   scripts/gpu_node_variants.sh 48:d0a:$IP=0 48:d1a:$IP=1 48:d4a:$IP=4 48:d1h:$IP=1,--param,lp_host_busy_limit=0.9 \
+#     48:d0b:$IP=0 48:d1b:$IP=1 48:d4b:$IP=4 48:d1hb:$IP=1,--param,lp_host_busy_limit=0.9
+set -u
+OUT=${OUT:-/tmp/out}
+R=/tmp/node_variants/r
+rm -rf "$R" && mkdir -p "$R" "$OUT"
+T=$(date +%s)
+TOTAL_S=${TOTAL_S:-480}
+pack() { tar czf "$OUT/final.tgz.part" -C "$(dirname "$R")" r && mv "$OUT/final.tgz.part" "$OUT/final.tgz"; }
+for spec in "$@"; do
+  IFS=: read -r cams name params <<< "$spec"
+  left=$(( TOTAL_S - ($(date +%s) - T) ))
+  [ "$left" -ge 90 ] || { echo "$name: skipped, ${left} s left"; continue; }
+  OUT=$R/$name PROFILE=none CAMERAS=$cams BUDGET_S=$left scripts/gpu_node_profile.sh "$name=$params" \
+    > "$R/$name.log" 2>&1
+  echo "$name: done at $(( $(date +%s) - T )) s"
+  export ROS_READY=1
+  pack
+done
+X=$(mktemp -d)
+find "$R" -name "*.tgz" | while read -r t; do tar xzf "$t" -C "$X"; done
+find "$X" -name run.json -path "*runs*" | sort | while read -r j; do
+  python3 -c "import json, sys; r = json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[3], r['system'], \
+r['cameras'], {k: r.get(k) for k in ['hp_served', 'hp_missed', 'hp_dmr', 'hp_e2e_p50_ms', 'hp_e2e_p99_ms', \
+'frames_uncounted', 'cpu_cores', 'lp_dmr', 'lp_rejected', 'hp_split_p50_ms']})" "$j"
+done
