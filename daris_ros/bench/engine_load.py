@@ -41,7 +41,7 @@ def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
                           n_streams=args.streams, profile_runs=3, tasks=tasks, batching=batching,
                           batch_sizes=tuple(int(v) for v in args.sizes.split(",")), batch_pad_limit=args.pad_limit,
                           batch_lp_admit_margin=args.lp_margin, launch_ahead=args.launch_ahead,
-                          ahead_lead=args.ahead_lead_ms * 1e-3)
+                          ahead_lead=args.ahead_lead_ms * 1e-3, lp_host_busy_limit=args.lp_host_busy_limit)
     done: list[JobResult] = []
     lock = threading.Lock()
 
@@ -87,6 +87,8 @@ def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
                            "releases_per_s": round(releases / span, 1),
                            "host_us_per_release": round((loop1.busy_cpu - loop0.busy_cpu) / max(releases, 1) * 1e6, 1),
                            "loop_cpu_share": round((loop1.busy_cpu - loop0.busy_cpu) / span, 3),
+                           "loop_busy_share": round(loop1.busy_share, 3),
+                           "lp_rejected_host": sum(v.rejected_host for v in stats.values()),
                            "released": sum(v.released for v in stats.values()),
                            "admitted": sum(v.admitted for v in stats.values()),
                            "skipped_releases": sum(c.releases_skipped for c, _ in snap1.intake.values())}
@@ -123,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", choices=("host", "device"), default="host",
                    help="host: numpy frames uploaded at each release (a decoded camera image); device: on the GPU")
     p.add_argument("--modes", default="off,on", help="batching off and/or on, in this order")
+    p.add_argument("--lp-host-busy-limit", type=float, default=1.0,
+                   help="the lp_host_busy_limit parameter: LP releases rejected while the loop is busier (1: off)")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--out", default="docs/benchmarks/engine")
     args = p.parse_args(argv)
     if not 0 <= args.warmup < args.seconds:
         p.error("--warmup must be within [0, --seconds)")
+    if not 0.05 <= args.lp_host_busy_limit <= 1.0:
+        p.error("--lp-host-busy-limit must be within [0.05, 1] (1: off), like the lp_host_busy_limit parameter")
     import torch
 
     rows = [run_once(args, mode == "on") for mode in args.modes.split(",")]
@@ -147,14 +153,14 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.width}x{args.height}.",
              "",
              "| batching | releases/s | host us/release | JPS | HP missed (DMR) | LP DMR | HP p99 ms | LP p99 ms | "
-             "admitted / released | skipped | mean batch |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "admitted / released | skipped | mean batch | loop busy | LP rejected (host) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {'on' if r['batching'] else 'off'} | {r['releases_per_s']:,.0f} | "
                      f"{r['host_us_per_release']} | {r['jps']:,.0f} | {r['hp_missed']} ({r['hp_dmr']}) | "
                      f"{r['lp_dmr']} | {r['hp_p99_ms']} | "
                      f"{r['lp_p99_ms']} | {r['admitted']} / {r['released']} | {r['skipped_releases']} | "
-                     f"{r.get('mean_batch', 1)} |")
+                     f"{r.get('mean_batch', 1)} | {r['loop_busy_share']:.0%} | {r['lp_rejected_host']} |")
     (out / "engine_load.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
