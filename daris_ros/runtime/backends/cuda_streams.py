@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -122,6 +123,10 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
         self._pools: dict[tuple[int, int], Any] = {}
         self.capture_seconds = 0.0
         self._free_events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        # (recorded on the caller's stream before each launch and waited on by the target: one event, re-recorded;
+        # a stream's wait takes the event's state at the time of the wait. Stream.wait_stream makes a new one each
+        # time. Per thread: the loop launches, profiling may run from another thread.)
+        self._caller_done = threading.local()
         self._in_flight: collections.deque[StageLaunch] = collections.deque()  # in launch order
         self._tickets = itertools.count(1)
         self._closed = False
@@ -260,7 +265,11 @@ class CudaStreamsBackend(Backend, MemoryStats, RuntimeModels, BatchGraphs):
         target = self.streams[context][stream]
         caller = torch.cuda.current_stream(self.torch_device)
         if caller != target:
-            target.wait_stream(caller)
+            done = getattr(self._caller_done, "event", None)
+            if done is None:
+                done = self._caller_done.event = torch.cuda.Event()
+            done.record(caller)
+            target.wait_event(done)
         torch.cuda.set_stream(target)
         try:
             start, end = self._events()
