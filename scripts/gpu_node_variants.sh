@@ -10,6 +10,8 @@
 #   IP=--param,intake_processes=4,--param,decode_threads
 #   scripts/gpu_node_variants.sh 48:d0a:$IP=0 48:d1a:$IP=1 48:d4a:$IP=4 48:d1h:$IP=1,--param,lp_host_busy_limit=0.9 \
 #     48:d0b:$IP=0 48:d1b:$IP=1 48:d4b:$IP=4 48:d1hb:$IP=1,--param,lp_host_busy_limit=0.9
+# Per-camera nodes (the acceptance's comparison): PARAMS --systems,per-camera (the last --systems wins), e.g.
+#   24:pc24:--systems,per-camera
 set -u
 OUT=${OUT:-/tmp/out}
 R=/tmp/node_variants/r
