@@ -54,6 +54,7 @@ RECORDS: dict[str, str] = {
     "docs/benchmarks/**/session6/*.md": "session 6 GPU runs' results, with their command lines",
     "docs/benchmarks/**/session13/*.md": "session 13 GPU runs' results, with their command lines",
     "docs/benchmarks/intake/intake_cost.md": "a bench.intake_cost run's result, with its command line",
+    "docs/benchmarks/intake/intake_pipe.md": "a bench.intake_pipe run's result, with its command line",
     "docs/benchmarks/perception/vehicle_run*.md": "daris-node-e2e runs of the vehicle perception set, with their "
                                                   "command lines",
     "docs/benchmarks/batching.md": "'Commands, as run on the device machine' for the committed batching results",
