@@ -85,9 +85,9 @@ def read(variant: str, fd: int, frames: int) -> tuple[float, float, int]:
 
 def run_once(variant: str, frames: int, size: int, rate: float) -> dict[str, Any]:
     read_fd, write_fd = os.pipe()
-    from daris_ros.ros.intake_process import _widen_pipe
+    from daris_ros.ros.frame_pipe import widen_pipe
 
-    _widen_pipe(write_fd)  # (as the node makes its intake pipes)
+    widen_pipe(write_fd)  # (as the node makes its intake pipes)
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

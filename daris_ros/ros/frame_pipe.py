@@ -21,6 +21,8 @@ import numpy as np
 
 HEAD = struct.Struct("<BHdQI")
 FRAME, DROP, ERROR = b"F"[0], b"D"[0], b"E"[0]
+#: The size asked for each intake pipe (the frames waiting to be read).
+PIPE_BYTES = 1 << 20
 #: The largest payload a reader accepts (a bigger length means the stream is out of step).
 MAX_PAYLOAD = 1 << 30
 
@@ -77,3 +79,14 @@ class FrameReader:
             os.close(self.fd)
         except OSError:
             pass
+
+
+def widen_pipe(fd: int) -> None:
+    """A pipe that holds several frames (Linux: 1 MiB, where allowed), so a child rarely waits for the reader and
+    the reader takes a frame in one read."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (ImportError, OSError):
+        pass

@@ -38,15 +38,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
 from daris_ros.ros.frame_checks import FrameChecks, check_frame
-from daris_ros.ros.frame_pipe import DROP, ERROR, FRAME, FrameReader, write_record
+from daris_ros.ros.frame_pipe import DROP, ERROR, FRAME, FrameReader, widen_pipe, write_record
 from daris_ros.runtime.frames import FrameError
 
 log = logging.getLogger(__name__)
 
 #: A child that died is started again at most this often (s).
 RESTART_INTERVAL = 1.0
-#: The size asked for each child's pipe (the frames waiting to be read).
-PIPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +155,7 @@ class ProcessIntake:
     # (with the lock held)
     def _start(self, child: _Child) -> None:
         read_fd, write_fd = os.pipe()
-        _widen_pipe(write_fd)
+        widen_pipe(write_fd)
         ns = self._namespace
         cmd = [sys.executable, "-P", "-m", __name__, "--name", f"{self._node_name}_intake_{child.index}",
                "--namespace", ns, "--frames-fd", str(write_fd)]
@@ -236,17 +234,6 @@ class ProcessIntake:
                 return
             self.restarts += 1
             self._start(child)
-
-
-def _widen_pipe(fd: int) -> None:
-    """A pipe that holds several frames (Linux: 1 MiB, where allowed), so a child rarely waits for the reader and
-    the reader takes a frame in one read."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
-    except (ImportError, OSError):
-        pass
 
 
 # -- the child ----------------------------------------------------------------------------------------------------
