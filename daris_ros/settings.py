@@ -142,6 +142,7 @@ class SchedulerSettings:
     batch_min_size: int = default_of(_SCHED, "batch_min_size")  # BatchingConfig.min_size
     release_trigger: str = default_of(_SCHED, "release_trigger")  # "frame" (new frame, at most 1/T) | "clock"
     release_slack: float = default_of(_SCHED, "release_slack")  # frame trigger: share of a period a frame may be early
+    release_window: float = default_of(_SCHED, "release_window")  # frame trigger: release grid in s (0: on arrival)
     launch_ahead: int = default_of(_SCHED, "launch_ahead")  # dispatches a stream may hold queued behind its running one
     ahead_lead: float = default_of(_SCHED, "ahead_lead")  # s: how early before a stream frees the next is formed
     feasibility: str = default_of(_SCHED, "feasibility")  # HP utilization over N_s at start-up: refuse | warn

@@ -196,6 +196,9 @@ class Engine:
         self.decoder: FrameDecoder = decoder or ArrayDecoder()
         self.inbox = FrameInbox(on_new=self._on_new_frame)
         self._fresh: collections.deque[str] = collections.deque()  # tasks with a new frame (frame-triggered)
+        # release_window: whether the loop was woken for new frames since it last looked at them (it then sleeps
+        # until the next grid point, and the frames after the first do not wake it again)
+        self._fresh_armed = False
         self._sticky: set[str] = set()  # tasks fed by set_frame: released by the clock
         self.models: dict[str, Any] = {}
         self.model_bytes: dict[str, int] = {}  # parameters + buffers per model key (daris_ros.runtime.memory)
@@ -412,7 +415,8 @@ class Engine:
                                                    sm_limit=self.settings.sm_limit),
                                specs, response_window=RESPONSE_WINDOW,
                                batch_afet=self._batch_estimate if self.settings.batching else None)
-        self._releases = ReleaseClock(self._clock() if origin is None else origin)
+        self._releases = ReleaseClock(self._clock() if origin is None else origin,
+                                      self.settings.release_window if self.settings.release_trigger == "frame" else 0.0)
         base = self._clock() if origin is None else origin
         for t in self.settings.tasks:
             phase = (phases or {}).get(t.name)
@@ -477,7 +481,11 @@ class Engine:
     def _on_new_frame(self, task: str) -> None:
         """A new (not sticky) frame of ``task`` arrived (any thread): a frame-triggered task may be released now."""
         self._fresh.append(task)
-        self._wake.set()
+        if self._releases is None or self._releases.window <= 0:
+            self._wake.set()
+        elif not self._fresh_armed:  # (read after the append: see _loop)
+            self._fresh_armed = True
+            self._wake.set()
 
     def _add_release(self, t: TaskSettings, first: float | None) -> None:
         assert self._releases is not None
@@ -583,6 +591,7 @@ class Engine:
         last = clock()
         started = last > 0
         load = self._loop_load
+        fresh_gate: float | None = None  # when the new frames are looked at (release_window: a grid point)
         while not self._closed:
             wake.clear()
             mark.busy_since = perf()
@@ -599,10 +608,17 @@ class Engine:
             due.clear()
             if self._paused:
                 fresh.clear()
+                self._fresh_armed = False
+                fresh_gate = None
                 backlog.clear()
             elif started:
                 if fresh:
-                    self._fresh_releases(now, due)
+                    if fresh_gate is None:
+                        fresh_gate = releases.on_grid(now)
+                    if now >= fresh_gate:
+                        self._fresh_armed = False  # (before taking them: a frame appended later wakes the loop)
+                        self._fresh_releases(now, due)
+                        fresh_gate = None
                 if now >= releases.next_time():
                     self._due_releases(now, due)
             if backlog or len(due) > RELEASE_CHUNK:
@@ -632,6 +648,8 @@ class Engine:
             wakeup = core.next_wakeup()
             if wakeup is not None and wakeup - now < timeout:
                 timeout = wakeup - now
+            if fresh_gate is not None and fresh_gate - now < timeout:  # new frames waiting for a grid point
+                timeout = fresh_gate - now
             if polled and self._launches and timeout > POLL_INTERVAL:
                 timeout = POLL_INTERVAL
             elif timeout > max_wait:
@@ -1094,6 +1112,7 @@ class Engine:
         def pause(_core: Scheduler) -> int:
             self._paused = True
             self._fresh.clear()
+            self._fresh_armed = False
             return self.inbox.discard_pending(drop_reason)
         return self.call(pause)
 

@@ -15,6 +15,12 @@ Two triggers:
   follows the camera's phase instead of waiting up to a period for the next clock instant. The heap then holds
   *checks*: at the allowed time (a frame that arrived before it is released then) and every period after it while
   no frame comes (:meth:`stale_check` tells the caller to count a stale period).
+
+  With a release *window* ``w > 0`` the frame trigger releases on a grid, ``origin + k * w``: a frame is released at
+  the first grid point at or after both its arrival and its allowed time (:meth:`on_grid` tells the caller when to
+  look at a newly arrived frame; checks are scheduled on grid points). Cameras that are not synchronised then
+  share releases, so their jobs of one model share a batch through every stage: the host's work per frame shrinks,
+  at up to ``w`` more frame age. ``w = 0``: every frame on arrival.
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import math
 
 
 class ReleaseClock:
-    def __init__(self, origin: float) -> None:
+    def __init__(self, origin: float, window: float = 0.0) -> None:
+        if not window >= 0:
+            raise ValueError(f"release window must be >= 0 s, got {window}")
         self._origin = origin
+        self._window = window
         self._heap: list[tuple[float, int, str]] = []
         self._period: dict[str, float] = {}
         self._seq: dict[str, int] = {}  # a task's current entry (older entries of a changed task are ignored)
@@ -51,6 +60,20 @@ class ReleaseClock:
             self._tat.pop(task, None)
         self._push(task, at)
 
+    @property
+    def window(self) -> float:
+        """The frame trigger's release grid spacing in seconds (0: no grid)."""
+        return self._window
+
+    def on_grid(self, t: float) -> float:
+        """The first grid point at or after ``t`` (``t`` itself without a window): when a frame that arrived at
+        ``t`` is looked at."""
+        window = self._window
+        if window <= 0:
+            return t
+        k = math.ceil((t - self._origin) / window - 1e-9)
+        return self._origin + k * window
+
     def _allowed(self, task: str) -> float:
         return self._tat[task] - self._slack[task] * self._period[task]
 
@@ -66,7 +89,7 @@ class ReleaseClock:
         """A frame-triggered task was released at ``now``: its theoretical release time moves a period on, and
         the next check is scheduled at its next allowed time."""
         self._tat[task] = max(self._tat[task], now) + self._period[task]
-        self._push(task, self._allowed(task))
+        self._push(task, self.on_grid(self._allowed(task)))
 
     def stale_check(self, task: str, at: float) -> bool:
         """For a check of a frame-triggered task at ``at`` that found no frame: whether a whole period has passed
@@ -96,6 +119,7 @@ class ReleaseClock:
     def rebase(self, now: float) -> None:
         """Every task's next release at ``now`` (a clock that jumped: /clock started, or a replayed bag looped)."""
         tasks = list(self._period)
+        self._origin = now  # (the release grid restarts with the clock)
         self._heap.clear()
         for task in tasks:
             if task in self._tat:
@@ -123,7 +147,7 @@ class ReleaseClock:
             period = self._period[task]
             if task in tat:
                 out.append((task, at, -1))
-                heapq.heappush(heap, (max(at + period, now), seq, task))
+                heapq.heappush(heap, (self.on_grid(max(at + period, now)), seq, task))
                 continue
             skipped = 0
             if now - at >= period:  # fell behind: release at the latest due instant, report the others

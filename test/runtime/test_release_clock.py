@@ -68,3 +68,22 @@ def test_rebase_after_a_clock_jump() -> None:
     rc.add("f", 0.2, on_frame=True)
     rc.rebase(1000.0)  # /clock started
     assert sorted(_due(rc, 1000.0)) == [("a", 1000.0, 0), ("f", 1000.0, -1)]
+
+
+def test_release_window_puts_frame_releases_and_checks_on_one_grid() -> None:
+    rc = ReleaseClock(0.0, window=0.02)
+    rc.add("cam", 0.1, 0.0, on_frame=True, slack=0.25)
+    assert rc.window == 0.02
+    assert rc.on_grid(0.001) == pytest.approx(0.02)  # a frame that arrives between grid points waits for the next
+    assert rc.on_grid(0.04) == pytest.approx(0.04)  # one that arrives on a grid point does not wait
+    assert rc.on_grid(0.0401) == pytest.approx(0.06)
+    assert _due(rc, 0.0) == [("cam", 0.0, -1)]
+    rc.released("cam", 0.02)  # allowed again at 0.12 - 0.025 = 0.095: its check is at the grid point after, 0.1
+    assert rc.next_time() == pytest.approx(0.1)
+    assert not rc.may_release("cam", 0.08)
+    assert _due(rc, 0.1) == [("cam", pytest.approx(0.1), -1)] and rc.may_release("cam", 0.1)
+    # no frame at the check: the next check a period on, moved to the grid (0.2 is on it)
+    assert rc.next_time() == pytest.approx(0.2)
+    assert ReleaseClock(0.0).on_grid(0.0123) == 0.0123  # no window: on arrival
+    with pytest.raises(ValueError, match="window"):
+        ReleaseClock(0.0, window=-0.01)
