@@ -9,12 +9,12 @@ engine decided: the order of decoding, which frames were decoded, and the core's
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
+from clock_helpers import WAIT_S, ManualClock, wait_for
 
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.settings import SchedulerSettings, TaskSettings
@@ -23,15 +23,7 @@ pytestmark = [pytest.mark.slow]
 
 PERIOD = 0.1
 ORIGIN = 100.0
-WAIT = 60.0  # a hang guard only (a loaded CI machine)
 
-
-class ManualClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class BlockingDecoder:
@@ -49,15 +41,9 @@ class BlockingDecoder:
         self.calls.append([name for name, _ in payloads])
         if len(self.calls) == 1:
             self.blocked.set()
-            assert self.release.wait(WAIT)
+            assert self.release.wait(WAIT_S)
         return [frame for _, frame in payloads]
 
-
-def wait_for(what: str, condition: Callable[[], bool]) -> None:
-    t_end = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < t_end, f"timed out waiting for {what}"
-        time.sleep(0.005)
 
 
 def test_hp_frames_first_and_frames_past_their_skip_time_released_undecoded() -> None:
@@ -87,7 +73,7 @@ def test_hp_frames_first_and_frames_past_their_skip_time_released_undecoded() ->
         offer_all(1)  # (before the start: the first release, at the origin, takes them)
         e.start(origin=ORIGIN)
         wait_for("burst 1 taken", lambda: taken(1))  # at 100.0: skip time 100.2
-        assert decoder.blocked.wait(WAIT)
+        assert decoder.blocked.wait(WAIT_S)
         clock.now = ORIGIN + PERIOD
         offer_all(2)
         wait_for("burst 2 taken", lambda: taken(2))  # at 100.1: skip time 100.3, queued behind burst 1's LP part

@@ -6,12 +6,12 @@ asserted is what the engine decided (the decoder's calls and the jobs' release t
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pytest
+from clock_helpers import ManualClock, wait_for
 
 from daris_ros.runtime.engine import Engine, JobResult
 from daris_ros.settings import SchedulerSettings, TaskSettings
@@ -21,16 +21,8 @@ pytestmark = [pytest.mark.slow]
 ORIGIN = 100.0
 PERIOD = 1.0  # (deadlines far beyond a batch's time on any CPU: batching is decided by the releases only)
 WINDOW = 0.2
-WAIT = 60.0  # a hang guard only (a loaded CI machine)
 CAMERAS = ("a", "b", "c", "d")  # (4: a captured batch size, no padding)
 
-
-class ManualClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingDecoder:
@@ -47,12 +39,6 @@ class RecordingDecoder:
             self.calls.append([name for name, _ in payloads])
         return [frame for _, frame in payloads]
 
-
-def wait_for(what: str, condition: Callable[[], bool]) -> None:
-    t_end = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < t_end, f"timed out waiting for {what}"
-        time.sleep(0.002)
 
 
 @pytest.mark.parametrize("window", [WINDOW, 0.0])
