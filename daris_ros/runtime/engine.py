@@ -715,7 +715,7 @@ class Engine:
             if item is not None:
                 taken.append((task, at, item))
                 if releases.on_frame(task):
-                    releases.released(task, now)
+                    releases.released(task, now, item.receive_time)
         if not taken:
             return 0
         released = len(taken)

@@ -9,7 +9,8 @@ Two triggers:
   instead of replayed.
 * ``frame``: the task is released as soon as its camera's new frame is there and the release is *allowed*, by the
   generic cell rate algorithm: a theoretical release time ``tat`` advances by ``T`` at each release
-  (``tat = max(tat, r) + T``), and a release at ``t`` is allowed when ``t >= tat - slack * T``. So a frame that
+  (``tat = max(tat, a) + T``, ``a`` the released frame's arrival), and a release at ``t`` is allowed when
+  ``t >= tat - slack * T``. So a frame that
   arrives up to ``slack * T`` early (jitter) is released on arrival, the number of releases in any window ``W``
   stays within ``W / T + 1 + slack`` (a camera faster than the task is sampled at the task's rate), and the release
   follows the camera's phase instead of waiting up to a period for the next clock instant. The heap then holds
@@ -85,10 +86,17 @@ class ReleaseClock:
         """A frame-triggered task whose new frame arrived at ``now``: is its release allowed now?"""
         return now >= self._allowed(task)
 
-    def released(self, task: str, now: float) -> None:
-        """A frame-triggered task was released at ``now``: its theoretical release time moves a period on, and
-        the next check is scheduled at its next allowed time."""
-        self._tat[task] = max(self._tat[task], now) + self._period[task]
+    def released(self, task: str, now: float, arrival: float | None = None) -> None:
+        """A frame-triggered task was released at ``now`` with a frame that arrived at ``arrival`` (default:
+        ``now``; taken as at most a period before ``now``): its theoretical release time moves a period on from
+        the frame's arrival, and the next check is scheduled at its next allowed time.
+
+        Counting from the arrival, not the release, keeps the camera's phase: a release delayed by the grid or a
+        busy loop does not delay the next frame's (were it counted from the release, delays of more than
+        ``slack * T`` would add up from frame to frame until a frame is superseded unreleased)."""
+        period = self._period[task]
+        at = now if arrival is None else min(now, max(arrival, now - period))
+        self._tat[task] = max(self._tat[task], at) + period
         self._push(task, self.on_grid(self._allowed(task)))
 
     def stale_check(self, task: str, at: float) -> bool:

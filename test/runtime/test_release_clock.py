@@ -87,3 +87,27 @@ def test_release_window_puts_frame_releases_and_checks_on_one_grid() -> None:
     assert ReleaseClock(0.0).on_grid(0.0123) == 0.0123  # no window: on arrival
     with pytest.raises(ValueError, match="window"):
         ReleaseClock(0.0, window=-0.01)
+
+
+def _grid_release_delays(count_from_arrival: bool) -> list[float]:
+    """A 30 Hz camera on a 16 ms release grid, released the way the engine does it: at the grid point after the
+    frame's arrival when allowed then, else at its check (on the grid too). Returns each frame's release delay."""
+    period, window = 1 / 30, 0.016
+    rc = ReleaseClock(0.0, window=window)
+    rc.add("cam", period, 0.0, on_frame=True, slack=0.25)
+    delays = []
+    for k in range(300):
+        arrival = 0.005 + k * period
+        looked_at = rc.on_grid(arrival)
+        release = looked_at if rc.may_release("cam", looked_at) else max(looked_at, rc.next_time())
+        rc.released("cam", release, arrival if count_from_arrival else None)
+        delays.append(release - arrival)
+    return delays
+
+
+def test_release_window_delays_do_not_add_up_from_frame_to_frame() -> None:
+    delays = _grid_release_delays(count_from_arrival=True)
+    assert max(delays) < 0.016 + 1e-9  # at most the window: each frame released before the next one comes
+    # counted from the release instead (what the engine did before): the grid's delays add up until frames wait
+    # longer than a period, i.e. are superseded unreleased
+    assert max(_grid_release_delays(count_from_arrival=False)) > 1 / 30
