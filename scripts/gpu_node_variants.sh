@@ -6,10 +6,12 @@
 # file in $OUT, so a call cut short still brings back the runs done); a line per run is printed at the end. Usage on
 # the device machine, repo root (carry .device/wheels312, .device/tools):
 #   DARIS_COMMIT=<sha> TOTAL_S=480 scripts/gpu_node_variants.sh SPEC [SPEC ...]
-# Session 16's next call (decode in the loop, in one thread, in four; LP rejected over a loop busy share of 0.9):
-#   IP=--param,intake_processes=4,--param,decode_threads
-#   scripts/gpu_node_variants.sh 48:d0a:$IP=0 48:d1a:$IP=1 48:d4a:$IP=4 48:d1h:$IP=1,--param,lp_host_busy_limit=0.9 \
-#     48:d0b:$IP=0 48:d1b:$IP=1 48:d4b:$IP=4 48:d1hb:$IP=1,--param,lp_host_busy_limit=0.9
+# Session 17's next call (release_window 16 and 33 ms with the release clock counting from arrivals, 497f03c, against
+# the frame trigger and the clock; LP rejected over a loop busy share of 0.9 in all):
+#   B=--param,intake_processes=4,--param,decode_threads=1,--param,lp_host_busy_limit=0.9
+#   scripts/gpu_node_variants.sh 48:w16a:$B,--param,release_window=0.016 48:fa:$B \
+#     48:ca:$B,--param,release_trigger=clock 48:w33a:$B,--param,release_window=0.033 \
+#     48:w16b:$B,--param,release_window=0.016 48:fb:$B 48:w33b:$B,--param,release_window=0.033
 # Per-camera nodes (the acceptance's comparison): PARAMS --systems,per-camera (the last --systems wins), e.g.
 #   24:pc24:--systems,per-camera
 set -u
