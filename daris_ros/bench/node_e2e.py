@@ -429,7 +429,7 @@ def reader_main(spec: dict[str, Any]) -> int:
     topics = [t for _, t in spec["topics"]]
     for _, topic in spec["topics"]:
         node.create_subscription(InferenceResult, topic, on_result, qos)
-    stats: dict[str, Any] = {"last": None, "count": 0}
+    stats: dict[str, Any] = {"last": None, "count": 0, "loop": []}
 
     def on_stats(m: Any) -> None:
         stats["last"] = {"received_ns": clock.now().nanoseconds, "stamp_ns": ns(m.header.stamp),
@@ -439,6 +439,8 @@ def reader_main(spec: dict[str, Any]) -> int:
                                                                      "uptime", "memory_source", "memory_shared",
                                                                      "models", "model_bytes")}}
         stats["count"] += 1
+        # (receipt ns, the loop's busy share, its CPU per release): the host's load over the run
+        stats["loop"].append([clock.now().nanoseconds, float(m.loop_busy_share), float(m.host_us_per_release)])
         if stats["count"] == 1:
             print("@@STATS", flush=True)
 
@@ -459,7 +461,7 @@ def reader_main(spec: dict[str, Any]) -> int:
             print("@@READY", flush=True)
     print("stop received, writing results", file=sys.stderr, flush=True)
     Path(spec["result"]).write_text(json.dumps({"results": results, "stats": stats["last"],
-                                                "stats_messages": stats["count"]}))
+                                                "stats_messages": stats["count"], "loop": stats["loop"]}))
     print("@@WROTE", flush=True)  # the harness needs only this; the teardown below may be slow under load
     executor.shutdown()
     node.destroy_node()
@@ -565,6 +567,18 @@ def git_commit(path: Path) -> str:
 
 
 # -- judging -----------------------------------------------------------------------------------------------------
+def loop_load(samples: Sequence[Sequence[float]], window: tuple[int, int]) -> dict[str, float | None]:
+    """The node engine loop's load over the measuring window, from its SchedulerStats messages (``samples``: receipt
+    ns, busy share, CPU us per release): the mean and the largest busy share of the messages received in the window,
+    and the CPU per release of the last of them (None without a message in the window)."""
+    inside = [s for s in samples if window[0] <= s[0] <= window[1]]
+    if not inside:
+        return {"loop_busy_share": None, "loop_busy_share_max": None, "host_us_per_release": None}
+    shares = [float(s[1]) for s in inside]
+    return {"loop_busy_share": round(sum(shares) / len(shares), 3), "loop_busy_share_max": round(max(shares), 3),
+            "host_us_per_release": round(float(inside[-1][2]), 1)}
+
+
 def judge(cams: Sequence[Camera], published: dict[str, list[int]], results: dict[str, list[list[Any]]],
           window: tuple[int, int], node_stats: dict[str, dict[str, Any]] | None = None,
           camera_counts: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
@@ -838,9 +852,12 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
             results.update(json.loads((run_dir / f"reader_{i}.json").read_text())["results"])
         node_stats = None
         counts = None
+        loop_samples: list[list[float]] = []
         if system == "node":
-            stats = json.loads((run_dir / "reader_stats.json").read_text())["stats"] or {}
+            stats_file = json.loads((run_dir / "reader_stats.json").read_text())
+            stats = stats_file["stats"] or {}
             node_stats = stats.get("tasks", {})
+            loop_samples = stats_file.get("loop") or []
             figures["node_stats_age_s"] = round(time.time() - stats.get("received_ns", 0) / NS, 2)
         else:
             for ch in sut:
@@ -851,6 +868,8 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
                 counts[c.task] = json.loads((run_dir / f"percam_{c.index:02d}.json").read_text())
         window = (round(t_meas * NS), round(t1 * NS))
         figures.update(judge(cams, published, results, window, node_stats, counts))
+        if system == "node":
+            figures.update(loop_load(loop_samples, window))
         span = w_b - w_a
         figures.update({
             "cpu_cores": cores_used(cpu_a, cpu_b, span), "harness_cpu_cores": cores_used(hcpu_a, hcpu_b, span),
@@ -912,8 +931,8 @@ def render_md(report: dict[str, Any]) -> str:
         "",
         "| system | cameras | HP frames | HP served | HP missed (own flag) | HP e2e p50 / p99 ms | HP superseded | "
         "LP served | LP DMR (own flag; rejected) | lost in transport | uncounted | results not read | "
-        "reader delay p99 ms | CPU cores | GPU mem GB | start-up s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "reader delay p99 ms | CPU cores | engine loop busy (mean / max) | GPU mem GB | start-up s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(v: Any, pct: bool = False) -> str:
@@ -923,14 +942,16 @@ def render_md(report: dict[str, Any]) -> str:
 
     for r in report["runs"]:
         if "error" in r:
-            lines.append(f"| {r['system']} | {r['cameras']} | error: {r['error'][:80]} |" + " |" * 13)
+            lines.append(f"| {r['system']} | {r['cameras']} | error: {r['error'][:80]} |" + " |" * 14)
             continue
         lines.append(
             f"| {r['system']} | {r['cameras']} | {r['hp_frames']} | {f(r['hp_served'], True)} | {r['hp_missed']} | "
             f"{f(r['hp_e2e_p50_ms'])} / {f(r['hp_e2e_p99_ms'])} | {f(r.get('hp_frames_superseded'))} | "
             f"{f(r['lp_served'], True)} | {f(r.get('lp_dmr'), True)}; {f(r.get('lp_rejected'))} | "
             f"{r['frames_lost_in_transport']} | {r['frames_uncounted']} | {r['results_not_read']} | "
-            f"{f(r['reader_delay_p99_ms'])} | {r['cpu_cores']} | {r['gpu_mem_gb']} | {r['startup_s']} |")
+            f"{f(r['reader_delay_p99_ms'])} | {r['cpu_cores']} | "
+            f"{f(r.get('loop_busy_share'), True)} / {f(r.get('loop_busy_share_max'), True)} | {r['gpu_mem_gb']} | "
+            f"{r['startup_s']} |")
     s = report.get("node_e2e")
     if s:
         lines += ["", "`engine_acceptance.node_e2e`:", "", "```json", json.dumps(s), "```"]

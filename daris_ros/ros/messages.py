@@ -264,6 +264,8 @@ def scheduler_stats_msg(header: Header, node: str, info: Mapping[str, Any], task
     m.model_bytes = [int(v) for v in (model_bytes or {}).values()]
     m.sm_limit = int(info.get("sm_limit", 0))
     m.usable_sms = int(info.get("usable_sms", 0))
+    m.loop_busy_share = float(info.get("engine_loop_busy_share", 0.0))
+    m.host_us_per_release = float(info.get("engine_host_us_per_release", 0.0))
     return m
 
 

@@ -116,6 +116,8 @@ class StatsReport:
                 # the engine loop's own cost: thread CPU time per release (decode, admission, preprocessing,
                 # dispatch, launch, completion and post-processing included)
                 "engine_releases": loop.releases, "engine_host_us_per_release": round(loop.host_us_per_release, 1),
+                # its busy share of wall time over about the last second (lp_host_busy_limit compares with it)
+                "engine_loop_busy_share": round(loop.busy_share, 3),
                 **(batch_info(snap) if s.batching else {}),
                 **engine.faults.summary()}
 

@@ -94,6 +94,8 @@ def test_node_accounts_for_every_received_frame(e2e):
     assert hp[0]["completed"] > 0 and r["hp_results"] > 0
     assert 0 <= r["hp_served"] <= 1 and r["hp_served_n"] <= r["hp_frames"]
     assert r["sut_processes"] >= 1 and r["cpu_cores"] >= 0 and r["gpu_mem_gb"] == 0
+    # the engine loop's load, from the node's SchedulerStats in the window (every 0.5 s over a window of seconds)
+    assert 0 < r["loop_busy_share"] <= r["loop_busy_share_max"] <= 1 and r["host_us_per_release"] > 0
     lp = [t for t in r["tasks"] if t["priority"] == "LP"]
     assert r["lp_released"] == sum(t["released"] for t in lp) > 0 and r["lp_rejected"] == sum(t["rejected"] for t in lp)
     assert r["lp_dmr"] == round(r["lp_missed"] / r["lp_released"], 5)

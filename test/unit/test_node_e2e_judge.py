@@ -11,6 +11,7 @@ from daris_ros.bench.node_e2e import (
     NS,
     build_parser,
     judge,
+    loop_load,
     make_cameras,
     max_cameras,
     node_params,
@@ -128,3 +129,12 @@ def test_max_cameras_and_report():
                     "scenario": "s", "max_cameras": {"node": 24}, "runs": runs, "node_e2e": summary_of(runs, 0.99)})
     assert "| 100.00% | 1.25%; 3 |" in md and summary_of(runs, 0.99)["lp_dmr"] == 0.0125
     assert isinstance(build_parser().parse_args([]), argparse.Namespace)
+
+
+def test_loop_load_over_the_window_only():
+    window = (10 * NS, 20 * NS)
+    samples = [[9 * NS, 0.1, 10.0], [11 * NS, 0.8, 40.0], [15 * NS, 0.6, 45.0], [21 * NS, 0.0, 50.0]]
+    assert loop_load(samples, window) == {"loop_busy_share": 0.7, "loop_busy_share_max": 0.8,
+                                          "host_us_per_release": 45.0}
+    assert loop_load(samples[:1], window) == {"loop_busy_share": None, "loop_busy_share_max": None,
+                                              "host_us_per_release": None}
