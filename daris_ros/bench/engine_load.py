@@ -29,19 +29,23 @@ import numpy as np
 def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
     import torch
 
-    from daris_ros.runtime.driver import drain
+    from daris_ros.runtime.driver import FreeRunningCameras, drain
     from daris_ros.runtime.engine import Engine, JobResult
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
     period = 1.0 / args.rate
+    size = {} if args.input_size is None else {"input_size": (args.input_size, args.input_size)}
     tasks = tuple(TaskSettings(f"t{i}", f"/cam{i}", "HP" if i % 3 == 0 else "LP", period, period, args.model,
-                               precision=args.precision, channels_last=args.channels_last)
+                               precision=args.precision, channels_last=args.channels_last, **size)
                   for i in range(args.tasks))
-    s = SchedulerSettings(policy="STR", backend=args.backend, device=args.device, n_contexts=1,
+    instant = args.backend == "instant"
+    s = SchedulerSettings(policy="STR", backend="cpu" if instant else args.backend,
+                          device="cpu" if instant else args.device, n_contexts=1,
                           n_streams=args.streams, profile_runs=3, tasks=tasks, batching=batching,
                           batch_sizes=tuple(int(v) for v in args.sizes.split(",")), batch_pad_limit=args.pad_limit,
                           batch_lp_admit_margin=args.lp_margin, launch_ahead=args.launch_ahead,
-                          ahead_lead=args.ahead_lead_ms * 1e-3, lp_host_busy_limit=args.lp_host_busy_limit)
+                          ahead_lead=args.ahead_lead_ms * 1e-3, lp_host_busy_limit=args.lp_host_busy_limit,
+                          release_trigger=args.trigger, release_window=args.release_window)
     done: list[JobResult] = []
     lock = threading.Lock()
 
@@ -50,27 +54,40 @@ def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
             done.append(r)
 
     torch.manual_seed(0)
-    e = Engine(s, on_result=on_result)
+    backend = None
+    if instant:
+        from daris_ros.bench.instant_backend import InstantBackend
+
+        backend = InstantBackend(n_contexts=1, n_streams=args.streams)
+    e = Engine(s, on_result=on_result, backend=backend)
     try:
         t_start = time.perf_counter()
         e.load_models()
         e.profile()
         rng = np.random.default_rng(0)
         base = rng.integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+        frames: dict[str, Any] = {}
         for i, t in enumerate(tasks):  # a distinct frame per camera
             frame: Any = np.roll(base, i, axis=1)
             if args.frames == "device":
                 frame = torch.from_numpy(frame).to(args.device)
-            e.set_frame(t.name, frame)
+            frames[t.name] = frame
+            if args.trigger == "clock":
+                e.set_frame(t.name, frame)
+        cameras = FreeRunningCameras(e, frames, period) if args.trigger == "frame" else None
         setup = time.perf_counter() - t_start
         t0 = time.monotonic() + 0.05
         e.start(origin=t0)
+        if cameras is not None:
+            cameras.start()
         warm = t0 + args.warmup
         time.sleep(max(0.0, warm - time.monotonic()))
         snap0 = e.snapshot()
         time.sleep(max(0.0, t0 + args.seconds - time.monotonic()))
         snap1 = e.snapshot()
         t1 = snap1.time
+        if cameras is not None:
+            cameras.stop()
         for t in tasks:
             e.inbox.clear(t.name)
         drain(e, 30.0)
@@ -112,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=30.0, help="Hz per task (deadline = period)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--warmup", type=float, default=1.0, help="seconds at the start of the window not counted")
-    p.add_argument("--backend", default="str")
+    p.add_argument("--backend", default="str",
+                   help="str, green, mps, cpu; or instant: no device, every stage finishes at once (the engine's "
+                        "host cost alone, daris_ros/bench/instant_backend.py)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--streams", type=int, default=3)
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
@@ -127,18 +146,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="off,on", help="batching off and/or on, in this order")
     p.add_argument("--lp-host-busy-limit", type=float, default=1.0,
                    help="the lp_host_busy_limit parameter: LP releases rejected while the loop is busier (1: off)")
+    p.add_argument("--input-size", type=int, default=None, help="the model's square input (default: the model's)")
+    p.add_argument("--trigger", choices=("clock", "frame"), default="clock",
+                   help="clock: every camera's frame always there, released together (a rig); frame: cameras that "
+                        "are not synchronised, phases spread over the period, released by release_trigger frame")
+    p.add_argument("--release-window", type=float, default=0.0,
+                   help="the release_window parameter (--trigger frame): frames released together on this grid, s")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--out", default="docs/benchmarks/engine")
     args = p.parse_args(argv)
     if not 0 <= args.warmup < args.seconds:
         p.error("--warmup must be within [0, --seconds)")
+    if args.backend == "instant" and args.frames == "device":
+        p.error("--backend instant has no device: --frames host")
+    if not 0.0 <= args.release_window <= 1.0 or (args.release_window and args.trigger != "frame"):
+        p.error("--release-window must be within [0, 1] s, like the release_window parameter, and needs --trigger "
+                "frame")
     if not 0.05 <= args.lp_host_busy_limit <= 1.0:
         p.error("--lp-host-busy-limit must be within [0.05, 1] (1: off), like the lp_host_busy_limit parameter")
     import torch
 
     rows = [run_once(args, mode == "on") for mode in args.modes.split(",")]
-    env = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+    env = {"device": "none (instant backend)" if args.backend == "instant"
+           else torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     cmd = "python -m daris_ros.bench.engine_load " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = {"command": cmd, **env, "config": {k: v for k, v in vars(args).items() if k != "out"},
@@ -150,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.tasks} tasks of {args.model} ({args.precision}{', channels-last' if args.channels_last else ''}) "
              f"at {args.rate:g} Hz released together, offered {args.tasks * args.rate:,.0f} JPS; {args.backend} "
              f"STR 1x{args.streams}, launch-ahead {args.launch_ahead}, {args.frames} frames "
-             f"{args.width}x{args.height}.",
+             f"{args.width}x{args.height}"
+             + (", released together by the engine's clock." if args.trigger == "clock" else
+                f", cameras not synchronised (phases spread over the period), release_trigger frame, release_window "
+                f"{args.release_window:g} s."),
              "",
              "| batching | releases/s | host us/release | JPS | HP missed (DMR) | LP DMR | HP p99 ms | LP p99 ms | "
              "admitted / released | skipped | mean batch | loop busy | LP rejected (host) |",

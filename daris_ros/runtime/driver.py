@@ -2,12 +2,15 @@
 
 The engine releases every task from its own clock; :class:`SyntheticCameras` only gives each task a frame that
 every release takes again (a camera that always has a new frame), for as long as it is active.
+:class:`FreeRunningCameras` offers new frames the way cameras that are not synchronised do: each at its own rate,
+phases spread evenly over the period (for ``release_trigger: frame``).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -30,6 +33,57 @@ class SyntheticCameras:
             self.engine.inbox.clear(name)
 
     def __enter__(self) -> SyntheticCameras:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FreeRunningCameras:
+    """While active, a thread offers ``frames[task]`` to ``engine`` every ``period`` seconds, camera i of n at
+    phase ``i / n`` of the period (cameras that are not synchronised), each frame stamped with its offer time."""
+
+    def __init__(self, engine: Any, frames: Mapping[str, Any], period: float) -> None:
+        if not frames:
+            raise ValueError("no cameras to run")
+        if not period > 0:
+            raise ValueError(f"period must be > 0, got {period}")
+        self.engine = engine
+        self.frames = dict(frames)
+        self.period = period
+        self.offered = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="free-running-cameras", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        names = list(self.frames)
+        step = self.period / len(names)
+        t0 = time.monotonic()
+        k = 0
+        while not self._stop.is_set():
+            name = names[k % len(names)]
+            due = t0 + k * step
+            wait = due - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            now = time.monotonic()
+            self.engine.offer(name, self.frames[name], receive_time=now, stamp=now)
+            self.offered += 1
+            k += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        for name in self.frames:
+            self.engine.inbox.clear(name)
+
+    def __enter__(self) -> FreeRunningCameras:
         self.start()
         return self
 

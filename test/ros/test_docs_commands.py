@@ -51,6 +51,8 @@ RECORDS: dict[str, str] = {
     "docs/benchmarks/**/summary.md": "a bench run's summary as printed, with its command line at the top",
     "docs/benchmarks/**/batching_results*.md": "a batching bench run's result, with its command line at the top",
     "docs/benchmarks/engine/*/engine_load.md": "a daris-engine-load run's result, with its command line",
+    "docs/benchmarks/engine/instant/*/engine_load.md": "daris-engine-load runs on the instant backend, with their "
+                                                       "command lines",
     "docs/benchmarks/**/session6/*.md": "session 6 GPU runs' results, with their command lines",
     "docs/benchmarks/**/session13/*.md": "session 13 GPU runs' results, with their command lines",
     "docs/benchmarks/intake/intake_cost.md": "a bench.intake_cost run's result, with its command line",
