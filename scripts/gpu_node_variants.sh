@@ -6,12 +6,13 @@
 # file in $OUT, so a call cut short still brings back the runs done); a line per run is printed at the end. Usage on
 # the device machine, repo root (carry .device/wheels312, .device/tools):
 #   DARIS_COMMIT=<sha> TOTAL_S=480 scripts/gpu_node_variants.sh SPEC [SPEC ...]
-# Session 17's next call (release_window 16 and 33 ms with the release clock counting from arrivals, 497f03c, against
-# the frame trigger and the clock; LP rejected over a loop busy share of 0.9 in all):
+# Session 17's next call (release_window 16 ms with the release clock counting from arrivals, 497f03c, and with
+# batch_pad_limit 0.5 (on the instant backend it kept gathered jobs in whole batches: docs/benchmarks/engine/README.md,
+# session 17), against the frame trigger and the clock; LP rejected over a loop busy share of 0.9 in all):
 #   B=--param,intake_processes=4,--param,decode_threads=1,--param,lp_host_busy_limit=0.9
-#   scripts/gpu_node_variants.sh 48:w16a:$B,--param,release_window=0.016 48:fa:$B \
-#     48:ca:$B,--param,release_trigger=clock 48:w33a:$B,--param,release_window=0.033 \
-#     48:w16b:$B,--param,release_window=0.016 48:fb:$B 48:w33b:$B,--param,release_window=0.033
+#   W=--param,release_window=0.016
+#   scripts/gpu_node_variants.sh 48:w16a:$B,$W 48:fa:$B 48:w16pa:$B,$W,--param,batch_pad_limit=0.5 \
+#     48:ca:$B,--param,release_trigger=clock 48:w16b:$B,$W 48:fb:$B 48:w16pb:$B,$W,--param,batch_pad_limit=0.5
 # Per-camera nodes (the acceptance's comparison): PARAMS --systems,per-camera (the last --systems wins), e.g.
 #   24:pc24:--systems,per-camera
 set -u
