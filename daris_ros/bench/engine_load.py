@@ -16,6 +16,7 @@ CPU per release is the engine loop's thread CPU time over its releases. Writes `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -34,10 +35,11 @@ def run_once(args: argparse.Namespace, batching: bool) -> dict[str, Any]:
     from daris_ros.settings import SchedulerSettings, TaskSettings
 
     period = 1.0 / args.rate
-    size = {} if args.input_size is None else {"input_size": (args.input_size, args.input_size)}
     tasks = tuple(TaskSettings(f"t{i}", f"/cam{i}", "HP" if i % 3 == 0 else "LP", period, period, args.model,
-                               precision=args.precision, channels_last=args.channels_last, **size)
+                               precision=args.precision, channels_last=args.channels_last)
                   for i in range(args.tasks))
+    if args.input_size is not None:
+        tasks = tuple(dataclasses.replace(t, input_size=(args.input_size, args.input_size)) for t in tasks)
     instant = args.backend == "instant"
     s = SchedulerSettings(policy="STR", backend="cpu" if instant else args.backend,
                           device="cpu" if instant else args.device, n_contexts=1,
