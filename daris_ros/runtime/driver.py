@@ -11,10 +11,29 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+_Cameras = TypeVar("_Cameras", bound="_CamerasWhileActive")
 
 
-class SyntheticCameras:
+class _CamerasWhileActive:
+    """Feeds an engine between :meth:`start` and :meth:`stop`, or inside a ``with`` block."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Cameras) -> _Cameras:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SyntheticCameras(_CamerasWhileActive):
     """While active (a context manager), every release of each task in ``tasks`` runs on ``frame``."""
 
     def __init__(self, engine: Any, tasks: Iterable[str], frame: Any) -> None:
@@ -32,15 +51,8 @@ class SyntheticCameras:
         for name in self.tasks:
             self.engine.inbox.clear(name)
 
-    def __enter__(self) -> SyntheticCameras:
-        self.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class FreeRunningCameras:
+class FreeRunningCameras(_CamerasWhileActive):
     """While active, a thread offers ``frames[task]`` to ``engine`` every ``period`` seconds, camera i of n at
     phase ``i / n`` of the period (cameras that are not synchronised), each frame stamped with its offer time."""
 
@@ -82,13 +94,6 @@ class FreeRunningCameras:
             self._thread.join(5.0)
         for name in self.frames:
             self.engine.inbox.clear(name)
-
-    def __enter__(self) -> FreeRunningCameras:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def drain(engine: Any, timeout: float = 10.0) -> None:
