@@ -234,7 +234,8 @@ SCHEDULER_PARAMETERS: tuple[Parameter, ...] = (
        "be released on arrival (the long-run release rate stays at most 1/T).", bounds=(0.0, 0.99)),
     _P("release_window", _N, 0.0, "release_trigger frame: new frames are released together on a grid of this many "
        "seconds (0: each on arrival). Cameras that are not synchronised then share releases and their jobs share "
-       "batches through every stage: less host work per frame, at up to this much more frame age.",
+       "batches through every stage: less host work per frame, at up to this much more frame age (with batching, "
+       "a batch_pad_limit that lets the gathered jobs run as one batch keeps most of the gain).",
        bounds=(0.0, 1.0), unit="s"),
     _P("launch_ahead", _I, 0, "Beyond the paper: how many dispatches a busy stream may hold queued behind the one it "
        "runs (0: a stage is dispatched only to an idle stream). The next dispatch is formed ahead_lead before the "
