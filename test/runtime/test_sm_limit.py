@@ -197,7 +197,8 @@ def test_report_extractor_reads_the_limit() -> None:
     msg = types["daris_ros/msg/SchedulerStats"](
         header=header, node="/daris_scheduler", policy="MPS", backend="green", device="cuda:0", n_contexts=2,
         n_streams=1, oversubscription=1.0, sm_per_context=8, uptime=1.0, tasks=[], priorities=[], contexts=[],
-        memory_source="", memory_shared=True, models=[], model_bytes=[], sm_limit=16, usable_sms=16)
+        memory_source="", memory_shared=True, models=[], model_bytes=[], sm_limit=16, usable_sms=16,
+        loop_busy_share=0.5, host_us_per_release=40.0)
     snap = stats_snapshot(msg)
     assert (snap.sm_limit, snap.usable_sms, snap.sm_per_context) == (16, 16, 8)
     assert config_of(snap)["sm_limit"] == 16
