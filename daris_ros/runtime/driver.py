@@ -8,6 +8,7 @@ phases spread evenly over the period (for ``release_trigger: frame``).
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -16,14 +17,16 @@ from typing import Any, TypeVar
 _Cameras = TypeVar("_Cameras", bound="_CamerasWhileActive")
 
 
-class _CamerasWhileActive:
+class _CamerasWhileActive(abc.ABC):
     """Feeds an engine between :meth:`start` and :meth:`stop`, or inside a ``with`` block."""
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Begin feeding the engine."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop feeding it and forget the frames no release took."""
 
     def __enter__(self: _Cameras) -> _Cameras:
         self.start()
