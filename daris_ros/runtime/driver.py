@@ -67,7 +67,6 @@ class FreeRunningCameras(_CamerasWhileActive):
         self.engine = engine
         self.frames = dict(frames)
         self.period = period
-        self.offered = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -88,7 +87,6 @@ class FreeRunningCameras(_CamerasWhileActive):
                 return
             now = time.monotonic()
             self.engine.offer(name, self.frames[name], receive_time=now, stamp=now)
-            self.offered += 1
             k += 1
 
     def stop(self) -> None:
