@@ -163,6 +163,27 @@ class _JobRun:
     fault: FaultRecord | None = None  # set while a lost stage is retried: completing it ends the recovery
 
 
+class _StageTraces:
+    """The :class:`StageTrace` of one finished dispatch, made once per priority level among its jobs and shared by
+    the jobs of that level (it is immutable): a batch of n jobs costs one or two traces, not n."""
+
+    __slots__ = ("_dispatch", "_finish", "_exec_time", "_by_level")
+
+    def __init__(self, dispatch: Dispatch, finish: float, exec_time: float) -> None:
+        self._dispatch = dispatch
+        self._finish = finish
+        self._exec_time = exec_time
+        self._by_level: dict[int, StageTrace] = {}
+
+    def at_level(self, level: int) -> StageTrace:
+        trace = self._by_level.get(level)
+        if trace is None:
+            d = self._dispatch
+            trace = self._by_level[level] = StageTrace(d.stage, d.context, d.stream, level, d.start, self._finish,
+                                                       self._exec_time, d.virtual_deadline, len(d.jobs))
+        return trace
+
+
 @dataclass(slots=True)
 class _Launch:
     """A dispatch launched on (context, stream), identified by the backend's ticket."""
@@ -912,6 +933,7 @@ class Engine:
                 message = f"{type(f.error).__name__}: {f.error}"
                 throttled.error((d.model, d.stage, type(f.error).__name__), "%s stage %d (%d job(s) of %s) failed: %s",
                                 d.model, d.stage, n, ", ".join(sorted({jobs[j].task.name for j in d.jobs})), message)
+            traces = _StageTraces(d, now, f.exec_time)
             for i, job in enumerate(d.jobs):
                 run = jobs[job]
                 if f.error is not None:
@@ -921,8 +943,7 @@ class Engine:
                 elif not run.error:
                     run.source, run.row = f.output, i
                     run.exec_time += f.exec_time
-                run.stages.append(StageTrace(d.stage, d.context, d.stream, d.levels[i], d.start, now, f.exec_time,
-                                             d.virtual_deadline, n))
+                run.stages.append(traces.at_level(d.levels[i]))
                 if run.fault is not None and entry.fault is run.fault:
                     run.fault = None
             if entry.fault is not None and entry.fault.recovered is None:
@@ -949,9 +970,9 @@ class Engine:
         assert core is not None
         now = self._clock()
         est = max(d.predicted_finish - d.start, 0.0)
+        traces = _StageTraces(d, now, 0.0)
         for i, job in enumerate(d.jobs):
-            self._jobs[job].stages.append(StageTrace(d.stage, d.context, d.stream, d.levels[i], d.start, now, 0.0,
-                                                     d.virtual_deadline, len(d.jobs)))
+            self._jobs[job].stages.append(traces.at_level(d.levels[i]))
         outcomes = core.complete(d, now, est)
         if outcomes:
             self._finish(outcomes)

@@ -108,8 +108,8 @@ def classify_rows(output: Any, rows: list[int], k: int) -> list[tuple[list[int],
     k = min(k, logits.shape[1])
     top = torch.topk(torch.softmax(logits, dim=1), k, dim=1)
     # (ids and probabilities to the host in one copy: float64 holds both exactly)
-    rows_out = torch.cat((top.indices.double(), top.values.double()), dim=1).cpu().tolist()
-    return [([int(i) for i in row[:k]], row[k:]) for row in rows_out]
+    host = torch.cat((top.indices.double(), top.values.double()), dim=1).cpu().numpy()
+    return list(zip(host[:, :k].astype(np.int64).tolist(), host[:, k:].tolist(), strict=True))
 
 
 def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int], list[float]]]:
