@@ -15,6 +15,11 @@
 #     48:ca:$B,--param,release_trigger=clock 48:w16b:$B,$W 48:fb:$B 48:w16pb:$B,$W,--param,batch_pad_limit=0.5
 # Per-camera nodes (the acceptance's comparison): PARAMS --systems,per-camera (the last --systems wins), e.g.
 #   24:pc24:--systems,per-camera
+# GPU_TESTS (optional): pytest -m gpu on these files first (output in the pack, gpu_tests.txt), within TOTAL_S.
+# Session 18's call (a finished job's copy to the host asynchronous, high-priority preprocessing and post-processing
+# streams; the per-camera nodes at 24 and 12 cameras):
+#   GPU_TESTS="test/gpu/test_gpu_post_copy.py test/gpu/test_gpu_engine_batching.py" scripts/gpu_node_variants.sh \
+#     48:w16n:$B,$W 24:pc24:--systems,per-camera 48:fn:$B 12:pc12:--systems,per-camera
 set -u
 OUT=${OUT:-/tmp/out}
 R=/tmp/node_variants/r
@@ -22,6 +27,12 @@ rm -rf "$R" && mkdir -p "$R" "$OUT"
 T=$(date +%s)
 TOTAL_S=${TOTAL_S:-480}
 pack() { tar czf "$OUT/final.tgz.part" -C "$(dirname "$R")" r && mv "$OUT/final.tgz.part" "$OUT/final.tgz"; }
+if [ -n "${GPU_TESTS:-}" ]; then
+  # shellcheck disable=SC2086 # (a list of files)
+  timeout 200 python3 -m pytest -m gpu -q -rs -p no:cacheprovider $GPU_TESTS > "$R/gpu_tests.txt" 2>&1
+  echo "gpu tests: rc $? at $(( $(date +%s) - T )) s: $(tail -1 "$R/gpu_tests.txt")"
+  pack
+fi
 for spec in "$@"; do
   IFS=: read -r cams name params <<< "$spec"
   left=$(( TOTAL_S - ($(date +%s) - T) ))

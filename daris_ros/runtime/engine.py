@@ -68,11 +68,12 @@ from daris_ros.runtime.release_clock import ReleaseClock
 from daris_ros.runtime.results import (
     Detections,
     JobResult,
+    PendingRows,
     SegmentationRow,
     StageTrace,
-    classify_rows,
-    detect_rows,
-    mask_rows,
+    start_classify,
+    start_detect,
+    start_mask,
 )
 from daris_ros.runtime.snapshot import EngineSnapshot, LoopStats
 from daris_ros.runtime.stall_probe import LoopMark, StallProbe
@@ -100,6 +101,9 @@ DECODE_PART = 8
 #: The longest sleep of the loop when its clock is not ``time.monotonic`` (ROS time under use_sim_time: /clock may
 #: run faster than the wall clock, and sleeps are on the wall clock).
 FOREIGN_CLOCK_MAX_WAIT = 0.002
+#: The CUDA stream priority of the loop's preprocessing and post-processing streams (lower is higher; torch
+#: clamps it to the device's range, -1 the highest on current GPUs; the stages' streams have the default, 0).
+AUX_STREAM_PRIORITY = -1
 #: The longest sleep of the loop while releases are paused (a command or a completion wakes it at once).
 PAUSED_MAX_WAIT = 0.5
 
@@ -237,6 +241,9 @@ class Engine:
         # loop state (touched by the loop thread only)
         self._jobs: dict[Any, _JobRun] = {}  # Job (hashed by identity) -> its run
         self._launches: dict[int, _Launch] = {}  # ticket -> launch
+        # finished jobs whose post-processing's copy to the host is under way (their results follow when it is done)
+        self._post_pending: list[tuple[PendingRows, list[tuple[JobOutcome, _JobRun]]]] = []
+        self._post_pending_jobs = 0
         self._lanes: dict[tuple[int, int], collections.deque[int]] = {}  # (context, stream) -> tickets, in order
         self._heads: dict[tuple[int, int], tuple[int, float]] = {}  # (c, s) -> (running ticket, since); watchdog
         self._releases: ReleaseClock | None = None
@@ -535,7 +542,10 @@ class Engine:
             from daris_ros.runtime.preprocess import PinnedStaging
 
             torch.cuda.set_device(torch.device(dev))
-            self._streams = {"prep": torch.cuda.Stream(dev), "post": torch.cuda.Stream(dev)}
+            # (high priority: their small kernels go ahead of the stages' queued thread blocks, so a release's
+            # preprocessing and a result's copy to the host do not wait for a batch of other jobs)
+            self._streams = {"prep": torch.cuda.Stream(dev, priority=AUX_STREAM_PRIORITY),
+                             "post": torch.cuda.Stream(dev, priority=AUX_STREAM_PRIORITY)}
             torch.cuda.set_stream(self._streams["prep"])  # frames are uploaded and preprocessed here
             self._staging = PinnedStaging(torch.device(dev))
 
@@ -589,7 +599,7 @@ class Engine:
             y, _ = self.backend.run_now(key, j, 1, rows)
             rows = [(y, 0)]
         self._postprocess(self.models[key], rows[0][0], [_JobRun(t, key, FrameItem(None, 0.0),
-                                                                 source_size=(height, width))])
+                                                                 source_size=(height, width))]).rows()
 
     def _loop(self) -> None:
         core = self._core
@@ -655,6 +665,8 @@ class Engine:
             finished = poll()
             if finished:
                 self._complete(finished, clock())
+            if self._post_pending:
+                self._deliver_copied()
             # (after frames released undecoded, LATE: now >= their skip time, so this dispatch skips their jobs)
             dispatches = core.dispatch(now if not (finished or late) else clock())
             if dispatches:
@@ -671,7 +683,7 @@ class Engine:
                 timeout = wakeup - now
             if fresh_gate is not None and fresh_gate - now < timeout:  # new frames waiting for a grid point
                 timeout = fresh_gate - now
-            if polled and self._launches and timeout > POLL_INTERVAL:
+            if (polled and self._launches or self._post_pending) and timeout > POLL_INTERVAL:
                 timeout = POLL_INTERVAL
             elif timeout > max_wait:
                 timeout = max_wait
@@ -978,7 +990,9 @@ class Engine:
             self._finish(outcomes)
 
     def _finish(self, outcomes: list[JobOutcome]) -> None:
-        """Post-process the finished jobs (grouped by the output they are rows of) and hand out their results."""
+        """Post-process the finished jobs (grouped by the output they are rows of) and hand out their results: at
+        once where the rows are on the host (or failed), else once their copy to the host is done
+        (:meth:`_deliver_copied`; the loop does not wait for the device)."""
         groups: dict[int, list[tuple[JobOutcome, _JobRun]]] = {}
         jobs = self._jobs
         for o in outcomes:
@@ -988,24 +1002,54 @@ class Engine:
             groups.setdefault(id(run.source) if not run.error else 0, []).append((o, run))
         post = self._streams.get("post")
         for gid, members in groups.items():
-            payloads: list[Any] = [None] * len(members)
-            if gid:
-                run0 = members[0][1]
-                model = self.models[run0.key]
-                runs = [run for _, run in members]
-                try:
-                    if post is not None:
-                        import torch
+            if not gid:  # failed jobs: no payload
+                for o, run in members:
+                    self._deliver(o, run, None)
+                continue
+            run0 = members[0][1]
+            model = self.models[run0.key]
+            runs = [run for _, run in members]
+            try:
+                if post is not None:
+                    import torch
 
-                        with torch.cuda.stream(post):
-                            payloads = self._postprocess(model, run0.source, runs)
-                    else:
-                        payloads = self._postprocess(model, run0.source, runs)
-                except Exception as exc:  # noqa: BLE001 - a failing post-processing fails these jobs only
-                    for _, run in members:
-                        run.error = f"post-processing failed: {type(exc).__name__}: {exc}"
-            for (o, run), payload in zip(members, payloads, strict=True):
-                self._deliver(o, run, payload)
+                    with torch.cuda.stream(post):
+                        pending = self._postprocess(model, run0.source, runs)
+                else:
+                    pending = self._postprocess(model, run0.source, runs)
+            except Exception as exc:  # noqa: BLE001 - a failing post-processing fails these jobs only
+                self._fail_postprocessing(members, exc)
+                continue
+            if pending.ready():
+                self._deliver_rows(pending, members)
+            else:
+                self._post_pending.append((pending, members))
+                self._post_pending_jobs += len(members)
+
+    def _deliver_copied(self) -> None:
+        """Hand out the results of the post-processed groups whose copy to the host is done."""
+        still: list[tuple[PendingRows, list[tuple[JobOutcome, _JobRun]]]] = []
+        for pending, members in self._post_pending:
+            if pending.ready():
+                self._post_pending_jobs -= len(members)
+                self._deliver_rows(pending, members)
+            else:
+                still.append((pending, members))
+        self._post_pending = still
+
+    def _deliver_rows(self, pending: PendingRows, members: list[tuple[JobOutcome, _JobRun]]) -> None:
+        try:
+            payloads = pending.rows()
+        except Exception as exc:  # noqa: BLE001 - a failing post-processing fails these jobs only
+            self._fail_postprocessing(members, exc)
+            return
+        for (o, run), payload in zip(members, payloads, strict=True):
+            self._deliver(o, run, payload)
+
+    def _fail_postprocessing(self, members: list[tuple[JobOutcome, _JobRun]], exc: Exception) -> None:
+        for o, run in members:
+            run.error = f"post-processing failed: {type(exc).__name__}: {exc}"
+            self._deliver(o, run, None)
 
     def _drop_skipped(self, jobs: list[Any]) -> None:
         """Jobs the core skipped unstarted (``skip_late``, docs/policy.md "Bounded staleness under overload"): their
@@ -1019,19 +1063,18 @@ class Engine:
                     self._troubled -= 1
                 run.source = None
 
-    def _postprocess(self, model: Any, output: Any, runs: list[_JobRun]) -> list[Any]:
-        """The payloads of ``runs``, rows of one output of ``model``: per task its own threshold, cap and mask
-        resolution, per job its source frame's size."""
+    def _postprocess(self, model: Any, output: Any, runs: list[_JobRun]) -> PendingRows:
+        """The post-processing of ``runs``, rows of one output of ``model``, started: per task its own threshold,
+        cap and mask resolution, per job its source frame's size."""
         rows = [run.row for run in runs]
         if model.kind == "detection":
-            return list(detect_rows(output, rows, [run.source_size for run in runs], model.input_size,
-                                    [run.task.score_threshold for run in runs],
-                                    [run.task.max_detections for run in runs]))
+            return start_detect(output, rows, [run.source_size for run in runs], model.input_size,
+                                [run.task.score_threshold for run in runs], [run.task.max_detections for run in runs])
         if model.kind == "segmentation":
-            return list(mask_rows(output, rows, [run.source_size if run.task.mask_resolution == "source" else None
-                                                 for run in runs],
-                                  [run.task.name not in self._masks_unwanted for run in runs]))
-        return list(classify_rows(output, rows, self.settings.top_k))
+            return start_mask(output, rows, [run.source_size if run.task.mask_resolution == "source" else None
+                                             for run in runs],
+                              [run.task.name not in self._masks_unwanted for run in runs])
+        return start_classify(output, rows, self.settings.top_k)
 
     def _deliver(self, o: JobOutcome, run: _JobRun, payload: Any) -> None:
         job = o.job
@@ -1102,7 +1145,7 @@ class Engine:
                 context_of={n: core.context_of(n) for n in names}, mret={n: core.mret(n) for n in names},
                 utilization=[core.utilization(k) for k in range(n_c)],
                 queued=[core.queue_length(k) for k in range(n_c)], contexts_down=core.contexts_down,
-                outstanding_stages=core.outstanding_stages(), in_flight_jobs=len(self._jobs),
+                outstanding_stages=core.outstanding_stages(), in_flight_jobs=len(self._jobs) + self._post_pending_jobs,
                 reprobes=core.reprobes(), batch=core.batch_stats(), sm_per_context=core.sm_per_context(),
                 intake=self.inbox.snapshot(),
                 loop=dataclasses.replace(self._loop_stats, busy_share=self._loop_load.fraction()),
@@ -1118,8 +1161,10 @@ class Engine:
         return self.call(feasibility_of)
 
     def in_flight(self) -> int:
-        """Jobs admitted and not finished, and frames taken by a release and still being decoded."""
-        return self.call(lambda _core: len(self._jobs) + (self._decoding.pending_frames() if self._decoding else 0))
+        """Jobs admitted whose result was not handed out yet, and frames taken by a release and still being
+        decoded."""
+        return self.call(lambda _core: len(self._jobs) + self._post_pending_jobs
+                         + (self._decoding.pending_frames() if self._decoding else 0))
 
     def pause_releases(self, drop_reason: str = "inactive") -> int:
         """Stop releasing tasks (a managed node's deactivate): no job is released from now on, no stale period is

@@ -5,6 +5,13 @@ post-processed together: one softmax/top-k (classification), one argmax/bincount
 (segmentation, :func:`mask_rows`) or one threshold/cap/rescale (detection, :func:`detect_rows`) over their rows,
 and one copy to the host, on a stream of their own so the copy waits for nothing else.
 
+Each has two halves: ``start_*`` enqueues the device work and the copy to the host and returns a
+:class:`PendingRows` at once (on a CUDA device the copy is asynchronous, into page-locked memory, followed by an
+event); :meth:`PendingRows.rows` makes the per-row payloads from the host copy. The engine's loop starts them and
+hands out the results once :meth:`PendingRows.ready` says the copy is done, so it never waits for the device
+(a synchronous copy waits behind the kernels of every stream the GPU is running). ``classify_rows``,
+``detect_rows`` and ``mask_rows`` are the two halves in one call.
+
 Coordinates: every frame was resized (stretched, bilinear) from its source size ``(H_src, W_src)`` to the model's
 ``input_size`` ``(H, W)`` (runtime/preprocess.py), so a model-input pixel coordinate maps back to the source frame
 by ``x * W_src / W`` and ``y * H_src / H``.
@@ -12,6 +19,7 @@ by ``x * W_src / W`` and ``y * H_src / H``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +107,39 @@ def _rows_of(output: Any, rows: list[int]) -> torch.Tensor:
     return x.index_select(0, torch.tensor(rows, device=x.device))
 
 
-def classify_rows(output: Any, rows: list[int], k: int) -> list[tuple[list[int], list[float]]]:
+class PendingRows:
+    """The post-processing of a group of rows whose copy to the host was started: :meth:`ready` once the copy is
+    done (at once when the tensor is not on a CUDA device), :meth:`rows` the payloads, one per row (it waits for the
+    copy if it is not done). ``keep`` holds the tensors the device work reads (the stage output, made on another
+    stream) until the copy is done, so their memory is not handed out again while it is read."""
+
+    __slots__ = ("_host", "_event", "_make", "_keep")
+
+    def __init__(self, device_tensor: torch.Tensor, make: Callable[[np.ndarray], list[Any]], keep: Any = None
+                 ) -> None:
+        self._make = make
+        if device_tensor.is_cuda:
+            self._host = device_tensor.to("cpu", non_blocking=True)  # (page-locked: torch's host caching allocator)
+            self._event: torch.cuda.Event | None = torch.cuda.Event()
+            self._event.record()
+            self._keep = keep
+        else:
+            self._host = device_tensor
+            self._event = None
+            self._keep = None
+
+    def ready(self) -> bool:
+        return self._event is None or self._event.query()
+
+    def rows(self) -> list[Any]:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+        self._keep = None
+        return self._make(self._host.numpy())
+
+
+def start_classify(output: Any, rows: list[int], k: int) -> PendingRows:
     """Softmax top-k of each row of a batch of logits (``N x C``): (class ids, probabilities) per row, ids by
     probability, highest first; ``k`` clipped to ``C``."""
     logits = _rows_of(output, rows).detach().float()
@@ -107,9 +147,17 @@ def classify_rows(output: Any, rows: list[int], k: int) -> list[tuple[list[int],
         raise ValueError(f"expected logits of shape (N, C), got {tuple(logits.shape)}")
     k = min(k, logits.shape[1])
     top = torch.topk(torch.softmax(logits, dim=1), k, dim=1)
+
+    def make(host: np.ndarray) -> list[Any]:
+        return list(zip(host[:, :k].astype(np.int64).tolist(), host[:, k:].tolist(), strict=True))
+
     # (ids and probabilities to the host in one copy: float64 holds both exactly)
-    host = torch.cat((top.indices.double(), top.values.double()), dim=1).cpu().numpy()
-    return list(zip(host[:, :k].astype(np.int64).tolist(), host[:, k:].tolist(), strict=True))
+    return PendingRows(torch.cat((top.indices.double(), top.values.double()), dim=1), make, keep=output)
+
+
+def classify_rows(output: Any, rows: list[int], k: int) -> list[tuple[list[int], list[float]]]:
+    """:func:`start_classify` and its payloads in one call."""
+    return start_classify(output, rows, k).rows()
 
 
 def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int], list[float]]]:
@@ -138,6 +186,12 @@ def _select_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
 
 def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None], input_size: tuple[int, int],
                 thresholds: list[float], caps: list[int]) -> list[Detections]:
+    """:func:`start_detect` and its payloads in one call."""
+    return start_detect(output, rows, sizes, input_size, thresholds, caps).rows()
+
+
+def start_detect(output: Any, rows: list[int], sizes: list[tuple[int, int] | None], input_size: tuple[int, int],
+                 thresholds: list[float], caps: list[int]) -> PendingRows:
     """The detections of each row of a detection model's last-stage output ``(boxes N x K x 4, scores N x K,
     labels N x K, counts N)`` (issue 16's contract: boxes x1, y1, x2, y2 in the model input's pixels, scores
     sorted descending per row, ``counts`` valid entries per row).
@@ -171,17 +225,27 @@ def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None
     keep = valid & (scores.float() >= per_row[:, 6:7])
     keep &= torch.cumsum(keep.int(), dim=1) <= per_row[:, 7:8]
     packed = torch.cat([scaled, scores.float().unsqueeze(2), labels.float().unsqueeze(2),
-                        keep.float().unsqueeze(2)], dim=2).cpu().numpy()  # one device -> host copy
-    out = []
-    for row in packed:
-        chosen = row[row[:, 6] > 0]
-        out.append(Detections(boxes=np.ascontiguousarray(chosen[:, 0:4]), scores=np.ascontiguousarray(chosen[:, 4]),
-                              class_ids=chosen[:, 5].astype(np.int64)))
-    return out
+                        keep.float().unsqueeze(2)], dim=2)  # one device -> host copy
+
+    def make(host: np.ndarray) -> list[Any]:
+        out = []
+        for row in host:
+            chosen = row[row[:, 6] > 0]
+            out.append(Detections(boxes=np.ascontiguousarray(chosen[:, 0:4]),
+                                  scores=np.ascontiguousarray(chosen[:, 4]), class_ids=chosen[:, 5].astype(np.int64)))
+        return out
+
+    return PendingRows(packed, make, keep=output)
 
 
 def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None],
               wanted: list[bool] | None = None) -> list[SegmentationRow]:
+    """:func:`start_mask` and its payloads in one call."""
+    return start_mask(output, rows, sizes, wanted).rows()
+
+
+def start_mask(output: Any, rows: list[int], sizes: list[tuple[int, int] | None],
+               wanted: list[bool] | None = None) -> PendingRows:
     """Per-pixel argmax of each row of segmentation logits (``N x C x H x W``, C <= 256): the summary of
     :func:`segment_rows` and the class mask as uint8, resized (nearest, pixel centres) on the output's device to
     ``sizes[i]`` (H', W'; None: kept at the model's H x W); the burst's masks come to the host in one copy.
@@ -212,15 +276,20 @@ def mask_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None],
             parts[i] = part[j].reshape(-1)
     # one device -> host copy: the pixel counts (int64, as bytes) and every mask
     count_bytes = counts.contiguous().view(torch.uint8)
-    host = torch.cat([count_bytes, *(p for p in parts if p is not None)]).cpu().numpy()
-    pixels = host[:count_bytes.numel()].view(np.int64).reshape(n, num_classes).tolist()
-    out, offset, total = [], count_bytes.numel(), height * width
-    for i, (h, w) in enumerate(targets):
-        row = pixels[i]
-        present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
-        mask = None
-        if parts[i] is not None:
-            mask = host[offset:offset + h * w].reshape(h, w)
-            offset += h * w
-        out.append(SegmentationRow((height, width, present, [row[c] / total for c in present]), mask))
-    return out
+    n_bytes = count_bytes.numel()
+    has_mask = [p is not None for p in parts]
+
+    def make(host: np.ndarray) -> list[Any]:
+        pixels = host[:n_bytes].view(np.int64).reshape(n, num_classes).tolist()
+        out, offset, total = [], n_bytes, height * width
+        for i, (h, w) in enumerate(targets):
+            row = pixels[i]
+            present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
+            mask = None
+            if has_mask[i]:
+                mask = host[offset:offset + h * w].reshape(h, w)
+                offset += h * w
+            out.append(SegmentationRow((height, width, present, [row[c] / total for c in present]), mask))
+        return out
+
+    return PendingRows(torch.cat([count_bytes, *(p for p in parts if p is not None)]), make, keep=output)
