@@ -4,8 +4,8 @@
 # 8x8 frames released together by the engine's clock, batching on: the loop's own Python per release, preprocessing
 # next to nothing. BEFORE and AFTER are two checkouts (e.g. `git worktree add /tmp/before <sha>`), each with its
 # .venv; ROUNDS rounds (default 3), interleaved (before, after, before, ...). Writes
-# $OUT/<before|after>_<round>/engine_load.{md,json} and prints one table row per run. Usage, repo root:
-#   BEFORE=/tmp/before AFTER=. OUT=docs/benchmarks/engine/instant/s18 scripts/instant_ab.sh
+# $OUT/$PREFIX<before|after>_<round>/engine_load.{md,json} and prints one table row per run. Usage, repo root:
+#   BEFORE=/tmp/before AFTER=. OUT=docs/benchmarks/engine/instant PREFIX=s18_ scripts/instant_ab.sh
 set -eu
 : "${BEFORE:?a checkout of the commit to compare against}" "${AFTER:?a checkout of the commit measured}"
 OUT=${OUT:-/tmp/instant_ab}
@@ -16,8 +16,8 @@ OUT=$(realpath -m "$OUT")
 for round in $(seq 1 "$ROUNDS"); do
   for variant in before after; do
     if [ "$variant" = before ]; then tree=$BEFORE; else tree=$AFTER; fi
-    (cd "$tree" && .venv/bin/python -m daris_ros.bench.engine_load "${COMMON[@]}" --out "$OUT/${variant}_$round" \
+    (cd "$tree" && .venv/bin/python -m daris_ros.bench.engine_load "${COMMON[@]}" --out "$OUT/${PREFIX:-}${variant}_$round" \
       > /dev/null 2>&1)
-    echo "$variant $round $(git -C "$tree" rev-parse --short HEAD) $(tail -1 "$OUT/${variant}_$round/engine_load.md")"
+    echo "$variant $round $(git -C "$tree" rev-parse --short HEAD) $(tail -1 "$OUT/${PREFIX:-}${variant}_$round/engine_load.md")"
   done
 done

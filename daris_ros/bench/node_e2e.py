@@ -384,6 +384,7 @@ def publisher_main(spec: dict[str, Any]) -> int:
            "lag_p99_ms": _ms(percentile([v * NS for v in lags], 99)),
            "lag_max_ms": _ms(max(lags) * NS if lags else None)}
     Path(spec["result"]).write_text(json.dumps(out))
+    print("@@WROTE", flush=True)  # the harness needs only this; the teardown below may hang in DDS under load
     node.destroy_node()
     rclpy.try_shutdown()
     print("@@DONE", flush=True)
@@ -832,7 +833,7 @@ def run_one(args: argparse.Namespace, system: str, n: int, out: Path) -> dict[st
         gpu_apps = gpu_apps_mib(cpu_b)
         if profiler is not None:
             figures["profiler_exit"] = wait_profiler(profiler, 30.0)
-        _wait_all(pubs, "DONE", time.monotonic() + 30.0)
+        _wait_all(pubs, "WROTE", time.monotonic() + 30.0)
         # results of the last frames, then (node) a stats message taken after the last release
         max_period = max(c.period for c in cams)
         time.sleep(args.drain + 2 * max_period + (2 * args.stats_period if system == "node" else 0.0))
