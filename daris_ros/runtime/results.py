@@ -1,7 +1,7 @@
 """What the engine hands out for a finished job, and the batched post-processing that makes it.
 
 Jobs that finish in one turn of the engine's loop and whose outputs are rows of one stage output are
-post-processed together: one softmax/top-k (classification), one argmax/bincount plus the class mask
+post-processed together: one softmax/top-k (classification), one argmax and pixel count plus the class mask
 (segmentation, :func:`mask_rows`) or one threshold/cap/rescale (detection, :func:`detect_rows`) over their rows,
 and one copy to the host, on a stream of their own so the copy waits for nothing else.
 
@@ -98,13 +98,32 @@ class SegmentationRow:
     mask: np.ndarray | None
 
 
+def _on_device(values: list[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``values`` as a tensor on ``device``; to a CUDA device through page-locked memory, asynchronously on the
+    current stream (``torch.tensor(values, device=cuda)`` copies from pageable memory and waits for the stream, so
+    the loop would wait behind the stream's kernels)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
+def _pixel_counts(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
+    """Pixels per (row, class) of ``labels`` (``N x H x W`` class ids), ``N x C`` int64. A scatter-add: CUDA's
+    ``bincount`` reads the largest id back to the host first (a wait for the stream)."""
+    offsets = (torch.arange(n, device=labels.device) * num_classes).view(n, 1)
+    flat = (labels.reshape(n, -1) + offsets).flatten()
+    counts = torch.zeros(n * num_classes, dtype=torch.int64, device=labels.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat)).view(n, num_classes)
+
+
 def _rows_of(output: Any, rows: list[int]) -> torch.Tensor:
     x = output[0] if isinstance(output, tuple) else output
     if len(rows) == x.shape[0] and rows == list(range(len(rows))):
         return x
     if len(rows) == 1:
         return x.narrow(0, rows[0], 1)
-    return x.index_select(0, torch.tensor(rows, device=x.device))
+    return x.index_select(0, _on_device(rows, torch.int64, x.device))
 
 
 class PendingRows:
@@ -167,9 +186,7 @@ def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int]
     if logits.dim() != 4 or logits.numel() == 0:
         raise ValueError(f"expected logits of shape (N, C, H, W), got {tuple(logits.shape)}")
     n, num_classes, height, width = (int(s) for s in logits.shape)
-    labels = logits.argmax(dim=1).view(n, -1)
-    offsets = (torch.arange(n, device=labels.device) * num_classes).view(n, 1)
-    counts = torch.bincount((labels + offsets).flatten(), minlength=n * num_classes).view(n, num_classes)
+    counts = _pixel_counts(logits.argmax(dim=1), n, num_classes)
     total = height * width
     out = []
     for row in counts.cpu().tolist():
@@ -181,7 +198,7 @@ def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int]
 def _select_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
     if len(rows) == x.shape[0] and rows == list(range(len(rows))):
         return x
-    return x.index_select(0, torch.tensor(rows, device=x.device))
+    return x.index_select(0, _on_device(rows, torch.int64, x.device))
 
 
 def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None], input_size: tuple[int, int],
@@ -217,8 +234,8 @@ def start_detect(output: Any, rows: list[int], sizes: list[tuple[int, int] | Non
     # per row: the factors from model-input pixels to source pixels, and the source frame's bounds
     factors = [(1.0, 1.0) if s is None else (s[1] / width, s[0] / height) for s in sizes]
     bounds = [(float(width), float(height)) if s is None else (float(s[1]), float(s[0])) for s in sizes]
-    per_row = torch.tensor([[fx, fy, fx, fy, bx, by, th, cap] for (fx, fy), (bx, by), th, cap
-                            in zip(factors, bounds, thresholds, caps, strict=True)], dtype=torch.float32, device=dev)
+    per_row = _on_device([[fx, fy, fx, fy, bx, by, th, cap] for (fx, fy), (bx, by), th, cap
+                          in zip(factors, bounds, thresholds, caps, strict=True)], torch.float32, dev)
     scale, limit = per_row[:, 0:4].unsqueeze(1), per_row[:, 4:6].repeat(1, 2).unsqueeze(1)
     scaled = torch.minimum((boxes.float() * scale).clamp_min(0.0), limit)
     valid = torch.arange(k, device=dev).unsqueeze(0) < counts.unsqueeze(1)
@@ -259,8 +276,7 @@ def start_mask(output: Any, rows: list[int], sizes: list[tuple[int, int] | None]
     if len(sizes) != n or (wanted is not None and len(wanted) != n):
         raise ValueError(f"{n} rows with {len(sizes)} sizes" + ("" if wanted is None else f", {len(wanted)} wanted"))
     labels = logits.argmax(dim=1)  # N x H x W
-    offsets = (torch.arange(n, device=labels.device) * num_classes).view(n, 1)
-    counts = torch.bincount((labels.view(n, -1) + offsets).flatten(), minlength=n * num_classes)
+    counts = _pixel_counts(labels, n, num_classes).flatten()
     small = labels.to(torch.uint8).unsqueeze(1)  # N x 1 x H x W
     targets = [(height, width) if s is None else (int(s[0]), int(s[1])) for s in sizes]
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -269,7 +285,7 @@ def start_mask(output: Any, rows: list[int], sizes: list[tuple[int, int] | None]
             by_size.setdefault(size, []).append(i)
     parts: list[torch.Tensor | None] = [None] * n
     for size, idx in by_size.items():
-        part = small if len(idx) == n else small.index_select(0, torch.tensor(idx, device=small.device))
+        part = small if len(idx) == n else small.index_select(0, _on_device(idx, torch.int64, small.device))
         if size != (height, width):
             part = F.interpolate(part, size=size, mode="nearest-exact")
         for j, i in enumerate(idx):
