@@ -16,10 +16,10 @@
 # Per-camera nodes (the acceptance's comparison): PARAMS --systems,per-camera (the last --systems wins), e.g.
 #   24:pc24:--systems,per-camera
 # GPU_TESTS (optional): pytest -m gpu on these files first (output in the pack, gpu_tests.txt), within TOTAL_S.
-# Session 18's call (a finished job's copy to the host asynchronous, high-priority preprocessing and post-processing
-# streams; the per-camera nodes at 24 and 12 cameras):
-#   GPU_TESTS="test/gpu/test_gpu_post_copy.py test/gpu/test_gpu_engine_batching.py" scripts/gpu_node_variants.sh \
-#     48:w16n:$B,$W 24:pc24:--systems,per-camera 48:fn:$B 12:pc12:--systems,per-camera
+# The next call (planned in session 18, refused then: a finished job's copy to the host asynchronous, high-priority
+# preprocessing and post-processing streams, untested on a GPU so far; the per-camera nodes at 24 and 12 cameras):
+#   GPU_TESTS="test/gpu/test_gpu_post_copy.py test/gpu/test_gpu_engine_batching.py test/gpu/test_gpu_detection.py" \
+#     scripts/gpu_node_variants.sh 48:w16n:$B,$W 24:pc24:--systems,per-camera 48:fn:$B 12:pc12:--systems,per-camera
 set -u
 OUT=${OUT:-/tmp/out}
 R=/tmp/node_variants/r
