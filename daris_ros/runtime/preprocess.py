@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daris_ros.runtime.device_copy import to_device
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -175,5 +177,5 @@ def preprocess_batch(
         x = (x - mean_t) / std_t
         if len(idx) == len(frames):
             return x.contiguous()
-        result[torch.tensor(idx, device=dev)] = x
+        result[to_device(idx, torch.int64, dev)] = x
     return result

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daris_ros.runtime.device_copy import to_device
+
 
 @dataclass(frozen=True, slots=True)
 class StageTrace:
@@ -98,16 +100,6 @@ class SegmentationRow:
     mask: np.ndarray | None
 
 
-def _on_device(values: list[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``values`` as a tensor on ``device``; to a CUDA device through page-locked memory, asynchronously on the
-    current stream (``torch.tensor(values, device=cuda)`` copies from pageable memory and waits for the stream, so
-    the loop would wait behind the stream's kernels)."""
-    host = torch.tensor(values, dtype=dtype)
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
-
-
 def _pixel_counts(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tensor:
     """Pixels per (row, class) of ``labels`` (``N x H x W`` class ids), ``N x C`` int64. A scatter-add: CUDA's
     ``bincount`` reads the largest id back to the host first (a wait for the stream)."""
@@ -123,7 +115,7 @@ def _rows_of(output: Any, rows: list[int]) -> torch.Tensor:
         return x
     if len(rows) == 1:
         return x.narrow(0, rows[0], 1)
-    return x.index_select(0, _on_device(rows, torch.int64, x.device))
+    return x.index_select(0, to_device(rows, torch.int64, x.device))
 
 
 class PendingRows:
@@ -198,7 +190,7 @@ def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int]
 def _select_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
     if len(rows) == x.shape[0] and rows == list(range(len(rows))):
         return x
-    return x.index_select(0, _on_device(rows, torch.int64, x.device))
+    return x.index_select(0, to_device(rows, torch.int64, x.device))
 
 
 def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None], input_size: tuple[int, int],
@@ -234,7 +226,7 @@ def start_detect(output: Any, rows: list[int], sizes: list[tuple[int, int] | Non
     # per row: the factors from model-input pixels to source pixels, and the source frame's bounds
     factors = [(1.0, 1.0) if s is None else (s[1] / width, s[0] / height) for s in sizes]
     bounds = [(float(width), float(height)) if s is None else (float(s[1]), float(s[0])) for s in sizes]
-    per_row = _on_device([[fx, fy, fx, fy, bx, by, th, cap] for (fx, fy), (bx, by), th, cap
+    per_row = to_device([[fx, fy, fx, fy, bx, by, th, cap] for (fx, fy), (bx, by), th, cap
                           in zip(factors, bounds, thresholds, caps, strict=True)], torch.float32, dev)
     scale, limit = per_row[:, 0:4].unsqueeze(1), per_row[:, 4:6].repeat(1, 2).unsqueeze(1)
     scaled = torch.minimum((boxes.float() * scale).clamp_min(0.0), limit)
@@ -285,7 +277,7 @@ def start_mask(output: Any, rows: list[int], sizes: list[tuple[int, int] | None]
             by_size.setdefault(size, []).append(i)
     parts: list[torch.Tensor | None] = [None] * n
     for size, idx in by_size.items():
-        part = small if len(idx) == n else small.index_select(0, _on_device(idx, torch.int64, small.device))
+        part = small if len(idx) == n else small.index_select(0, to_device(idx, torch.int64, small.device))
         if size != (height, width):
             part = F.interpolate(part, size=size, mode="nearest-exact")
         for j, i in enumerate(idx):
