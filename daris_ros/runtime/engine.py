@@ -685,7 +685,7 @@ class Engine:
                 timeout = wakeup - now
             if fresh_gate is not None and fresh_gate - now < timeout:  # new frames waiting for a grid point
                 timeout = fresh_gate - now
-            if (polled and self._launches or self._post_pending) and timeout > POLL_INTERVAL:
+            if ((polled and self._launches) or self._post_pending) and timeout > POLL_INTERVAL:
                 timeout = POLL_INTERVAL
             elif timeout > max_wait:
                 timeout = max_wait

@@ -109,6 +109,14 @@ def _pixel_counts(labels: torch.Tensor, n: int, num_classes: int) -> torch.Tenso
     return counts.scatter_add_(0, flat, torch.ones_like(flat)).view(n, num_classes)
 
 
+def _summary(pixels: list[int], height: int, width: int) -> tuple[int, int, list[int], list[float]]:
+    """A segmentation summary from one row's pixels per class: ``(H, W, class ids present, pixel fractions)``,
+    classes by fraction, largest first (ties: lower id first)."""
+    present = sorted((c for c, count in enumerate(pixels) if count > 0), key=lambda c: (-pixels[c], c))
+    total = height * width
+    return height, width, present, [pixels[c] / total for c in present]
+
+
 def _rows_of(output: Any, rows: list[int]) -> torch.Tensor:
     x = output[0] if isinstance(output, tuple) else output
     if len(rows) == x.shape[0] and rows == list(range(len(rows))):
@@ -179,18 +187,7 @@ def segment_rows(output: Any, rows: list[int]) -> list[tuple[int, int, list[int]
         raise ValueError(f"expected logits of shape (N, C, H, W), got {tuple(logits.shape)}")
     n, num_classes, height, width = (int(s) for s in logits.shape)
     counts = _pixel_counts(logits.argmax(dim=1), n, num_classes)
-    total = height * width
-    out = []
-    for row in counts.cpu().tolist():
-        present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
-        out.append((height, width, present, [row[c] / total for c in present]))
-    return out
-
-
-def _select_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
-    if len(rows) == x.shape[0] and rows == list(range(len(rows))):
-        return x
-    return x.index_select(0, to_device(rows, torch.int64, x.device))
+    return [_summary(row, height, width) for row in counts.cpu().tolist()]
 
 
 def detect_rows(output: Any, rows: list[int], sizes: list[tuple[int, int] | None], input_size: tuple[int, int],
@@ -212,7 +209,7 @@ def start_detect(output: Any, rows: list[int], sizes: list[tuple[int, int] | Non
     if not isinstance(output, tuple | list) or len(output) != 4:
         got = f"{type(output).__name__}" + (f" of {len(output)}" if isinstance(output, tuple | list) else "")
         raise ValueError(f"a detection model's last stage returns (boxes, scores, labels, counts), got {got}")
-    boxes, scores, labels, counts = (_select_rows(t.detach(), rows) for t in output)
+    boxes, scores, labels, counts = (_rows_of(t.detach(), rows) for t in output)
     n = len(rows)
     if boxes.dim() != 3 or boxes.shape[2] != 4 or scores.shape != boxes.shape[:2] or labels.shape != scores.shape \
             or counts.shape != (n,) or boxes.shape[0] != n:
@@ -289,15 +286,13 @@ def start_mask(output: Any, rows: list[int], sizes: list[tuple[int, int] | None]
 
     def make(host: np.ndarray) -> list[Any]:
         pixels = host[:n_bytes].view(np.int64).reshape(n, num_classes).tolist()
-        out, offset, total = [], n_bytes, height * width
+        out, offset = [], n_bytes
         for i, (h, w) in enumerate(targets):
-            row = pixels[i]
-            present = sorted((c for c in range(num_classes) if row[c] > 0), key=lambda c: (-row[c], c))
             mask = None
             if has_mask[i]:
                 mask = host[offset:offset + h * w].reshape(h, w)
                 offset += h * w
-            out.append(SegmentationRow((height, width, present, [row[c] / total for c in present]), mask))
+            out.append(SegmentationRow(_summary(pixels[i], height, width), mask))
         return out
 
     return PendingRows(torch.cat([count_bytes, *(p for p in parts if p is not None)]), make, keep=output)
